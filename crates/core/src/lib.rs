@@ -1,0 +1,21 @@
+//! cohort's domain: services, tracks, cohorts, routes, weights, stage order and promotion gates.
+//!
+//! Everything here is pure data and pure functions; parsing files, git, Kubernetes and the
+//! network live in other crates that depend on this one.
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod gate;
+pub mod model;
+pub mod names;
+pub mod route;
+pub mod weight;
+
+pub use duration::Duration;
+pub use gate::{GateBlock, GateInput, check_gate};
+pub use model::{
+    Defaults, Gate, HealthCheck, Pipeline, PreStop, ReleaseState, RouterSettings, ServiceSpec, Sticky,
+};
+pub use names::{NameError, ServiceName, TrackName, Version};
+pub use route::{Redistribution, Route, RouteError};
+pub use weight::{Weight, WeightError};

@@ -1,0 +1,168 @@
+//! The validated release repo: the pipeline (`cohort.yaml`), each service's spec
+//! (`services/<name>.yaml`) and each service's release state (`releases/<name>.yaml`).
+
+use std::collections::BTreeMap;
+
+use crate::{Duration, Route, ServiceName, TrackName, Version};
+
+/// The repo-wide pipeline: where things run, how callers are sorted into cohorts and routed,
+/// and what a version must pass to move on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Pipeline {
+    /// Kubernetes namespace every service is rendered into.
+    pub namespace: String,
+    /// The request header that names the caller's cohort, e.g. `X-Traffic-Group`.
+    pub cohort_header: String,
+    /// The order versions move through tracks; the first is where `deploy` puts a build.
+    pub stages: Vec<TrackName>,
+    /// Named cohorts (matched case-insensitively against the header) and their routes.
+    pub cohorts: Vec<(String, Route)>,
+    /// The route for everybody else: no header, or a value no cohort names.
+    pub default_route: Route,
+    /// Keeps each user on one track.
+    pub sticky: Option<Sticky>,
+    /// Peers whose cohort header is believed; from anyone else it is dropped.
+    pub trusted_peers: Vec<ipnet::IpNet>,
+    /// Settings each service inherits unless its spec overrides them.
+    pub defaults: Defaults,
+    /// The router fleet in front of each service.
+    pub router: RouterSettings,
+    /// Gates, keyed by the stage being entered.
+    pub gates: BTreeMap<TrackName, Gate>,
+}
+
+/// What keeps a user on one track: a request header or a cookie holding a user id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sticky {
+    /// A request header, e.g. `X-User-Id`.
+    Header(String),
+    /// A cookie, e.g. `uid`.
+    Cookie(String),
+}
+
+/// Per-service settings inherited from `cohort.yaml`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Defaults {
+    /// Replicas per track.
+    pub replicas: BTreeMap<TrackName, u32>,
+    /// The container port services listen on.
+    pub port: u16,
+    /// The readiness check the router and Kubernetes both use.
+    pub health_check: HealthCheck,
+    /// A track with fewer ready endpoints is unhealthy.
+    pub min_ready_endpoints: u32,
+    /// The pause before a pod is told to stop, so endpoints are removed first.
+    pub pre_stop: PreStop,
+}
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    /// Path probed, e.g. `/healthz`.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+}
+
+/// How a pod waits for endpoint removal before it is sent SIGTERM.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PreStop {
+    /// How long to pause.
+    pub pause: Duration,
+    /// `true`: run `sleep` in the container (for clusters older than 1.30 or images with a
+    /// shell); `false`: the kubelet's built-in sleep action, which needs nothing in the image.
+    pub exec: bool,
+}
+
+/// The router fleet of each service.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouterSettings {
+    /// The cohort image the router pods run.
+    pub image: String,
+    /// Router pods per service.
+    pub replicas: u32,
+    /// Port the router listens on for traffic (and the service port callers use).
+    pub port: u16,
+    /// Port of the router's admin endpoints (`/live`, `/ready`, `/metrics`).
+    pub admin_port: u16,
+}
+
+/// What a version must pass to enter a stage.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Gate {
+    /// Minimum time the version has spent in the previous stage.
+    pub min_time_in_previous: Duration,
+    /// Checks that must be recorded with `cohort approve` first.
+    pub checks: Vec<String>,
+    /// Whether a passing canary judgement is required.
+    pub require_judgement: bool,
+}
+
+/// One service's hand-written spec.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ServiceSpec {
+    /// The service's name.
+    pub name: ServiceName,
+    /// Image repository; the tag is the version.
+    pub image: String,
+    /// Container port (default from the pipeline).
+    pub port: u16,
+    /// Environment variables, in the order written.
+    pub env: Vec<(String, String)>,
+    /// Resource requests (e.g. `cpu: 100m`).
+    pub requests: BTreeMap<String, String>,
+    /// Resource limits.
+    pub limits: BTreeMap<String, String>,
+    /// Readiness probe.
+    pub readiness: HealthCheck,
+    /// Liveness probe, if any.
+    pub liveness: Option<HealthCheck>,
+    /// Replicas per track, after defaults.
+    pub replicas: BTreeMap<TrackName, u32>,
+    /// Named cohorts' routes for this service (the pipeline's, with overrides applied).
+    pub cohorts: Vec<(String, Route)>,
+    /// The default route for this service.
+    pub default_route: Route,
+}
+
+/// The tool-managed state of one service: which version each track runs, and recorded checks.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ReleaseState {
+    /// Versions per track; a track that is absent has nothing deployed.
+    pub tracks: BTreeMap<TrackName, Version>,
+    /// Checks recorded with `cohort approve`, per version.
+    pub approvals: BTreeMap<Version, BTreeMap<String, String>>,
+}
+
+impl ReleaseState {
+    /// The version a track runs, if any.
+    pub fn version(&self, track: &TrackName) -> Option<&Version> {
+        self.tracks.get(track)
+    }
+
+    /// Drops approvals of versions that no track runs any more, so the file does not grow forever.
+    pub fn forget_unused_approvals(&mut self) {
+        let live: Vec<Version> = self.tracks.values().cloned().collect();
+        self.approvals.retain(|v, _| live.contains(v));
+    }
+}
+
+impl Pipeline {
+    /// The stage after `track`, if any.
+    pub fn next_stage(&self, track: &TrackName) -> Option<&TrackName> {
+        let i = self.stages.iter().position(|t| t == track)?;
+        self.stages.get(i + 1)
+    }
+
+    /// The stage before `track`, if any.
+    pub fn previous_stage(&self, track: &TrackName) -> Option<&TrackName> {
+        let i = self.stages.iter().position(|t| t == track)?;
+        i.checked_sub(1).and_then(|j| self.stages.get(j))
+    }
+
+    /// Whether `track` is one of the stages.
+    pub fn has_stage(&self, track: &TrackName) -> bool {
+        self.stages.contains(track)
+    }
+}
