@@ -9,6 +9,7 @@ pub mod gate;
 pub mod model;
 pub mod names;
 pub mod route;
+pub mod router_config;
 pub mod weight;
 
 pub use duration::Duration;

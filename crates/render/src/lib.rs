@@ -1,1 +1,32 @@
-//! placeholder
+//! The release repo rendered: Kubernetes objects for each service (typed with k8s-openapi),
+//! the router's config, and an equivalent haproxy.cfg.
+//!
+//! Rendering is a pure function of the validated repo: the same repo gives byte-identical
+//! output on every run and machine.
+#![forbid(unsafe_code)]
+
+mod haproxy;
+mod objects;
+
+pub use haproxy::{HaproxyError, haproxy_cfg};
+pub use objects::{
+    LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, render_service,
+    router_config,
+};
+
+/// Objects as one YAML stream (documents separated by `---`).
+pub fn to_yaml(objects: &[Rendered]) -> String {
+    cohort_yaml::to_yaml_stream(objects.iter().map(|o| &o.value))
+}
+
+/// Objects as a Kubernetes `List`, pretty-printed JSON with a final newline.
+pub fn to_json(objects: &[Rendered]) -> String {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": objects.iter().map(|o| &o.value).collect::<Vec<_>>(),
+    });
+    let mut text = serde_json::to_string_pretty(&list).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -3,7 +3,7 @@
 use saphyr::{MarkedYaml, Scalar, ScalarStyle, YamlData, YamlLoader};
 
 /// A position in a file: line and column, both counted from 1, as editors show them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 pub struct Pos {
     /// Line, from 1.
     pub line: usize,

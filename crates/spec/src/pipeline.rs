@@ -1,0 +1,661 @@
+//! `cohort.yaml`: the pipeline every service of the repo follows.
+
+use std::collections::BTreeMap;
+
+use cohort_core::{
+    Defaults, Duration, Gate, HealthCheck, Pipeline, PreStop, Route, RouterSettings, Sticky, TrackName,
+    Weight, names::check_dns_label,
+};
+use cohort_yaml::Node;
+
+use crate::diag::{Kind, Sink};
+use crate::read::{self, MapReader};
+
+/// The image router pods run unless `router.image` says otherwise: this very release of cohort.
+pub const DEFAULT_ROUTER_IMAGE: &str = concat!("ghcr.io/cohort-dev/cohort:", env!("CARGO_PKG_VERSION"));
+
+/// The seed's stage order.
+pub const DEFAULT_STAGES: [&str; 4] = ["internal", "canary", "paid", "production"];
+
+fn track(name: &str) -> TrackName {
+    TrackName::new(name).unwrap_or_else(|_| unreachable!("built-in track names are valid"))
+}
+
+fn seed_route(legs: &[(&str, u32)]) -> Route {
+    let legs = legs
+        .iter()
+        .map(|(t, bp)| (track(t), Weight::from_basis_points(*bp).unwrap_or(Weight::WHOLE)))
+        .collect();
+    Route::new(legs).unwrap_or_else(|_| unreachable!("built-in routes sum to 100%"))
+}
+
+/// The seed's cohorts: INTERNAL → internal; FREE → canary 5% / production 95%; ENTERPRISE → production.
+pub fn seed_cohorts() -> Vec<(String, Route)> {
+    vec![
+        ("INTERNAL".into(), seed_route(&[("internal", 10_000)])),
+        (
+            "FREE".into(),
+            seed_route(&[("canary", 500), ("production", 9500)]),
+        ),
+        ("ENTERPRISE".into(), seed_route(&[("production", 10_000)])),
+    ]
+}
+
+/// The seed's route for everybody else: paid 5% / production 95%.
+pub fn seed_default_route() -> Route {
+    seed_route(&[("paid", 500), ("production", 9500)])
+}
+
+/// Reads `cohort.yaml`. Returns the pipeline if no error was found; every problem goes to `sink`.
+pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
+    let mut m = MapReader::new(root, "cohort.yaml", sink);
+    let mut ok = true;
+
+    let namespace = m
+        .req(
+            "namespace",
+            "add `namespace: <name>`, the Kubernetes namespace services run in",
+            sink,
+        )
+        .and_then(|n| {
+            let t = read::text(n, "`namespace`", sink)?;
+            name_ok(n, check_dns_label("namespace", t, false), sink).then(|| t.to_string())
+        });
+    ok &= namespace.is_some();
+
+    let cohort_header = match m.opt("cohort_header") {
+        Some(n) => {
+            read::text(n, "`cohort_header`", sink).and_then(|t| header_name(n, t, "`cohort_header`", sink))
+        }
+        None => Some("X-Traffic-Group".to_string()),
+    };
+    ok &= cohort_header.is_some();
+
+    let stages = match m.opt("stages") {
+        Some(n) => read_stages(n, sink),
+        None => Some(DEFAULT_STAGES.iter().map(|t| track(t)).collect()),
+    };
+    let Some(stages) = stages else {
+        // Everything below is checked against the stages; without them it would only add noise.
+        for key in [
+            "cohorts",
+            "default_route",
+            "sticky",
+            "trusted_peers",
+            "defaults",
+            "router",
+            "gates",
+        ] {
+            m.opt(key);
+        }
+        m.finish(sink);
+        return None;
+    };
+
+    let cohorts_node = m.opt("cohorts");
+    let default_route_node = m.opt("default_route");
+    let cohorts = match cohorts_node {
+        Some(n) => read_cohorts(n, &stages, "cohort.yaml", sink),
+        None => Some(seed_cohorts()),
+    };
+    ok &= cohorts.is_some();
+    let default_route = match default_route_node {
+        Some(n) => read_route(n, "`default_route`", &stages, sink),
+        None => Some(seed_default_route()),
+    };
+    ok &= default_route.is_some();
+    if cohorts_node.is_none() || default_route_node.is_none() {
+        // Built-in routes name the seed's tracks; with other stages they must be written out.
+        for (name, route) in cohorts
+            .iter()
+            .flatten()
+            .map(|(n, r)| (n.as_str(), r))
+            .chain(default_route.iter().map(|r| ("everyone else", r)))
+        {
+            for (t, _) in route.legs() {
+                if !stages.contains(t) {
+                    sink.error(
+                        m.pos(),
+                        Kind::UnknownTrack,
+                        format!("the built-in route for {name} sends traffic to `{t}`, which is not one of the stages"),
+                        Some("write your own `cohorts:` and `default_route:` for these stages".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+
+    let sticky = m.opt("sticky").and_then(|n| read_sticky(n, sink));
+    let trusted_peers = m
+        .opt("trusted_peers")
+        .map(|n| read_peers(n, sink))
+        .unwrap_or(Some(vec![]));
+    ok &= trusted_peers.is_some();
+    let defaults = read_defaults(m.opt("defaults"), root, &stages, sink);
+    ok &= defaults.is_some();
+    let router = read_router(m.opt("router"), root, sink);
+    ok &= router.is_some();
+    let gates = read_gates(m.opt("gates"), &stages, sink);
+    ok &= gates.is_some();
+    m.finish(sink);
+
+    if !ok {
+        return None;
+    }
+    Some(Pipeline {
+        namespace: namespace?,
+        cohort_header: cohort_header?,
+        stages,
+        cohorts: cohorts?,
+        default_route: default_route?,
+        sticky,
+        trusted_peers: trusted_peers?,
+        defaults: defaults?,
+        router: router?,
+        gates: gates?,
+    })
+}
+
+pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &mut Sink<'_>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            sink.error(
+                n.pos,
+                Kind::BadName,
+                e.to_string(),
+                Some("Kubernetes names use lowercase letters, digits and `-`, at most 63 characters".into()),
+            );
+            false
+        }
+    }
+}
+
+fn header_name(n: &Node, t: &str, what: &str, sink: &mut Sink<'_>) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if t.is_empty() || !t.chars().all(token) {
+        sink.error(
+            n.pos,
+            Kind::BadName,
+            format!("{what} `{t}` is not an HTTP header name"),
+            Some("header names are letters, digits and `-`, e.g. `X-Traffic-Group`".into()),
+        );
+        return None;
+    }
+    Some(t.to_string())
+}
+
+fn read_stages(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<TrackName>> {
+    let items = read::list(n, "`stages`", sink);
+    if items.is_empty() {
+        sink.error(
+            n.pos,
+            Kind::MissingKey,
+            "`stages` lists no stage",
+            Some("list the tracks in promotion order, e.g. `[internal, canary, paid, production]`".into()),
+        );
+        return None;
+    }
+    let mut out: Vec<TrackName> = vec![];
+    let mut ok = true;
+    for item in items {
+        let Some(t) = read::text(item, "a stage", sink) else {
+            ok = false;
+            continue;
+        };
+        match TrackName::new(t) {
+            Ok(tn) if out.contains(&tn) => {
+                sink.error(
+                    item.pos,
+                    Kind::Duplicate,
+                    format!("stage `{t}` is listed twice"),
+                    Some("list each track once".into()),
+                );
+                ok = false;
+            }
+            Ok(tn) => out.push(tn),
+            Err(e) => ok &= name_ok(item, Err(e), sink),
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Reads a mapping of cohort name → route.
+pub(crate) fn read_cohorts(
+    n: &Node,
+    stages: &[TrackName],
+    file: &str,
+    sink: &mut Sink<'_>,
+) -> Option<Vec<(String, Route)>> {
+    let mut m = MapReader::new(n, format!("`cohorts` in {file}"), sink);
+    let mut out: Vec<(String, Route)> = vec![];
+    let mut ok = true;
+    for (k, v) in m.rest() {
+        let Some(name) = read::text(k, "a cohort name", sink) else {
+            ok = false;
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+            sink.error(
+                k.pos,
+                Kind::BadName,
+                format!("cohort `{name}` cannot be sent in a header"),
+                Some("use visible ASCII without spaces, e.g. `FREE`".into()),
+            );
+            ok = false;
+            continue;
+        }
+        if out.iter().any(|(o, _)| o.eq_ignore_ascii_case(name)) {
+            sink.error(
+                k.pos,
+                Kind::Duplicate,
+                format!("cohort `{name}` is listed twice (header values match case-insensitively)"),
+                Some("merge the two entries".into()),
+            );
+            ok = false;
+            continue;
+        }
+        match read_route(v, &format!("the route of cohort `{name}`"), stages, sink) {
+            Some(r) => out.push((name.to_string(), r)),
+            None => ok = false,
+        }
+    }
+    m.finish(sink);
+    ok.then_some(out)
+}
+
+/// Reads one route: a mapping of track → weight that must name stages and sum to 100%.
+pub(crate) fn read_route(n: &Node, what: &str, stages: &[TrackName], sink: &mut Sink<'_>) -> Option<Route> {
+    let mut m = MapReader::new(n, what.to_string(), sink);
+    let mut legs = vec![];
+    let mut ok = true;
+    for (k, v) in m.rest() {
+        let Some(t) = read::text(k, "a track name", sink) else {
+            ok = false;
+            continue;
+        };
+        let tn = TrackName::new(t).ok().filter(|tn| stages.contains(tn));
+        let Some(tn) = tn else {
+            let names: Vec<&str> = stages.iter().map(TrackName::as_str).collect();
+            sink.error(
+                k.pos,
+                Kind::UnknownTrack,
+                format!("{what} sends traffic to `{t}`, which is not a track"),
+                Some(format!("the tracks are the stages: {}", names.join(", "))),
+            );
+            ok = false;
+            continue;
+        };
+        match read::weight(v, &format!("the weight of `{t}`"), sink) {
+            Some(w) => legs.push((tn, w)),
+            None => ok = false,
+        }
+    }
+    m.finish(sink);
+    if !ok {
+        return None;
+    }
+    match Route::new(legs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            sink.error(
+                n.pos,
+                Kind::BadRoute,
+                format!("{what}: {e}"),
+                Some("weights are exact percentages and a route's weights must add up to 100%".into()),
+            );
+            None
+        }
+    }
+}
+
+fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
+    let mut m = MapReader::new(n, "`sticky`", sink);
+    let header = m.opt("header").and_then(|h| {
+        read::text(h, "`sticky.header`", sink).and_then(|t| header_name(h, t, "`sticky.header`", sink))
+    });
+    let cookie = m
+        .opt("cookie")
+        .and_then(|c| read::text(c, "`sticky.cookie`", sink).map(str::to_string));
+    m.finish(sink);
+    match (header, cookie) {
+        (Some(h), None) => Some(Sticky::Header(h)),
+        (None, Some(c)) => Some(Sticky::Cookie(c)),
+        (Some(_), Some(_)) => {
+            sink.error(
+                n.pos,
+                Kind::Duplicate,
+                "`sticky` names both a header and a cookie",
+                Some("keep one of `header:` or `cookie:`".into()),
+            );
+            None
+        }
+        (None, None) => {
+            sink.error(
+                n.pos,
+                Kind::MissingKey,
+                "`sticky` names neither a header nor a cookie",
+                Some("write `header: X-User-Id` or `cookie: uid`".into()),
+            );
+            None
+        }
+    }
+}
+
+fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpNet>> {
+    let mut out = vec![];
+    let mut ok = true;
+    for item in read::list(n, "`trusted_peers`", sink) {
+        let Some(t) = read::text(item, "a trusted peer", sink) else {
+            ok = false;
+            continue;
+        };
+        let parsed = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => {
+                sink.error(
+                    item.pos,
+                    Kind::BadCidr,
+                    format!("trusted peer `{t}` is not a CIDR"),
+                    Some("write an address range like `10.0.0.0/8`, `fd00::/8` or a single address like `10.1.2.3`".into()),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Reads a track → replicas mapping against the stages.
+pub(crate) fn read_replicas(
+    n: &Node,
+    what: &str,
+    stages: &[TrackName],
+    sink: &mut Sink<'_>,
+) -> Option<BTreeMap<TrackName, u32>> {
+    let mut m = MapReader::new(n, what.to_string(), sink);
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in m.rest() {
+        let t = read::text(k, "a track name", sink).unwrap_or_default();
+        match TrackName::new(t).ok().filter(|tn| stages.contains(tn)) {
+            Some(tn) => match read::number(v, &format!("replicas of `{t}`"), 0, 1000, sink) {
+                Some(r) => {
+                    out.insert(tn, r as u32);
+                }
+                None => ok = false,
+            },
+            None => {
+                sink.error(
+                    k.pos,
+                    Kind::UnknownTrack,
+                    format!("{what} names `{t}`, which is not a track"),
+                    None,
+                );
+                ok = false;
+            }
+        }
+    }
+    m.finish(sink);
+    ok.then_some(out)
+}
+
+fn read_health_check(n: &Node, what: &str, base: &HealthCheck, sink: &mut Sink<'_>) -> Option<HealthCheck> {
+    let mut m = MapReader::new(n, what.to_string(), sink);
+    let path = match m.opt("path") {
+        Some(p) => read::text(p, "the health check `path`", sink).and_then(|t| {
+            if t.starts_with('/') {
+                Some(t.to_string())
+            } else {
+                sink.error(
+                    p.pos,
+                    Kind::WrongType,
+                    format!("health check path `{t}` does not start with `/`"),
+                    Some(format!("write `/{t}`")),
+                );
+                None
+            }
+        }),
+        None => Some(base.path.clone()),
+    };
+    let interval = match m.opt("interval") {
+        Some(i) => read::duration(i, "the health check `interval`", sink).filter(|d| {
+            let ok = *d >= Duration::from_secs(1);
+            if !ok {
+                sink.error(
+                    i.pos,
+                    Kind::OutOfRange,
+                    "the health check interval must be at least 1s (Kubernetes probes count whole seconds)",
+                    None,
+                );
+            }
+            ok
+        }),
+        None => Some(base.interval),
+    };
+    m.finish(sink);
+    Some(HealthCheck {
+        path: path?,
+        interval: interval?,
+    })
+}
+
+pub(crate) fn read_probe(
+    n: &Node,
+    what: &str,
+    base: &HealthCheck,
+    sink: &mut Sink<'_>,
+) -> Option<HealthCheck> {
+    read_health_check(n, what, base, sink)
+}
+
+fn read_defaults(
+    n: Option<&Node>,
+    root: &Node,
+    stages: &[TrackName],
+    sink: &mut Sink<'_>,
+) -> Option<Defaults> {
+    let seed_replicas = [("internal", 2u32), ("canary", 4), ("paid", 4), ("production", 10)];
+    let mut replicas: BTreeMap<TrackName, u32> = stages
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                seed_replicas
+                    .iter()
+                    .find(|(n, _)| *n == t.as_str())
+                    .map(|(_, r)| *r)
+                    .unwrap_or(2),
+            )
+        })
+        .collect();
+    let base_check = HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_secs(2),
+    };
+    let empty = Node {
+        pos: root.pos,
+        kind: cohort_yaml::NodeKind::Null,
+    };
+    let mut m = MapReader::new(n.unwrap_or(&empty), "`defaults`", sink);
+    let mut ok = true;
+    if let Some(r) = m.opt("replicas") {
+        match read_replicas(r, "`defaults.replicas`", stages, sink) {
+            Some(over) => replicas.extend(over),
+            None => ok = false,
+        }
+    }
+    let port = m.opt("port").map_or(Some(8080), |p| {
+        read::number(p, "`defaults.port`", 1, 65535, sink).map(|p| p as u16)
+    });
+    let health_check = m.opt("health_check").map_or(Some(base_check.clone()), |h| {
+        read_health_check(h, "`defaults.health_check`", &base_check, sink)
+    });
+    let min_ready_endpoints = m.opt("min_ready_endpoints").map_or(Some(2), |v| {
+        read::number(v, "`defaults.min_ready_endpoints`", 0, 1000, sink).map(|v| v as u32)
+    });
+    let pre_stop = match m.opt("pre_stop") {
+        Some(p) => {
+            let mut pm = MapReader::new(p, "`defaults.pre_stop`", sink);
+            let pause = pm.opt("pause").map_or(Some(Duration::from_secs(10)), |d| {
+                read::duration(d, "`pre_stop.pause`", sink)
+            });
+            let exec = pm
+                .opt("exec")
+                .map_or(Some(false), |e| read::boolean(e, "`pre_stop.exec`", sink));
+            pm.finish(sink);
+            pause.zip(exec).map(|(pause, exec)| PreStop { pause, exec })
+        }
+        None => Some(PreStop {
+            pause: Duration::from_secs(10),
+            exec: false,
+        }),
+    };
+    m.finish(sink);
+    if !ok {
+        return None;
+    }
+    Some(Defaults {
+        replicas,
+        port: port?,
+        health_check: health_check?,
+        min_ready_endpoints: min_ready_endpoints?,
+        pre_stop: pre_stop?,
+    })
+}
+
+fn read_router(n: Option<&Node>, root: &Node, sink: &mut Sink<'_>) -> Option<RouterSettings> {
+    let empty = Node {
+        pos: root.pos,
+        kind: cohort_yaml::NodeKind::Null,
+    };
+    let mut m = MapReader::new(n.unwrap_or(&empty), "`router`", sink);
+    let image = m
+        .opt("image")
+        .map_or(Some(DEFAULT_ROUTER_IMAGE.to_string()), |i| {
+            read::text(i, "`router.image`", sink).map(str::to_string)
+        });
+    let replicas = m.opt("replicas").map_or(Some(4), |r| {
+        read::number(r, "`router.replicas`", 1, 1000, sink).map(|r| r as u32)
+    });
+    let port = m.opt("port").map_or(Some(8080), |p| {
+        read::number(p, "`router.port`", 1, 65535, sink).map(|p| p as u16)
+    });
+    let admin_port = m.opt("admin_port").map_or(Some(9901), |p| {
+        read::number(p, "`router.admin_port`", 1, 65535, sink).map(|p| p as u16)
+    });
+    m.finish(sink);
+    let (port, admin_port) = (port?, admin_port?);
+    if port == admin_port {
+        sink.error(
+            root.pos,
+            Kind::Duplicate,
+            format!("`router.port` and `router.admin_port` are both {port}"),
+            Some("give the admin endpoints their own port".into()),
+        );
+        return None;
+    }
+    Some(RouterSettings {
+        image: image?,
+        replicas: replicas?,
+        port,
+        admin_port,
+    })
+}
+
+fn read_gates(
+    n: Option<&Node>,
+    stages: &[TrackName],
+    sink: &mut Sink<'_>,
+) -> Option<BTreeMap<TrackName, Gate>> {
+    let Some(n) = n else { return Some(BTreeMap::new()) };
+    let mut m = MapReader::new(n, "`gates`", sink);
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in m.rest() {
+        let t = read::text(k, "a stage name", sink).unwrap_or_default();
+        let Some(tn) = TrackName::new(t).ok().filter(|tn| stages.contains(tn)) else {
+            sink.error(
+                k.pos,
+                Kind::UnknownTrack,
+                format!("`gates` has a gate for `{t}`, which is not a stage"),
+                None,
+            );
+            ok = false;
+            continue;
+        };
+        if stages.first() == Some(&tn) {
+            sink.error(
+                k.pos,
+                Kind::UnknownTrack,
+                format!("`{t}` is the first stage: builds enter it with `cohort deploy`, which has no gate"),
+                Some("gates belong to the stages a version is promoted into".into()),
+            );
+            ok = false;
+            continue;
+        }
+        let mut g = MapReader::new(v, format!("the gate of `{t}`"), sink);
+        let min = g.opt("min_time_in_previous").map_or(Some(Duration::ZERO), |d| {
+            read::duration(d, "`min_time_in_previous`", sink)
+        });
+        let mut checks: Vec<String> = vec![];
+        for c in g
+            .opt("checks")
+            .map(|c| read::list(c, "`checks`", sink))
+            .unwrap_or_default()
+        {
+            match read::text(c, "a check name", sink) {
+                Some(name) if checks.iter().any(|x| x == name) => {
+                    sink.error(
+                        c.pos,
+                        Kind::Duplicate,
+                        format!("check `{name}` is listed twice"),
+                        None,
+                    );
+                    ok = false;
+                }
+                Some(name)
+                    if !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
+                    checks.push(name.to_string());
+                }
+                Some(name) => {
+                    sink.error(
+                        c.pos,
+                        Kind::BadName,
+                        format!("check name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                        None,
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let judgement = g
+            .opt("require_judgement")
+            .map_or(Some(false), |b| read::boolean(b, "`require_judgement`", sink));
+        g.finish(sink);
+        match (min, judgement) {
+            (Some(min_time_in_previous), Some(require_judgement)) => {
+                out.insert(
+                    tn,
+                    Gate {
+                        min_time_in_previous,
+                        checks,
+                        require_judgement,
+                    },
+                );
+            }
+            _ => ok = false,
+        }
+    }
+    m.finish(sink);
+    ok.then_some(out)
+}

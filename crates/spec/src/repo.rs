@@ -1,0 +1,300 @@
+//! A whole release repo: reading its files and checking them together.
+
+use std::path::{Path, PathBuf};
+
+use cohort_core::{Pipeline, ReleaseState, ServiceName, ServiceSpec, names::check_dns_label};
+use cohort_yaml::Pos;
+
+use crate::diag::{Diagnostic, Kind, Sink, has_errors};
+
+/// A release repo that passed validation.
+#[derive(Clone, Debug)]
+pub struct Repo {
+    /// `cohort.yaml`.
+    pub pipeline: Pipeline,
+    /// Every service, sorted by name.
+    pub services: Vec<Service>,
+}
+
+/// One service: its spec and its release state.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// `services/<name>.yaml`.
+    pub spec: ServiceSpec,
+    /// `releases/<name>.yaml` (empty when the service has never been deployed).
+    pub state: ReleaseState,
+}
+
+/// The text of a repo's files, as read from a worktree or a commit.
+#[derive(Clone, Debug, Default)]
+pub struct RepoFiles {
+    /// `cohort.yaml`, if present.
+    pub pipeline: Option<String>,
+    /// `(path, text)` of each `services/*.yaml`.
+    pub services: Vec<(PathBuf, String)>,
+    /// `(path, text)` of each `releases/*.yaml`.
+    pub releases: Vec<(PathBuf, String)>,
+}
+
+/// Where a service's release state lives, relative to the repo root.
+pub fn state_path(service: &ServiceName) -> PathBuf {
+    PathBuf::from("releases").join(format!("{service}.yaml"))
+}
+
+impl Repo {
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.spec.name.as_str() == name)
+    }
+}
+
+/// Reads the files of the repo at `root` (no git involved: what is on disk now).
+pub fn read_files(root: &Path) -> Result<RepoFiles, Vec<Diagnostic>> {
+    let mut diags = vec![];
+    let mut files = RepoFiles::default();
+    match std::fs::read_to_string(root.join("cohort.yaml")) {
+        Ok(t) => files.pipeline = Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => Sink::new("cohort.yaml", &mut diags).error(
+            Pos { line: 1, col: 1 },
+            Kind::Unreadable,
+            format!("cannot read: {e}"),
+            None,
+        ),
+    }
+    for (dir, out) in [
+        ("services", &mut files.services),
+        ("releases", &mut files.releases),
+    ] {
+        let entries = match std::fs::read_dir(root.join(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                Sink::new(dir, &mut diags).error(
+                    Pos { line: 1, col: 1 },
+                    Kind::Unreadable,
+                    format!("cannot list: {e}"),
+                    None,
+                );
+                continue;
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let rel = Path::new(dir).join(p.file_name().unwrap_or_default());
+            match std::fs::read_to_string(&p) {
+                Ok(t) => out.push((rel, t)),
+                Err(e) => Sink::new(rel, &mut diags).error(
+                    Pos { line: 1, col: 1 },
+                    Kind::Unreadable,
+                    format!("cannot read: {e}"),
+                    None,
+                ),
+            }
+        }
+    }
+    if diags.is_empty() { Ok(files) } else { Err(diags) }
+}
+
+/// Reads and validates the repo at `root`. The repo is returned only if there is no error;
+/// warnings come back either way.
+pub fn load_repo(root: &Path) -> (Option<Repo>, Vec<Diagnostic>) {
+    match read_files(root) {
+        Ok(files) => validate(&files),
+        Err(diags) => (None, diags),
+    }
+}
+
+fn parse_file(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Option<cohort_yaml::Node> {
+    match cohort_yaml::parse(text) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            Sink::new(path, diags).error(
+                e.pos,
+                Kind::Syntax,
+                format!("this is not valid YAML: {}", e.message),
+                None,
+            );
+            None
+        }
+    }
+}
+
+/// Validates a repo's files all together; every problem is reported.
+pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
+    let mut diags = vec![];
+    let Some(text) = &files.pipeline else {
+        Sink::new("cohort.yaml", &mut diags).error(
+            Pos { line: 1, col: 1 },
+            Kind::MissingFile,
+            "there is no cohort.yaml here",
+            Some(
+                "run cohort inside a release repo, pass `--repo DIR`, or create one with `cohort init`"
+                    .into(),
+            ),
+        );
+        return (None, diags);
+    };
+    let pipeline = parse_file(Path::new("cohort.yaml"), text, &mut diags)
+        .and_then(|n| crate::read_pipeline(&n, &mut Sink::new("cohort.yaml", &mut diags)));
+
+    let mut services: Vec<Service> = vec![];
+    let mut seen: Vec<(String, PathBuf)> = vec![];
+    for (path, text) in &files.services {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == stem) {
+            Sink::new(path, &mut diags).error(
+                Pos { line: 1, col: 1 },
+                Kind::Duplicate,
+                format!(
+                    "service `{stem}` is defined twice: here and in {}",
+                    first.display()
+                ),
+                Some("keep one file per service".into()),
+            );
+            continue;
+        }
+        seen.push((stem.clone(), path.clone()));
+        let Some(node) = parse_file(path, text, &mut diags) else {
+            continue;
+        };
+        let Some(pipeline) = &pipeline else { continue };
+        let mut sink = Sink::new(path, &mut diags);
+        let Some(spec) = crate::read_service(&node, &stem, pipeline, &mut sink) else {
+            continue;
+        };
+        check_object_names(&spec, pipeline, node.pos, &mut sink);
+        services.push(Service {
+            spec,
+            state: ReleaseState::default(),
+        });
+    }
+
+    for (path, text) in &files.releases {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let Some(node) = parse_file(path, text, &mut diags) else {
+            continue;
+        };
+        let Some(pipeline) = &pipeline else { continue };
+        let mut sink = Sink::new(path, &mut diags);
+        let Some(svc) = services.iter_mut().find(|s| s.spec.name.as_str() == stem) else {
+            if !seen.iter().any(|(s, _)| s == stem) {
+                sink.error(
+                    Pos { line: 1, col: 1 },
+                    Kind::Mismatch,
+                    format!("there is release state for `{stem}` but no services/{stem}.yaml"),
+                    Some(format!(
+                        "restore services/{stem}.yaml, or delete {} if the service is gone",
+                        path.display()
+                    )),
+                );
+            }
+            continue;
+        };
+        if let Some(state) = crate::read_state(&node, &svc.spec.name, pipeline, &mut sink) {
+            svc.state = state;
+        }
+    }
+
+    let Some(pipeline) = pipeline else {
+        return (None, diags);
+    };
+    for svc in &services {
+        diags.extend(check_service(&pipeline, svc));
+    }
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    if has_errors(&diags) {
+        return (None, diags);
+    }
+    (Some(Repo { pipeline, services }), diags)
+}
+
+/// Object names that do not depend on versions: `<svc>-router` and `<svc>-<track>`.
+fn check_object_names(spec: &ServiceSpec, pipeline: &Pipeline, pos: Pos, sink: &mut Sink<'_>) {
+    let mut names = vec![format!("{}-router", spec.name)];
+    names.extend(pipeline.stages.iter().map(|t| format!("{}-{t}", spec.name)));
+    for name in names {
+        if let Err(e) = check_dns_label("object name", &name, true) {
+            sink.error(
+                pos,
+                Kind::BadName,
+                format!("service `{}` would make an object named `{name}`: {e}", spec.name),
+                Some("shorten the service or track name".into()),
+            );
+        }
+    }
+}
+
+/// Checks one service's state against its spec: versioned object names fit, and each route
+/// still has a track once tracks with nothing deployed are taken out. Used both when loading
+/// and before any change is committed.
+pub fn check_service(pipeline: &Pipeline, svc: &Service) -> Vec<Diagnostic> {
+    let mut diags = vec![];
+    let path = state_path(&svc.spec.name);
+    let mut sink = Sink::new(&path, &mut diags);
+    let origin = Pos { line: 1, col: 1 };
+    for (track, version) in &svc.state.tracks {
+        let name = format!("{}-{track}-v{}", svc.spec.name, version.name_slug());
+        if let Err(e) = check_dns_label("Deployment name", &name, true) {
+            sink.error(
+                origin,
+                Kind::BadName,
+                format!("version {version} on `{track}` makes {e}"),
+                Some("use a shorter version string".into()),
+            );
+        }
+    }
+    let launched = pipeline
+        .stages
+        .last()
+        .is_some_and(|last| svc.state.tracks.contains_key(last));
+    let routes = svc
+        .spec
+        .cohorts
+        .iter()
+        .map(|(n, r)| (format!("cohort `{n}`"), r))
+        .chain(std::iter::once((
+            "everyone else (the default route)".to_string(),
+            &svc.spec.default_route,
+        )));
+    for (who, route) in routes {
+        if route.redistribute(|t| svc.state.tracks.contains_key(t)).is_ok() {
+            continue;
+        }
+        let tracks: Vec<&str> = route.legs().iter().map(|(t, _)| t.as_str()).collect();
+        let message = format!(
+            "for `{}`, no track of the route of {who} ({}) has a version",
+            svc.spec.name,
+            tracks.join(", ")
+        );
+        if launched {
+            sink.error(
+                origin,
+                Kind::RouteLeftEmpty,
+                message,
+                Some("every route needs a track with a version; route the cohort to a deployed track".into()),
+            );
+        } else {
+            let last = pipeline.stages.last().map(|t| t.as_str()).unwrap_or_default();
+            sink.warning(
+                origin,
+                Kind::RouteLeftEmpty,
+                format!("{message}; it is answered with 503 until a version reaches `{last}`"),
+                None,
+            );
+        }
+    }
+    diags
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+use crate::diag::Severity;
+
+const PIPELINE: &str = include_str!("../../scaffold/cohort.yaml");
+const SERVICE: &str = include_str!("../../scaffold/services/account-service.yaml");
+const STATE: &str = include_str!("../../scaffold/releases/account-service.yaml");
+
+fn files(pipeline: &str, service: &str, state: &str) -> RepoFiles {
+    RepoFiles {
+        pipeline: Some(pipeline.to_string()),
+        services: vec![(
+            PathBuf::from("services/account-service.yaml"),
+            service.to_string(),
+        )],
+        releases: vec![(PathBuf::from("releases/account-service.yaml"), state.to_string())],
+    }
+}
+
+fn errors(f: &RepoFiles) -> Vec<(String, Pos, Kind)> {
+    let (repo, diags) = validate(f);
+    assert!(repo.is_none() || !has_errors(&diags));
+    diags
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| (d.file.display().to_string(), d.pos, d.kind))
+        .collect()
+}
+
+fn at(line: usize, col: usize) -> Pos {
+    Pos { line, col }
+}
+
+/// Finds the line and column of the first `needle` in `text`.
+fn find(text: &str, needle: &str) -> Pos {
+    let idx = text.find(needle).expect("needle present");
+    let line = text[..idx].matches('\n').count() + 1;
+    let col = idx - text[..idx].rfind('\n').map_or(0, |i| i + 1) + 1;
+    at(line, col)
+}
+
+#[test]
+fn unknown_keys_are_reported_with_a_suggestion() {
+    let p = PIPELINE.replace("namespace: shop", "namespace: shop\nnamespce: typo");
+    let (_, diags) = validate(&files(&p, SERVICE, STATE));
+    let d = diags
+        .iter()
+        .find(|d| d.kind == Kind::UnknownKey)
+        .expect("unknown key reported");
+    assert_eq!(d.pos, find(&p, "namespce"));
+    assert!(
+        d.help
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did you mean `namespace`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_route_naming_a_track_that_does_not_exist() {
+    let p = PIPELINE.replace(
+        "    canary: 5%\n    production: 95%",
+        "    canery: 5%\n    production: 95%",
+    );
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "canery"), Kind::UnknownTrack)]
+    );
+}
+
+#[test]
+fn weights_not_summing_to_100() {
+    let p = PIPELINE.replace("  paid: 5%\n  production: 95%", "  paid: 5%\n  production: 90%");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "paid: 5%"), Kind::BadRoute)]
+    );
+    let p = PIPELINE.replace("canary: 5%", "canary: 0.125%");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "0.125%"), Kind::BadWeight)]
+    );
+}
+
+#[test]
+fn a_bad_version_string() {
+    let s = STATE.replace("\"1.18.0\"", "1.18.0+build.7");
+    assert_eq!(
+        errors(&files(PIPELINE, SERVICE, &s)),
+        vec![(
+            "releases/account-service.yaml".into(),
+            find(&s, "1.18.0+build"),
+            Kind::BadVersion
+        )]
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let p = PIPELINE.replace(
+        "[internal, canary, paid, production]",
+        "[internal, canary, paid, canary, production]",
+    );
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), at(12, 34), Kind::Duplicate)]
+    );
+    let p = PIPELINE.replace(
+        "  ENTERPRISE:\n",
+        "  free:\n    production: 100%\n  ENTERPRISE:\n",
+    );
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "free:"), Kind::Duplicate)]
+    );
+    let mut f = files(PIPELINE, SERVICE, STATE);
+    f.services
+        .push((PathBuf::from("services/account-service.yml"), SERVICE.to_string()));
+    assert_eq!(
+        errors(&f),
+        vec![("services/account-service.yml".into(), at(1, 1), Kind::Duplicate)]
+    );
+    let p = PIPELINE.replace("namespace: shop", "namespace: shop\nnamespace: again");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "namespace: again"), Kind::Syntax)]
+    );
+}
+
+#[test]
+fn a_cidr_that_does_not_parse() {
+    let p = PIPELINE.replace("172.16.0.0/12", "172.16.0.0/33");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "172.16.0.0/33"), Kind::BadCidr)]
+    );
+}
+
+#[test]
+fn names_too_long_for_kubernetes() {
+    let long = "a".repeat(60);
+    let s = SERVICE.replace("name: account-service", &format!("name: {long}"));
+    let f = RepoFiles {
+        pipeline: Some(PIPELINE.into()),
+        services: vec![(PathBuf::from(format!("services/{long}.yaml")), s)],
+        releases: vec![],
+    };
+    let errs = errors(&f);
+    assert!(
+        !errs.is_empty() && errs.iter().all(|(_, _, k)| *k == Kind::BadName),
+        "{errs:?}"
+    );
+    let s = STATE.replace("\"1.18.0\"", &format!("1.18.0-{}", "x".repeat(35)));
+    let errs = errors(&files(PIPELINE, SERVICE, &s));
+    assert_eq!(
+        errs,
+        vec![("releases/account-service.yaml".into(), at(1, 1), Kind::BadName)]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let p = PIPELINE
+        .replace("namespace: shop", "namespace: Shop_1")
+        .replace("canary: 5%", "canary: 6%")
+        .replace("10.0.0.0/8", "ten")
+        .replace("min_time_in_previous: 1h", "min_time_in_previous: soon");
+    let kinds: Vec<Kind> = errors(&files(&p, SERVICE, STATE))
+        .into_iter()
+        .map(|(_, _, k)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![Kind::BadName, Kind::BadRoute, Kind::BadCidr, Kind::BadDuration]
+    );
+}
+
+#[test]
+fn a_route_left_with_no_track_is_an_error_once_launched() {
+    // Production runs a version but FREE only routes to canary, which has none.
+    let p = PIPELINE.replace("    canary: 5%\n    production: 95%", "    canary: 100%");
+    let s = STATE.replace("  canary: \"1.17.0\"\n", "");
+    assert_eq!(
+        errors(&files(&p, SERVICE, &s)),
+        vec![(
+            "releases/account-service.yaml".into(),
+            at(1, 1),
+            Kind::RouteLeftEmpty
+        )]
+    );
+    // Before launch (nothing on production yet) it is a warning: those cohorts get 503.
+    let s = "service: account-service\ntracks:\n  internal: 1.0.0\n";
+    let (repo, diags) = validate(&files(PIPELINE, SERVICE, s));
+    assert!(repo.is_some());
+    assert_eq!(
+        diags.len(),
+        3,
+        "FREE, ENTERPRISE and the default route: {diags:?}"
+    );
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.severity == Severity::Warning && d.kind == Kind::RouteLeftEmpty)
+    );
+}
+
+#[test]
+fn state_for_a_service_that_does_not_exist() {
+    let mut f = files(PIPELINE, SERVICE, STATE);
+    f.releases
+        .push((PathBuf::from("releases/ghost.yaml"), "service: ghost\n".into()));
+    assert_eq!(
+        errors(&f),
+        vec![("releases/ghost.yaml".into(), at(1, 1), Kind::Mismatch)]
+    );
+}
+
+#[test]
+fn wrong_types_and_missing_keys() {
+    let s = SERVICE
+        .replace("port: 8080", "port: [8080]")
+        .replace("image: registry.example.com/shop/account-service", "");
+    let kinds: Vec<Kind> = errors(&files(PIPELINE, &s, STATE))
+        .into_iter()
+        .map(|(_, _, k)| k)
+        .collect();
+    assert_eq!(kinds, vec![Kind::MissingKey, Kind::WrongType]);
+    assert_eq!(
+        errors(&RepoFiles::default()),
+        vec![("cohort.yaml".into(), at(1, 1), Kind::MissingFile)]
+    );
+}

@@ -1,0 +1,134 @@
+//! `releases/<name>.yaml`: the tool-managed release state of one service. Only cohort writes
+//! it, so the hand-written files keep their comments and layout.
+
+use cohort_core::{Pipeline, ReleaseState, ServiceName, TrackName, Version};
+use cohort_yaml::Node;
+use serde_json::{Map, Value, json};
+
+use crate::diag::{Kind, Sink};
+use crate::read::{self, MapReader};
+
+const HEADER: &str = "# Managed by cohort: change it with `cohort deploy`, `promote`, `rollback` and `approve`.\n# Hand edits are refused until committed, and are overwritten by the next change.\n";
+
+/// Reads a state file for `service`.
+pub fn read_state(
+    root: &Node,
+    service: &ServiceName,
+    pipeline: &Pipeline,
+    sink: &mut Sink<'_>,
+) -> Option<ReleaseState> {
+    let mut m = MapReader::new(root, "the release state", sink);
+    let mut ok = true;
+    if let Some(n) = m.opt("service") {
+        let t = read::text(n, "`service`", sink).unwrap_or_default();
+        if t != service.as_str() {
+            sink.error(
+                n.pos,
+                Kind::Mismatch,
+                format!("this state file is for `{t}` but is named after `{service}`"),
+                None,
+            );
+            ok = false;
+        }
+    }
+    let mut state = ReleaseState::default();
+    if let Some(t) = m.opt("tracks") {
+        let mut tm = MapReader::new(t, "`tracks`", sink);
+        for (k, v) in tm.rest() {
+            let name = read::text(k, "a track name", sink).unwrap_or_default();
+            let Some(track) = TrackName::new(name).ok().filter(|t| pipeline.stages.contains(t)) else {
+                sink.error(
+                    k.pos,
+                    Kind::UnknownTrack,
+                    format!("the release state names track `{name}`, which is not a stage"),
+                    Some(
+                        "add it to `stages` in cohort.yaml, or roll the service back before removing a stage"
+                            .into(),
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            match version(v, sink) {
+                Some(ver) => {
+                    state.tracks.insert(track, ver);
+                }
+                None => ok = false,
+            }
+        }
+        tm.finish(sink);
+    }
+    if let Some(a) = m.opt("approvals") {
+        let mut am = MapReader::new(a, "`approvals`", sink);
+        for (k, v) in am.rest() {
+            let Some(ver) = version(k, sink) else {
+                ok = false;
+                continue;
+            };
+            let mut cm = MapReader::new(v, format!("the approvals of {ver}"), sink);
+            let mut checks = std::collections::BTreeMap::new();
+            for (ck, cv) in cm.rest() {
+                let check = read::text(ck, "a check name", sink)
+                    .unwrap_or_default()
+                    .to_string();
+                let note = match &cv.kind {
+                    cohort_yaml::NodeKind::Null => String::new(),
+                    _ => read::text(cv, "an approval note", sink)
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                checks.insert(check, note);
+            }
+            cm.finish(sink);
+            state.approvals.insert(ver, checks);
+        }
+        am.finish(sink);
+    }
+    m.finish(sink);
+    ok.then_some(state)
+}
+
+fn version(n: &Node, sink: &mut Sink<'_>) -> Option<Version> {
+    let t = read::text(n, "a version", sink)?;
+    match Version::new(t) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            sink.error(
+                n.pos,
+                Kind::BadVersion,
+                e.to_string(),
+                Some(
+                    "versions are like `1.18.0` or `1.19.0-rc.1`: lowercase letters, digits, `.` and `-`"
+                        .into(),
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The file's text for a state: deterministic, so an unchanged state writes identical bytes.
+pub fn write_state(service: &ServiceName, state: &ReleaseState) -> String {
+    let tracks: Map<String, Value> = state
+        .tracks
+        .iter()
+        .map(|(t, v)| (t.to_string(), json!(v.as_str())))
+        .collect();
+    let mut doc = Map::new();
+    doc.insert("service".into(), json!(service.as_str()));
+    doc.insert("tracks".into(), Value::Object(tracks));
+    if !state.approvals.is_empty() {
+        let approvals: Map<String, Value> = state
+            .approvals
+            .iter()
+            .map(|(v, checks)| {
+                (
+                    v.to_string(),
+                    Value::Object(checks.iter().map(|(c, n)| (c.clone(), json!(n))).collect()),
+                )
+            })
+            .collect();
+        doc.insert("approvals".into(), Value::Object(approvals));
+    }
+    format!("{HEADER}{}", cohort_yaml::to_yaml(&Value::Object(doc)))
+}
