@@ -96,7 +96,14 @@ fn write_backend(
         .map(|tw| tw.weight.basis_points())
         .filter(|bp| *bp > 0)
         .collect();
-    let divisor = bps.iter().copied().fold(0, gcd).max(1);
+    // Percent-like weights (5 and 95) read best; fall back to the smallest exact ones.
+    let exact = bps.iter().copied().fold(0, gcd).max(1);
+    let divisor = [100, 10].into_iter().find(|d| exact % d == 0).unwrap_or(exact);
+    let divisor = if bps.iter().any(|bp| bp / divisor > HAPROXY_MAX_WEIGHT) {
+        exact
+    } else {
+        divisor
+    };
     if bps.iter().any(|bp| bp / divisor > HAPROXY_MAX_WEIGHT) {
         let split: Vec<String> = route
             .weights

@@ -1,0 +1,177 @@
+//! Golden tests: the seed's example renders to the seed's objects, byte for byte.
+
+use std::path::PathBuf;
+
+use cohort_spec::repo::{RepoFiles, validate};
+
+fn seed() -> cohort_spec::Repo {
+    let mut files = RepoFiles::default();
+    for (path, text) in cohort_spec::scaffold::files() {
+        match path.components().next().and_then(|c| c.as_os_str().to_str()) {
+            Some("services") => files.services.push((path, text.into())),
+            Some("releases") => files.releases.push((path, text.into())),
+            _ => files.pipeline = Some(text.into()),
+        }
+    }
+    let (repo, diags) = validate(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    repo.expect("the scaffold is valid")
+}
+
+/// Compares with the file under tests/golden, or rewrites it when COHORT_UPDATE_GOLDEN is set.
+fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("COHORT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected =
+        std::fs::read_to_string(&path).expect("golden file exists (set COHORT_UPDATE_GOLDEN=1 to create)");
+    assert!(
+        expected == actual,
+        "{name} differs from the golden file; run with COHORT_UPDATE_GOLDEN=1 and review the diff"
+    );
+}
+
+#[test]
+fn the_seed_renders_the_seed_table() {
+    let repo = seed();
+    let svc = &repo.services[0];
+    let objects = cohort_render::render_service(&repo.pipeline, svc).expect("renders");
+    let table: Vec<(String, String, Option<i64>)> = objects
+        .iter()
+        .map(|o| {
+            (
+                o.kind.to_string(),
+                o.name.clone(),
+                o.value.pointer("/spec/replicas").and_then(|r| r.as_i64()),
+            )
+        })
+        .collect();
+    let row = |k: &str, n: &str, r: Option<i64>| (k.to_string(), n.to_string(), r);
+    assert_eq!(
+        table,
+        vec![
+            row("Service", "account-service", None),
+            row("ConfigMap", "account-service-router", None),
+            row("Deployment", "account-service-router", Some(4)),
+            row("PodDisruptionBudget", "account-service-router", None),
+            row("Service", "account-service-internal", None),
+            row("Deployment", "account-service-internal-v1-18-0", Some(2)),
+            row("Service", "account-service-canary", None),
+            row("Deployment", "account-service-canary-v1-17-0", Some(4)),
+            row("Service", "account-service-paid", None),
+            row("Deployment", "account-service-paid-v1-15-0", Some(4)),
+            row("Service", "account-service-production", None),
+            row("Deployment", "account-service-production-v1-15-0", Some(10)),
+            row("PodDisruptionBudget", "account-service-production", None),
+        ]
+    );
+    for o in &objects {
+        let labels = o.value.pointer("/metadata/labels").expect("labels");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "cohort", "{}", o.name);
+        assert_eq!(
+            labels["app.kubernetes.io/part-of"], "account-service",
+            "{}",
+            o.name
+        );
+        assert_eq!(o.value["metadata"]["namespace"], "shop");
+        if o.kind == "Service" && o.name != "account-service" {
+            let track = o.name.trim_start_matches("account-service-");
+            assert_eq!(
+                o.value["spec"]["selector"],
+                serde_json::json!({"app": "account-service", "tier": "service", "track": track}),
+                "the seed's selector"
+            );
+        }
+        if o.kind == "Deployment" && o.name != "account-service-router" {
+            let l = &o.value["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(l["app"], "account-service");
+            assert_eq!(l["tier"], "service");
+            assert!(
+                l["version"].as_str().is_some_and(|v| v.contains('.')),
+                "exact version in the label"
+            );
+            assert_eq!(o.value["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+            assert!(
+                o.value
+                    .pointer("/spec/template/spec/containers/0/readinessProbe")
+                    .is_some()
+            );
+            assert!(
+                o.value
+                    .pointer("/spec/template/spec/containers/0/lifecycle/preStop")
+                    .is_some()
+            );
+        }
+    }
+    let front = &objects[0].value;
+    assert_eq!(
+        front["spec"]["selector"],
+        serde_json::json!({"app": "account-service", "tier": "router"})
+    );
+    golden("account-service.yaml", &cohort_render::to_yaml(&objects));
+    golden("account-service.json", &cohort_render::to_json(&objects));
+    golden(
+        "account-service.haproxy.cfg",
+        &cohort_render::haproxy_cfg(&repo.pipeline, svc).expect("expressible"),
+    );
+}
+
+#[test]
+fn a_track_without_a_version_renders_nothing_and_gives_its_share_away() {
+    let mut repo = seed();
+    let svc = &mut repo.services[0];
+    svc.state.tracks.retain(|t, _| t.as_str() != "canary");
+    let objects = cohort_render::render_service(&repo.pipeline, svc).expect("renders");
+    assert!(objects.iter().all(|o| !o.name.contains("canary")));
+    let cfg = cohort_render::router_config(&repo.pipeline, svc);
+    let free = cfg
+        .cohorts
+        .iter()
+        .find(|r| r.cohort.as_deref() == Some("FREE"))
+        .expect("FREE");
+    let text = serde_json::to_value(free).expect("json");
+    assert_eq!(
+        text,
+        serde_json::json!({
+            "cohort": "FREE",
+            "weights": [{"track": "production", "weight": "100%"}],
+            "redistributed": [{"track": "canary", "weight": "5%"}],
+        })
+    );
+}
+
+#[test]
+fn haproxy_refuses_weights_it_cannot_express() {
+    let mut repo = seed();
+    let svc = &mut repo.services[0];
+    let fine = cohort_core::Route::new(vec![
+        (
+            cohort_core::TrackName::new("paid").expect("t"),
+            cohort_core::Weight::from_basis_points(10).expect("w"),
+        ),
+        (
+            cohort_core::TrackName::new("production").expect("t"),
+            cohort_core::Weight::from_basis_points(9990).expect("w"),
+        ),
+    ])
+    .expect("route");
+    svc.spec.default_route = fine;
+    let err = cohort_render::haproxy_cfg(&repo.pipeline, svc).expect_err("0.1% is too fine for HAProxy");
+    assert!(matches!(err, cohort_render::HaproxyError::WeightsTooFine { .. }));
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let repo = seed();
+    let a = cohort_render::to_yaml(
+        &cohort_render::render_service(&repo.pipeline, &repo.services[0]).expect("renders"),
+    );
+    let b = cohort_render::to_yaml(
+        &cohort_render::render_service(&repo.pipeline, &seed().services[0]).expect("renders"),
+    );
+    assert_eq!(a, b);
+}
