@@ -1,1 +1,61 @@
-fn main() {}
+//! `cohort`: multi-stage canary delivery for Kubernetes. This binary is wiring only: it
+//! parses the command line, calls the library crates and prints what they return.
+#![forbid(unsafe_code)]
+
+mod change;
+mod cli;
+mod repo_cmds;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+
+/// A mistake in how cohort was called (an unknown service, a track that is not a stage):
+/// exit status 2, like a usage error found by the argument parser.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The repo or the request is invalid and what was printed says why: exit status 1 with no
+/// further message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid")]
+pub struct Reported;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init { ref dir } => repo_cmds::init(dir.clone().or(cli.repo.clone())),
+        Command::Validate { output } => repo_cmds::validate(&cli, output),
+        Command::Render(ref args) => repo_cmds::render(&cli, args),
+        Command::Tracks { ref services, output } => repo_cmds::tracks(&cli, services, output),
+        Command::History {
+            ref service,
+            ref track,
+            limit,
+            output,
+        } => repo_cmds::history(&cli, service.as_deref(), track.as_deref(), limit, output),
+        Command::Deploy { .. }
+        | Command::Promote { .. }
+        | Command::Rollback { .. }
+        | Command::Approve { .. } => change::run(&cli),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Reported>() => ExitCode::from(1),
+        Err(e) if e.is::<UsageError>() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

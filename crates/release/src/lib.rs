@@ -1,1 +1,7 @@
-//! placeholder
+//! Git-recorded changes to the release repo: deploy, promote, rollback, approve, history.
+#![forbid(unsafe_code)]
+
+pub mod git;
+pub mod history;
+pub mod plan;
+pub mod record;

@@ -69,6 +69,14 @@ fn rendered<T: serde::Serialize>(kind: &'static str, name: &str, obj: &T) -> Res
     })
 }
 
+/// `extra` plus the labels that mark an object as cohort's and as part of `service`.
+fn owned_labels(service: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut l = labels(extra);
+    l.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    l.insert(LABEL_PART_OF.into(), service.into());
+    l
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -167,12 +175,7 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
     let ns = pipeline.namespace.as_str();
     let mut out = vec![];
 
-    let owner = |extra: &[(&str, &str)]| {
-        let mut l = labels(extra);
-        l.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
-        l.insert(LABEL_PART_OF.into(), name.into());
-        l
-    };
+    let owner = |extra: &[(&str, &str)]| owned_labels(name, extra);
 
     let router_name = format!("{name}-router");
     let router_selector = labels(&[("app", name), ("tier", "router")]);
@@ -338,7 +341,7 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
             ..KubeService::default()
         };
         out.push(rendered("Service", &svc_name, &track_service)?);
-        let deployment = track_deployment(pipeline, svc, track, version, &owner);
+        let deployment = track_deployment(pipeline, svc, track, version);
         out.push(rendered(
             "Deployment",
             &deployment_name(name, track, version),
@@ -387,13 +390,7 @@ pub fn deployment_name(service: &str, track: &TrackName, version: &Version) -> S
     format!("{service}-{track}-v{}", version.name_slug())
 }
 
-fn track_deployment(
-    pipeline: &Pipeline,
-    svc: &Service,
-    track: &TrackName,
-    version: &Version,
-    owner: &dyn Fn(&[(&str, &str)]) -> BTreeMap<String, String>,
-) -> Deployment {
+fn track_deployment(pipeline: &Pipeline, svc: &Service, track: &TrackName, version: &Version) -> Deployment {
     let name = svc.spec.name.as_str();
     let selector = labels(&[
         ("app", name),
@@ -401,12 +398,15 @@ fn track_deployment(
         ("track", track.as_str()),
         ("version", version.as_str()),
     ]);
-    let pod_labels = owner(&[
-        ("app", name),
-        ("tier", "service"),
-        ("track", track.as_str()),
-        ("version", version.as_str()),
-    ]);
+    let pod_labels = owned_labels(
+        name,
+        &[
+            ("app", name),
+            ("tier", "service"),
+            ("track", track.as_str()),
+            ("version", version.as_str()),
+        ],
+    );
     let mut metadata = meta(
         &deployment_name(name, track, version),
         &pipeline.namespace,

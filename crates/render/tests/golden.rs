@@ -2,17 +2,10 @@
 
 use std::path::PathBuf;
 
-use cohort_spec::repo::{RepoFiles, validate};
+use cohort_spec::repo::validate;
 
 fn seed() -> cohort_spec::Repo {
-    let mut files = RepoFiles::default();
-    for (path, text) in cohort_spec::scaffold::files() {
-        match path.components().next().and_then(|c| c.as_os_str().to_str()) {
-            Some("services") => files.services.push((path, text.into())),
-            Some("releases") => files.releases.push((path, text.into())),
-            _ => files.pipeline = Some(text.into()),
-        }
-    }
+    let files = cohort_spec::scaffold::repo_files();
     let (repo, diags) = validate(&files);
     assert!(diags.is_empty(), "{diags:?}");
     repo.expect("the scaffold is valid")

@@ -179,9 +179,15 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         });
     }
 
+    // Services whose state could not be read are not checked further: an empty state would
+    // only add misleading warnings on top of the real error.
+    let mut unreadable_state: Vec<ServiceName> = vec![];
     for (path, text) in &files.releases {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let Some(node) = parse_file(path, text, &mut diags) else {
+            if let Ok(name) = ServiceName::new(stem) {
+                unreadable_state.push(name);
+            }
             continue;
         };
         let Some(pipeline) = &pipeline else { continue };
@@ -200,15 +206,19 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
             }
             continue;
         };
-        if let Some(state) = crate::read_state(&node, &svc.spec.name, pipeline, &mut sink) {
-            svc.state = state;
+        match crate::read_state(&node, &svc.spec.name, pipeline, &mut sink) {
+            Some(state) => svc.state = state,
+            None => unreadable_state.push(svc.spec.name.clone()),
         }
     }
 
     let Some(pipeline) = pipeline else {
         return (None, diags);
     };
-    for svc in &services {
+    for svc in services
+        .iter()
+        .filter(|s| !unreadable_state.contains(&s.spec.name))
+    {
         diags.extend(check_service(&pipeline, svc));
     }
     services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::repo::RepoFiles;
+
 /// The scaffold's files, relative to the repo root.
 pub fn files() -> Vec<(PathBuf, &'static str)> {
     vec![
@@ -20,21 +22,26 @@ pub fn files() -> Vec<(PathBuf, &'static str)> {
     ]
 }
 
+/// The scaffold as repo files, to validate without touching a disk.
+pub fn repo_files() -> RepoFiles {
+    let mut out = RepoFiles::default();
+    for (path, text) in files() {
+        match path.components().next().and_then(|c| c.as_os_str().to_str()) {
+            Some("services") => out.services.push((path, text.into())),
+            Some("releases") => out.releases.push((path, text.into())),
+            _ => out.pipeline = Some(text.into()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::repo::{RepoFiles, validate};
+    use crate::repo::validate;
 
     #[test]
     fn the_scaffold_is_valid_and_is_the_seed() {
-        let mut files = RepoFiles::default();
-        for (path, text) in super::files() {
-            match path.components().next().and_then(|c| c.as_os_str().to_str()) {
-                Some("services") => files.services.push((path, text.into())),
-                Some("releases") => files.releases.push((path, text.into())),
-                _ => files.pipeline = Some(text.into()),
-            }
-        }
-        let (repo, diags) = validate(&files);
+        let (repo, diags) = validate(&super::repo_files());
         assert!(diags.is_empty(), "{diags:?}");
         let repo = repo.expect("valid");
         assert_eq!(repo.pipeline.cohorts, crate::seed_cohorts());

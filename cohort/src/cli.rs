@@ -1,0 +1,196 @@
+//! The command line: every command, flag and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Multi-stage canary delivery for Kubernetes.
+///
+/// A release repo (git) holds every service's tracks (internal → canary → paid → production);
+/// cohort changes it only through validated commits and renders the Kubernetes objects the
+/// cluster needs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cohort",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The release repo (default: the current directory).
+    #[arg(long, short = 'C', global = true, env = "COHORT_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a release repo with the seed's pipeline and an example service.
+    ///
+    /// Writes cohort.yaml, services/account-service.yaml and releases/account-service.yaml,
+    /// runs `git init` if DIR is not in a git repository yet, and commits the files.
+    Init {
+        /// Where to create it (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+    /// Check the release repo and report every problem at once, with file:line:col.
+    ///
+    /// Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error.
+    Validate {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Print the Kubernetes objects (or an haproxy.cfg) for services.
+    ///
+    /// Output is deterministic: the same repo gives the same bytes on every run and machine.
+    Render(RenderArgs),
+    /// Put a new build on the first stage (the command CI runs on every mainline push).
+    Deploy {
+        /// The service.
+        service: String,
+        /// The build's version, e.g. 1.19.0.
+        #[arg(value_name = "VERSION")]
+        build: String,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Move a version one stage on, checking the target stage's gate.
+    ///
+    /// Without --to, the newest build moves: the first stage whose next stage runs a different
+    /// version is promoted into that next stage. Gates (time in the previous stage, recorded
+    /// checks, judgement) are read from cohort.yaml and the repo's history.
+    Promote {
+        /// The service.
+        service: String,
+        /// The stage to promote into (it receives the version of the stage before it).
+        #[arg(long, value_name = "TRACK")]
+        to: Option<String>,
+        /// Override a closed gate; needs --reason, which is recorded in the commit.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why; recorded in the commit.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Return a track to its previous version, or to one it ran before (--to).
+    Rollback {
+        /// The service.
+        service: String,
+        /// The track to roll back.
+        track: String,
+        /// A version this track ran before.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Why; recorded in the commit.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Record that a version passed a check a gate asks for (one commit).
+    Approve {
+        /// The service.
+        service: String,
+        /// The version that passed.
+        #[arg(value_name = "VERSION")]
+        build: String,
+        /// The check's name, as listed under `gates` in cohort.yaml.
+        #[arg(long, value_name = "NAME")]
+        check: String,
+        /// A note, e.g. a link to the test run.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Show what each service's tracks run now.
+    Tracks {
+        /// Only these services.
+        services: Vec<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Show recorded changes, newest first: time, author, action, service, track, from → to.
+    History {
+        /// Only this service.
+        service: Option<String>,
+        /// Only this track.
+        #[arg(long)]
+        track: Option<String>,
+        /// At most this many entries.
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Print a shell completion script, e.g. `cohort completions bash > /etc/bash_completion.d/cohort`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Only these services (default: all).
+    pub services: Vec<String>,
+    /// Write one file per service into DIR instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Output format for Kubernetes objects.
+    #[arg(short = 'o', long, value_enum, default_value_t = YamlOrJson::Yaml)]
+    pub output: YamlOrJson,
+    /// What to render.
+    #[arg(long, value_enum, default_value_t = RenderFormat::Kubernetes)]
+    pub format: RenderFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeOutput {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    /// For people.
+    Text,
+    /// For machines.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum YamlOrJson {
+    /// A YAML stream.
+    Yaml,
+    /// A Kubernetes List.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderFormat {
+    /// Services, Deployments, ConfigMap and PodDisruptionBudgets.
+    Kubernetes,
+    /// An haproxy.cfg equivalent to the router config.
+    Haproxy,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,386 @@
+//! Commands that read the release repo: init, validate, render, tracks, history.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cohort_release::git::ReleaseRepo;
+use cohort_spec::{Diagnostic, Repo, Severity, load_repo};
+
+use crate::cli::{Cli, RenderArgs, RenderFormat, TextOrJson, YamlOrJson};
+use crate::{Reported, UsageError};
+
+/// The directory the user pointed at, or the current one.
+pub fn repo_dir(cli: &Cli) -> PathBuf {
+    cli.repo.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Finds the release repo's root: the git worktree containing the directory, when there is one.
+fn repo_root(dir: &Path) -> PathBuf {
+    match ReleaseRepo::open(dir) {
+        Ok(r) => r.root().to_path_buf(),
+        Err(_) => dir.to_path_buf(),
+    }
+}
+
+/// Prints diagnostics to stderr, one block each.
+pub fn print_diagnostics(diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+/// Loads and validates the repo; on errors, prints them all and fails with exit status 1.
+pub fn load_valid(dir: &Path) -> Result<Repo> {
+    let (repo, diags) = load_repo(&repo_root(dir));
+    print_diagnostics(&diags);
+    match repo {
+        Some(r) => Ok(r),
+        None => {
+            let n = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            eprintln!(
+                "{n} error{} in the release repo; `cohort validate` lists them",
+                if n == 1 { "" } else { "s" }
+            );
+            Err(Reported.into())
+        }
+    }
+}
+
+/// The services named, or all; an unknown name is a usage error that lists the known ones.
+pub fn pick<'r>(repo: &'r Repo, names: &[String]) -> Result<Vec<&'r cohort_spec::Service>> {
+    if names.is_empty() {
+        return Ok(repo.services.iter().collect());
+    }
+    names.iter().map(|n| service(repo, n)).collect()
+}
+
+/// One service by name, or a usage error listing the known ones.
+pub fn service<'r>(repo: &'r Repo, name: &str) -> Result<&'r cohort_spec::Service> {
+    repo.service(name).ok_or_else(|| {
+        let known: Vec<&str> = repo.services.iter().map(|s| s.spec.name.as_str()).collect();
+        UsageError(format!(
+            "there is no service `{name}` in this release repo (services: {}); add services/{name}.yaml to create it",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        ))
+        .into()
+    })
+}
+
+pub fn init(dir: Option<PathBuf>) -> Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if dir.join("cohort.yaml").exists() {
+        return Err(UsageError(format!(
+            "{} already holds a release repo (cohort.yaml exists)",
+            dir.display()
+        ))
+        .into());
+    }
+    let git = ReleaseRepo::init(&dir)?;
+    let lock = git.lock()?;
+    let files = cohort_spec::scaffold::files();
+    let prefix = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| {
+            git.root()
+                .canonicalize()
+                .ok()
+                .and_then(|root| d.strip_prefix(root).ok().map(Path::to_path_buf))
+        })
+        .unwrap_or_default();
+    for (path, _) in &files {
+        if dir.join(path).exists() {
+            bail!(
+                "{} already exists; init writes only into an empty release repo",
+                dir.join(path).display()
+            );
+        }
+    }
+    let (repo, diags) = load_scaffold();
+    print_diagnostics(&diags);
+    let repo = repo.context("the built-in scaffold does not validate")?;
+    let mut set = vec![];
+    for svc in &repo.services {
+        for (track, version) in &svc.state.tracks {
+            set.push((svc.spec.name.to_string(), track.to_string(), version.to_string()));
+        }
+    }
+    let contents: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|(p, text)| (prefix.join(p), text.as_bytes().to_vec()))
+        .collect();
+    let paths: Vec<&Path> = contents.iter().map(|(p, _)| p.as_path()).collect();
+    git.check_clean(&paths)?;
+    let id = git.commit_files(&lock, &contents, &cohort_release::record::init_message(&set))?;
+    println!(
+        "Created a release repo in {} (commit {}):",
+        dir.display(),
+        &id[..id.len().min(12)]
+    );
+    for (p, _) in &files {
+        println!("  {}", p.display());
+    }
+    println!("\nNext: `cohort validate`, `cohort render`, `cohort deploy account-service 1.19.0`.");
+    Ok(())
+}
+
+fn load_scaffold() -> (Option<Repo>, Vec<Diagnostic>) {
+    cohort_spec::repo::validate(&cohort_spec::scaffold::repo_files())
+}
+
+pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
+    let (repo, diags) = load_repo(&repo_root(&repo_dir(cli)));
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diags.len() - errors;
+    match output {
+        TextOrJson::Json => {
+            let doc = serde_json::json!({
+                "valid": repo.is_some(),
+                "errors": errors,
+                "warnings": warnings,
+                "services": repo.as_ref().map(|r| r.services.len()),
+                "diagnostics": diags,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        TextOrJson::Text => {
+            print_diagnostics(&diags);
+            match &repo {
+                Some(r) => println!(
+                    "ok: cohort.yaml and {} service{} are valid{}",
+                    r.services.len(),
+                    if r.services.len() == 1 { "" } else { "s" },
+                    if warnings > 0 {
+                        format!(" ({warnings} warning{})", if warnings == 1 { "" } else { "s" })
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => eprintln!(
+                    "{errors} error{}{} found",
+                    if errors == 1 { "" } else { "s" },
+                    if warnings > 0 {
+                        format!(" and {warnings} warning{}", if warnings == 1 { "" } else { "s" })
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
+        }
+    }
+    if repo.is_some() {
+        Ok(())
+    } else {
+        Err(Reported.into())
+    }
+}
+
+pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
+    let repo = load_valid(&repo_dir(cli))?;
+    let services = pick(&repo, &args.services)?;
+    let mut outputs: Vec<(String, String)> = vec![];
+    match args.format {
+        RenderFormat::Haproxy => {
+            if services.len() != 1 {
+                return Err(UsageError("--format haproxy renders one service at a time: name it, e.g. `cohort render --format haproxy account-service`".into()).into());
+            }
+            for svc in &services {
+                let text = cohort_render::haproxy_cfg(&repo.pipeline, svc)
+                    .with_context(|| format!("cannot render {} as haproxy.cfg", svc.spec.name))?;
+                outputs.push((format!("{}.haproxy.cfg", svc.spec.name), text));
+            }
+        }
+        RenderFormat::Kubernetes => {
+            let mut all = vec![];
+            for svc in &services {
+                let objects = cohort_render::render_service(&repo.pipeline, svc)?;
+                let ext = if args.output == YamlOrJson::Json {
+                    "json"
+                } else {
+                    "yaml"
+                };
+                let text = match args.output {
+                    YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
+                    YamlOrJson::Json => cohort_render::to_json(&objects),
+                };
+                if args.out.is_some() {
+                    outputs.push((format!("{}.{ext}", svc.spec.name), text));
+                }
+                all.extend(objects);
+            }
+            if args.out.is_none() {
+                let text = match args.output {
+                    YamlOrJson::Yaml => cohort_render::to_yaml(&all),
+                    YamlOrJson::Json => cohort_render::to_json(&all),
+                };
+                outputs.push((String::new(), text));
+            }
+        }
+    }
+    match &args.out {
+        None => {
+            let mut out = std::io::stdout().lock();
+            for (_, text) in outputs {
+                out.write_all(text.as_bytes())?;
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, text) in &outputs {
+                let path = dir.join(name);
+                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
+    let repo = load_valid(&repo_dir(cli))?;
+    let services = pick(&repo, names)?;
+    let stages = &repo.pipeline.stages;
+    if output == TextOrJson::Json {
+        let doc: Vec<_> = services
+            .iter()
+            .map(|s| serde_json::json!({"service": s.spec.name, "tracks": s.state.tracks, "approvals": s.state.approvals}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let mut rows = vec![
+        std::iter::once("SERVICE".to_string())
+            .chain(stages.iter().map(|t| t.as_str().to_uppercase()))
+            .collect::<Vec<_>>(),
+    ];
+    for s in services {
+        let mut row = vec![s.spec.name.to_string()];
+        row.extend(
+            stages
+                .iter()
+                .map(|t| s.state.version(t).map_or("-".to_string(), ToString::to_string)),
+        );
+        rows.push(row);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i + 1 == r.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  "));
+    }
+}
+
+pub fn history(
+    cli: &Cli,
+    service: Option<&str>,
+    track: Option<&str>,
+    limit: Option<usize>,
+    output: TextOrJson,
+) -> Result<()> {
+    let git = ReleaseRepo::open(&repo_dir(cli))?;
+    let entries: Vec<_> = cohort_release::history::entries(&git.log()?)
+        .into_iter()
+        .filter(|e| service.is_none_or(|s| e.change.service == s))
+        .filter(|e| track.is_none_or(|t| e.change.track.as_deref() == Some(t)))
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    if output == TextOrJson::Json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!(
+            "no recorded changes{}",
+            service.map(|s| format!(" for {s}")).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let mut rows = vec![
+        ["TIME", "AUTHOR", "ACTION", "SERVICE", "TRACK", "CHANGE", "COMMIT"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for e in &entries {
+        let c = &e.change;
+        let what = match c.action {
+            cohort_release::record::Action::Approve => {
+                format!(
+                    "{} passed {}",
+                    c.to.as_deref().unwrap_or("?"),
+                    c.check.as_deref().unwrap_or("?")
+                )
+            }
+            _ => format!(
+                "{} → {}",
+                c.from.as_deref().unwrap_or("-"),
+                c.to.as_deref().unwrap_or("-")
+            ),
+        };
+        let mut what = what;
+        if c.forced {
+            what.push_str(" (gate forced)");
+        }
+        if let Some(r) = &c.reason {
+            what.push_str(&format!(" — {r}"));
+        }
+        rows.push(vec![
+            format_time(e.time, e.offset_secs),
+            e.author.split(" <").next().unwrap_or_default().to_string(),
+            c.action.as_str().to_string(),
+            c.service.clone(),
+            c.track.clone().unwrap_or_else(|| "-".into()),
+            what,
+            e.commit.chars().take(9).collect(),
+        ]);
+    }
+    // The change column can be long (reasons); keep it last so columns stay aligned.
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|mut r| {
+            let what = r.remove(5);
+            r.push(what);
+            r
+        })
+        .collect();
+    print_table(&rows);
+    Ok(())
+}
+
+fn format_time(secs: i64, offset: i32) -> String {
+    let Ok(ts) = jiff::Timestamp::from_second(secs) else {
+        return secs.to_string();
+    };
+    let Ok(off) = jiff::tz::Offset::from_seconds(offset) else {
+        return ts.to_string();
+    };
+    ts.to_zoned(jiff::tz::TimeZone::fixed(off))
+        .strftime("%Y-%m-%d %H:%M %:z")
+        .to_string()
+}
