@@ -184,7 +184,7 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let mut outputs: Vec<(String, String)> = vec![];
     match args.format {
         RenderFormat::Haproxy => {
-            if services.len() != 1 {
+            if args.services.len() != 1 {
                 return Err(UsageError("--format haproxy renders one service at a time: name it, e.g. `cohort render --format haproxy account-service`".into()).into());
             }
             for svc in &services {

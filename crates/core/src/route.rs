@@ -55,10 +55,9 @@ impl Route {
         }
         let total: u32 = legs.iter().map(|(_, w)| w.basis_points()).sum();
         if total != WHOLE {
-            let shown = Weight::from_basis_points(total)
-                .map(|w| w.to_string())
-                .unwrap_or_else(|| format!("{}.{:02}%", total / 100, total % 100));
-            return Err(RouteError::NotWhole { total: shown });
+            return Err(RouteError::NotWhole {
+                total: crate::weight::percent(total),
+            });
         }
         Ok(Route { legs })
     }

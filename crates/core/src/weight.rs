@@ -94,18 +94,21 @@ impl Weight {
     }
 }
 
+/// Basis points as the shortest exact percentage: `5%`, `0.1%`, `12.34%`, `101%`.
+pub fn percent(bp: u32) -> String {
+    let (whole, frac) = (bp / 100, bp % 100);
+    if frac == 0 {
+        format!("{whole}%")
+    } else if frac.is_multiple_of(10) {
+        format!("{whole}.{}%", frac / 10)
+    } else {
+        format!("{whole}.{frac:02}%")
+    }
+}
+
 impl fmt::Display for Weight {
-    /// `5%`, `0.1%`, `12.34%`: the shortest exact percentage.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whole = self.0 / 100;
-        let frac = self.0 % 100;
-        if frac == 0 {
-            write!(f, "{whole}%")
-        } else if frac.is_multiple_of(10) {
-            write!(f, "{whole}.{}%", frac / 10)
-        } else {
-            write!(f, "{whole}.{frac:02}%")
-        }
+        f.write_str(&percent(self.basis_points()))
     }
 }
 

@@ -46,10 +46,11 @@ pub fn seed_default_route() -> Route {
     seed_route(&[("paid", 500), ("production", 9500)])
 }
 
-/// Reads `cohort.yaml`. Returns the pipeline if no error was found; every problem goes to `sink`.
+/// Reads `cohort.yaml`; every problem goes to `sink`. The pipeline comes back even when some
+/// parts have errors (built-in defaults stand in for them) so that the service files can be
+/// checked in the same run; it is `None` only when there are no usable stages.
 pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
     let mut m = MapReader::new(root, "cohort.yaml", sink);
-    let mut ok = true;
 
     let namespace = m
         .req(
@@ -61,7 +62,6 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             let t = read::text(n, "`namespace`", sink)?;
             name_ok(n, check_dns_label("namespace", t, false), sink).then(|| t.to_string())
         });
-    ok &= namespace.is_some();
 
     let cohort_header = match m.opt("cohort_header") {
         Some(n) => {
@@ -69,7 +69,6 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
         }
         None => Some("X-Traffic-Group".to_string()),
     };
-    ok &= cohort_header.is_some();
 
     let stages = match m.opt("stages") {
         Some(n) => read_stages(n, sink),
@@ -98,12 +97,10 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
         Some(n) => read_cohorts(n, &stages, "cohort.yaml", sink),
         None => Some(seed_cohorts()),
     };
-    ok &= cohorts.is_some();
     let default_route = match default_route_node {
         Some(n) => read_route(n, "`default_route`", &stages, sink),
         None => Some(seed_default_route()),
     };
-    ok &= default_route.is_some();
     if cohorts_node.is_none() || default_route_node.is_none() {
         // Built-in routes name the seed's tracks; with other stages they must be written out.
         for (name, route) in cohorts
@@ -120,7 +117,6 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
                         format!("the built-in route for {name} sends traffic to `{t}`, which is not one of the stages"),
                         Some("write your own `cohorts:` and `default_route:` for these stages".into()),
                     );
-                    ok = false;
                 }
             }
         }
@@ -131,29 +127,30 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
         .opt("trusted_peers")
         .map(|n| read_peers(n, sink))
         .unwrap_or(Some(vec![]));
-    ok &= trusted_peers.is_some();
     let defaults = read_defaults(m.opt("defaults"), root, &stages, sink);
-    ok &= defaults.is_some();
     let router = read_router(m.opt("router"), root, sink);
-    ok &= router.is_some();
     let gates = read_gates(m.opt("gates"), &stages, sink);
-    ok &= gates.is_some();
     m.finish(sink);
 
-    if !ok {
-        return None;
-    }
+    // Parts with errors get the built-in defaults so that service files can still be checked
+    // in the same run; the errors already in `sink` keep the repo from being used.
+    let mut ignored = vec![];
+    let mut quiet = Sink::new("cohort.yaml", &mut ignored);
     Some(Pipeline {
-        namespace: namespace?,
-        cohort_header: cohort_header?,
-        stages,
-        cohorts: cohorts?,
-        default_route: default_route?,
+        namespace: namespace.unwrap_or_else(|| "default".into()),
+        cohort_header: cohort_header.unwrap_or_else(|| "X-Traffic-Group".into()),
+        cohorts: cohorts.unwrap_or_default(),
+        default_route: default_route.unwrap_or_else(seed_default_route),
         sticky,
-        trusted_peers: trusted_peers?,
-        defaults: defaults?,
-        router: router?,
-        gates: gates?,
+        trusted_peers: trusted_peers.unwrap_or_default(),
+        defaults: defaults
+            .or_else(|| read_defaults(None, root, &stages, &mut quiet))
+            .unwrap_or_else(|| unreachable!("built-in defaults are valid")),
+        router: router
+            .or_else(|| read_router(None, root, &mut quiet))
+            .unwrap_or_else(|| unreachable!("built-in router settings are valid")),
+        gates: gates.unwrap_or_default(),
+        stages,
     })
 }
 
