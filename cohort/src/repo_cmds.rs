@@ -79,6 +79,14 @@ pub fn init(dir: Option<PathBuf>) -> Result<()> {
         .into());
     }
     let git = ReleaseRepo::init(&dir)?;
+    let anonymous = !git.has_identity();
+    let git = git.with_fallback_identity("cohort init", "cohort@localhost")?;
+    if anonymous {
+        eprintln!(
+            "note: git does not know who you are; the first commit is authored by `cohort init <cohort@localhost>`.\n      \
+             Set `git config --global user.name/user.email` before deploying: every change is a commit."
+        );
+    }
     let lock = git.lock()?;
     let files = cohort_spec::scaffold::files();
     let prefix = dir

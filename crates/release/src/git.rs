@@ -238,7 +238,31 @@ impl ReleaseRepo {
         Self::open(dir)
     }
 
-    /// The worktree's root directory, as an absolute path.
+    /// Commits as `name <email>` when neither git config nor the environment names anyone,
+    /// instead of failing with [`GitError::NoIdentity`]. Meant for `cohort init` on a fresh
+    /// machine; changes to releases keep requiring a real identity, since history is the audit trail.
+    pub fn with_fallback_identity(mut self, name: &str, email: &str) -> Result<Self, GitError> {
+        if self.has_identity() {
+            return Ok(self);
+        }
+        // In memory only: nothing is written to the user's git config.
+        let mut config = self.repo.config_snapshot_mut();
+        config
+            .set_value(&gix::config::tree::User::NAME, name)
+            .map_err(git("set a fallback user.name"))?;
+        config
+            .set_value(&gix::config::tree::User::EMAIL, email)
+            .map_err(git("set a fallback user.email"))?;
+        config.commit().map_err(git("set a fallback identity"))?;
+        Ok(self)
+    }
+
+    /// Whether git config or the environment name an author and a committer.
+    pub fn has_identity(&self) -> bool {
+        self.repo.author().is_some() && self.repo.committer().is_some()
+    }
+
+    /// The worktree's root directory (absolute).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -593,12 +617,12 @@ impl ReleaseRepo {
                 }
             }
         }
-        let author = self.repo.author().ok_or(GitError::NoIdentity)?;
-        let committer = self.repo.committer().ok_or(GitError::NoIdentity)?;
         let owned = |sig: gix::Result<gix::actor::SignatureRef<'_>>, who: &str| {
             sig.and_then(|sig| sig.to_owned())
                 .map_err(git(format!("read the {who} identity")))
         };
+        let author = self.repo.author().ok_or(GitError::NoIdentity)?;
+        let committer = self.repo.committer().ok_or(GitError::NoIdentity)?;
         Ok((owned(author, "author")?, owned(committer, "committer")?))
     }
 

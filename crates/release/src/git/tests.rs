@@ -533,3 +533,57 @@ fn missing_identity_says_how_to_configure_it() {
             .contains("git config --global user.name")
     );
 }
+
+/// Regression: on a fresh machine without any git identity, `cohort init` still made no commit
+/// because gix needs a committer for the reflog too.
+#[test]
+fn fallback_identity_commits_when_nobody_is_configured() {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "git::tests::child_fallback_identity",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("COHORT_CHILD_FALLBACK", "1")
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the child test ran: {stdout}");
+}
+
+#[test]
+#[ignore = "run as a child process by fallback_identity_commits_when_nobody_is_configured"]
+fn child_fallback_identity() {
+    if std::env::var_os("COHORT_CHILD_FALLBACK").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = ReleaseRepo::init(tmp.path()).expect("init");
+    assert!(!repo.has_identity(), "no identity in this environment");
+    assert!(matches!(
+        repo.commit_files(
+            &repo.lock().expect("lock"),
+            &[(PathBuf::from("a"), b"a".to_vec())],
+            "m"
+        ),
+        Err(GitError::NoIdentity)
+    ));
+    let repo = repo
+        .with_fallback_identity("cohort init", "cohort@localhost")
+        .expect("fallback");
+    let lock = repo.lock().expect("lock");
+    repo.commit_files(&lock, &[(PathBuf::from("a"), b"a".to_vec())], "m")
+        .expect("commits");
+    let log = repo.log().expect("log");
+    assert_eq!(log[0].author_name, "cohort init");
+}
