@@ -10,7 +10,7 @@ use cohort_release::record::commit_message;
 use cohort_spec::{Service, Severity, state_path, write_state};
 
 use crate::cli::{Cli, Command, TextOrJson};
-use crate::repo_cmds::{load_valid, print_diagnostics, repo_dir, service};
+use crate::repo_cmds::{load_valid, prefix_in, print_diagnostics, repo_dir, repo_root, service};
 use crate::{Reported, UsageError};
 
 fn version(v: &str) -> Result<Version> {
@@ -27,7 +27,10 @@ fn refused(e: PlanError) -> anyhow::Error {
 }
 
 pub fn run(cli: &Cli) -> Result<()> {
-    let git = ReleaseRepo::open(&repo_dir(cli))?;
+    let dir = repo_dir(cli);
+    let git = ReleaseRepo::open(&dir)?;
+    let root = repo_root(&dir);
+    let prefix = prefix_in(&git, &root);
     // Hold the lock from reading to committing so that no other cohort process changes the
     // state in between.
     let lock = git.lock()?;
@@ -41,11 +44,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Hand edits to the state file are refused before anything else, so they are never lost
     // and the message says what to do about them.
     if let Ok(name) = ServiceName::new(name) {
-        git.check_clean(&[state_path(&name).as_path()])?;
+        git.check_clean(&[prefix.join(state_path(&name)).as_path()])?;
     }
-    let repo = load_valid(git.root())?;
+    let repo = load_valid(&root)?;
     let svc = service(&repo, name)?;
-    let path = state_path(&svc.spec.name);
+    let path = prefix.join(state_path(&svc.spec.name));
     let planned: Planned = match &cli.command {
         Command::Deploy { build, .. } => {
             plan::deploy(&repo.pipeline, svc, &version(build)?).map_err(refused)?

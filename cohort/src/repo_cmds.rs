@@ -15,12 +15,31 @@ pub fn repo_dir(cli: &Cli) -> PathBuf {
     cli.repo.clone().unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Finds the release repo's root: the git worktree containing the directory, when there is one.
-fn repo_root(dir: &Path) -> PathBuf {
-    match ReleaseRepo::open(dir) {
-        Ok(r) => r.root().to_path_buf(),
-        Err(_) => dir.to_path_buf(),
+/// Finds the release repo's root: the nearest directory at or above `dir` that holds a
+/// cohort.yaml, without leaving the git worktree (a release repo may live in a subdirectory
+/// of a larger repository). Without one, `dir` itself, so that validation says what is missing.
+pub fn repo_root(dir: &Path) -> PathBuf {
+    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let top = ReleaseRepo::open(dir).ok().map(|r| r.root().to_path_buf());
+    let mut at = start.as_path();
+    loop {
+        if at.join("cohort.yaml").is_file() {
+            return at.to_path_buf();
+        }
+        match at.parent() {
+            Some(parent) if top.as_deref().is_some_and(|t| at != t) => at = parent,
+            _ => return start,
+        }
     }
+}
+
+/// Where the release repo's files are inside the git worktree (empty when they are at its top).
+pub fn prefix_in(git: &ReleaseRepo, root: &Path) -> PathBuf {
+    let top = git
+        .root()
+        .canonicalize()
+        .unwrap_or_else(|_| git.root().to_path_buf());
+    root.strip_prefix(&top).map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Prints diagnostics to stderr, one block each.
@@ -31,9 +50,10 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Loads and validates the repo; on errors, prints them all and fails with exit status 1.
+/// Loads and validates the repo whose root is `dir`; on errors, prints them all and fails
+/// with exit status 1.
 pub fn load_valid(dir: &Path) -> Result<Repo> {
-    let (repo, diags) = load_repo(&repo_root(dir));
+    let (repo, diags) = load_repo(dir);
     print_diagnostics(&diags);
     match repo {
         Some(r) => Ok(r),
@@ -187,7 +207,7 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
 }
 
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
-    let repo = load_valid(&repo_dir(cli))?;
+    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
     let services = pick(&repo, &args.services)?;
     let mut outputs: Vec<(String, String)> = vec![];
     match args.format {
@@ -248,7 +268,7 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
 }
 
 pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
-    let repo = load_valid(&repo_dir(cli))?;
+    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
     let services = pick(&repo, names)?;
     let stages = &repo.pipeline.stages;
     if output == TextOrJson::Json {

@@ -465,3 +465,42 @@ fn completions_and_version() {
     let o = cohort_in(tmp.path(), &["frobnicate"], None);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_release_repo_inside_a_larger_repository_works_from_any_subdirectory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mono = tmp.path().join("mono");
+    std::fs::create_dir_all(mono.join("app")).expect("mkdir");
+    git(&mono, &["init", "-q", "-b", "main"]);
+    std::fs::write(mono.join("app/main.rs"), "fn main() {}\n").expect("write");
+    git(&mono, &["add", "."]);
+    git(
+        &mono,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "-qm",
+            "app",
+        ],
+    );
+    let o = cohort_in(&mono, &["init", "deploy"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cohort_in(
+        &mono.join("deploy/services"),
+        &["deploy", "account-service", "1.19.0"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let changed = git(&mono, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(changed.trim(), "deploy/releases/account-service.yaml");
+    assert_eq!(git(&mono, &["status", "--porcelain"]), "");
+    let o = cohort_in(&mono.join("deploy"), &["tracks", "-o", "json"], None);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"internal\": \"1.19.0\""),
+        "{}",
+        text(&o)
+    );
+}
