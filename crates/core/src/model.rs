@@ -166,3 +166,74 @@ impl Pipeline {
         self.stages.contains(track)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(stages: &[&str]) -> Pipeline {
+        let t = |n: &str| TrackName::new(n).expect("track");
+        let whole = Route::new(vec![(t(stages[stages.len() - 1]), crate::Weight::WHOLE)]).expect("route");
+        Pipeline {
+            namespace: "shop".into(),
+            cohort_header: "X-Traffic-Group".into(),
+            stages: stages.iter().map(|s| t(s)).collect(),
+            cohorts: vec![],
+            default_route: whole,
+            sticky: None,
+            trusted_peers: vec![],
+            defaults: Defaults {
+                replicas: BTreeMap::new(),
+                port: 8080,
+                health_check: HealthCheck {
+                    path: "/healthz".into(),
+                    interval: Duration::from_secs(2),
+                },
+                min_ready_endpoints: 2,
+                pre_stop: PreStop {
+                    pause: Duration::from_secs(10),
+                    exec: false,
+                },
+            },
+            router: RouterSettings {
+                image: "cohort".into(),
+                replicas: 4,
+                port: 8080,
+                admin_port: 9901,
+            },
+            gates: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn stage_order_walks_both_ways_and_stops_at_the_ends() {
+        let p = pipeline(&["internal", "canary", "paid", "production"]);
+        let t = |n: &str| TrackName::new(n).expect("track");
+        assert_eq!(p.next_stage(&t("internal")), Some(&t("canary")));
+        assert_eq!(p.next_stage(&t("paid")), Some(&t("production")));
+        assert_eq!(p.next_stage(&t("production")), None);
+        assert_eq!(p.previous_stage(&t("canary")), Some(&t("internal")));
+        assert_eq!(p.previous_stage(&t("internal")), None);
+        assert_eq!(p.next_stage(&t("staging")), None);
+        assert!(!p.has_stage(&t("staging")));
+        let two = pipeline(&["beta", "stable"]);
+        assert_eq!(two.next_stage(&t("beta")), Some(&t("stable")));
+    }
+
+    #[test]
+    fn unused_approvals_are_forgotten() {
+        let v = |s: &str| Version::new(s).expect("version");
+        let mut state = ReleaseState::default();
+        state
+            .tracks
+            .insert(TrackName::new("internal").expect("track"), v("1.1.0"));
+        state
+            .approvals
+            .insert(v("1.1.0"), BTreeMap::from([("qa".into(), String::new())]));
+        state
+            .approvals
+            .insert(v("1.0.0"), BTreeMap::from([("qa".into(), String::new())]));
+        state.forget_unused_approvals();
+        assert_eq!(state.approvals.keys().collect::<Vec<_>>(), vec![&v("1.1.0")]);
+    }
+}
