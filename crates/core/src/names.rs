@@ -42,6 +42,24 @@ pub enum NameError {
 /// Checks an RFC 1123 DNS label: lowercase letters, digits and `-`, starting and ending with a
 /// letter or digit, at most 63 characters. `letter_first` adds RFC 1035's rule (Service names).
 pub fn check_dns_label(what: &'static str, name: &str, letter_first: bool) -> Result<(), NameError> {
+    check_label(
+        what,
+        name,
+        b"-",
+        "may only contain lowercase letters, digits and `-`",
+        letter_first,
+    )
+}
+
+/// The shared shape of labels: 1 to 63 of lowercase letters, digits and `extra`, starting and
+/// ending with a letter or digit.
+fn check_label(
+    what: &'static str,
+    name: &str,
+    extra: &[u8],
+    charset: &'static str,
+    letter_first: bool,
+) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { what });
     }
@@ -60,17 +78,14 @@ pub fn check_dns_label(what: &'static str, name: &str, letter_first: bool) -> Re
             problem,
         })
     };
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return bad("may only contain lowercase letters, digits and `-`");
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !name.bytes().all(|b| alnum(b) || extra.contains(&b)) {
+        return bad(charset);
     }
-    let first = name.as_bytes()[0];
-    if letter_first && !first.is_ascii_lowercase() {
+    if letter_first && !name.as_bytes()[0].is_ascii_lowercase() {
         return bad("must start with a lowercase letter");
     }
-    if first == b'-' || name.ends_with('-') {
+    if !alnum(name.as_bytes()[0]) || !alnum(name.as_bytes()[name.len() - 1]) {
         return bad("must start and end with a letter or digit");
     }
     Ok(())
@@ -132,37 +147,13 @@ pub struct Version(String);
 impl Version {
     /// Checks and wraps a version.
     pub fn new(v: &str) -> Result<Version, NameError> {
-        let what = "version";
-        if v.is_empty() {
-            return Err(NameError::Empty { what });
-        }
-        if v.len() > MAX_LABEL {
-            return Err(NameError::TooLong {
-                what,
-                name: v.to_string(),
-                len: v.len(),
-                max: MAX_LABEL,
-            });
-        }
-        let bad = |problem| {
-            Err(NameError::BadShape {
-                what,
-                name: v.to_string(),
-                problem,
-            })
-        };
-        if !v
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        {
-            return bad(
-                "may only contain lowercase letters, digits, `.` and `-` (build metadata after `+` and capitals are not allowed in Kubernetes names and labels)",
-            );
-        }
-        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        if !alnum(v.as_bytes()[0]) || !alnum(v.as_bytes()[v.len() - 1]) {
-            return bad("must start and end with a letter or digit");
-        }
+        check_label(
+            "version",
+            v,
+            b"-.",
+            "may only contain lowercase letters, digits, `.` and `-` (build metadata after `+` and capitals are not allowed in Kubernetes names and labels)",
+            false,
+        )?;
         Ok(Version(v.to_string()))
     }
 
