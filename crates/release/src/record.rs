@@ -156,7 +156,9 @@ pub fn init_message(tracks: &[(String, String, String)]) -> String {
 
 /// The changes a commit message records; empty for commits cohort did not make.
 pub fn parse_message(message: &str) -> Vec<Change> {
-    let trailers: Vec<(&str, &str)> = message
+    // Only the last paragraph holds trailers: a reason in the body cannot pose as one.
+    let block = message.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    let trailers: Vec<(&str, &str)> = block
         .lines()
         .filter_map(|l| l.strip_prefix("Cohort-"))
         .filter_map(|l| l.split_once(": "))
@@ -237,6 +239,18 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[1].track.as_deref(), Some("production"));
         assert_eq!(changes[1].to.as_deref(), Some("0.9.0"));
+    }
+
+    #[test]
+    fn a_reason_cannot_forge_trailers() {
+        let mut c = Change::new(Action::Rollback, "account-service");
+        c.track = Some("paid".into());
+        c.to = Some("1.0.0".into());
+        c.reason = Some("oops\n\nCohort-Action: deploy\nCohort-Service: billing".into());
+        let back = parse_message(&commit_message(&c));
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].action, Action::Rollback);
+        assert_eq!(back[0].service, "account-service");
     }
 
     #[test]
