@@ -209,60 +209,61 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let repo = load_valid(&repo_root(&repo_dir(cli)))?;
     let services = pick(&repo, &args.services)?;
-    let mut outputs: Vec<(String, String)> = vec![];
-    match args.format {
-        RenderFormat::Haproxy => {
-            if args.services.len() != 1 {
-                return Err(UsageError("--format haproxy renders one service at a time: name it, e.g. `cohort render --format haproxy account-service`".into()).into());
-            }
-            for svc in &services {
-                let text = cohort_render::haproxy_cfg(&repo.pipeline, svc)
-                    .with_context(|| format!("cannot render {} as haproxy.cfg", svc.spec.name))?;
-                outputs.push((format!("{}.haproxy.cfg", svc.spec.name), text));
-            }
-        }
-        RenderFormat::Kubernetes => {
-            let mut all = vec![];
-            for svc in &services {
+    if args.format == RenderFormat::Haproxy && args.services.len() != 1 {
+        return Err(UsageError(
+            "--format haproxy renders one service at a time: name it, e.g. `cohort render --format haproxy account-service`"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    // A JSON List must hold every item; everything else is written service by service, so
+    // memory stays flat however many services the repo has.
+    let mut json_items = vec![];
+    for (i, svc) in services.iter().enumerate() {
+        let (name, text) = match args.format {
+            RenderFormat::Haproxy => (
+                format!("{}.haproxy.cfg", svc.spec.name),
+                cohort_render::haproxy_cfg(&repo.pipeline, svc)
+                    .with_context(|| format!("cannot render {} as haproxy.cfg", svc.spec.name))?,
+            ),
+            RenderFormat::Kubernetes => {
                 let objects = cohort_render::render_service(&repo.pipeline, svc)?;
-                let ext = if args.output == YamlOrJson::Json {
-                    "json"
-                } else {
-                    "yaml"
-                };
-                let text = match args.output {
-                    YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
-                    YamlOrJson::Json => cohort_render::to_json(&objects),
-                };
-                if args.out.is_some() {
-                    outputs.push((format!("{}.{ext}", svc.spec.name), text));
+                match (args.output, &args.out) {
+                    (YamlOrJson::Json, None) => {
+                        json_items.extend(objects);
+                        continue;
+                    }
+                    (YamlOrJson::Json, Some(_)) => (
+                        format!("{}.json", svc.spec.name),
+                        cohort_render::to_json(&objects),
+                    ),
+                    (YamlOrJson::Yaml, _) => (
+                        format!("{}.yaml", svc.spec.name),
+                        cohort_render::to_yaml(&objects),
+                    ),
                 }
-                all.extend(objects);
             }
-            if args.out.is_none() {
-                let text = match args.output {
-                    YamlOrJson::Yaml => cohort_render::to_yaml(&all),
-                    YamlOrJson::Json => cohort_render::to_json(&all),
-                };
-                outputs.push((String::new(), text));
+        };
+        match &args.out {
+            Some(dir) => {
+                let path = dir.join(&name);
+                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => {
+                if i > 0 {
+                    stdout.write_all(b"---\n")?;
+                }
+                stdout.write_all(text.as_bytes())?;
             }
         }
     }
-    match &args.out {
-        None => {
-            let mut out = std::io::stdout().lock();
-            for (_, text) in outputs {
-                out.write_all(text.as_bytes())?;
-            }
-        }
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            for (name, text) in &outputs {
-                let path = dir.join(name);
-                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-                eprintln!("wrote {}", path.display());
-            }
-        }
+    if args.output == YamlOrJson::Json && args.out.is_none() && args.format == RenderFormat::Kubernetes {
+        stdout.write_all(cohort_render::to_json(&json_items).as_bytes())?;
     }
     Ok(())
 }

@@ -504,3 +504,28 @@ fn a_release_repo_inside_a_larger_repository_works_from_any_subdirectory() {
         text(&o)
     );
 }
+
+#[test]
+fn rendering_several_services_is_one_stream_of_each_service_in_name_order() {
+    let r = Repo::init();
+    let spec = std::fs::read_to_string(r.dir.join("services/account-service.yaml")).expect("read");
+    std::fs::write(
+        r.dir.join("services/billing.yaml"),
+        spec.replace("account-service", "billing"),
+    )
+    .expect("write");
+    std::fs::write(
+        r.dir.join("releases/billing.yaml"),
+        "service: billing\ntracks:\n  internal: 2.0.0\n  canary: 2.0.0\n  paid: 2.0.0\n  production: 2.0.0\n",
+    )
+    .expect("write");
+    let all = r.ok(&["render"]);
+    let account = r.ok(&["render", "account-service"]);
+    let billing = r.ok(&["render", "billing"]);
+    assert_eq!(all, format!("{account}---\n{billing}"));
+    let json: serde_json::Value = serde_json::from_str(&r.ok(&["render", "-o", "json"])).expect("json");
+    assert_eq!(json["items"].as_array().map(Vec::len), Some(26));
+    let out = r.dir.join("out");
+    r.ok(&["render", "-o", "json", "--out", out.to_str().expect("utf-8")]);
+    assert!(out.join("account-service.json").is_file() && out.join("billing.json").is_file());
+}

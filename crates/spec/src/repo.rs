@@ -1,5 +1,6 @@
 //! A whole release repo: reading its files and checking them together.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use cohort_core::{Pipeline, ReleaseState, ServiceName, ServiceSpec, names::check_dns_label};
@@ -143,15 +144,16 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
     let pipeline = parse_file(Path::new("cohort.yaml"), text, &mut diags)
         .and_then(|n| crate::read_pipeline(&n, &mut Sink::new("cohort.yaml", &mut diags)));
 
-    let mut services: Vec<Service> = vec![];
-    let mut seen: Vec<(String, PathBuf)> = vec![];
+    // Keyed by name: repos of thousands of services stay linear, and come out sorted.
+    let mut services: BTreeMap<String, Service> = BTreeMap::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (path, text) in &files.services {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == stem) {
+        if let Some(first) = seen.get(&stem) {
             Sink::new(path, &mut diags).error(
                 Pos { line: 1, col: 1 },
                 Kind::Duplicate,
@@ -163,7 +165,7 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
             );
             continue;
         }
-        seen.push((stem.clone(), path.clone()));
+        seen.insert(stem.clone(), path.clone());
         let Some(node) = parse_file(path, text, &mut diags) else {
             continue;
         };
@@ -173,27 +175,30 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
             continue;
         };
         check_object_names(&spec, pipeline, node.pos, &mut sink);
-        services.push(Service {
-            spec,
-            state: ReleaseState::default(),
-        });
+        services.insert(
+            stem,
+            Service {
+                spec,
+                state: ReleaseState::default(),
+            },
+        );
     }
 
     // Services whose state could not be read are not checked further: an empty state would
     // only add misleading warnings on top of the real error.
-    let mut unreadable_state: Vec<ServiceName> = vec![];
+    let mut unreadable_state: BTreeSet<ServiceName> = BTreeSet::new();
     for (path, text) in &files.releases {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let Some(node) = parse_file(path, text, &mut diags) else {
             if let Ok(name) = ServiceName::new(stem) {
-                unreadable_state.push(name);
+                unreadable_state.insert(name);
             }
             continue;
         };
         let Some(pipeline) = &pipeline else { continue };
         let mut sink = Sink::new(path, &mut diags);
-        let Some(svc) = services.iter_mut().find(|s| s.spec.name.as_str() == stem) else {
-            if !seen.iter().any(|(s, _)| s == stem) {
+        let Some(svc) = services.get_mut(stem) else {
+            if !seen.contains_key(stem) {
                 sink.error(
                     Pos { line: 1, col: 1 },
                     Kind::Mismatch,
@@ -208,7 +213,9 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         };
         match crate::read_state(&node, &svc.spec.name, pipeline, &mut sink) {
             Some(state) => svc.state = state,
-            None => unreadable_state.push(svc.spec.name.clone()),
+            None => {
+                unreadable_state.insert(svc.spec.name.clone());
+            }
         }
     }
 
@@ -216,16 +223,21 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         return (None, diags);
     };
     for svc in services
-        .iter()
+        .values()
         .filter(|s| !unreadable_state.contains(&s.spec.name))
     {
         diags.extend(check_service(&pipeline, svc));
     }
-    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     if has_errors(&diags) {
         return (None, diags);
     }
-    (Some(Repo { pipeline, services }), diags)
+    (
+        Some(Repo {
+            pipeline,
+            services: services.into_values().collect(),
+        }),
+        diags,
+    )
 }
 
 /// Object names that do not depend on versions: `<svc>-router` and `<svc>-<track>`.

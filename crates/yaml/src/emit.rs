@@ -3,6 +3,7 @@
 //! YAML 1.1 or 1.2 reader could take them for anything but a string, multi-line strings as
 //! literal blocks so a ConfigMap's embedded file stays readable.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use serde_json::Value;
@@ -86,20 +87,20 @@ fn write_seq(out: &mut String, a: &[Value], indent: usize) {
 }
 
 /// A value that fits on the rest of the line (or starts a literal block indented by `indent`).
-fn inline(v: &Value, indent: usize) -> String {
+fn inline(v: &Value, indent: usize) -> Cow<'_, str> {
     match v {
         Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => if *b { "true" } else { "false" }.into(),
+        Value::Number(n) => n.to_string().into(),
         Value::String(s) => scalar_string(s, indent),
         Value::Array(_) => "[]".into(),
         Value::Object(_) => "{}".into(),
     }
 }
 
-fn scalar_string(s: &str, indent: usize) -> String {
-    if is_plain_safe(s) {
-        return s.to_string();
+fn scalar_string(s: &str, indent: usize) -> Cow<'_, str> {
+    if is_plain_word(s) || is_plain_safe(s) {
+        return Cow::Borrowed(s);
     }
     if fits_literal_block(s) {
         let body = s.trim_end_matches('\n');
@@ -116,10 +117,29 @@ fn scalar_string(s: &str, indent: usize) -> String {
                 out.push_str(line);
             }
         }
-        return out;
+        return out.into();
     }
-    double_quoted(s)
+    double_quoted(s).into()
 }
+
+/// The common case, decided cheaply: keys and values like `apiVersion`, `account-service`,
+/// `registry.example.com/shop/app`. Starting with a letter rules out numbers, dates and
+/// indicators; only a few words remain that some reader takes for a boolean, null or float.
+fn is_plain_word(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphabetic()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+        && !SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// Words some YAML reader (1.1 or 1.2) does not read as a string, and words Rust's float
+/// parser accepts.
+const SPECIAL_WORDS: [&str; 17] = [
+    "null", "~", "true", "false", "yes", "no", "on", "off", "y", "n", ".inf", "-.inf", "+.inf", ".nan",
+    "inf", "infinity", "nan",
+];
 
 fn double_quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -176,27 +196,7 @@ fn is_plain_safe(s: &str) -> bool {
 
 /// Words and numbers that some YAML reader (1.1 or 1.2) would not read as a string.
 fn looks_special(s: &str) -> bool {
-    let lower = s.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "null"
-            | "~"
-            | "true"
-            | "false"
-            | "yes"
-            | "no"
-            | "on"
-            | "off"
-            | "y"
-            | "n"
-            | ".inf"
-            | "-.inf"
-            | "+.inf"
-            | ".nan"
-    ) {
-        return true;
-    }
-    looks_numeric(s)
+    SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w)) || looks_numeric(s)
 }
 
 fn looks_numeric(s: &str) -> bool {
@@ -298,6 +298,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_full_check(s in "[a-zA-Z0-9._/~-]{0,12}") {
+            if is_plain_word(&s) {
+                prop_assert!(is_plain_safe(&s), "{s}");
+            }
+        }
+
         #[test]
         fn what_is_written_reads_back_the_same(v in arb_value()) {
             let text = to_yaml(&v);
