@@ -54,7 +54,13 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 /// with exit status 1.
 pub fn load_valid(dir: &Path) -> Result<Repo> {
     let (repo, diags) = load_repo(dir);
-    print_diagnostics(&diags);
+    // Warnings are for `cohort validate`; other commands show only what stops them.
+    let errors: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    print_diagnostics(&errors);
+    let diags = errors;
     match repo {
         Some(r) => Ok(r),
         None => {

@@ -65,7 +65,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
 
     let cohort_header = match m.opt("cohort_header") {
         Some(n) => {
-            read::text(n, "`cohort_header`", sink).and_then(|t| header_name(n, t, "`cohort_header`", sink))
+            read::text(n, "`cohort_header`", sink).and_then(|t| header_name(n, t, "the cohort header", sink))
         }
         None => Some("X-Traffic-Group".to_string()),
     };
@@ -170,13 +170,18 @@ pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &m
 }
 
 fn header_name(n: &Node, t: &str, what: &str, sink: &mut Sink<'_>) -> Option<String> {
+    token_name(n, t, what, "X-Traffic-Group", sink)
+}
+
+/// An HTTP token (RFC 9110), as header and cookie names must be.
+fn token_name(n: &Node, t: &str, what: &str, example: &str, sink: &mut Sink<'_>) -> Option<String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if t.is_empty() || !t.chars().all(token) {
         sink.error(
             n.pos,
             Kind::BadName,
-            format!("{what} `{t}` is not an HTTP header name"),
-            Some("header names are letters, digits and `-`, e.g. `X-Traffic-Group`".into()),
+            format!("{what} name `{t}` is not an HTTP token"),
+            Some(format!("use letters, digits and `-`, e.g. `{example}`")),
         );
         return None;
     }
@@ -309,16 +314,15 @@ pub(crate) fn read_route(n: &Node, what: &str, stages: &[TrackName], sink: &mut 
 
 fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
     let mut m = MapReader::new(n, "`sticky`", sink);
-    let header = m.opt("header").and_then(|h| {
-        read::text(h, "`sticky.header`", sink).and_then(|t| header_name(h, t, "`sticky.header`", sink))
-    });
-    let cookie = m
-        .opt("cookie")
-        .and_then(|c| read::text(c, "`sticky.cookie`", sink).map(str::to_string));
+    let (header, cookie) = (m.opt("header"), m.opt("cookie"));
     m.finish(sink);
+    let token = |node: &Node, kind: &str, example: &str, sink: &mut Sink<'_>| {
+        read::text(node, &format!("`sticky.{kind}`"), sink)
+            .and_then(|t| token_name(node, t, kind, example, sink))
+    };
     match (header, cookie) {
-        (Some(h), None) => Some(Sticky::Header(h)),
-        (None, Some(c)) => Some(Sticky::Cookie(c)),
+        (Some(h), None) => token(h, "header", "X-User-Id", sink).map(Sticky::Header),
+        (None, Some(c)) => token(c, "cookie", "uid", sink).map(Sticky::Cookie),
         (Some(_), Some(_)) => {
             sink.error(
                 n.pos,

@@ -279,41 +279,48 @@ pub fn check_service(pipeline: &Pipeline, svc: &Service) -> Vec<Diagnostic> {
         .stages
         .last()
         .is_some_and(|last| svc.state.tracks.contains_key(last));
-    let routes = svc
-        .spec
-        .cohorts
-        .iter()
-        .map(|(n, r)| (format!("cohort `{n}`"), r))
-        .chain(std::iter::once((
-            "everyone else (the default route)".to_string(),
-            &svc.spec.default_route,
-        )));
+    let cohorts = svc.spec.cohorts.iter().map(|(n, r)| (format!("`{n}`"), r));
+    let routes = cohorts.chain(std::iter::once((
+        "everyone else".to_string(),
+        &svc.spec.default_route,
+    )));
+    let mut unserved = vec![];
     for (who, route) in routes {
         if route.redistribute(|t| svc.state.tracks.contains_key(t)).is_ok() {
             continue;
         }
-        let tracks: Vec<&str> = route.legs().iter().map(|(t, _)| t.as_str()).collect();
-        let message = format!(
-            "for `{}`, no track of the route of {who} ({}) has a version",
-            svc.spec.name,
-            tracks.join(", ")
-        );
         if launched {
+            let tracks: Vec<&str> = route.legs().iter().map(|(t, _)| t.as_str()).collect();
             sink.error(
                 origin,
                 Kind::RouteLeftEmpty,
-                message,
+                format!(
+                    "for `{}`, no track of the route of {who} ({}) has a version",
+                    svc.spec.name,
+                    tracks.join(", ")
+                ),
                 Some("every route needs a track with a version; route the cohort to a deployed track".into()),
             );
         } else {
-            let last = pipeline.stages.last().map(|t| t.as_str()).unwrap_or_default();
-            sink.warning(
-                origin,
-                Kind::RouteLeftEmpty,
-                format!("{message}; it is answered with 503 until a version reaches `{last}`"),
-                None,
-            );
+            unserved.push(who);
         }
+    }
+    if !unserved.is_empty() {
+        // Normal for a service on its way to its first release: one line, not one per cohort.
+        let last = pipeline.stages.last().map(|t| t.as_str()).unwrap_or_default();
+        sink.warning(
+            origin,
+            Kind::RouteLeftEmpty,
+            format!(
+                "`{}` is not launched yet: cohorts {} get 503 until a version reaches `{last}`",
+                svc.spec.name,
+                match unserved.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                    _ => unserved.join(""),
+                }
+            ),
+            None,
+        );
     }
     diags
 }

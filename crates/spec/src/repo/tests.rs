@@ -192,10 +192,13 @@ fn a_route_left_with_no_track_is_an_error_once_launched() {
     let s = "service: account-service\ntracks:\n  internal: 1.0.0\n";
     let (repo, diags) = validate(&files(PIPELINE, SERVICE, s));
     assert!(repo.is_some());
-    assert_eq!(
-        diags.len(),
-        3,
-        "FREE, ENTERPRISE and the default route: {diags:?}"
+    assert_eq!(diags.len(), 1, "one warning for the service: {diags:?}");
+    assert!(
+        diags[0]
+            .message
+            .contains("cohorts `FREE`, `ENTERPRISE` and everyone else get 503"),
+        "{}",
+        diags[0]
     );
     assert!(
         diags
@@ -228,5 +231,20 @@ fn wrong_types_and_missing_keys() {
     assert_eq!(
         errors(&RepoFiles::default()),
         vec![("cohort.yaml".into(), at(1, 1), Kind::MissingFile)]
+    );
+}
+
+#[test]
+fn sticky_keys_are_http_tokens_and_one_error_is_enough() {
+    let p = PIPELINE.replace("# sticky:\n#   header: X-User-Id", "sticky:\n  header: X User Id");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "X User Id"), Kind::BadName)]
+    );
+    let p = PIPELINE.replace("# sticky:\n#   header: X-User-Id", "sticky:\n  cookie: uid");
+    let (repo, _) = validate(&files(&p, SERVICE, STATE));
+    assert_eq!(
+        repo.expect("valid").pipeline.sticky,
+        Some(cohort_core::Sticky::Cookie("uid".into()))
     );
 }
