@@ -60,18 +60,21 @@ pub fn load_valid(dir: &Path) -> Result<Repo> {
         .filter(|d| d.severity == Severity::Error)
         .collect();
     print_diagnostics(&errors);
-    let diags = errors;
     match repo {
         Some(r) => Ok(r),
         None => {
-            let n = diags.iter().filter(|d| d.severity == Severity::Error).count();
             eprintln!(
-                "{n} error{} in the release repo; `cohort validate` lists them",
-                if n == 1 { "" } else { "s" }
+                "{} in the release repo; `cohort validate` lists them",
+                plural(errors.len(), "error")
             );
             Err(Reported.into())
         }
     }
+}
+
+/// `1 error`, `3 errors`.
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The services named, or all; an unknown name is a usage error that lists the known ones.
@@ -183,25 +186,23 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
         TextOrJson::Text => {
             print_diagnostics(&diags);
             match &repo {
+                Some(r) if warnings > 0 => println!(
+                    "ok: cohort.yaml and {} are valid ({})",
+                    plural(r.services.len(), "service"),
+                    plural(warnings, "warning")
+                ),
                 Some(r) => println!(
-                    "ok: cohort.yaml and {} service{} are valid{}",
-                    r.services.len(),
-                    if r.services.len() == 1 { "" } else { "s" },
-                    if warnings > 0 {
-                        format!(" ({warnings} warning{})", if warnings == 1 { "" } else { "s" })
-                    } else {
-                        String::new()
-                    }
+                    "ok: cohort.yaml and {} are valid",
+                    plural(r.services.len(), "service")
                 ),
-                None => eprintln!(
-                    "{errors} error{}{} found",
-                    if errors == 1 { "" } else { "s" },
-                    if warnings > 0 {
-                        format!(" and {warnings} warning{}", if warnings == 1 { "" } else { "s" })
-                    } else {
-                        String::new()
-                    }
-                ),
+                None if warnings > 0 => {
+                    eprintln!(
+                        "{} and {} found",
+                        plural(errors, "error"),
+                        plural(warnings, "warning")
+                    )
+                }
+                None => eprintln!("{} found", plural(errors, "error")),
             }
         }
     }
