@@ -9,7 +9,7 @@ use cohort_release::plan::{self, PlanError, Planned, PromoteRequest};
 use cohort_release::record::commit_message;
 use cohort_spec::{Service, Severity, state_path, write_state};
 
-use crate::cli::{Cli, Command, TextOrJson};
+use crate::cli::{Cli, TextOrJson};
 use crate::repo_cmds::{load_valid, prefix_in, print_diagnostics, repo_dir, repo_root, service};
 use crate::{Reported, UsageError};
 
@@ -26,7 +26,31 @@ fn refused(e: PlanError) -> anyhow::Error {
     }
 }
 
-pub fn run(cli: &Cli) -> Result<()> {
+/// One change, as asked for on the command line.
+pub enum Request<'a> {
+    /// `cohort deploy SERVICE VERSION`.
+    Deploy { build: &'a str },
+    /// `cohort promote SERVICE [--to TRACK] [--force --reason R]`.
+    Promote {
+        to: Option<&'a str>,
+        force: bool,
+        reason: Option<&'a str>,
+    },
+    /// `cohort rollback SERVICE TRACK [--to VERSION] [--reason R]`.
+    Rollback {
+        track: &'a str,
+        to: Option<&'a str>,
+        reason: Option<&'a str>,
+    },
+    /// `cohort approve SERVICE VERSION --check NAME [--note N]`.
+    Approve {
+        build: &'a str,
+        check: &'a str,
+        note: Option<&'a str>,
+    },
+}
+
+pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> Result<()> {
     let dir = repo_dir(cli);
     let git = ReleaseRepo::open(&dir)?;
     let root = repo_root(&dir);
@@ -34,13 +58,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Hold the lock from reading to committing so that no other cohort process changes the
     // state in between.
     let lock = git.lock()?;
-    let (name, output) = match &cli.command {
-        Command::Deploy { service, out, .. }
-        | Command::Promote { service, out, .. }
-        | Command::Rollback { service, out, .. }
-        | Command::Approve { service, out, .. } => (service.as_str(), out.output),
-        _ => unreachable!("only changes are dispatched here"),
-    };
     // Hand edits to the state file are refused before anything else, so they are never lost
     // and the message says what to do about them.
     if let Ok(name) = ServiceName::new(name) {
@@ -49,43 +66,28 @@ pub fn run(cli: &Cli) -> Result<()> {
     let repo = load_valid(&root)?;
     let svc = service(&repo, name)?;
     let path = prefix.join(state_path(&svc.spec.name));
-    let planned: Planned = match &cli.command {
-        Command::Deploy { build, .. } => {
-            plan::deploy(&repo.pipeline, svc, &version(build)?).map_err(refused)?
-        }
-        Command::Promote {
-            to, force, reason, ..
-        } => {
-            let history = entries(&git.log()?);
+    let p = &repo.pipeline;
+    let planned: Planned = match request {
+        Request::Deploy { build } => plan::deploy(p, svc, &version(build)?),
+        Request::Promote { to, force, reason } => {
             let req = PromoteRequest {
-                to: to.as_deref(),
-                force: *force,
-                reason: reason.as_deref(),
+                to,
+                force,
+                reason,
                 now: jiff::Timestamp::now().as_second(),
+                // The canary judgement arrives with `cohort analyze`; until then a gate that
+                // requires it stays closed unless forced.
                 judgement_passed: false,
             };
-            plan::promote(&repo.pipeline, svc, &history, &req).map_err(refused)?
+            plan::promote(p, svc, &entries(&git.log()?), &req)
         }
-        Command::Rollback {
-            track, to, reason, ..
-        } => {
-            let history = entries(&git.log()?);
-            let to = to.as_deref().map(version).transpose()?;
-            plan::rollback(
-                &repo.pipeline,
-                svc,
-                &history,
-                track,
-                to.as_ref(),
-                reason.as_deref(),
-            )
-            .map_err(refused)?
+        Request::Rollback { track, to, reason } => {
+            let to = to.map(version).transpose()?;
+            plan::rollback(p, svc, &entries(&git.log()?), track, to.as_ref(), reason)
         }
-        Command::Approve {
-            build, check, note, ..
-        } => plan::approve(&repo.pipeline, svc, &version(build)?, check, note.as_deref()).map_err(refused)?,
-        _ => unreachable!("only changes are dispatched here"),
-    };
+        Request::Approve { build, check, note } => plan::approve(p, svc, &version(build)?, check, note),
+    }
+    .map_err(refused)?;
 
     // The new state must be as valid as the old: names fit, every route keeps a track.
     let next = Service {

@@ -37,10 +37,59 @@ fn main() -> ExitCode {
             limit,
             output,
         } => repo_cmds::history(&cli, service.as_deref(), track.as_deref(), limit, output),
-        Command::Deploy { .. }
-        | Command::Promote { .. }
-        | Command::Rollback { .. }
-        | Command::Approve { .. } => change::run(&cli),
+        Command::Deploy {
+            ref service,
+            ref build,
+            ref out,
+        } => change::run(&cli, service, change::Request::Deploy { build }, out.output),
+        Command::Promote {
+            ref service,
+            ref to,
+            force,
+            ref reason,
+            ref out,
+        } => change::run(
+            &cli,
+            service,
+            change::Request::Promote {
+                to: to.as_deref(),
+                force,
+                reason: reason.as_deref(),
+            },
+            out.output,
+        ),
+        Command::Rollback {
+            ref service,
+            ref track,
+            ref to,
+            ref reason,
+            ref out,
+        } => change::run(
+            &cli,
+            service,
+            change::Request::Rollback {
+                track,
+                to: to.as_deref(),
+                reason: reason.as_deref(),
+            },
+            out.output,
+        ),
+        Command::Approve {
+            ref service,
+            ref build,
+            ref check,
+            ref note,
+            ref out,
+        } => change::run(
+            &cli,
+            service,
+            change::Request::Approve {
+                build,
+                check,
+                note: note.as_deref(),
+            },
+            out.output,
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())
