@@ -7,10 +7,11 @@ use cohort_release::git::ReleaseRepo;
 use cohort_release::history::entries;
 use cohort_release::plan::{self, PlanError, Planned, PromoteRequest};
 use cohort_release::record::commit_message;
+use cohort_release::snapshot::head_files;
 use cohort_spec::{Service, Severity, state_path, write_state};
 
 use crate::cli::{Cli, TextOrJson};
-use crate::repo_cmds::{load_valid, prefix_in, print_diagnostics, repo_dir, repo_root, service};
+use crate::repo_cmds::{prefix_in, print_diagnostics, repo_dir, repo_root, service, valid_or_report};
 use crate::{Reported, UsageError};
 
 fn version(v: &str) -> Result<Version> {
@@ -63,8 +64,17 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
     if let Ok(name) = ServiceName::new(name) {
         git.check_clean(&[prefix.join(state_path(&name)).as_path()])?;
     }
-    let repo = load_valid(&root)?;
-    let svc = service(&repo, name)?;
+    // Validate and plan against what is committed: the commit is built on HEAD's tree.
+    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    let repo = valid_or_report(repo, diags)?;
+    let svc = service(&repo, name).map_err(|e| {
+        let spec = root.join("services").join(format!("{name}.yaml"));
+        if spec.is_file() {
+            UsageError(format!("services/{name}.yaml is not committed yet; changes are checked against the last commit, so commit it first")).into()
+        } else {
+            e
+        }
+    })?;
     let path = prefix.join(state_path(&svc.spec.name));
     let p = &repo.pipeline;
     let planned: Planned = match request {

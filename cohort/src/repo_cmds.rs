@@ -54,6 +54,12 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 /// with exit status 1.
 pub fn load_valid(dir: &Path) -> Result<Repo> {
     let (repo, diags) = load_repo(dir);
+    valid_or_report(repo, diags)
+}
+
+/// The repo if it is valid; otherwise its errors are printed and the command fails with exit
+/// status 1.
+pub fn valid_or_report(repo: Option<Repo>, diags: Vec<Diagnostic>) -> Result<Repo> {
     // Warnings are for `cohort validate`; other commands show only what stops them.
     let errors: Vec<Diagnostic> = diags
         .into_iter()

@@ -529,3 +529,78 @@ fn rendering_several_services_is_one_stream_of_each_service_in_name_order() {
     r.ok(&["render", "-o", "json", "--out", out.to_str().expect("utf-8")]);
     assert!(out.join("account-service.json").is_file() && out.join("billing.json").is_file());
 }
+
+/// Regression: uncommitted edits to cohort.yaml opened a gate, and a committed state was
+/// checked against specs that were never committed.
+#[test]
+fn changes_are_checked_against_the_committed_specs_not_the_worktree() {
+    let r = Repo::init();
+    r.ok(&["deploy", "account-service", "1.19.0"]);
+    r.edit("cohort.yaml", "checks: [integration-tests]", "checks: []");
+    let err = r.fails(&["promote", "account-service"], 1);
+    assert!(
+        err.contains("check `integration-tests` has not been recorded"),
+        "{err}"
+    );
+    git(&r.dir, &["checkout", "--", "cohort.yaml"]);
+
+    r.edit("cohort.yaml", "stages: [internal,", "stages: [dev, internal,");
+    r.edit(
+        "cohort.yaml",
+        "  INTERNAL:\n    internal: 100%",
+        "  INTERNAL:\n    dev: 100%",
+    );
+    let err = r.fails(&["rollback", "account-service", "dev"], 2);
+    assert!(err.contains("`dev` is not a stage"), "{err}");
+    git(&r.dir, &["checkout", "--", "cohort.yaml"]);
+
+    let spec = std::fs::read_to_string(r.dir.join("services/account-service.yaml")).expect("read");
+    std::fs::write(
+        r.dir.join("services/billing.yaml"),
+        spec.replace("account-service", "billing"),
+    )
+    .expect("write");
+    let err = r.fails(&["deploy", "billing", "1.0.0"], 2);
+    assert!(
+        err.contains("services/billing.yaml is not committed yet"),
+        "{err}"
+    );
+    git(&r.dir, &["add", "services/billing.yaml"]);
+    git(
+        &r.dir,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "-qm",
+            "add billing",
+        ],
+    );
+    r.ok(&["deploy", "billing", "1.0.0"]);
+    r.clean();
+}
+
+/// Regression: a second rollback went forward again to the build the first one rolled back from.
+#[test]
+fn a_second_rollback_goes_further_back() {
+    let r = Repo::init();
+    r.ok(&["deploy", "account-service", "1.19.0"]);
+    r.ok(&["deploy", "account-service", "1.20.0"]);
+    let out = r.ok(&["rollback", "account-service", "internal"]);
+    assert!(
+        out.starts_with("rollback account-service internal: 1.20.0 → 1.19.0"),
+        "{out}"
+    );
+    let out = r.ok(&["rollback", "account-service", "internal"]);
+    assert!(
+        out.starts_with("rollback account-service internal: 1.19.0 → 1.18.0"),
+        "{out}"
+    );
+    let err = r.fails(&["rollback", "account-service", "internal"], 1);
+    assert!(
+        err.contains("no version of account-service internal before 1.18.0"),
+        "{err}"
+    );
+}

@@ -368,6 +368,43 @@ impl ReleaseRepo {
         }
     }
 
+    /// The regular files directly inside `dir` at HEAD, with their content, in name order;
+    /// empty when HEAD is unborn or has no such directory. `dir` may be empty for the top.
+    pub fn read_head_dir(&self, dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, GitError> {
+        if !dir.as_os_str().is_empty() {
+            rela_path(dir)?;
+        }
+        let Some(id) = self.head_id()? else {
+            return Ok(vec![]);
+        };
+        let what = || format!("list {} at HEAD", dir.display());
+        let top = self.commit_tree(id)?;
+        let tree = if dir.as_os_str().is_empty() {
+            top
+        } else {
+            match top.lookup_entry_by_path(dir).map_err(git(what()))? {
+                Some(entry) if entry.mode().is_tree() => entry.object().map_err(git(what()))?.into_tree(),
+                _ => return Ok(vec![]),
+            }
+        };
+        let mut out = vec![];
+        for entry in tree.iter() {
+            let entry = entry.map_err(git(what()))?;
+            if !entry.inner.mode.is_blob() {
+                continue;
+            }
+            let name = entry.inner.filename.to_str_lossy().into_owned();
+            let data = self
+                .repo
+                .find_object(entry.inner.oid)
+                .map_err(git(what()))?
+                .detach()
+                .data;
+            out.push((dir.join(name), data));
+        }
+        Ok(out)
+    }
+
     /// All commits reachable from HEAD, in plain `git log` order: always the newest (by committer
     /// time) of the commits whose children were already listed, so a backdated commit still comes
     /// before its parent. Empty before the first commit.

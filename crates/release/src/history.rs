@@ -53,11 +53,30 @@ pub fn arrived_at(history: &[Entry], service: &str, track: &str, version: &str) 
 }
 
 /// The version `track` ran before its current `version`, if the history says.
+///
+/// The track's records are replayed oldest first as a stack: a deploy or promotion pushes its
+/// version, a rollback pops back down to the version it returned to. So after rolling back
+/// from a bad build, rolling back again goes further back, never forward to the bad build.
 pub fn previous_version(history: &[Entry], service: &str, track: &str, version: &str) -> Option<String> {
-    history
-        .iter()
-        .find(|e| sets_track(e, service, track) && e.change.to.as_deref() == Some(version))
-        .and_then(|e| e.change.from.clone())
+    let mut stack: Vec<&str> = vec![];
+    for e in history.iter().rev().filter(|e| sets_track(e, service, track)) {
+        let Some(to) = e.change.to.as_deref() else {
+            continue;
+        };
+        if e.change.action == Action::Rollback {
+            if let Some(at) = stack.iter().rposition(|v| *v == to) {
+                stack.truncate(at + 1);
+                continue;
+            }
+        }
+        if stack.last() != Some(&to) {
+            stack.push(to);
+        }
+    }
+    match stack.as_slice() {
+        [.., previous, current] if *current == version => Some(previous.to_string()),
+        _ => None,
+    }
 }
 
 /// Every version `track` of `service` has run, newest first, without repeats.
@@ -71,4 +90,64 @@ pub fn versions_seen(history: &[Entry], service: &str, track: &str) -> Vec<Strin
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: Action, to: &str) -> Entry {
+        let mut change = Change::new(action, "svc");
+        change.track = Some("internal".into());
+        change.to = Some(to.into());
+        Entry {
+            commit: String::new(),
+            time: 0,
+            offset_secs: 0,
+            author: String::new(),
+            change,
+        }
+    }
+
+    /// Newest first, as the log gives them.
+    fn history(steps: &[(Action, &str)]) -> Vec<Entry> {
+        steps.iter().rev().map(|(a, v)| entry(*a, v)).collect()
+    }
+
+    #[test]
+    fn a_second_rollback_goes_further_back_not_forward() {
+        let h = history(&[
+            (Action::Init, "1"),
+            (Action::Deploy, "2"),
+            (Action::Deploy, "3"),
+            (Action::Rollback, "2"),
+        ]);
+        assert_eq!(previous_version(&h, "svc", "internal", "2").as_deref(), Some("1"));
+        let h = history(&[
+            (Action::Deploy, "2"),
+            (Action::Deploy, "3"),
+            (Action::Rollback, "2"),
+        ]);
+        assert_eq!(
+            previous_version(&h, "svc", "internal", "2"),
+            None,
+            "nothing before 2"
+        );
+    }
+
+    #[test]
+    fn rolling_back_to_a_named_newer_version_is_a_step_of_its_own() {
+        let h = history(&[
+            (Action::Deploy, "1"),
+            (Action::Deploy, "2"),
+            (Action::Rollback, "1"),
+            (Action::Rollback, "2"),
+        ]);
+        assert_eq!(previous_version(&h, "svc", "internal", "2").as_deref(), Some("1"));
+        assert_eq!(
+            previous_version(&h, "svc", "internal", "1"),
+            None,
+            "1 is not current"
+        );
+    }
 }

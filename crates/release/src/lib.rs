@@ -5,3 +5,4 @@ pub mod git;
 pub mod history;
 pub mod plan;
 pub mod record;
+pub mod snapshot;

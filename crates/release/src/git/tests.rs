@@ -587,3 +587,39 @@ fn child_fallback_identity() {
     let log = repo.log().expect("log");
     assert_eq!(log[0].author_name, "cohort init");
 }
+
+#[test]
+fn read_head_dir_lists_committed_files_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = ReleaseRepo::init(tmp.path()).expect("init");
+    std::fs::write(
+        tmp.path().join(".git/config"),
+        "[user]\n\tname = T\n\temail = t@x\n",
+    )
+    .ok();
+    let repo = ReleaseRepo::open(repo.root()).expect("reopen with identity");
+    let lock = repo.lock().expect("lock");
+    let files = [
+        (PathBuf::from("services/b.yaml"), b"b".to_vec()),
+        (PathBuf::from("services/a.yaml"), b"a".to_vec()),
+        (PathBuf::from("cohort.yaml"), b"c".to_vec()),
+    ];
+    repo.commit_files(&lock, &files, "m").expect("commit");
+    std::fs::write(tmp.path().join("services/untracked.yaml"), "u").expect("write");
+    let listed = repo.read_head_dir(Path::new("services")).expect("list");
+    assert_eq!(
+        listed,
+        vec![
+            (PathBuf::from("services/a.yaml"), b"a".to_vec()),
+            (PathBuf::from("services/b.yaml"), b"b".to_vec())
+        ]
+    );
+    assert_eq!(repo.read_head_dir(Path::new("releases")).expect("list"), vec![]);
+    let top: Vec<PathBuf> = repo
+        .read_head_dir(Path::new(""))
+        .expect("list")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(top, vec![PathBuf::from("cohort.yaml")]);
+}
