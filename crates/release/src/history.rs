@@ -63,11 +63,11 @@ pub fn previous_version(history: &[Entry], service: &str, track: &str, version: 
         let Some(to) = e.change.to.as_deref() else {
             continue;
         };
-        if e.change.action == Action::Rollback {
-            if let Some(at) = stack.iter().rposition(|v| *v == to) {
-                stack.truncate(at + 1);
-                continue;
-            }
+        if e.change.action == Action::Rollback
+            && let Some(at) = stack.iter().rposition(|v| *v == to)
+        {
+            stack.truncate(at + 1);
+            continue;
         }
         if stack.last() != Some(&to) {
             stack.push(to);
