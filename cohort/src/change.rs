@@ -123,15 +123,15 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
         .with_context(|| format!("could not record `{}`", planned.change.subject()))?;
     match output {
         TextOrJson::Json => {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({"commit": id, "change": planned.change}))?
             );
         }
         TextOrJson::Text => {
-            println!("{} ({})", planned.change.subject(), &id[..id.len().min(9)]);
+            out!("{} ({})", planned.change.subject(), &id[..id.len().min(9)]);
             if planned.change.forced {
-                println!(
+                out!(
                     "  gate overridden: {}",
                     planned.change.reason.as_deref().unwrap_or_default()
                 );

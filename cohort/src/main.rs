@@ -2,6 +2,14 @@
 //! parses the command line, calls the library crates and prints what they return.
 #![forbid(unsafe_code)]
 
+/// `println!` that returns an error instead of panicking when stdout is gone (`| head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod change;
 mod cli;
 mod repo_cmds;
@@ -98,6 +106,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Reported>() => ExitCode::from(1),
+        // The reader went away (`cohort history | head`): nothing left to say to anyone.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) if e.is::<UsageError>() => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

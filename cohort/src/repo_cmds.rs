@@ -158,15 +158,15 @@ pub fn init(dir: Option<PathBuf>) -> Result<()> {
     let paths: Vec<&Path> = contents.iter().map(|(p, _)| p.as_path()).collect();
     git.check_clean(&paths)?;
     let id = git.commit_files(&lock, &contents, &cohort_release::record::init_message(&set))?;
-    println!(
+    out!(
         "Created a release repo in {} (commit {}):",
         dir.display(),
         &id[..id.len().min(12)]
     );
     for (p, _) in &files {
-        println!("  {}", p.display());
+        out!("  {}", p.display());
     }
-    println!("\nNext: `cohort validate`, `cohort render`, `cohort deploy account-service 1.19.0`.");
+    out!("\nNext: `cohort validate`, `cohort render`, `cohort deploy account-service 1.19.0`.");
     Ok(())
 }
 
@@ -187,17 +187,17 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
                 "services": repo.as_ref().map(|r| r.services.len()),
                 "diagnostics": diags,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            out!("{}", serde_json::to_string_pretty(&doc)?);
         }
         TextOrJson::Text => {
             print_diagnostics(&diags);
             match &repo {
-                Some(r) if warnings > 0 => println!(
+                Some(r) if warnings > 0 => out!(
                     "ok: cohort.yaml and {} are valid ({})",
                     plural(r.services.len(), "service"),
                     plural(warnings, "warning")
                 ),
-                Some(r) => println!(
+                Some(r) => out!(
                     "ok: cohort.yaml and {} are valid",
                     plural(r.services.len(), "service")
                 ),
@@ -290,7 +290,7 @@ pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
             .iter()
             .map(|s| serde_json::json!({"service": s.spec.name, "tracks": s.state.tracks, "approvals": s.state.approvals}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let mut rows = vec![
@@ -307,11 +307,11 @@ pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
         );
         rows.push(row);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(())
 }
 
-pub fn print_table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -335,8 +335,9 @@ pub fn print_table(rows: &[Vec<String>]) {
                 }
             })
             .collect();
-        let _ = writeln!(out, "{}", line.join("  "));
+        writeln!(out, "{}", line.join("  "))?;
     }
+    Ok(())
 }
 
 pub fn history(
@@ -354,18 +355,19 @@ pub fn history(
         .take(limit.unwrap_or(usize::MAX))
         .collect();
     if output == TextOrJson::Json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        out!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
     if entries.is_empty() {
-        println!(
+        out!(
             "no recorded changes{}",
             service.map(|s| format!(" for {s}")).unwrap_or_default()
         );
         return Ok(());
     }
     let mut rows = vec![
-        ["TIME", "AUTHOR", "ACTION", "SERVICE", "TRACK", "CHANGE", "COMMIT"]
+        // The change column can be long (reasons), so it goes last and the others stay aligned.
+        ["TIME", "AUTHOR", "ACTION", "SERVICE", "TRACK", "COMMIT", "CHANGE"]
             .map(String::from)
             .to_vec(),
     ];
@@ -398,20 +400,11 @@ pub fn history(
             c.action.as_str().to_string(),
             c.service.clone(),
             c.track.clone().unwrap_or_else(|| "-".into()),
-            what,
             e.commit.chars().take(9).collect(),
+            what,
         ]);
     }
-    // The change column can be long (reasons); keep it last so columns stay aligned.
-    let rows: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|mut r| {
-            let what = r.remove(5);
-            r.push(what);
-            r
-        })
-        .collect();
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(())
 }
 

@@ -56,7 +56,8 @@ pub fn haproxy_cfg(pipeline: &Pipeline, svc: &Service) -> Result<String, Haproxy
         let _ = writeln!(out, "    http-request del-header {header} if !trusted_peer");
     }
     let backend_of = |route: &RouterRoute| match &route.cohort {
-        Some(c) => format!("{name}-{}", c.to_ascii_lowercase()),
+        // Cohort names are unique case-insensitively and cannot make `default`.
+        Some(c) => format!("{name}-cohort-{}", c.to_ascii_lowercase()),
         None => format!("{name}-default"),
     };
     for route in &cfg.cohorts {
@@ -96,15 +97,10 @@ fn write_backend(
         .map(|tw| tw.weight.basis_points())
         .filter(|bp| *bp > 0)
         .collect();
-    // Percent-like weights (5 and 95) read best; fall back to the smallest exact ones.
+    // Percent-like weights (5 and 95) read best; otherwise the smallest exact ones.
+    let fits = |d: u32| bps.iter().all(|bp| bp / d <= HAPROXY_MAX_WEIGHT);
     let exact = bps.iter().copied().fold(0, gcd).max(1);
-    let divisor = [100, 10].into_iter().find(|d| exact % d == 0).unwrap_or(exact);
-    let divisor = if bps.iter().any(|bp| bp / divisor > HAPROXY_MAX_WEIGHT) {
-        exact
-    } else {
-        divisor
-    };
-    if bps.iter().any(|bp| bp / divisor > HAPROXY_MAX_WEIGHT) {
+    let Some(divisor) = [100, 10, exact].into_iter().find(|d| exact % d == 0 && fits(*d)) else {
         let split: Vec<String> = route
             .weights
             .iter()
@@ -114,7 +110,7 @@ fn write_backend(
             cohort: route.cohort.clone().unwrap_or_else(|| "everyone else".into()),
             split: split.join(", "),
         });
-    }
+    };
     let _ = writeln!(out, "backend {backend}");
     let _ = writeln!(out, "    balance roundrobin");
     let _ = writeln!(out, "    option httpchk GET {}", cfg.health_check.path);

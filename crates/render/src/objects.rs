@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
-use cohort_core::{Pipeline, Route, TrackName, Version};
+use cohort_core::{Duration, Pipeline, Route, TrackName, Version};
 use cohort_spec::Service;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -470,7 +470,8 @@ fn track_deployment(pipeline: &Pipeline, svc: &Service, track: &TrackName, versi
             limits: quantities(&svc.spec.limits),
             ..ResourceRequirements::default()
         }),
-        lifecycle: Some(Lifecycle {
+        // A zero pause means no preStop at all: API servers before 1.33 refuse `sleep: 0`.
+        lifecycle: (pause > Duration::ZERO).then(|| Lifecycle {
             pre_stop: Some(pre_stop),
             ..Lifecycle::default()
         }),

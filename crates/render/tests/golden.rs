@@ -168,3 +168,20 @@ fn rendering_is_deterministic() {
     );
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_zero_pre_stop_pause_renders_no_pre_stop_hook() {
+    let mut repo = seed();
+    repo.pipeline.defaults.pre_stop.pause = cohort_core::Duration::ZERO;
+    let objects = cohort_render::render_service(&repo.pipeline, &repo.services[0]).expect("renders");
+    let deployment = objects
+        .iter()
+        .find(|o| o.name == "account-service-internal-v1-18-0")
+        .expect("internal");
+    assert!(
+        deployment
+            .value
+            .pointer("/spec/template/spec/containers/0/lifecycle")
+            .is_none()
+    );
+}

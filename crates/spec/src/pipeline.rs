@@ -216,6 +216,15 @@ fn read_stages(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<TrackName>> {
                 );
                 ok = false;
             }
+            Ok(tn) if tn.as_str() == "router" => {
+                sink.error(
+                    item.pos,
+                    Kind::BadName,
+                    "`router` cannot be a stage: `<service>-router` names the router's own objects",
+                    Some("call the track something else, e.g. `edge`".into()),
+                );
+                ok = false;
+            }
             Ok(tn) => out.push(tn),
             Err(e) => ok &= name_ok(item, Err(e), sink),
         }
@@ -232,23 +241,29 @@ pub(crate) fn read_cohorts(
 ) -> Option<Vec<(String, Route)>> {
     let mut m = MapReader::new(n, format!("`cohorts` in {file}"), sink);
     let mut out: Vec<(String, Route)> = vec![];
+    let mut seen: Vec<&str> = vec![];
     let mut ok = true;
     for (k, v) in m.rest() {
         let Some(name) = read::text(k, "a cohort name", sink) else {
             ok = false;
             continue;
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+        // Header values in practice, and safe as names in an haproxy.cfg and in metrics.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             sink.error(
                 k.pos,
                 Kind::BadName,
-                format!("cohort `{name}` cannot be sent in a header"),
-                Some("use visible ASCII without spaces, e.g. `FREE`".into()),
+                format!("cohort name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                Some("cohort names are the values your gateway puts in the header, e.g. `FREE`".into()),
             );
             ok = false;
             continue;
         }
-        if out.iter().any(|(o, _)| o.eq_ignore_ascii_case(name)) {
+        if seen.iter().any(|o| o.eq_ignore_ascii_case(name)) {
             sink.error(
                 k.pos,
                 Kind::Duplicate,
@@ -258,6 +273,7 @@ pub(crate) fn read_cohorts(
             ok = false;
             continue;
         }
+        seen.push(name);
         match read_route(v, &format!("the route of cohort `{name}`"), stages, sink) {
             Some(r) => out.push((name.to_string(), r)),
             None => ok = false,
@@ -405,7 +421,12 @@ pub(crate) fn read_replicas(
     ok.then_some(out)
 }
 
-fn read_health_check(n: &Node, what: &str, base: &HealthCheck, sink: &mut Sink<'_>) -> Option<HealthCheck> {
+pub(crate) fn read_health_check(
+    n: &Node,
+    what: &str,
+    base: &HealthCheck,
+    sink: &mut Sink<'_>,
+) -> Option<HealthCheck> {
     let mut m = MapReader::new(n, what.to_string(), sink);
     let path = match m.opt("path") {
         Some(p) => read::text(p, "the health check `path`", sink).and_then(|t| {
@@ -443,15 +464,6 @@ fn read_health_check(n: &Node, what: &str, base: &HealthCheck, sink: &mut Sink<'
         path: path?,
         interval: interval?,
     })
-}
-
-pub(crate) fn read_probe(
-    n: &Node,
-    what: &str,
-    base: &HealthCheck,
-    sink: &mut Sink<'_>,
-) -> Option<HealthCheck> {
-    read_health_check(n, what, base, sink)
 }
 
 fn read_defaults(
@@ -546,14 +558,15 @@ fn read_router(n: Option<&Node>, root: &Node, sink: &mut Sink<'_>) -> Option<Rou
     let port = m.opt("port").map_or(Some(8080), |p| {
         read::number(p, "`router.port`", 1, 65535, sink).map(|p| p as u16)
     });
-    let admin_port = m.opt("admin_port").map_or(Some(9901), |p| {
+    let admin_node = m.opt("admin_port");
+    let admin_port = admin_node.map_or(Some(9901), |p| {
         read::number(p, "`router.admin_port`", 1, 65535, sink).map(|p| p as u16)
     });
     m.finish(sink);
     let (port, admin_port) = (port?, admin_port?);
     if port == admin_port {
         sink.error(
-            root.pos,
+            admin_node.or(n).map_or(root.pos, |node| node.pos),
             Kind::Duplicate,
             format!("`router.port` and `router.admin_port` are both {port}"),
             Some("give the admin endpoints their own port".into()),

@@ -147,6 +147,8 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
     // Keyed by name: repos of thousands of services stay linear, and come out sorted.
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    // Every object name a service makes whatever its versions, to catch `a` and `a-internal`.
+    let mut owners: BTreeMap<(&'static str, String), String> = BTreeMap::new();
     for (path, text) in &files.services {
         let stem = path
             .file_stem()
@@ -174,7 +176,24 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         let Some(spec) = crate::read_service(&node, &stem, pipeline, &mut sink) else {
             continue;
         };
-        check_object_names(&spec, pipeline, node.pos, &mut sink);
+        let name_pos = key_pos(&node, "name");
+        check_object_names(&spec, pipeline, name_pos, &mut sink);
+        for (kind, object) in fixed_objects(&spec, pipeline) {
+            match owners.get(&(kind, object.clone())) {
+                Some(owner) => sink.error(
+                    name_pos,
+                    Kind::Duplicate,
+                    format!(
+                        "service `{}` would make {kind} `{object}`, which service `{owner}` makes too",
+                        spec.name
+                    ),
+                    Some("rename one of the services so their objects cannot collide".into()),
+                ),
+                None => {
+                    owners.insert((kind, object), spec.name.to_string());
+                }
+            }
+        }
         services.insert(
             stem,
             Service {
@@ -238,6 +257,33 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         }),
         diags,
     )
+}
+
+/// Where `key`'s value starts in a mapping (the mapping's own start if absent).
+fn key_pos(node: &cohort_yaml::Node, key: &str) -> Pos {
+    match &node.kind {
+        cohort_yaml::NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))
+            .map_or(node.pos, |(_, v)| v.pos),
+        _ => node.pos,
+    }
+}
+
+/// The objects a service makes whatever versions it runs, as (kind, name).
+fn fixed_objects(spec: &ServiceSpec, pipeline: &Pipeline) -> Vec<(&'static str, String)> {
+    let name = &spec.name;
+    let mut out = vec![
+        ("Service", name.to_string()),
+        ("ConfigMap", format!("{name}-router")),
+        ("Deployment", format!("{name}-router")),
+        ("PodDisruptionBudget", format!("{name}-router")),
+    ];
+    out.extend(pipeline.stages.iter().map(|t| ("Service", format!("{name}-{t}"))));
+    if let Some(last) = pipeline.stages.last() {
+        out.push(("PodDisruptionBudget", format!("{name}-{last}")));
+    }
+    out
 }
 
 /// Object names that do not depend on versions: `<svc>-router` and `<svc>-<track>`.

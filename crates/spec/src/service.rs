@@ -6,7 +6,7 @@ use cohort_core::{Pipeline, ServiceName, ServiceSpec};
 use cohort_yaml::Node;
 
 use crate::diag::{Kind, Sink};
-use crate::pipeline::{name_ok, read_cohorts, read_probe, read_replicas, read_route};
+use crate::pipeline::{name_ok, read_cohorts, read_health_check, read_replicas, read_route};
 use crate::read::{self, MapReader};
 
 /// Reads one service spec against the pipeline. `file_stem` is the file's name without
@@ -123,10 +123,10 @@ pub fn read_service(
     if let Some(p) = m.opt("probes") {
         let mut pm = MapReader::new(p, "`probes`", sink);
         if let Some(r) = pm.opt("readiness") {
-            readiness = read_probe(r, "`probes.readiness`", &pipeline.defaults.health_check, sink);
+            readiness = read_health_check(r, "`probes.readiness`", &pipeline.defaults.health_check, sink);
         }
         if let Some(l) = pm.opt("liveness") {
-            liveness = read_probe(l, "`probes.liveness`", &pipeline.defaults.health_check, sink);
+            liveness = read_health_check(l, "`probes.liveness`", &pipeline.defaults.health_check, sink);
             ok &= liveness.is_some();
         }
         pm.finish(sink);

@@ -248,3 +248,71 @@ fn sticky_keys_are_http_tokens_and_one_error_is_enough() {
         Some(cohort_core::Sticky::Cookie("uid".into()))
     );
 }
+
+/// Regression: `account-service` and `account-service-internal` both made
+/// `Service/account-service-internal`, and one overwrote the other when applied.
+#[test]
+fn object_names_may_not_collide_across_services() {
+    let mut f = files(PIPELINE, SERVICE, STATE);
+    let other = SERVICE.replace("name: account-service", "name: account-service-internal");
+    f.services.push((
+        PathBuf::from("services/account-service-internal.yaml"),
+        other.clone(),
+    ));
+    assert_eq!(
+        errors(&f),
+        vec![(
+            "services/account-service-internal.yaml".into(),
+            find(&other, "account-service-internal"),
+            Kind::Duplicate
+        )]
+    );
+}
+
+#[test]
+fn router_is_not_a_track_name() {
+    let p = PIPELINE.replace(
+        "[internal, canary, paid, production]",
+        "[internal, canary, paid, router]",
+    );
+    let errs = errors(&files(&p, SERVICE, STATE));
+    assert_eq!(
+        errs[0],
+        ("cohort.yaml".into(), find(&p, "router]"), Kind::BadName)
+    );
+}
+
+/// Regression: a duplicate cohort was not reported when the first entry had an error.
+#[test]
+fn a_duplicate_cohort_is_reported_even_when_the_first_has_an_error() {
+    let p = PIPELINE.replace(
+        "    canary: 5%\n    production: 95%\n",
+        "    canary: 5%\n    production: 90%\n  free:\n    production: 100%\n",
+    );
+    let kinds: Vec<Kind> = errors(&files(&p, SERVICE, STATE))
+        .into_iter()
+        .map(|(_, _, k)| k)
+        .collect();
+    assert_eq!(kinds, vec![Kind::BadRoute, Kind::Duplicate]);
+}
+
+#[test]
+fn cohort_names_are_plain_header_values() {
+    let p = PIPELINE.replace("  ENTERPRISE:", "  \"A#B\":");
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "\"A#B\""), Kind::BadName)]
+    );
+}
+
+#[test]
+fn the_router_ports_clash_where_admin_port_is_written() {
+    let p = PIPELINE.replace(
+        "router:\n  replicas: 4",
+        "router:\n  replicas: 4\n  admin_port: 8080",
+    );
+    assert_eq!(
+        errors(&files(&p, SERVICE, STATE)),
+        vec![("cohort.yaml".into(), find(&p, "8080\n\n"), Kind::Duplicate)]
+    );
+}
