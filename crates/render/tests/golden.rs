@@ -185,3 +185,29 @@ fn a_zero_pre_stop_pause_renders_no_pre_stop_hook() {
             .is_none()
     );
 }
+
+/// The ConfigMap's router.yaml is read back by the router into exactly the config it came from.
+#[test]
+fn the_router_config_reads_back_as_rendered() {
+    let mut repo = seed();
+    repo.pipeline.sticky = Some(cohort_core::Sticky::Header("X-User-Id".into()));
+    for drop_canary in [false, true] {
+        let svc = &mut repo.services[0];
+        if drop_canary {
+            svc.state.tracks.retain(|t, _| t.as_str() != "canary");
+        }
+        let objects = cohort_render::render_service(&repo.pipeline, svc).expect("renders");
+        let cm = objects.iter().find(|o| o.kind == "ConfigMap").expect("configmap");
+        let text = cm.value["data"][cohort_render::ROUTER_CONFIG_KEY]
+            .as_str()
+            .expect("router.yaml");
+        let mut diags = vec![];
+        let node = cohort_yaml::parse(text).expect("yaml");
+        let read = cohort_spec::router_config::read_router_config(
+            &node,
+            &mut cohort_spec::diag::Sink::new("router.yaml", &mut diags),
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(read, Some(cohort_render::router_config(&repo.pipeline, svc)));
+    }
+}

@@ -9,6 +9,7 @@ pub mod diag;
 mod pipeline;
 mod read;
 pub mod repo;
+pub mod router_config;
 pub mod scaffold;
 mod service;
 mod state;

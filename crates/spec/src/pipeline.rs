@@ -169,7 +169,7 @@ pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &m
     }
 }
 
-fn header_name(n: &Node, t: &str, what: &str, sink: &mut Sink<'_>) -> Option<String> {
+pub(crate) fn header_name(n: &Node, t: &str, what: &str, sink: &mut Sink<'_>) -> Option<String> {
     token_name(n, t, what, "X-Traffic-Group", sink)
 }
 
@@ -328,7 +328,7 @@ pub(crate) fn read_route(n: &Node, what: &str, stages: &[TrackName], sink: &mut 
     }
 }
 
-fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
+pub(crate) fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
     let mut m = MapReader::new(n, "`sticky`", sink);
     let (header, cookie) = (m.opt("header"), m.opt("cookie"));
     m.finish(sink);
@@ -360,7 +360,7 @@ fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
     }
 }
 
-fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpNet>> {
+pub(crate) fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpNet>> {
     let mut out = vec![];
     let mut ok = true;
     for item in read::list(n, "`trusted_peers`", sink) {
