@@ -1,0 +1,8 @@
+//! cohort's data plane: a cohort-aware canary reverse proxy.
+//!
+//! `decide` holds every routing decision as pure functions over the router config: which
+//! cohort a request belongs to, whether its cohort header is believed, and which track it
+//! goes to (sticky by user, or evenly spread per request). The proxy around it is I/O only.
+#![forbid(unsafe_code)]
+
+pub mod decide;
