@@ -88,10 +88,10 @@ proptest! {
         let total: u32 = w.iter().sum();
         prop_assume!(total > 0);
         let healthy = |i: usize| i != down;
-        if let Some(first) = leg_at(&w, b * total / BUCKETS) {
-            if first != down {
-                prop_assert_eq!(pick_sticky(&w, healthy, b * total / BUCKETS), Some(first));
-            }
+        if let Some(first) = leg_at(&w, b * total / BUCKETS)
+            && first != down
+        {
+            prop_assert_eq!(pick_sticky(&w, healthy, b * total / BUCKETS), Some(first));
         }
     }
 
@@ -101,7 +101,7 @@ proptest! {
         let g = w.iter().copied().filter(|x| *x > 0).fold(0, gcd);
         for (i, wi) in w.iter().enumerate() {
             let n = cycle.iter().filter(|c| **c == i).count() as u32;
-            prop_assert_eq!(n, if g == 0 { 0 } else { wi / g });
+            prop_assert_eq!(n, wi.checked_div(g).unwrap_or(0));
         }
     }
 }
