@@ -3,8 +3,6 @@
 
 use std::net::IpAddr;
 
-use cohort_core::router_config::{RouterConfig, RouterRoute};
-
 /// Buckets a sticky key is hashed into: one per basis point, so 0.01% splits are exact.
 pub const BUCKETS: u32 = 10_000;
 
@@ -35,25 +33,17 @@ pub fn header_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
     trusted.is_empty() || trusted.iter().any(|net| net.contains(&peer))
 }
 
-/// The route for a cohort header value: the named cohort it matches case-insensitively, or
-/// the default route when it is absent, unknown, or not believed.
-pub fn route_for<'c>(config: &'c RouterConfig, header: Option<&[u8]>) -> &'c RouterRoute {
-    let Some(value) = header else {
-        return &config.default_route;
-    };
+/// Which of `cohorts` (header values, `None` for the default route) the header `value` names,
+/// matched case-insensitively without surrounding whitespace; `None` sends it to the default.
+pub fn cohort_index<'a>(cohorts: impl IntoIterator<Item = Option<&'a str>>, value: &[u8]) -> Option<usize> {
     let value = trim_ows(value);
-    config
-        .cohorts
-        .iter()
-        .find(|r| {
-            r.cohort
-                .as_deref()
-                .is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(value))
-        })
-        .unwrap_or(&config.default_route)
+    cohorts
+        .into_iter()
+        .position(|c| c.is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(value)))
 }
 
-fn trim_ows(v: &[u8]) -> &[u8] {
+/// Without the optional whitespace (spaces and tabs) HTTP allows around field values.
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))

@@ -6,3 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod decide;
+pub mod proxy;
+pub mod table;

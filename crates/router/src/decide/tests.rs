@@ -33,6 +33,15 @@ fn buckets_spread_evenly() {
 }
 
 #[test]
+fn cohorts_match_case_insensitively_and_unknown_values_get_the_default() {
+    let cohorts = [Some("INTERNAL"), Some("FREE"), None];
+    assert_eq!(cohort_index(cohorts, b"free"), Some(1));
+    assert_eq!(cohort_index(cohorts, b" Internal\t"), Some(0));
+    assert_eq!(cohort_index(cohorts, b"GOLD"), None);
+    assert_eq!(cohort_index(cohorts, b""), None);
+}
+
+#[test]
 fn trust_is_by_cidr_and_an_empty_list_trusts_all() {
     let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
     assert!(header_trusted("10.1.2.3".parse().expect("ip"), &nets));

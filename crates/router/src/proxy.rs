@@ -1,0 +1,286 @@
+//! The proxy: accepts HTTP/1.1 and HTTP/2 (h2c) from clients, decides per request with the
+//! table in force, and forwards over pooled HTTP/1.1 connections to the chosen track, with
+//! bodies streamed both ways.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::table::{Table, Track};
+
+/// Response bodies: streamed from upstream, or our own short texts.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long a backend may take to accept a connection before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Slowloris guard: the whole request head must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The router: the table in force and the upstream connection pool.
+pub struct Router {
+    table: RwLock<Arc<Table>>,
+    /// Every track of every table still in use (requests in flight hold their table), so a
+    /// request routed just before a reload still finds its track when it connects.
+    tracks: Mutex<HashMap<u64, Weak<Track>>>,
+    client: Client<TrackConnector, Incoming>,
+    ready: AtomicBool,
+}
+
+impl Router {
+    /// A router serving `table`.
+    pub fn new(table: Table) -> Arc<Router> {
+        let tracks = Mutex::new(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))).collect());
+        let table = RwLock::new(Arc::new(table));
+        Arc::new_cyclic(|me| {
+            let connector = TrackConnector { router: me.clone() };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_timer(TokioTimer::new())
+                .build(connector);
+            Router {
+                table,
+                tracks,
+                client,
+                ready: AtomicBool::new(true),
+            }
+        })
+    }
+
+    /// The table in force now.
+    pub fn table(&self) -> Arc<Table> {
+        match self.table.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a new table in force; requests already routed finish with the old one.
+    pub fn swap(&self, table: Table) {
+        {
+            let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            tracks.retain(|_, t| t.strong_count() > 0);
+            tracks.extend(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))));
+        }
+        let table = Arc::new(table);
+        match self.table.write() {
+            Ok(mut t) => *t = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+    }
+
+    fn track(&self, id: u64) -> Option<Arc<Track>> {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Turns `/ready` to 503, the first step of draining.
+    pub fn set_unready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Serves client connections from `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => return,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let router = Arc::clone(&router);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer, req));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): the ones `Connection` names, and the fixed set.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+}
+
+async fn handle(
+    router: Arc<Router>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let table = router.table();
+    let service = table.config.service.clone();
+    let decision = table.decide(peer.ip(), req.headers());
+    if decision.spoofed {
+        req.headers_mut().remove(table.cohort_header());
+    }
+    let cohort = decision.cohort.unwrap_or("default").to_string();
+    let Some(track) = decision.track.cloned() else {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{service}: no track of the route for cohort {cohort} has a version yet\n"),
+        ));
+    };
+    strip_hop_by_hop(req.headers_mut());
+    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        req.headers_mut().insert("x-forwarded-for", v);
+    }
+    req.headers_mut()
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if req.headers().get(header::HOST).is_none()
+        && let Some(authority) = req.uri().authority().cloned()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
+        req.headers_mut().insert(header::HOST, v);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let Ok(uri) = format!("http://track-{}{path}", track.id).parse::<Uri>() else {
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            format!("{service}: cannot forward request target {path}\n"),
+        ));
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    match router.client.request(req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(e) if e.is_connect() => Ok(text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{service}: no backend of track {} ({}) accepted a connection\n",
+                track.name, track.version
+            ),
+        )),
+        Err(_) => Ok(text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{service}: track {} ({}) failed to answer\n",
+                track.name, track.version
+            ),
+        )),
+    }
+}
+
+/// Connects to a track named by the upstream URI (`http://track-<id>/...`): tries each of its
+/// backends in turn, so a connection refused by one is retried on another before the request
+/// is sent. The pool keys connections by track.
+#[derive(Clone)]
+struct TrackConnector {
+    router: std::sync::Weak<Router>,
+}
+
+/// No backend of a track accepted a connection.
+#[derive(Debug, thiserror::Error)]
+#[error("no backend of track {track} accepted a connection")]
+struct ConnectFailed {
+    track: String,
+}
+
+impl tower_service::Service<Uri> for TrackConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let track: Option<Arc<Track>> = uri
+            .host()
+            .and_then(|h| h.strip_prefix("track-"))
+            .and_then(|id| id.parse().ok())
+            .and_then(|id| self.router.upgrade().and_then(|r| r.track(id)));
+        Box::pin(async move {
+            let Some(track) = track else {
+                return Err(ConnectFailed {
+                    track: uri.host().unwrap_or_default().to_string(),
+                });
+            };
+            for addr in track.connect_order() {
+                if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+                {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(TokioIo::new(stream));
+                }
+            }
+            Err(ConnectFailed {
+                track: track.name.clone(),
+            })
+        })
+    }
+}

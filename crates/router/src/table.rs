@@ -1,0 +1,197 @@
+//! The routing table in force: a router config with its backends resolved, ready to answer
+//! "which track, which backend" per request without locks. A reload builds a new table and
+//! swaps it in; requests in flight keep the table they started with.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use cohort_core::Sticky;
+use cohort_core::router_config::{RouterConfig, RouterRoute};
+use http::HeaderMap;
+use http::header::{COOKIE, HeaderName};
+
+use crate::decide::{bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
+
+/// Gives every track of every table its own id, so pooled connections of an old table are
+/// never reused for the tracks of a new one.
+static NEXT_TRACK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One track: where its backends are.
+#[derive(Debug)]
+pub struct Track {
+    /// Unique across tables; the upstream authority is `track-<id>`.
+    pub id: u64,
+    /// Track name.
+    pub name: String,
+    /// The version it runs.
+    pub version: String,
+    /// Resolved backend addresses (all A/AAAA records of each `host:port`).
+    pub backends: Vec<SocketAddr>,
+    /// Round robin over backends for new connections.
+    next: AtomicUsize,
+}
+
+impl Track {
+    /// Backends in the order to try them for the next connection: each one once, starting
+    /// with the next in turn, so a failed connect moves on to another backend.
+    pub fn connect_order(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let n = self.backends.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n).map(move |i| self.backends[(start + i) % n])
+    }
+}
+
+/// One cohort's route, resolved to track indexes.
+#[derive(Debug)]
+struct Route {
+    cohort: Option<String>,
+    legs: Vec<usize>,
+    weights: Vec<u32>,
+    cycle: Vec<usize>,
+    counter: AtomicUsize,
+}
+
+/// The table in force.
+#[derive(Debug)]
+pub struct Table {
+    /// The config it was built from (served on `/config`).
+    pub config: RouterConfig,
+    /// Tracks, in config order.
+    pub tracks: Vec<Arc<Track>>,
+    routes: Vec<Route>,
+    default_route: Route,
+    header: HeaderName,
+}
+
+/// Why a config cannot become a table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The cohort header is not a valid header name.
+    #[error("`{0}` is not a valid header name")]
+    BadHeader(String),
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub struct Decision<'t> {
+    /// The cohort it was routed as (`None`: the default route).
+    pub cohort: Option<&'t str>,
+    /// The track chosen, or `None` when no track of the route has a version.
+    pub track: Option<&'t Arc<Track>>,
+    /// Whether a cohort header from an untrusted peer was ignored (and must be removed).
+    pub spoofed: bool,
+}
+
+impl Table {
+    /// Builds a table, resolving every backend name now (names that do not resolve leave
+    /// their track without backends until the next resolution).
+    pub async fn build(config: RouterConfig) -> Result<Table, TableError> {
+        let header = HeaderName::from_bytes(config.cohort_header.as_bytes())
+            .map_err(|_| TableError::BadHeader(config.cohort_header.clone()))?;
+        let mut tracks = vec![];
+        for t in &config.tracks {
+            let mut backends = vec![];
+            for b in &t.backends {
+                if let Ok(addrs) = tokio::net::lookup_host(b.as_str()).await {
+                    backends.extend(addrs);
+                }
+            }
+            tracks.push(Arc::new(Track {
+                id: NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed),
+                name: t.name.to_string(),
+                version: t.version.to_string(),
+                backends,
+                next: AtomicUsize::new(0),
+            }));
+        }
+        let route = |r: &RouterRoute| {
+            let mut legs = vec![];
+            let mut weights = vec![];
+            for tw in &r.weights {
+                if let Some(i) = config.tracks.iter().position(|t| t.name == tw.track) {
+                    legs.push(i);
+                    weights.push(tw.weight.basis_points());
+                }
+            }
+            Route {
+                cohort: r.cohort.clone(),
+                cycle: spread_cycle(&weights),
+                legs,
+                weights,
+                counter: AtomicUsize::new(0),
+            }
+        };
+        let routes = config.cohorts.iter().map(route).collect();
+        let default_route = route(&config.default_route);
+        Ok(Table {
+            tracks,
+            routes,
+            default_route,
+            header,
+            config,
+        })
+    }
+
+    /// The header that names the cohort.
+    pub fn cohort_header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Decides where a request from `peer` with `headers` goes.
+    pub fn decide(&self, peer: IpAddr, headers: &HeaderMap) -> Decision<'_> {
+        let value = headers.get(&self.header).map(|v| v.as_bytes());
+        let trusted = header_trusted(peer, &self.config.trusted_peers);
+        let spoofed = value.is_some() && !trusted;
+        let believed = if trusted { value } else { None };
+        let route = believed
+            .and_then(|v| cohort_index(self.routes.iter().map(|r| r.cohort.as_deref()), v))
+            .map_or(&self.default_route, |i| &self.routes[i]);
+        let leg = match self.sticky_key(headers) {
+            Some(key) => pick_sticky(&route.weights, |_| true, bucket(&key)),
+            None if route.cycle.is_empty() => None,
+            None => Some(route.cycle[route.counter.fetch_add(1, Ordering::Relaxed) % route.cycle.len()]),
+        };
+        Decision {
+            cohort: route.cohort.as_deref(),
+            track: leg.map(|l| &self.tracks[route.legs[l]]),
+            spoofed,
+        }
+    }
+
+    fn sticky_key(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
+        match self.config.sticky.as_ref()? {
+            Sticky::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+            Sticky::Cookie(name) => headers
+                .get_all(COOKIE)
+                .iter()
+                .find_map(|v| cookie(v.as_bytes(), name.as_bytes())),
+        }
+    }
+}
+
+/// The value of cookie `name` in one `Cookie` header (`a=1; b=2`).
+fn cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    header.split(|b| *b == b';').find_map(|pair| {
+        let pair = trim_ows(pair);
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        (&pair[..eq] == name).then(|| pair[eq + 1..].to_vec())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        assert_eq!(
+            super::cookie(b"a=1; uid=u-42; b=2", b"uid"),
+            Some(b"u-42".to_vec())
+        );
+        assert_eq!(super::cookie(b"xuid=1", b"uid"), None);
+        assert_eq!(super::cookie(b"uid=", b"uid"), Some(vec![]));
+    }
+}

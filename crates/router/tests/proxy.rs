@@ -1,0 +1,292 @@
+//! The router against real HTTP backends on ephemeral loopback ports.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
+use cohort_core::{Duration, Sticky, TrackName, Version, Weight};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A backend that says which track it is and which cohort header it saw.
+async fn backend(track: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                    let seen = req
+                        .headers()
+                        .get("x-traffic-group")
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let xff = req
+                        .headers()
+                        .get("x-forwarded-for")
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let mut resp = Response::new(Full::new(body));
+                    resp.headers_mut()
+                        .insert("x-track", track.parse().expect("header"));
+                    resp.headers_mut().insert(
+                        "x-seen-cohort",
+                        http::HeaderValue::from_bytes(&seen).expect("header"),
+                    );
+                    resp.headers_mut()
+                        .insert("x-seen-xff", http::HeaderValue::from_bytes(&xff).expect("header"));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn w(track: &str, bp: u32) -> TrackWeight {
+    TrackWeight {
+        track: TrackName::new(track).expect("track"),
+        weight: Weight::from_basis_points(bp).expect("weight"),
+    }
+}
+
+async fn seed_config(trusted: &[&str], sticky: Option<Sticky>) -> RouterConfig {
+    let mut tracks = vec![];
+    for name in ["internal", "canary", "paid", "production"] {
+        let addr = backend(name).await;
+        tracks.push(RouterTrack {
+            name: TrackName::new(name).expect("track"),
+            version: Version::new("1.0.0").expect("version"),
+            backends: vec![addr.to_string()],
+        });
+    }
+    let route = |cohort: &str, weights: Vec<TrackWeight>| RouterRoute {
+        cohort: Some(cohort.into()),
+        weights,
+        redistributed: vec![],
+    };
+    RouterConfig {
+        service: "account-service".into(),
+        cohort_header: "X-Traffic-Group".into(),
+        trusted_peers: trusted.iter().map(|n| n.parse().expect("cidr")).collect(),
+        sticky,
+        health_check: RouterHealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        },
+        tracks,
+        cohorts: vec![
+            route("INTERNAL", vec![w("internal", 10_000)]),
+            route("FREE", vec![w("canary", 500), w("production", 9500)]),
+            route("ENTERPRISE", vec![w("production", 10_000)]),
+        ],
+        default_route: RouterRoute {
+            cohort: None,
+            weights: vec![w("paid", 500), w("production", 9500)],
+            redistributed: vec![],
+        },
+    }
+}
+
+async fn start(config: RouterConfig) -> SocketAddr {
+    let table = cohort_router::table::Table::build(config).await.expect("table");
+    let router = cohort_router::proxy::Router::new(table);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cohort_router::proxy::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
+}
+
+type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+async fn get(client: &TestClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Response<Bytes> {
+    let mut req = Request::get(format!("http://{addr}/hello"))
+        .body(Empty::new())
+        .expect("request");
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).expect("name");
+        req.headers_mut().insert(name, v.parse().expect("value"));
+    }
+    let resp = client.request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.collect().await.expect("body").to_bytes())
+}
+
+fn track_of(resp: &Response<Bytes>) -> String {
+    resp.headers()
+        .get("x-track")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cohort_lands_where_the_seed_says() {
+    let addr = start(seed_config(&[], None).await).await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(
+            track_of(&get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await),
+            "internal"
+        );
+        assert_eq!(
+            track_of(&get(&c, addr, &[("x-traffic-group", "enterprise")]).await),
+            "production"
+        );
+        let free = track_of(&get(&c, addr, &[("x-traffic-group", "FREE")]).await);
+        assert!(free == "canary" || free == "production", "{free}");
+        let paid = track_of(&get(&c, addr, &[]).await);
+        assert!(paid == "paid" || paid == "production", "{paid}");
+        let unknown = track_of(&get(&c, addr, &[("x-traffic-group", "GOLD")]).await);
+        assert!(unknown == "paid" || unknown == "production", "{unknown}");
+    }
+    let seen = get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
+    assert_eq!(
+        seen.headers()["x-seen-cohort"],
+        "INTERNAL",
+        "services see the cohort header"
+    );
+    assert_eq!(seen.headers()["x-seen-xff"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_is_accurate_over_100k_requests() {
+    let addr = start(seed_config(&[], None).await).await;
+    let c = client();
+    let canary = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut tasks = vec![];
+    for _ in 0..16 {
+        let (c, canary) = (c.clone(), Arc::clone(&canary));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100_000 / 16 {
+                if track_of(&get(&c, addr, &[("x-traffic-group", "FREE")]).await) == "canary" {
+                    canary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let share = f64::from(canary.load(std::sync::atomic::Ordering::Relaxed)) / f64::from(100_000 / 16 * 16);
+    assert!((share - 0.05).abs() < 0.005, "canary share {share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_cohort_header_from_an_untrusted_peer_is_dropped() {
+    let addr = start(seed_config(&["10.0.0.0/8"], None).await).await;
+    let c = client();
+    for _ in 0..40 {
+        let resp = get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
+        let track = track_of(&resp);
+        assert!(
+            track == "paid" || track == "production",
+            "spoofed INTERNAL reached {track}"
+        );
+        assert_eq!(
+            resp.headers()["x-seen-cohort"],
+            "",
+            "the spoofed header is removed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_stay_on_their_track() {
+    let addr = start(seed_config(&[], Some(Sticky::Header("X-User-Id".into()))).await).await;
+    let c = client();
+    let mut on_canary = 0;
+    for user in 0..400 {
+        let id = format!("user-{user}");
+        let first = track_of(&get(&c, addr, &[("x-traffic-group", "FREE"), ("x-user-id", &id)]).await);
+        for _ in 0..3 {
+            assert_eq!(
+                track_of(&get(&c, addr, &[("x-traffic-group", "FREE"), ("x-user-id", &id)]).await),
+                first
+            );
+        }
+        on_canary += usize::from(first == "canary");
+    }
+    assert!(
+        (5..=40).contains(&on_canary),
+        "about 5% of 400 users on canary, got {on_canary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_on_another_backend() {
+    let mut config = seed_config(&[], None).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let production = config
+        .tracks
+        .iter_mut()
+        .find(|t| t.name.as_str() == "production")
+        .expect("production");
+    production.backends.insert(0, closed.to_string());
+    let addr = start(config).await;
+    let c = client();
+    for _ in 0..20 {
+        let resp = get(&c, addr, &[("x-traffic-group", "ENTERPRISE")]).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(track_of(&resp), "production");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_a_track_answers_503_naming_service_and_cohort() {
+    let mut config = seed_config(&[], None).await;
+    config.cohorts[1].weights.clear();
+    let addr = start(config).await;
+    let resp = get(&client(), addr, &[("x-traffic-group", "FREE")]).await;
+    assert_eq!(resp.status(), 503);
+    let body = String::from_utf8_lossy(resp.body()).into_owned();
+    assert!(
+        body.contains("account-service") && body.contains("FREE"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_track_answers_502_naming_the_track() {
+    let mut config = seed_config(&[], None).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    config.tracks[0].backends = vec![closed.to_string()];
+    let addr = start(config).await;
+    let resp = get(&client(), addr, &[("x-traffic-group", "INTERNAL")]).await;
+    assert_eq!(resp.status(), 502);
+    assert!(String::from_utf8_lossy(resp.body()).contains("track internal"));
+}
