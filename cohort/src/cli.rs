@@ -132,6 +132,25 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
     },
+    /// Run the data plane: route requests by cohort to tracks (what the router pods run).
+    ///
+    /// Reads the router config that `cohort render` puts in the `<service>-router` ConfigMap.
+    /// SIGHUP reloads it (an invalid config is refused and the old one keeps serving); SIGTERM
+    /// turns /ready to 503, keeps serving for the drain delay, then stops.
+    Router {
+        /// The router config (router.yaml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to accept traffic.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Where to serve /live, /ready and /config.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9901")]
+        admin: std::net::SocketAddr,
+        /// How long to keep serving after SIGTERM, so Kubernetes can take the pod out of endpoints.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        drain_delay: std::time::Duration,
+    },
     /// Print a shell completion script, e.g. `cohort completions bash > /etc/bash_completion.d/cohort`.
     Completions {
         /// The shell.
@@ -183,6 +202,12 @@ pub enum RenderFormat {
     Kubernetes,
     /// An haproxy.cfg equivalent to the router config.
     Haproxy,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    cohort_core::Duration::parse(s)
+        .map(|d| std::time::Duration::from_millis(d.as_millis()))
+        .ok_or_else(|| format!("`{s}` is not a duration; write e.g. `5s` or `500ms`"))
 }
 
 #[cfg(test)]

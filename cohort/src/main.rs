@@ -13,6 +13,7 @@ macro_rules! out {
 mod change;
 mod cli;
 mod repo_cmds;
+mod router_cmd;
 
 use std::process::ExitCode;
 
@@ -98,6 +99,12 @@ fn main() -> ExitCode {
             },
             out.output,
         ),
+        Command::Router {
+            ref config,
+            listen,
+            admin,
+            drain_delay,
+        } => router_cmd::run(config, listen, admin, drain_delay),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())

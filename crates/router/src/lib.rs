@@ -5,6 +5,7 @@
 //! goes to (sticky by user, or evenly spread per request). The proxy around it is I/O only.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod decide;
 pub mod proxy;
 pub mod table;

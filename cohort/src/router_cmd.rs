@@ -1,0 +1,119 @@
+//! `cohort router`: load the config, serve traffic and admin, reload on SIGHUP, drain on SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cohort_core::router_config::RouterConfig;
+use cohort_router::proxy::Router;
+use cohort_router::table::Table;
+use cohort_spec::Diagnostic;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Reported;
+use crate::repo_cmds::print_diagnostics;
+
+/// Reads and validates a router config file; every problem is reported with file:line:col.
+fn read_config(path: &Path) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut diags = vec![];
+    let config = match cohort_yaml::parse(&text) {
+        Ok(node) => cohort_spec::router_config::read_router_config(
+            &node,
+            &mut cohort_spec::diag::Sink::new(path, &mut diags),
+        ),
+        Err(e) => {
+            cohort_spec::diag::Sink::new(path, &mut diags).error(
+                e.pos,
+                cohort_spec::Kind::Syntax,
+                format!("this is not valid YAML: {}", e.message),
+                None,
+            );
+            None
+        }
+    };
+    Ok(config.ok_or(diags))
+}
+
+pub fn run(config: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: Duration) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config, listen, admin, drain_delay))
+}
+
+async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: Duration) -> Result<()> {
+    let config = match read_config(path)? {
+        Ok(c) => c,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return Err(Reported.into());
+        }
+    };
+    let table = Table::build(config).await?;
+    let router = Router::new(table);
+    let traffic = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listener = TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("cannot listen on {admin}"))?;
+    eprintln!(
+        "cohort router: {} on {} (admin on {})",
+        router.table().config.service,
+        traffic.local_addr()?,
+        admin_listener.local_addr()?
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let serving = tokio::spawn(cohort_router::proxy::serve(
+        traffic,
+        Arc::clone(&router),
+        stopped(stop_rx.clone()),
+    ));
+    let admin_serving = tokio::spawn(cohort_router::admin::serve_admin(
+        admin_listener,
+        Arc::clone(&router),
+        stopped(stop_rx),
+    ));
+
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(path, &router).await,
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    router.set_unready();
+    eprintln!("cohort router: draining for {}ms", drain_delay.as_millis());
+    tokio::time::sleep(drain_delay).await;
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    let _ = admin_serving.await;
+    Ok(())
+}
+
+async fn reload(path: &Path, router: &Router) {
+    match read_config(path) {
+        Ok(Ok(config)) => match Table::build(config).await {
+            Ok(table) => {
+                router.swap(table);
+                eprintln!("cohort router: reloaded {}", path.display());
+            }
+            Err(e) => eprintln!("cohort router: reload refused: {e}"),
+        },
+        Ok(Err(diags)) => {
+            eprintln!("cohort router: reload refused, the config in force keeps serving:");
+            print_diagnostics(&diags);
+        }
+        Err(e) => eprintln!("cohort router: reload refused: {e:#}"),
+    }
+}

@@ -1,0 +1,179 @@
+//! `cohort router` as a process: serves, reloads on SIGHUP (refusing a bad config), drains on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A backend answering every request with its name, one request per connection.
+fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = name.as_bytes();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\nx-track: {name}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+            });
+        }
+    });
+    addr
+}
+
+fn config(internal: SocketAddr, production: SocketAddr, production_weight: &str) -> String {
+    format!(
+        "service: account-service\ntracks:\n  - name: internal\n    version: 1.18.0\n    backends: [\"{internal}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: INTERNAL\n    weights:\n      - track: internal\n        weight: 100%\ndefault_route:\n  weights:\n    - track: production\n      weight: {production_weight}\n"
+    )
+}
+
+fn http(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        out.rsplit("\r\n\r\n").next().unwrap_or_default().to_string(),
+    )
+}
+
+struct Running {
+    child: Child,
+    traffic: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn start(config_path: &std::path::Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["router", "--config"])
+        .arg(config_path)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--drain-delay",
+            "300ms",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("router starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    // "cohort router: account-service on 127.0.0.1:PORT (admin on 127.0.0.1:PORT)"
+    let addrs: Vec<SocketAddr> = first
+        .split([' ', '(', ')'])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    Running {
+        child,
+        traffic: addrs[0],
+        admin: addrs[1],
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn serves_reloads_refuses_a_bad_config_and_drains() {
+    let (internal, production) = (backend("internal"), backend("production"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(&path, config(internal, production, "100%")).expect("write");
+    let mut r = start(&path);
+    assert_eq!(http(r.admin, "/ready", ""), (200, "ready\n".into()));
+    assert_eq!(
+        http(r.traffic, "/", "X-Traffic-Group: internal\r\n"),
+        (200, "internal".into())
+    );
+    assert_eq!(http(r.traffic, "/", ""), (200, "production".into()));
+
+    // A bad config is refused and the old one keeps serving.
+    std::fs::write(&path, config(internal, production, "90%")).expect("write");
+    signal(r.child.id(), "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(r.traffic, "/", ""), (200, "production".into()));
+
+    // A good one takes over: everybody else now goes to the internal build's backend.
+    std::fs::write(&path, config(internal, internal, "100%")).expect("write");
+    signal(r.child.id(), "-HUP");
+    let mut switched = false;
+    for _ in 0..50 {
+        if http(r.traffic, "/", "").1 == "internal" {
+            switched = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(switched, "the reloaded config is in force");
+    let (_, config_json) = http(r.admin, "/config", "");
+    assert!(
+        config_json.contains("\"service\": \"account-service\""),
+        "{config_json}"
+    );
+
+    // SIGTERM: not ready at once, still serving during the drain delay, then exit 0.
+    signal(r.child.id(), "-TERM");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(http(r.admin, "/ready", "").0, 503);
+    assert_eq!(http(r.traffic, "/", "").0, 200);
+    let status = r.child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn an_invalid_config_stops_the_start_with_file_line_col() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(
+        &path,
+        "service: s\ntracks: []\ndefault_route:\n  weights:\n    - track: nowhere\n      weight: 100%\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["router", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("router.yaml:5:14: error: `nowhere` is not one of the config's tracks"),
+        "{err}"
+    );
+}
