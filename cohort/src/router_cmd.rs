@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Reported;
+
+/// How long requests in flight may take to finish once the router stops accepting.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(20);
 use crate::repo_cmds::print_diagnostics;
 
 /// Reads and validates a router config file; every problem is reported with file:line:col.
@@ -76,6 +79,7 @@ async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: 
         traffic,
         Arc::clone(&router),
         stopped(stop_rx.clone()),
+        IN_FLIGHT_GRACE,
     ));
     let admin_serving = tokio::spawn(cohort_router::admin::serve_admin(
         admin_listener,

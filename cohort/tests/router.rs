@@ -21,6 +21,10 @@ fn backend(name: &'static str) -> SocketAddr {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
+                if seen.starts_with(b"GET /slow ") {
+                    // Outlives the drain delay: only a graceful shutdown lets it finish.
+                    std::thread::sleep(Duration::from_millis(800));
+                }
                 let body = name.as_bytes();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\nx-track: {name}\r\n\r\n",
@@ -147,13 +151,23 @@ fn serves_reloads_refuses_a_bad_config_and_drains() {
         "{config_json}"
     );
 
-    // SIGTERM: not ready at once, still serving during the drain delay, then exit 0.
+    // SIGTERM: not ready at once, still serving during the drain delay, requests in flight
+    // finish, then exit 0.
+    let traffic = r.traffic;
+    let slow = std::thread::spawn(move || http(traffic, "/slow", ""));
+    std::thread::sleep(Duration::from_millis(100));
     signal(r.child.id(), "-TERM");
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(http(r.admin, "/ready", "").0, 503);
     assert_eq!(http(r.traffic, "/", "").0, 200);
     let status = r.child.wait().expect("exits");
     assert!(status.success(), "{status:?}");
+    assert_eq!(
+        slow.join().expect("slow request"),
+        (200, "internal".into()),
+        "the request in flight finished"
+    );
+    assert!(TcpStream::connect(r.traffic).is_err(), "no longer accepting");
 }
 
 #[test]

@@ -102,17 +102,25 @@ impl Router {
     }
 }
 
-/// Serves client connections from `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+/// Serves client connections from `listener` until `shutdown` completes; then stops
+/// accepting, lets requests in flight finish for at most `grace`, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let Ok((stream, peer)) = accepted else { continue };
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&router);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer, req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -120,11 +128,14 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            let _ = watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
                 .await;
         });
     }
+    drop(listener);
+    // Idle keep-alive connections close now; busy ones after their current response.
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
