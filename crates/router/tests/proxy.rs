@@ -117,6 +117,7 @@ async fn start(config: RouterConfig) -> SocketAddr {
         listener,
         router,
         std::future::pending(),
+        std::time::Duration::from_secs(1),
     ));
     addr
 }
