@@ -17,6 +17,8 @@ use crate::Reported;
 
 /// How long requests in flight may take to finish once the router stops accepting.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(20);
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 use crate::repo_cmds::print_diagnostics;
 
 /// Reads and validates a router config file; every problem is reported with file:line:col.
@@ -89,9 +91,23 @@ async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: 
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    // A ConfigMap volume updates by swapping a symlink, which inotify on the file misses;
+    // comparing what the path resolves to each second sees every kind of update.
+    let mut seen = fingerprint(path);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(path, &router).await,
+            _ = hangup.recv() => {
+                seen = fingerprint(path);
+                reload(path, &router).await;
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(path);
+                if now != seen {
+                    seen = now;
+                    reload(path, &router).await;
+                }
+            }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -103,6 +119,14 @@ async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: 
     let _ = serving.await;
     let _ = admin_serving.await;
     Ok(())
+}
+
+/// What identifies the file's content without reading it: the inode, size and mtime of what
+/// the path resolves to now (after symlinks).
+fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
 }
 
 async fn reload(path: &Path, router: &Router) {

@@ -191,3 +191,32 @@ fn an_invalid_config_stops_the_start_with_file_line_col() {
         "{err}"
     );
 }
+
+/// Kubernetes updates a ConfigMap volume by pointing the `..data` symlink at a new directory.
+#[test]
+fn a_configmap_style_symlink_swap_is_picked_up_without_a_signal() {
+    let (internal, production) = (backend("internal"), backend("production"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let version = |n: u32, text: String| {
+        let v = dir.path().join(format!("..2026_{n}"));
+        std::fs::create_dir(&v).expect("mkdir");
+        std::fs::write(v.join("router.yaml"), text).expect("write");
+        let tmp = dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..2026_{n}"), &tmp).expect("symlink");
+        std::fs::rename(&tmp, dir.path().join("..data")).expect("swap");
+    };
+    version(1, config(internal, production, "100%"));
+    std::os::unix::fs::symlink("..data/router.yaml", dir.path().join("router.yaml")).expect("symlink");
+    let r = start(&dir.path().join("router.yaml"));
+    assert_eq!(http(r.traffic, "/", "").1, "production");
+    version(2, config(internal, internal, "100%"));
+    let mut switched = false;
+    for _ in 0..60 {
+        if http(r.traffic, "/", "").1 == "internal" {
+            switched = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(switched, "the swapped config is in force within a few seconds");
+}
