@@ -7,5 +7,6 @@
 
 pub mod admin;
 pub mod decide;
+pub mod health;
 pub mod proxy;
 pub mod table;

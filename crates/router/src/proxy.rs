@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +37,7 @@ pub struct Router {
     /// Every track of every table still in use (requests in flight hold their table), so a
     /// request routed just before a reload still finds its track when it connects.
     tracks: Mutex<HashMap<u64, Weak<Track>>>,
-    client: Client<TrackConnector, Incoming>,
+    client: Client<TrackConnector, Body>,
     ready: AtomicBool,
 }
 
@@ -45,7 +45,9 @@ impl Router {
     /// A router serving `table`.
     pub fn new(table: Table) -> Arc<Router> {
         let tracks = Mutex::new(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))).collect());
-        let table = RwLock::new(Arc::new(table));
+        let table = Arc::new(table);
+        crate::health::spawn_checks(&table);
+        let table = RwLock::new(table);
         Arc::new_cyclic(|me| {
             let connector = TrackConnector { router: me.clone() };
             let client = Client::builder(TokioExecutor::new())
@@ -77,6 +79,7 @@ impl Router {
             tracks.extend(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))));
         }
         let table = Arc::new(table);
+        crate::health::spawn_checks(&table);
         match self.table.write() {
             Ok(mut t) => *t = table,
             Err(poisoned) => *poisoned.into_inner() = table,
@@ -215,15 +218,40 @@ async fn handle(
         req.headers_mut().insert(header::HOST, v);
     }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let Ok(uri) = format!("http://track-{}{path}", track.id).parse::<Uri>() else {
+    // A request without a body can be sent again as it was; one with a body cannot, because
+    // the body is streamed, never buffered.
+    let resend = req
+        .body()
+        .is_end_stream()
+        .then(|| (req.method().clone(), req.headers().clone()));
+    let (mut parts, body) = req.into_parts();
+    if !aim(&mut parts, track.id, &path) {
         return Ok(text(
             StatusCode::BAD_REQUEST,
             format!("{service}: cannot forward request target {path}\n"),
         ));
-    };
-    *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_11;
-    match router.client.request(req).await {
+    }
+    let mut attempt = router
+        .client
+        .request(Request::from_parts(parts, body.boxed()))
+        .await;
+    if let (Err(e), Some((method, headers))) = (&attempt, resend)
+        && e.is_connect()
+    {
+        // Every backend of the track refused and is now marked down: decide again, and the
+        // track's share goes to the healthy tracks of the route.
+        let again = table.decide(peer.ip(), &headers);
+        if let Some(other) = again.track.filter(|t| t.id != track.id) {
+            let mut retry = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+            *retry.method_mut() = method;
+            *retry.headers_mut() = headers;
+            let (mut parts, body) = retry.into_parts();
+            if aim(&mut parts, other.id, &path) {
+                attempt = router.client.request(Request::from_parts(parts, body)).await;
+            }
+        }
+    }
+    match attempt {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -243,6 +271,18 @@ async fn handle(
                 track.name, track.version
             ),
         )),
+    }
+}
+
+/// Points a request at a track's pool: `http://track-<id><path>` over HTTP/1.1.
+fn aim(parts: &mut http::request::Parts, track_id: u64, path: &str) -> bool {
+    match format!("http://track-{track_id}{path}").parse::<Uri>() {
+        Ok(uri) => {
+            parts.uri = uri;
+            parts.version = http::Version::HTTP_11;
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -282,11 +322,13 @@ impl tower_service::Service<Uri> for TrackConnector {
                     track: uri.host().unwrap_or_default().to_string(),
                 });
             };
-            for addr in track.connect_order() {
-                if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-                {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(TokioIo::new(stream));
+            for (addr, health) in track.connect_order() {
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        return Ok(TokioIo::new(stream));
+                    }
+                    _ => health.mark_down(),
                 }
             }
             Err(ConnectFailed {

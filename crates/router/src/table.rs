@@ -4,14 +4,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use cohort_core::Sticky;
 use cohort_core::router_config::{RouterConfig, RouterRoute};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
-use crate::decide::{bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
+use crate::decide::{BUCKETS, bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
 
 /// Gives every track of every table its own id, so pooled connections of an old table are
 /// never reused for the tracks of a new one.
@@ -28,21 +28,79 @@ pub struct Track {
     pub version: String,
     /// Resolved backend addresses (all A/AAAA records of each `host:port`).
     pub backends: Vec<SocketAddr>,
+    /// Health of each backend, in the same order.
+    pub health: Vec<BackendHealth>,
     /// Round robin over backends for new connections.
     next: AtomicUsize,
 }
 
+/// Whether a backend takes traffic, with HAProxy's rise/fall hysteresis: `fall` failed checks
+/// in a row take it out, `rise` good ones bring it back; a refused connection takes it out at once.
+#[derive(Debug)]
+pub struct BackendHealth {
+    up: AtomicBool,
+    /// Consecutive results against the current state.
+    streak: AtomicU32,
+}
+
+impl Default for BackendHealth {
+    fn default() -> BackendHealth {
+        // Up until proven otherwise, as HAProxy starts its servers.
+        BackendHealth {
+            up: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+        }
+    }
+}
+
+impl BackendHealth {
+    /// Whether the backend takes traffic.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Records one health check; returns the new state if it flipped.
+    pub fn record(&self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        let up = self.is_up();
+        if ok == up {
+            self.streak.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let streak = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak >= if up { fall } else { rise } {
+            self.up.store(ok, Ordering::Relaxed);
+            self.streak.store(0, Ordering::Relaxed);
+            return Some(ok);
+        }
+        None
+    }
+
+    /// A connection was refused or timed out: out at once.
+    pub fn mark_down(&self) {
+        self.up.store(false, Ordering::Relaxed);
+        self.streak.store(0, Ordering::Relaxed);
+    }
+}
+
 impl Track {
-    /// Backends in the order to try them for the next connection: each one once, starting
-    /// with the next in turn, so a failed connect moves on to another backend.
-    pub fn connect_order(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    /// Backends in the order to try them for the next connection: the healthy ones, each
+    /// once, starting with the next in turn, so a failed connect moves on to another backend.
+    pub fn connect_order(&self) -> impl Iterator<Item = (SocketAddr, &BackendHealth)> + '_ {
         let n = self.backends.len();
         let start = if n == 0 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
-        (0..n).map(move |i| self.backends[(start + i) % n])
+        (0..n)
+            .map(move |i| (start + i) % n)
+            .filter(|i| self.health[*i].is_up())
+            .map(|i| (self.backends[i], &self.health[i]))
+    }
+
+    /// Whether any backend takes traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.health.iter().any(BackendHealth::is_up)
     }
 }
 
@@ -105,6 +163,7 @@ impl Table {
                 id: NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed),
                 name: t.name.to_string(),
                 version: t.version.to_string(),
+                health: backends.iter().map(|_| BackendHealth::default()).collect(),
                 backends,
                 next: AtomicUsize::new(0),
             }));
@@ -151,10 +210,23 @@ impl Table {
         let route = believed
             .and_then(|v| cohort_index(self.routes.iter().map(|r| r.cohort.as_deref()), v))
             .map_or(&self.default_route, |i| &self.routes[i]);
+        let healthy = |leg: usize| self.tracks[route.legs[leg]].is_healthy();
         let leg = match self.sticky_key(headers) {
-            Some(key) => pick_sticky(&route.weights, |_| true, bucket(&key)),
+            Some(key) => pick_sticky(&route.weights, healthy, bucket(&key)),
             None if route.cycle.is_empty() => None,
-            None => Some(route.cycle[route.counter.fetch_add(1, Ordering::Relaxed) % route.cycle.len()]),
+            None => {
+                let n = route.counter.fetch_add(1, Ordering::Relaxed);
+                match route.cycle[n % route.cycle.len()] {
+                    leg if healthy(leg) => Some(leg),
+                    // The leg's share goes to the healthy ones in proportion; spreading the
+                    // counter over the buckets keeps that even too.
+                    _ => pick_sticky(
+                        &route.weights,
+                        healthy,
+                        ((n as u64 * 7919) % u64::from(BUCKETS)) as u32,
+                    ),
+                }
+            }
         };
         Decision {
             cohort: route.cohort.as_deref(),

@@ -291,3 +291,83 @@ async fn a_dead_track_answers_502_naming_the_track() {
     assert_eq!(resp.status(), 502);
     assert!(String::from_utf8_lossy(resp.body()).contains("track internal"));
 }
+
+/// A backend that can be killed (listener and every open connection) and started again on
+/// the same address.
+async fn killable_backend(
+    track: &'static str,
+    at: SocketAddr,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind(at).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let mut on_stop = stopped.clone();
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = on_stop.wait_for(|s| *s) => return,
+            };
+            let Ok((stream, _)) = accepted else { return };
+            let mut on_stop = stopped.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        resp.headers_mut()
+                            .insert("x-track", track.parse().expect("header"));
+                        Ok::<_, Infallible>(resp)
+                    });
+                let conn =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = on_stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
+    });
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_track_fails_over_without_errors_and_comes_back() {
+    let mut config = seed_config(&[], None).await;
+    config.health_check.interval = Duration::from_millis(100);
+    config.health_check.rise = 2;
+    config.health_check.fall = 2;
+    let (canary_addr, kill) = killable_backend("canary", "127.0.0.1:0".parse().expect("addr")).await;
+    config.tracks[1].backends = vec![canary_addr.to_string()];
+    config.cohorts[1].weights = vec![w("canary", 5000), w("production", 5000)];
+    let addr = start(config).await;
+    let c = client();
+    let mut seen_canary = false;
+    for _ in 0..20 {
+        seen_canary |= track_of(&get(&c, addr, &[("x-traffic-group", "FREE")]).await) == "canary";
+    }
+    assert!(seen_canary);
+
+    let _ = kill.send(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for i in 0..200 {
+        let resp = get(&c, addr, &[("x-traffic-group", "FREE")]).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i} after the canary died: {:?}",
+            resp.body()
+        );
+        assert_eq!(track_of(&resp), "production");
+    }
+
+    let (_again, _keep) = killable_backend("canary", canary_addr).await;
+    let mut back = false;
+    for _ in 0..100 {
+        if track_of(&get(&c, addr, &[("x-traffic-group", "FREE")]).await) == "canary" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "the canary takes traffic again once its health checks pass");
+}

@@ -1,0 +1,85 @@
+//! Active health checks: each backend of a table is probed with `GET <path>` every interval,
+//! for as long as the table is in use.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::table::Table;
+
+/// Starts the checks of every backend of `table`; each stops once the table is dropped.
+pub fn spawn_checks(table: &Arc<Table>) {
+    let hc = &table.config.health_check;
+    let interval = Duration::from_millis(hc.interval.as_millis().max(100));
+    for (t, track) in table.tracks.iter().enumerate() {
+        for (b, addr) in track.backends.iter().enumerate() {
+            let weak: Weak<Table> = Arc::downgrade(table);
+            let (addr, path, rise, fall) = (*addr, hc.path.clone(), hc.rise, hc.fall);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let ok = probe(addr, &path, interval.min(Duration::from_secs(2))).await;
+                    let Some(table) = weak.upgrade() else { return };
+                    if let Some(up) = table.tracks[t].health[b].record(ok, rise, fall) {
+                        let state = if up { "up" } else { "down" };
+                        eprintln!(
+                            "cohort router: backend {addr} of track {} is {state}",
+                            table.tracks[t].name
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// One probe: a 2xx or 3xx answer within `timeout` is healthy.
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cohort-health-check\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 16];
+        let mut got = 0;
+        while got < 12 {
+            let n = stream.read(&mut head[got..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        // "HTTP/1.1 200"
+        let status: u16 = std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()?;
+        Some((200..400).contains(&status))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::table::BackendHealth;
+
+    #[test]
+    fn rise_and_fall_need_streaks() {
+        let h = BackendHealth::default();
+        assert!(h.is_up());
+        assert_eq!(h.record(false, 2, 3), None);
+        assert_eq!(h.record(false, 2, 3), None);
+        assert_eq!(h.record(true, 2, 3), None, "a success breaks the failure streak");
+        assert_eq!(h.record(false, 2, 3), None);
+        assert_eq!(h.record(false, 2, 3), None);
+        assert_eq!(h.record(false, 2, 3), Some(false));
+        assert!(!h.is_up());
+        assert_eq!(h.record(true, 2, 3), None);
+        assert_eq!(h.record(true, 2, 3), Some(true));
+        h.mark_down();
+        assert!(!h.is_up(), "a refused connection takes it out at once");
+    }
+}
