@@ -195,10 +195,15 @@ async fn handle(
     }
     let cohort = decision.cohort.unwrap_or("default").to_string();
     let Some(track) = decision.track.cloned() else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{service}: no track of the route for cohort {cohort} has a version yet\n"),
-        ));
+        let why = if decision.down.is_empty() {
+            format!("{service}: no track of the route for cohort {cohort} has a version yet\n")
+        } else {
+            format!(
+                "{service}: no healthy track for cohort {cohort} ({} down)\n",
+                decision.down.join(", ")
+            )
+        };
+        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, why));
     };
     strip_hop_by_hop(req.headers_mut());
     let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

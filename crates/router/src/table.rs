@@ -143,6 +143,8 @@ pub struct Decision<'t> {
     pub track: Option<&'t Arc<Track>>,
     /// Whether a cohort header from an untrusted peer was ignored (and must be removed).
     pub spoofed: bool,
+    /// When no track was chosen although the route has tracks: their names (all down).
+    pub down: Vec<&'t str>,
 }
 
 impl Table {
@@ -228,10 +230,15 @@ impl Table {
                 }
             }
         };
+        let down = match leg {
+            Some(_) => vec![],
+            None => route.legs.iter().map(|t| self.tracks[*t].name.as_str()).collect(),
+        };
         Decision {
             cohort: route.cohort.as_deref(),
             track: leg.map(|l| &self.tracks[route.legs[l]]),
             spoofed,
+            down,
         }
     }
 

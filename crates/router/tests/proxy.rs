@@ -287,9 +287,18 @@ async fn a_dead_track_answers_502_naming_the_track() {
     };
     config.tracks[0].backends = vec![closed.to_string()];
     let addr = start(config).await;
-    let resp = get(&client(), addr, &[("x-traffic-group", "INTERNAL")]).await;
+    let c = client();
+    let resp = get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
     assert_eq!(resp.status(), 502);
     assert!(String::from_utf8_lossy(resp.body()).contains("track internal"));
+    // Now known to be down: the route has no healthy track left.
+    let resp = get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
+    assert_eq!(resp.status(), 503);
+    let body = String::from_utf8_lossy(resp.body()).into_owned();
+    assert!(
+        body.contains("no healthy track for cohort INTERNAL (internal down)"),
+        "{body}"
+    );
 }
 
 /// A backend that can be killed (listener and every open connection) and started again on
