@@ -134,14 +134,22 @@ async fn reload(path: &Path, router: &Router) {
         Ok(Ok(config)) => match Table::build(config).await {
             Ok(table) => {
                 router.swap(table);
+                router.metrics.reloaded(true);
                 eprintln!("cohort router: reloaded {}", path.display());
             }
-            Err(e) => eprintln!("cohort router: reload refused: {e}"),
+            Err(e) => {
+                router.metrics.reloaded(false);
+                eprintln!("cohort router: reload refused: {e}");
+            }
         },
         Ok(Err(diags)) => {
+            router.metrics.reloaded(false);
             eprintln!("cohort router: reload refused, the config in force keeps serving:");
             print_diagnostics(&diags);
         }
-        Err(e) => eprintln!("cohort router: reload refused: {e:#}"),
+        Err(e) => {
+            router.metrics.reloaded(false);
+            eprintln!("cohort router: reload refused: {e:#}");
+        }
     }
 }

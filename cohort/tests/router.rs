@@ -145,6 +145,17 @@ fn serves_reloads_refuses_a_bad_config_and_drains() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(switched, "the reloaded config is in force");
+    let (status, metrics) = http(r.admin, "/metrics", "");
+    assert_eq!(status, 200);
+    for family in [
+        "cohort_router_requests_total{cohort=\"INTERNAL\",track=\"internal\",class=\"2xx\"} 1",
+        "cohort_router_reloads_total{result=\"rejected\"}",
+        "cohort_router_reloads_total{result=\"ok\"}",
+        "cohort_router_response_seconds_bucket{le=",
+        "cohort_router_backend_up{track=\"internal\",backend=",
+    ] {
+        assert!(metrics.contains(family), "{family} in\n{metrics}");
+    }
     let (_, config_json) = http(r.admin, "/config", "");
     assert!(
         config_json.contains("\"service\": \"account-service\""),

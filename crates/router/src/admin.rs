@@ -1,4 +1,5 @@
-//! The admin port: `/live`, `/ready` and `/config` (the config in force, as JSON).
+//! The admin port: `/live`, `/ready`, `/metrics` (Prometheus text) and `/config` (the config
+//! in force, as JSON).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,6 +42,11 @@ async fn answer(router: Arc<Router>, req: Request<Incoming>) -> Result<Response<
             "text/plain",
             "draining\n".to_string(),
         ),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            router.metrics.render(&router.table()),
+        ),
         "/config" => match serde_json::to_string_pretty(&router.table().config) {
             Ok(json) => (StatusCode::OK, "application/json", json + "\n"),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
@@ -48,7 +54,7 @@ async fn answer(router: Arc<Router>, req: Request<Incoming>) -> Result<Response<
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /live /ready /config\n".to_string(),
+            "admin endpoints: /live /ready /metrics /config\n".to_string(),
         ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

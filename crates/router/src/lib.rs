@@ -8,5 +8,6 @@
 pub mod admin;
 pub mod decide;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod table;

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::metrics::{ErrorLabels, Metrics, RequestLabels, TrackLabels};
 use crate::table::{Table, Track};
 
 /// Response bodies: streamed from upstream, or our own short texts.
@@ -34,6 +35,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The router: the table in force and the upstream connection pool.
 pub struct Router {
     table: RwLock<Arc<Table>>,
+    /// What `/metrics` exports.
+    pub metrics: Arc<Metrics>,
     /// Every track of every table still in use (requests in flight hold their table), so a
     /// request routed just before a reload still finds its track when it connects.
     tracks: Mutex<HashMap<u64, Weak<Track>>>,
@@ -56,6 +59,7 @@ impl Router {
                 .build(connector);
             Router {
                 table,
+                metrics: Metrics::new(),
                 tracks,
                 client,
                 ready: AtomicBool::new(true),
@@ -185,15 +189,65 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 async fn handle(
     router: Arc<Router>,
     peer: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
+    let done = forward(&router, peer, req).await;
+    let m = &router.metrics;
+    let status = done.response.status().as_u16();
+    let class = format!("{}xx", status / 100);
+    let track = done.track.clone().unwrap_or_else(|| "none".into());
+    m.requests
+        .get_or_create(&RequestLabels {
+            cohort: done.cohort,
+            track: track.clone(),
+            class,
+        })
+        .inc();
+    match done.error {
+        Some(kind) => {
+            m.upstream_errors
+                .get_or_create(&ErrorLabels {
+                    track,
+                    kind: kind.into(),
+                })
+                .inc();
+        }
+        None if done.track.is_some() => {
+            m.latency
+                .get_or_create(&TrackLabels { track })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        None => {}
+    }
+    Ok(done.response)
+}
+
+/// What became of one request, for the metrics.
+struct Done {
+    response: Response<Body>,
+    cohort: String,
+    /// The track that answered (or failed to).
+    track: Option<String>,
+    /// `connect` or `response` when the upstream failed.
+    error: Option<&'static str>,
+}
+
+async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> Done {
     let table = router.table();
     let service = table.config.service.clone();
     let decision = table.decide(peer.ip(), req.headers());
     if decision.spoofed {
         req.headers_mut().remove(table.cohort_header());
+        router.metrics.spoofed.inc();
     }
     let cohort = decision.cohort.unwrap_or("default").to_string();
+    let local = |response, track: Option<String>, error| Done {
+        response,
+        cohort: cohort.clone(),
+        track,
+        error,
+    };
     let Some(track) = decision.track.cloned() else {
         let why = if decision.down.is_empty() {
             format!("{service}: no track of the route for cohort {cohort} has a version yet\n")
@@ -203,7 +257,7 @@ async fn handle(
                 decision.down.join(", ")
             )
         };
-        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, why));
+        return local(text(StatusCode::SERVICE_UNAVAILABLE, why), None, None);
     };
     strip_hop_by_hop(req.headers_mut());
     let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -231,11 +285,16 @@ async fn handle(
         .then(|| (req.method().clone(), req.headers().clone()));
     let (mut parts, body) = req.into_parts();
     if !aim(&mut parts, track.id, &path) {
-        return Ok(text(
-            StatusCode::BAD_REQUEST,
-            format!("{service}: cannot forward request target {path}\n"),
-        ));
+        return local(
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("{service}: cannot forward request target {path}\n"),
+            ),
+            None,
+            None,
+        );
     }
+    let mut used = track.name.clone();
     let mut attempt = router
         .client
         .request(Request::from_parts(parts, body.boxed()))
@@ -252,6 +311,7 @@ async fn handle(
             *retry.headers_mut() = headers;
             let (mut parts, body) = retry.into_parts();
             if aim(&mut parts, other.id, &path) {
+                used = other.name.clone();
                 attempt = router.client.request(Request::from_parts(parts, body)).await;
             }
         }
@@ -260,22 +320,30 @@ async fn handle(
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body.boxed()))
+            local(Response::from_parts(parts, body.boxed()), Some(used), None)
         }
-        Err(e) if e.is_connect() => Ok(text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "{service}: no backend of track {} ({}) accepted a connection\n",
-                track.name, track.version
+        Err(e) if e.is_connect() => local(
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{service}: no backend of track {} ({}) accepted a connection\n",
+                    track.name, track.version
+                ),
             ),
-        )),
-        Err(_) => Ok(text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "{service}: track {} ({}) failed to answer\n",
-                track.name, track.version
+            Some(used),
+            Some("connect"),
+        ),
+        Err(_) => local(
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{service}: track {} ({}) failed to answer\n",
+                    track.name, track.version
+                ),
             ),
-        )),
+            Some(used),
+            Some("response"),
+        ),
     }
 }
 

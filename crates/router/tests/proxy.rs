@@ -109,8 +109,13 @@ async fn seed_config(trusted: &[&str], sticky: Option<Sticky>) -> RouterConfig {
 }
 
 async fn start(config: RouterConfig) -> SocketAddr {
+    start_router(config).await.0
+}
+
+async fn start_router(config: RouterConfig) -> (SocketAddr, Arc<cohort_router::proxy::Router>) {
     let table = cohort_router::table::Table::build(config).await.expect("table");
     let router = cohort_router::proxy::Router::new(table);
+    let handle = Arc::clone(&router);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(cohort_router::proxy::serve(
@@ -119,7 +124,7 @@ async fn start(config: RouterConfig) -> SocketAddr {
         std::future::pending(),
         std::time::Duration::from_secs(1),
     ));
-    addr
+    (addr, handle)
 }
 
 type TestClient = Client<HttpConnector, Empty<Bytes>>;
@@ -203,7 +208,7 @@ async fn the_split_is_accurate_over_100k_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoofed_cohort_header_from_an_untrusted_peer_is_dropped() {
-    let addr = start(seed_config(&["10.0.0.0/8"], None).await).await;
+    let (addr, router) = start_router(seed_config(&["10.0.0.0/8"], None).await).await;
     let c = client();
     for _ in 0..40 {
         let resp = get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
@@ -218,6 +223,11 @@ async fn a_spoofed_cohort_header_from_an_untrusted_peer_is_dropped() {
             "the spoofed header is removed"
         );
     }
+    let metrics = router.metrics.render(&router.table());
+    assert!(
+        metrics.contains("cohort_router_spoofed_cohort_headers_total 40"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
