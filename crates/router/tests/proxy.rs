@@ -390,3 +390,49 @@ async fn a_dead_track_fails_over_without_errors_and_comes_back() {
     }
     assert!(back, "the canary takes traffic again once its health checks pass");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_reloads_under_load_fail_no_request() {
+    let config = seed_config(&[], None).await;
+    let (addr, router) = start_router(config.clone()).await;
+    let c = client();
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = vec![];
+    for i in 0..8 {
+        let (c, failures, done) = (c.clone(), Arc::clone(&failures), Arc::clone(&done));
+        load.push(tokio::spawn(async move {
+            let cohort = ["INTERNAL", "FREE", "ENTERPRISE", "GOLD"][i % 4];
+            let mut sent = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if get(&c, addr, &[("x-traffic-group", cohort)]).await.status() != 200 {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    for round in 0..50 {
+        let mut next = config.clone();
+        // Alternate the FREE split so every reload really changes the table.
+        next.cohorts[1].weights = if round % 2 == 0 {
+            vec![w("canary", 1000), w("production", 9000)]
+        } else {
+            vec![w("canary", 500), w("production", 9500)]
+        };
+        router.swap(cohort_router::table::Table::build(next).await.expect("table"));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for l in load {
+        sent += l.await.expect("load");
+    }
+    assert!(sent > 500, "the load really ran: {sent}");
+    assert_eq!(
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "of {sent} requests across 50 reloads"
+    );
+}
