@@ -150,6 +150,21 @@ pub enum Command {
         /// How long to keep serving after SIGTERM, so Kubernetes can take the pod out of endpoints.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         drain_delay: std::time::Duration,
+        /// After the drain delay, how long requests in flight may take to finish.
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+        grace: std::time::Duration,
+        /// A client must send its whole request head within this, or is disconnected (slowloris).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        header_timeout: std::time::Duration,
+        /// A track must send its response head within this, or the client gets 504.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        response_timeout: std::time::Duration,
+        /// Largest request head accepted, in bytes; larger ones get 431.
+        #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+        max_header_bytes: usize,
+        /// Client connections served at once; more wait to be accepted.
+        #[arg(long, value_name = "N", default_value_t = 10000)]
+        max_connections: usize,
     },
     /// Print a shell completion script, e.g. `cohort completions bash > /etc/bash_completion.d/cohort`.
     Completions {

@@ -104,7 +104,21 @@ fn main() -> ExitCode {
             listen,
             admin,
             drain_delay,
-        } => router_cmd::run(config, listen, admin, drain_delay),
+            grace,
+            header_timeout,
+            response_timeout,
+            max_header_bytes,
+            max_connections,
+        } => {
+            let limits = cohort_router::proxy::Limits {
+                header_read_timeout: header_timeout,
+                max_header_bytes,
+                response_timeout,
+                max_connections: max_connections.max(1),
+                grace,
+            };
+            router_cmd::run(config, listen, admin, drain_delay, limits)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cohort_core::router_config::RouterConfig;
-use cohort_router::proxy::Router;
+use cohort_router::proxy::{Limits, Router};
 use cohort_router::table::Table;
 use cohort_spec::Diagnostic;
 use tokio::net::TcpListener;
@@ -15,8 +15,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Reported;
 
-/// How long requests in flight may take to finish once the router stops accepting.
-const IN_FLIGHT_GRACE: Duration = Duration::from_secs(20);
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 use crate::repo_cmds::print_diagnostics;
@@ -43,15 +41,27 @@ fn read_config(path: &Path) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
     Ok(config.ok_or(diags))
 }
 
-pub fn run(config: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: Duration) -> Result<()> {
+pub fn run(
+    config: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    drain_delay: Duration,
+    limits: Limits,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(config, listen, admin, drain_delay))
+    runtime.block_on(serve(config, listen, admin, drain_delay, limits))
 }
 
-async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: Duration) -> Result<()> {
+async fn serve(
+    path: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    drain_delay: Duration,
+    limits: Limits,
+) -> Result<()> {
     let config = match read_config(path)? {
         Ok(c) => c,
         Err(diags) => {
@@ -60,7 +70,7 @@ async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: 
         }
     };
     let table = Table::build(config).await?;
-    let router = Router::new(table);
+    let router = Router::with_limits(table, limits);
     let traffic = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -81,7 +91,6 @@ async fn serve(path: &Path, listen: SocketAddr, admin: SocketAddr, drain_delay: 
         traffic,
         Arc::clone(&router),
         stopped(stop_rx.clone()),
-        IN_FLIGHT_GRACE,
     ));
     let admin_serving = tokio::spawn(cohort_router::admin::serve_admin(
         admin_listener,

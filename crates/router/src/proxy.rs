@@ -29,12 +29,39 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long a backend may take to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Slowloris guard: the whole request head must arrive within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits that protect the router and its backends, each answered clearly when hit.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The whole request head must arrive within this (slowloris guard); the connection is
+    /// closed otherwise.
+    pub header_read_timeout: Duration,
+    /// The largest request head accepted; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// How long a track may take to send its response head; then 504 naming the track.
+    pub response_timeout: Duration,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            response_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            grace: Duration::from_secs(20),
+        }
+    }
+}
 
 /// The router: the table in force and the upstream connection pool.
 pub struct Router {
     table: RwLock<Arc<Table>>,
+    limits: Limits,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
     /// Every track of every table still in use (requests in flight hold their table), so a
@@ -47,6 +74,11 @@ pub struct Router {
 impl Router {
     /// A router serving `table`.
     pub fn new(table: Table) -> Arc<Router> {
+        Router::with_limits(table, Limits::default())
+    }
+
+    /// A router serving `table` within `limits`.
+    pub fn with_limits(table: Table, limits: Limits) -> Arc<Router> {
         let tracks = Mutex::new(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))).collect());
         let table = Arc::new(table);
         crate::health::spawn_checks(&table);
@@ -59,6 +91,7 @@ impl Router {
                 .build(connector);
             Router {
                 table,
+                limits,
                 metrics: Metrics::new(),
                 tracks,
                 client,
@@ -110,31 +143,39 @@ impl Router {
 }
 
 /// Serves client connections from `listener` until `shutdown` completes; then stops
-/// accepting, lets requests in flight finish for at most `grace`, and returns.
-pub async fn serve(
-    listener: TcpListener,
-    router: Arc<Router>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
+/// accepting, lets requests in flight finish for at most the grace period, and returns.
+pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+    let limits = router.limits;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = async {
+                // At the limit, stop accepting: new connections wait in the kernel's backlog.
+                let slot = Arc::clone(&slots).acquire_owned().await;
+                (listener.accept().await, slot)
+            } => a,
             () = &mut shutdown => break,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let (Ok((stream, peer)), Ok(slot)) = accepted else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&router);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer, req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192));
+            builder
+                .http2()
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
             let _ = watcher
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
                 .await;
@@ -142,7 +183,7 @@ pub async fn serve(
     }
     drop(listener);
     // Idle keep-alive connections close now; busy ones after their current response.
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(limits.grace, graceful.shutdown()).await;
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
@@ -295,13 +336,8 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
         );
     }
     let mut used = track.name.clone();
-    let mut attempt = router
-        .client
-        .request(Request::from_parts(parts, body.boxed()))
-        .await;
-    if let (Err(e), Some((method, headers))) = (&attempt, resend)
-        && e.is_connect()
-    {
+    let mut attempt = send(router, Request::from_parts(parts, body.boxed())).await;
+    if let (Sent::Refused, Some((method, headers))) = (&attempt, resend) {
         // Every backend of the track refused and is now marked down: decide again, and the
         // track's share goes to the healthy tracks of the route.
         let again = table.decide(peer.ip(), &headers);
@@ -312,38 +348,65 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
             let (mut parts, body) = retry.into_parts();
             if aim(&mut parts, other.id, &path) {
                 used = other.name.clone();
-                attempt = router.client.request(Request::from_parts(parts, body)).await;
+                attempt = send(router, Request::from_parts(parts, body)).await;
             }
         }
     }
+    let (name, version) = (&track.name, &track.version);
     match attempt {
-        Ok(resp) => {
+        Sent::Answer(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             local(Response::from_parts(parts, body.boxed()), Some(used), None)
         }
-        Err(e) if e.is_connect() => local(
+        Sent::Refused => local(
             text(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "{service}: no backend of track {} ({}) accepted a connection\n",
-                    track.name, track.version
-                ),
+                format!("{service}: no backend of track {name} ({version}) accepted a connection\n"),
             ),
             Some(used),
             Some("connect"),
         ),
-        Err(_) => local(
+        Sent::Failed => local(
             text(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "{service}: track {} ({}) failed to answer\n",
-                    track.name, track.version
-                ),
+                format!("{service}: track {name} ({version}) failed to answer\n"),
             ),
             Some(used),
             Some("response"),
         ),
+        Sent::TimedOut => local(
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "{service}: track {name} ({version}) did not answer within {}s\n",
+                    router.limits.response_timeout.as_secs_f64()
+                ),
+            ),
+            Some(used),
+            Some("timeout"),
+        ),
+    }
+}
+
+/// What became of sending a request upstream.
+enum Sent {
+    /// The response head arrived.
+    Answer(Response<Incoming>),
+    /// No backend accepted a connection; the request was not sent.
+    Refused,
+    /// It failed after it was sent.
+    Failed,
+    /// No response head within the response timeout.
+    TimedOut,
+}
+
+async fn send(router: &Router, req: Request<Body>) -> Sent {
+    match tokio::time::timeout(router.limits.response_timeout, router.client.request(req)).await {
+        Ok(Ok(resp)) => Sent::Answer(resp),
+        Ok(Err(e)) if e.is_connect() => Sent::Refused,
+        Ok(Err(_)) => Sent::Failed,
+        Err(_) => Sent::TimedOut,
     }
 }
 

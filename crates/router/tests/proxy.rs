@@ -122,7 +122,6 @@ async fn start_router(config: RouterConfig) -> (SocketAddr, Arc<cohort_router::p
         listener,
         router,
         std::future::pending(),
-        std::time::Duration::from_secs(1),
     ));
     (addr, handle)
 }
@@ -434,5 +433,95 @@ async fn repeated_reloads_under_load_fail_no_request() {
         failures.load(std::sync::atomic::Ordering::Relaxed),
         0,
         "of {sent} requests across 50 reloads"
+    );
+}
+
+async fn start_limited(config: RouterConfig, limits: cohort_router::proxy::Limits) -> SocketAddr {
+    let table = cohort_router::table::Table::build(config).await.expect("table");
+    let router = cohort_router::proxy::Router::with_limits(table, limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cohort_router::proxy::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = cohort_router::proxy::Limits {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let addr = start_limited(seed_config(&[], None).await, limits).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 1024];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was not closed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = cohort_router::proxy::Limits {
+        max_header_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let addr = start_limited(seed_config(&[], None).await, limits).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let big = "a".repeat(64 * 1024);
+    let _ = s
+        .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    let head = String::from_utf8_lossy(&out);
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_that_does_not_answer_in_time_gets_504_naming_it() {
+    let mut config = seed_config(&[], None).await;
+    // A backend that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    config.tracks[0].backends = vec![silent_addr.to_string()];
+    let limits = cohort_router::proxy::Limits {
+        response_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let addr = start_limited(config, limits).await;
+    let resp = get(&client(), addr, &[("x-traffic-group", "INTERNAL")]).await;
+    assert_eq!(resp.status(), 504);
+    let body = String::from_utf8_lossy(resp.body()).into_owned();
+    assert!(
+        body.contains("track internal") && body.contains("did not answer within 0.3s"),
+        "{body}"
     );
 }
