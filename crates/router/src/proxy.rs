@@ -300,7 +300,18 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
         };
         return local(text(StatusCode::SERVICE_UNAVAILABLE, why), None, None);
     };
+    // `Upgrade` (WebSocket and the like) is hop-by-hop, but passes through: the router asks
+    // the track for the same upgrade and then joins the two connections.
+    let upgrade = wants_upgrade(req.headers())
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut());
+    if let Some(protocol) = &upgrade {
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, protocol.clone());
+    }
     let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -354,6 +365,32 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
     }
     let (name, version) = (&track.name, &track.version);
     match attempt {
+        Sent::Answer(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let Some(client_side) = client_side else {
+                return local(
+                    text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{service}: track {name} switched protocols unasked\n"),
+                    ),
+                    Some(used),
+                    Some("response"),
+                );
+            };
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                            .await;
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            local(
+                Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed()),
+                Some(used),
+                None,
+            )
+        }
         Sent::Answer(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -408,6 +445,17 @@ async fn send(router: &Router, req: Request<Body>) -> Sent {
         Ok(Err(_)) => Sent::Failed,
         Err(_) => Sent::TimedOut,
     }
+}
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` and an `Upgrade` header).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Points a request at a track's pool: `http://track-<id><path>` over HTTP/1.1.

@@ -525,3 +525,64 @@ async fn a_track_that_does_not_answer_in_time_gets_504_naming_it() {
         "{body}"
     );
 }
+
+/// A backend that switches to an echo protocol on `Upgrade: echo`.
+async fn echo_upgrade_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| async move {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on.await {
+                            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                    });
+                    let mut resp = Response::new(Empty::<Bytes>::new());
+                    *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                    resp.headers_mut()
+                        .insert("upgrade", "echo".parse().expect("header"));
+                    resp.headers_mut()
+                        .insert("connection", "upgrade".parse().expect("header"));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_passes_through_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = seed_config(&[], None).await;
+    config.tracks[0].backends = vec![echo_upgrade_backend().await.to_string()];
+    let addr = start(config).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: INTERNAL\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.expect("head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    s.write_all(b"hello through the router").await.expect("write");
+    let mut echoed = vec![0u8; 24];
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut echoed))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&echoed, b"hello through the router");
+}
