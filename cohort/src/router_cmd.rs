@@ -15,6 +15,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Reported;
 
+/// How often backend names are resolved again (all A/AAAA records), as HAProxy's resolvers do.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 use crate::repo_cmds::print_diagnostics;
@@ -104,6 +106,8 @@ async fn serve(
     // comparing what the path resolves to each second sees every kind of update.
     let mut seen = fingerprint(path);
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut resolve = tokio::time::interval(RESOLVE_INTERVAL);
+    resolve.tick().await;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -117,6 +121,7 @@ async fn serve(
                     reload(path, &router).await;
                 }
             }
+            _ = resolve.tick() => re_resolve(&router).await,
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -136,6 +141,18 @@ fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// Resolves the backend names of the config in force again; a table with other addresses
+/// takes over (health state starts afresh for it), the same addresses change nothing.
+async fn re_resolve(router: &Router) {
+    let current = router.table();
+    if let Ok(fresh) = Table::build(current.config.clone()).await
+        && !fresh.same_backends(&current)
+    {
+        eprintln!("cohort router: backend addresses changed; now using them");
+        router.swap(fresh);
+    }
 }
 
 async fn reload(path: &Path, router: &Router) {

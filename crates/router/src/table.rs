@@ -198,6 +198,22 @@ impl Table {
         })
     }
 
+    /// Whether `other` reaches the same backend addresses for every track (names are
+    /// re-resolved periodically; only a real change is worth a new table).
+    pub fn same_backends(&self, other: &Table) -> bool {
+        let addrs = |t: &Table| -> Vec<(String, Vec<SocketAddr>)> {
+            t.tracks
+                .iter()
+                .map(|tr| {
+                    let mut a = tr.backends.clone();
+                    a.sort();
+                    (tr.name.clone(), a)
+                })
+                .collect()
+        };
+        addrs(self) == addrs(other)
+    }
+
     /// The header that names the cohort.
     pub fn cohort_header(&self) -> &HeaderName {
         &self.header

@@ -586,3 +586,18 @@ async fn an_upgrade_passes_through_both_ways() {
         .expect("read");
     assert_eq!(&echoed, b"hello through the router");
 }
+
+#[tokio::test]
+async fn re_resolving_the_same_names_changes_nothing() {
+    let mut config = seed_config(&[], None).await;
+    let a = cohort_router::table::Table::build(config.clone())
+        .await
+        .expect("table");
+    let b = cohort_router::table::Table::build(config.clone())
+        .await
+        .expect("table");
+    assert!(a.same_backends(&b));
+    config.tracks[0].backends.push("127.0.0.1:1".into());
+    let c = cohort_router::table::Table::build(config).await.expect("table");
+    assert!(!a.same_backends(&c));
+}
