@@ -139,8 +139,18 @@ pub enum Command {
     /// turns /ready to 503, keeps serving for the drain delay, then stops.
     Router {
         /// The router config (router.yaml).
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "haproxy_config",
+            conflicts_with = "haproxy_config"
+        )]
+        config: Option<PathBuf>,
+        /// Route as an existing haproxy.cfg of the seed's shape says (servers named after
+        /// tracks, a backend per cohort); what could change routing and is not understood is
+        /// refused with its line.
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        haproxy_config: Option<PathBuf>,
         /// Where to accept traffic.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,

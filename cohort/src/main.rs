@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         ),
         Command::Router {
             ref config,
+            ref haproxy_config,
             listen,
             admin,
             drain_delay,
@@ -117,7 +118,12 @@ fn main() -> ExitCode {
                 max_connections: max_connections.max(1),
                 grace,
             };
-            router_cmd::run(config, listen, admin, drain_delay, limits)
+            let source = match (config, haproxy_config) {
+                (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),
+                (Some(c), None) => router_cmd::Source::Cohort(c.clone()),
+                (None, None) => unreachable!("clap requires one of --config and --haproxy-config"),
+            };
+            router_cmd::run(&source, listen, admin, drain_delay, limits)
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());

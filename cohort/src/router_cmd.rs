@@ -1,7 +1,7 @@
 //! `cohort router`: load the config, serve traffic and admin, reload on SIGHUP, drain on SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +21,40 @@ const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 use crate::repo_cmds::print_diagnostics;
 
-/// Reads and validates a router config file; every problem is reported with file:line:col.
-fn read_config(path: &Path) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
+/// Where the routing comes from.
+pub enum Source {
+    /// A router.yaml as `cohort render` writes it.
+    Cohort(PathBuf),
+    /// An haproxy.cfg of the seed's shape.
+    Haproxy(PathBuf),
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Cohort(p) | Source::Haproxy(p) => p,
+        }
+    }
+}
+
+/// Reads and validates the config; every problem is reported with file:line:col. Warnings
+/// (an haproxy.cfg's directives that cannot change routing) are printed as they are found.
+fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
+    let path = source.path();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut diags = vec![];
+    if let Source::Haproxy(_) = source {
+        let config = cohort_spec::haproxy::read_haproxy(
+            &text,
+            None,
+            &mut cohort_spec::diag::Sink::new(path, &mut diags),
+        );
+        let (warnings, errors): (Vec<_>, Vec<_>) = diags
+            .into_iter()
+            .partition(|d| d.severity == cohort_spec::Severity::Warning);
+        print_diagnostics(&warnings);
+        return Ok(config.ok_or(errors));
+    }
     let config = match cohort_yaml::parse(&text) {
         Ok(node) => cohort_spec::router_config::read_router_config(
             &node,
@@ -44,7 +74,7 @@ fn read_config(path: &Path) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
 }
 
 pub fn run(
-    config: &Path,
+    config: &Source,
     listen: SocketAddr,
     admin: SocketAddr,
     drain_delay: Duration,
@@ -58,7 +88,7 @@ pub fn run(
 }
 
 async fn serve(
-    path: &Path,
+    path: &Source,
     listen: SocketAddr,
     admin: SocketAddr,
     drain_delay: Duration,
@@ -104,18 +134,18 @@ async fn serve(
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     // A ConfigMap volume updates by swapping a symlink, which inotify on the file misses;
     // comparing what the path resolves to each second sees every kind of update.
-    let mut seen = fingerprint(path);
+    let mut seen = fingerprint(path.path());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     let mut resolve = tokio::time::interval(RESOLVE_INTERVAL);
     resolve.tick().await;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                seen = fingerprint(path);
+                seen = fingerprint(path.path());
                 reload(path, &router).await;
             }
             _ = tick.tick() => {
-                let now = fingerprint(path);
+                let now = fingerprint(path.path());
                 if now != seen {
                     seen = now;
                     reload(path, &router).await;
@@ -155,13 +185,13 @@ async fn re_resolve(router: &Router) {
     }
 }
 
-async fn reload(path: &Path, router: &Router) {
+async fn reload(path: &Source, router: &Router) {
     match read_config(path) {
         Ok(Ok(config)) => match Table::build(config).await {
             Ok(table) => {
                 router.swap(table);
                 router.metrics.reloaded(true);
-                eprintln!("cohort router: reloaded {}", path.display());
+                eprintln!("cohort router: reloaded {}", path.path().display());
             }
             Err(e) => {
                 router.metrics.reloaded(false);

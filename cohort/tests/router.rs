@@ -74,8 +74,12 @@ impl Drop for Running {
 }
 
 fn start(config_path: &std::path::Path) -> Running {
+    start_with("--config", config_path)
+}
+
+fn start_with(flag: &str, config_path: &std::path::Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["router", "--config"])
+        .args(["router", flag])
         .arg(config_path)
         .args([
             "--listen",
@@ -230,4 +234,39 @@ fn a_configmap_style_symlink_swap_is_picked_up_without_a_signal() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(switched, "the swapped config is in force within a few seconds");
+}
+
+/// Teams migrate by pointing the router at the haproxy.cfg they run: same routing.
+#[test]
+fn an_existing_haproxy_cfg_routes_the_same() {
+    let (internal, production) = (backend("internal"), backend("production"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("haproxy.cfg");
+    let cfg = format!(
+        "global\n    log stdout format raw local0\n\ndefaults\n    mode http\n    timeout connect 5s\n\nfrontend account-service\n    bind *:8080\n    acl is_internal hdr(X-Traffic-Group) -m str -i INTERNAL\n    use_backend internal if is_internal\n    default_backend everyone\n\nbackend internal\n    balance roundrobin\n    server internal {internal} check inter 2000\n\nbackend everyone\n    balance roundrobin\n    server production {production} resolvers dns check inter 2000 weight 100\n"
+    );
+    std::fs::write(&path, &cfg).expect("write");
+    let r = start_with("--haproxy-config", &path);
+    assert_eq!(
+        http(r.traffic, "/", "X-Traffic-Group: INTERNAL\r\n"),
+        (200, "internal".into())
+    );
+    assert_eq!(http(r.traffic, "/", ""), (200, "production".into()));
+
+    let bad = cfg.replace(
+        "    default_backend everyone",
+        "    http-request set-path /other\n    default_backend everyone",
+    );
+    std::fs::write(&path, bad).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["router", "--haproxy-config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("haproxy.cfg:12:5: error: `http-request` may change routing"),
+        "{err}"
+    );
 }

@@ -211,3 +211,34 @@ fn the_router_config_reads_back_as_rendered() {
         assert_eq!(read, Some(cohort_render::router_config(&repo.pipeline, svc)));
     }
 }
+
+/// The haproxy.cfg cohort renders imports back to the same routing: same cohorts, splits,
+/// trusted peers, health check and backends (HAProxy has no versions).
+#[test]
+fn the_rendered_haproxy_cfg_imports_to_the_same_routing() {
+    let repo = seed();
+    let svc = &repo.services[0];
+    let expected = cohort_render::router_config(&repo.pipeline, svc);
+    let text = cohort_render::haproxy_cfg(&repo.pipeline, svc).expect("expressible");
+    let mut diags = vec![];
+    let imported = cohort_spec::haproxy::read_haproxy(
+        &text,
+        None,
+        &mut cohort_spec::diag::Sink::new("haproxy.cfg", &mut diags),
+    )
+    .unwrap_or_else(|| panic!("imports: {diags:?}"));
+    assert_eq!(imported.service, expected.service);
+    assert_eq!(imported.cohort_header, expected.cohort_header);
+    assert_eq!(imported.trusted_peers, expected.trusted_peers);
+    assert_eq!(imported.health_check, expected.health_check);
+    assert_eq!(imported.cohorts, expected.cohorts);
+    assert_eq!(imported.default_route, expected.default_route);
+    for track in &expected.tracks {
+        let got = imported
+            .tracks
+            .iter()
+            .find(|t| t.name == track.name)
+            .expect("track imported");
+        assert_eq!(got.backends, track.backends);
+    }
+}

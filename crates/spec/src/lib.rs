@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+pub mod haproxy;
 mod pipeline;
 mod read;
 pub mod repo;
