@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The router against HAProxy (Debian's package, one thread) and against no proxy at all, side
+# by side in one run, alternating the order each round.
+#
+# Four track backends (nginx, one worker, keep-alive raised, each answering with its track in
+# X-Track) and wrk share one core; the proxy under test gets the other core to itself. For each
+# proxy and mode (keep-alive; a new connection per request) it reports requests/s, p50/p99/p99.9,
+# the proxy's CPU time per request (utime+stime from /proc over the run) and its RSS, and checks
+# the split the backends saw and that nothing failed.
+#
+# Usage: bench/router/run.sh [SECONDS] [ROUNDS]     (needs: haproxy nginx wrk taskset)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ulimit -n 65536 2>/dev/null || true
+secs=${1:-10}
+rounds=${2:-2}
+for tool in haproxy nginx wrk taskset; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing; install with: apt-get install -y haproxy nginx-light wrk util-linux" >&2; exit 2; }
+done
+cargo build --release --locked -q -p cohort
+target="${CARGO_TARGET_DIR:-$PWD/target}/release/cohort"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -A port
+for t in internal canary paid production; do port[$t]=$(free_port); done
+p_haproxy=$(free_port); p_cohort=$(free_port); p_admin=$(free_port)
+
+# --- backends: one nginx, one worker, on the load core (1) -------------------------------
+{
+    echo "worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.err; daemon off;"
+    echo "events { worker_connections 4096; }"
+    echo "http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;"
+    for t in internal canary paid production; do
+        echo "  server { listen 127.0.0.1:${port[$t]} reuseport; location / { add_header X-Track $t; return 200 'ok'; } }"
+    done
+    echo "}"
+} > "$work/nginx.conf"
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+
+# --- HAProxy with the seed's shape, one thread -------------------------------------------
+cat > "$work/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 5000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+frontend account-service
+    bind 127.0.0.1:$p_haproxy
+    acl is_internal hdr(X-Traffic-Group) -m str -i INTERNAL
+    acl is_free hdr(X-Traffic-Group) -m str -i FREE
+    acl is_enterprise hdr(X-Traffic-Group) -m str -i ENTERPRISE
+    use_backend internal if is_internal
+    use_backend free if is_free
+    use_backend enterprise if is_enterprise
+    default_backend everyone
+backend internal
+    balance roundrobin
+    server internal 127.0.0.1:${port[internal]} check inter 2000
+backend free
+    balance roundrobin
+    server canary 127.0.0.1:${port[canary]} check inter 2000 weight 5
+    server production 127.0.0.1:${port[production]} check inter 2000 weight 95
+backend enterprise
+    balance roundrobin
+    server production 127.0.0.1:${port[production]} check inter 2000
+backend everyone
+    balance roundrobin
+    server paid 127.0.0.1:${port[paid]} check inter 2000 weight 5
+    server production 127.0.0.1:${port[production]} check inter 2000 weight 95
+CFG
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+haproxy_pid=$!
+
+# --- cohort router, the equivalent config, one worker thread -----------------------------
+taskset -c 0 env TOKIO_WORKER_THREADS=1 "$target" router --haproxy-config "$work/haproxy.cfg" \
+    --listen "127.0.0.1:$p_cohort" --admin "127.0.0.1:$p_admin" --max-connections 5000 2>"$work/cohort.err" & pids+=($!)
+cohort_pid=$!
+sleep 1
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+run() { # name pid port mode
+    local name=$1 pid=$2 port=$3 mode=$4 conns=64 before after out
+    [ "$mode" = close ] && conns=16
+    before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" -s bench/router/mix.lua "http://127.0.0.1:$port/" -- "$mode")
+    after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    local result split req
+    result=$(grep '^RESULT' <<<"$out"); split=$(grep '^SPLIT' <<<"$out" || true)
+    req=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")
+    local cpu_us="-" rss="-"
+    if [ "$pid" != - ]; then
+        cpu_us=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$req:.1f}')")
+        rss=$(( $(rss_kib "$pid") / 1024 ))
+    fi
+    printf '%-8s %-10s %s cpu_us_per_req=%s rss_mib=%s %s\n' "$name" "$mode" "${result#RESULT }" "$cpu_us" "$rss" "${split#SPLIT }"
+}
+
+echo "expected split with a proxy: internal 5%, canary 2%, paid 2%, production 91%"
+for round in $(seq 1 "$rounds"); do
+    order=("none" "haproxy" "cohort")
+    [ $((round % 2)) -eq 0 ] && order=("cohort" "haproxy" "none")
+    for mode in keepalive close; do
+        for who in "${order[@]}"; do
+            case $who in
+                none) run none - "${port[production]}" "$mode" ;;
+                haproxy) run haproxy "$haproxy_pid" "$p_haproxy" "$mode" ;;
+                cohort) run cohort "$cohort_pid" "$p_cohort" "$mode" ;;
+            esac
+        done
+    done
+done
