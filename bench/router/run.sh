@@ -80,7 +80,7 @@ taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
 haproxy_pid=$!
 
 # --- cohort router, the equivalent config, one worker thread -----------------------------
-taskset -c 0 env TOKIO_WORKER_THREADS=1 "$target" router --haproxy-config "$work/haproxy.cfg" \
+taskset -c 0 "$target" router --threads 1 --haproxy-config "$work/haproxy.cfg" \
     --listen "127.0.0.1:$p_cohort" --admin "127.0.0.1:$p_admin" --max-connections 5000 2>"$work/cohort.err" & pids+=($!)
 cohort_pid=$!
 sleep 1

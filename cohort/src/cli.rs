@@ -175,6 +175,9 @@ pub enum Command {
         /// Client connections served at once; more wait to be accepted.
         #[arg(long, value_name = "N", default_value_t = 10000)]
         max_connections: usize,
+        /// Threads serving traffic (default: one per CPU). 1 runs everything on one thread.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// Print a shell completion script, e.g. `cohort completions bash > /etc/bash_completion.d/cohort`.
     Completions {

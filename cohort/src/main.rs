@@ -110,6 +110,7 @@ fn main() -> ExitCode {
             response_timeout,
             max_header_bytes,
             max_connections,
+            threads,
         } => {
             let limits = cohort_router::proxy::Limits {
                 header_read_timeout: header_timeout,
@@ -123,7 +124,14 @@ fn main() -> ExitCode {
                 (Some(c), None) => router_cmd::Source::Cohort(c.clone()),
                 (None, None) => unreachable!("clap requires one of --config and --haproxy-config"),
             };
-            router_cmd::run(&source, listen, admin, drain_delay, limits)
+            router_cmd::run(
+                &source,
+                listen,
+                admin,
+                drain_delay,
+                limits,
+                threads.map(usize::from),
+            )
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());

@@ -79,11 +79,20 @@ pub fn run(
     admin: SocketAddr,
     drain_delay: Duration,
     limits: Limits,
+    threads: Option<usize>,
 ) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    // One thread: everything on the calling thread, no hand-offs between workers (what a
+    // router pod limited to one CPU wants). Otherwise a worker per CPU.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder.enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(serve(config, listen, admin, drain_delay, limits))
 }
 

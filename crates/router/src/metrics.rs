@@ -147,6 +147,70 @@ impl Metrics {
     }
 }
 
+/// Handles for one table: requests by route × track (the last slot: no track) × status class,
+/// and latency by track.
+#[derive(Debug)]
+pub struct TableHandles {
+    requests: Vec<Vec<[Counter; 5]>>,
+    latency: Vec<Histogram>,
+}
+
+impl TableHandles {
+    /// Counts a request of route `route` answered by track `track` with `status`.
+    pub fn request(&self, route: usize, track: Option<usize>, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        if let Some(row) = self.requests.get(route) {
+            let slot = track.unwrap_or(row.len() - 1).min(row.len() - 1);
+            row[slot][class].inc();
+        }
+    }
+
+    /// Records the time to a track's response head.
+    pub fn latency(&self, track: usize, seconds: f64) {
+        if let Some(h) = self.latency.get(track) {
+            h.observe(seconds);
+        }
+    }
+}
+
+impl Metrics {
+    /// Handles for routes named `cohorts` and tracks named `tracks`.
+    pub fn handles(&self, cohorts: &[String], tracks: &[String]) -> TableHandles {
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let slots: Vec<String> = tracks
+            .iter()
+            .cloned()
+            .chain(std::iter::once("none".to_string()))
+            .collect();
+        let requests = cohorts
+            .iter()
+            .map(|cohort| {
+                slots
+                    .iter()
+                    .map(|track| {
+                        classes.map(|class| {
+                            let labels = RequestLabels {
+                                cohort: cohort.clone(),
+                                track: track.clone(),
+                                class: class.into(),
+                            };
+                            self.requests.get_or_create_owned(&labels)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let latency = tracks
+            .iter()
+            .map(|t| {
+                self.latency
+                    .get_or_create_owned(&TrackLabels { track: t.clone() })
+            })
+            .collect();
+        TableHandles { requests, latency }
+    }
+}
+
 /// 0.5 ms to about 16 s, doubling: fine enough for p50/p99 of a canary against production.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))

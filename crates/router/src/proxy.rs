@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{ErrorLabels, Metrics, RequestLabels, TrackLabels};
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::table::{Table, Track};
 
 /// Response bodies: streamed from upstream, or our own short texts.
@@ -233,33 +233,26 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
-    let done = forward(&router, peer, req).await;
-    let m = &router.metrics;
-    let status = done.response.status().as_u16();
-    let class = format!("{}xx", status / 100);
-    let track = done.track.clone().unwrap_or_else(|| "none".into());
-    m.requests
-        .get_or_create(&RequestLabels {
-            cohort: done.cohort,
-            track: track.clone(),
-            class,
-        })
-        .inc();
-    match done.error {
-        Some(kind) => {
-            m.upstream_errors
+    let table = router.table();
+    let done = forward(&router, &table, peer, req).await;
+    let handles = table.handles(&router.metrics);
+    handles.request(done.route, done.track, done.response.status().as_u16());
+    match (done.error, done.track) {
+        (Some(kind), track) => {
+            let track = track
+                .and_then(|t| table.tracks.get(t))
+                .map_or("none", |t| t.name.as_str());
+            router
+                .metrics
+                .upstream_errors
                 .get_or_create(&ErrorLabels {
-                    track,
+                    track: track.into(),
                     kind: kind.into(),
                 })
                 .inc();
         }
-        None if done.track.is_some() => {
-            m.latency
-                .get_or_create(&TrackLabels { track })
-                .observe(started.elapsed().as_secs_f64());
-        }
-        None => {}
+        (None, Some(track)) => handles.latency(track, started.elapsed().as_secs_f64()),
+        (None, None) => {}
     }
     Ok(done.response)
 }
@@ -267,25 +260,26 @@ async fn handle(
 /// What became of one request, for the metrics.
 struct Done {
     response: Response<Body>,
-    cohort: String,
-    /// The track that answered (or failed to).
-    track: Option<String>,
-    /// `connect` or `response` when the upstream failed.
+    /// The route's index in the table.
+    route: usize,
+    /// The index of the track that answered (or failed to).
+    track: Option<usize>,
+    /// `connect`, `response` or `timeout` when the upstream failed.
     error: Option<&'static str>,
 }
 
-async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> Done {
-    let table = router.table();
-    let service = table.config.service.clone();
+async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Request<Incoming>) -> Done {
+    let service = table.config.service.as_str();
     let decision = table.decide(peer.ip(), req.headers());
     if decision.spoofed {
         req.headers_mut().remove(table.cohort_header());
         router.metrics.spoofed.inc();
     }
-    let cohort = decision.cohort.unwrap_or("default").to_string();
-    let local = |response, track: Option<String>, error| Done {
+    let cohort = decision.cohort.unwrap_or("default");
+    let route = decision.route;
+    let local = |response, track: Option<usize>, error| Done {
         response,
-        cohort: cohort.clone(),
+        route,
         track,
         error,
     };
@@ -328,7 +322,11 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
         // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
         req.headers_mut().insert(header::HOST, v);
     }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     // A request without a body can be sent again as it was; one with a body cannot, because
     // the body is streamed, never buffered.
     let resend = req
@@ -336,7 +334,7 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
         .is_end_stream()
         .then(|| (req.method().clone(), req.headers().clone()));
     let (mut parts, body) = req.into_parts();
-    if !aim(&mut parts, track.id, &path) {
+    if !aim(&mut parts, &track, &path) {
         return local(
             text(
                 StatusCode::BAD_REQUEST,
@@ -346,7 +344,7 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
             None,
         );
     }
-    let mut used = track.name.clone();
+    let mut used = decision.track_index;
     let mut attempt = send(router, Request::from_parts(parts, body.boxed())).await;
     if let (Sent::Refused, Some((method, headers))) = (&attempt, resend) {
         // Every backend of the track refused and is now marked down: decide again, and the
@@ -357,8 +355,8 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
             *retry.method_mut() = method;
             *retry.headers_mut() = headers;
             let (mut parts, body) = retry.into_parts();
-            if aim(&mut parts, other.id, &path) {
-                used = other.name.clone();
+            if aim(&mut parts, other, &path) {
+                used = again.track_index;
                 attempt = send(router, Request::from_parts(parts, body)).await;
             }
         }
@@ -372,7 +370,7 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
                         StatusCode::BAD_GATEWAY,
                         format!("{service}: track {name} switched protocols unasked\n"),
                     ),
-                    Some(used),
+                    used,
                     Some("response"),
                 );
             };
@@ -387,21 +385,21 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
             let (parts, _) = resp.into_parts();
             local(
                 Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed()),
-                Some(used),
+                used,
                 None,
             )
         }
         Sent::Answer(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            local(Response::from_parts(parts, body.boxed()), Some(used), None)
+            local(Response::from_parts(parts, body.boxed()), used, None)
         }
         Sent::Refused => local(
             text(
                 StatusCode::BAD_GATEWAY,
                 format!("{service}: no backend of track {name} ({version}) accepted a connection\n"),
             ),
-            Some(used),
+            used,
             Some("connect"),
         ),
         Sent::Failed => local(
@@ -409,7 +407,7 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
                 StatusCode::BAD_GATEWAY,
                 format!("{service}: track {name} ({version}) failed to answer\n"),
             ),
-            Some(used),
+            used,
             Some("response"),
         ),
         Sent::TimedOut => local(
@@ -420,7 +418,7 @@ async fn forward(router: &Router, peer: SocketAddr, mut req: Request<Incoming>) 
                     router.limits.response_timeout.as_secs_f64()
                 ),
             ),
-            Some(used),
+            used,
             Some("timeout"),
         ),
     }
@@ -459,8 +457,12 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Points a request at a track's pool: `http://track-<id><path>` over HTTP/1.1.
-fn aim(parts: &mut http::request::Parts, track_id: u64, path: &str) -> bool {
-    match format!("http://track-{track_id}{path}").parse::<Uri>() {
+fn aim(parts: &mut http::request::Parts, track: &Track, path: &http::uri::PathAndQuery) -> bool {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(track.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    match Uri::from_parts(uri) {
         Ok(uri) => {
             parts.uri = uri;
             parts.version = http::Version::HTTP_11;

@@ -22,6 +22,8 @@ static NEXT_TRACK_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Track {
     /// Unique across tables; the upstream authority is `track-<id>`.
     pub id: u64,
+    /// `track-<id>`, ready for upstream URIs.
+    pub authority: http::uri::Authority,
     /// Track name.
     pub name: String,
     /// The version it runs.
@@ -124,6 +126,9 @@ pub struct Table {
     routes: Vec<Route>,
     default_route: Route,
     header: HeaderName,
+    /// Metric handles for this table's routes and tracks, made on first use so the hot path
+    /// neither allocates labels nor looks them up.
+    handles: std::sync::OnceLock<crate::metrics::TableHandles>,
 }
 
 /// Why a config cannot become a table.
@@ -141,6 +146,10 @@ pub struct Decision<'t> {
     pub cohort: Option<&'t str>,
     /// The track chosen, or `None` when no track of the route has a version.
     pub track: Option<&'t Arc<Track>>,
+    /// The route's index: a cohort's position, or the number of cohorts for the default route.
+    pub route: usize,
+    /// The chosen track's index in the table.
+    pub track_index: Option<usize>,
     /// Whether a cohort header from an untrusted peer was ignored (and must be removed).
     pub spoofed: bool,
     /// When no track was chosen although the route has tracks: their names (all down).
@@ -161,8 +170,12 @@ impl Table {
                     backends.extend(addrs);
                 }
             }
+            let id = NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed);
+            let authority = http::uri::Authority::try_from(format!("track-{id}"))
+                .unwrap_or_else(|_| unreachable!("`track-<digits>` is a valid authority"));
             tracks.push(Arc::new(Track {
-                id: NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed),
+                id,
+                authority,
                 name: t.name.to_string(),
                 version: t.version.to_string(),
                 health: backends.iter().map(|_| BackendHealth::default()).collect(),
@@ -195,6 +208,7 @@ impl Table {
             default_route,
             header,
             config,
+            handles: std::sync::OnceLock::new(),
         })
     }
 
@@ -214,6 +228,20 @@ impl Table {
         addrs(self) == addrs(other)
     }
 
+    /// This table's metric handles in `metrics`.
+    pub fn handles(&self, metrics: &crate::metrics::Metrics) -> &crate::metrics::TableHandles {
+        self.handles.get_or_init(|| {
+            let cohorts: Vec<String> = self
+                .routes
+                .iter()
+                .map(|r| r.cohort.clone().unwrap_or_else(|| "default".into()))
+                .chain(std::iter::once("default".to_string()))
+                .collect();
+            let tracks: Vec<String> = self.tracks.iter().map(|t| t.name.clone()).collect();
+            metrics.handles(&cohorts, &tracks)
+        })
+    }
+
     /// The header that names the cohort.
     pub fn cohort_header(&self) -> &HeaderName {
         &self.header
@@ -225,9 +253,10 @@ impl Table {
         let trusted = header_trusted(peer, &self.config.trusted_peers);
         let spoofed = value.is_some() && !trusted;
         let believed = if trusted { value } else { None };
-        let route = believed
+        let route_index = believed
             .and_then(|v| cohort_index(self.routes.iter().map(|r| r.cohort.as_deref()), v))
-            .map_or(&self.default_route, |i| &self.routes[i]);
+            .unwrap_or(self.routes.len());
+        let route = self.routes.get(route_index).unwrap_or(&self.default_route);
         let healthy = |leg: usize| self.tracks[route.legs[leg]].is_healthy();
         let leg = match self.sticky_key(headers) {
             Some(key) => pick_sticky(&route.weights, healthy, bucket(&key)),
@@ -250,9 +279,12 @@ impl Table {
             Some(_) => vec![],
             None => route.legs.iter().map(|t| self.tracks[*t].name.as_str()).collect(),
         };
+        let track_index = leg.map(|l| route.legs[l]);
         Decision {
             cohort: route.cohort.as_deref(),
-            track: leg.map(|l| &self.tracks[route.legs[l]]),
+            track: track_index.map(|t| &self.tracks[t]),
+            route: route_index,
+            track_index,
             spoofed,
             down,
         }
