@@ -120,3 +120,13 @@ for round in $(seq 1 "$rounds"); do
         done
     done
 done
+
+# --- memory with 1,000 open keep-alive connections -----------------------------------------
+for who in haproxy cohort; do
+    case $who in haproxy) pid=$haproxy_pid; port=$p_haproxy ;; cohort) pid=$cohort_pid; port=$p_cohort ;; esac
+    coproc HOLD { taskset -c 1 python3 bench/router/hold.py "$port" 1000; }
+    read -r answered <&"${HOLD[0]}"
+    printf '%-8s rss_mib_at_1000_connections=%s answered=%s\n' "$who" "$(( $(rss_kib "$pid") / 1024 ))" "$answered"
+    exec {HOLD[1]}>&-
+    wait "$HOLD_PID" 2>/dev/null || true
+done

@@ -87,6 +87,8 @@ impl Router {
             let connector = TrackConnector { router: me.clone() };
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                // Enough idle connections per track for bursts; beyond that they cost memory.
+                .pool_max_idle_per_host(64)
                 .pool_timer(TokioTimer::new())
                 .build(connector);
             Router {
