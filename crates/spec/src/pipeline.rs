@@ -429,19 +429,7 @@ pub(crate) fn read_health_check(
 ) -> Option<HealthCheck> {
     let mut m = MapReader::new(n, what.to_string(), sink);
     let path = match m.opt("path") {
-        Some(p) => read::text(p, "the health check `path`", sink).and_then(|t| {
-            if t.starts_with('/') {
-                Some(t.to_string())
-            } else {
-                sink.error(
-                    p.pos,
-                    Kind::WrongType,
-                    format!("health check path `{t}` does not start with `/`"),
-                    Some(format!("write `/{t}`")),
-                );
-                None
-            }
-        }),
+        Some(p) => read::http_path(p, "the health check path", sink),
         None => Some(base.path.clone()),
     };
     let interval = match m.opt("interval") {
@@ -490,11 +478,7 @@ fn read_defaults(
         path: "/healthz".into(),
         interval: Duration::from_secs(2),
     };
-    let empty = Node {
-        pos: root.pos,
-        kind: cohort_yaml::NodeKind::Null,
-    };
-    let mut m = MapReader::new(n.unwrap_or(&empty), "`defaults`", sink);
+    let mut m = MapReader::optional(n, root.pos, "`defaults`", sink);
     let mut ok = true;
     if let Some(r) = m.opt("replicas") {
         match read_replicas(r, "`defaults.replicas`", stages, sink) {
@@ -542,11 +526,7 @@ fn read_defaults(
 }
 
 fn read_router(n: Option<&Node>, root: &Node, sink: &mut Sink<'_>) -> Option<RouterSettings> {
-    let empty = Node {
-        pos: root.pos,
-        kind: cohort_yaml::NodeKind::Null,
-    };
-    let mut m = MapReader::new(n.unwrap_or(&empty), "`router`", sink);
+    let mut m = MapReader::optional(n, root.pos, "`router`", sink);
     let image = m
         .opt("image")
         .map_or(Some(DEFAULT_ROUTER_IMAGE.to_string()), |i| {

@@ -44,6 +44,25 @@ impl<'n> MapReader<'n> {
         }
     }
 
+    /// Reads an optional section: absent is the same as empty, positioned at `at` (so what
+    /// is missing from it is reported somewhere sensible).
+    pub fn optional(
+        node: Option<&'n Node>,
+        at: Pos,
+        what: impl Into<String>,
+        sink: &mut Sink<'_>,
+    ) -> MapReader<'n> {
+        match node {
+            Some(n) => MapReader::new(n, what, sink),
+            None => MapReader {
+                pos: at,
+                what: what.into(),
+                entries: vec![],
+                known: vec![],
+            },
+        }
+    }
+
     /// Where the mapping starts.
     pub fn pos(&self) -> Pos {
         self.pos
@@ -222,6 +241,21 @@ pub fn weight(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<Weight> {
             None
         }
     }
+}
+
+/// An HTTP path for health checks: it must start with `/`.
+pub fn http_path(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
+    let t = text(node, what, sink)?;
+    if t.starts_with('/') {
+        return Some(t.to_string());
+    }
+    sink.error(
+        node.pos,
+        Kind::WrongType,
+        format!("{what} `{t}` does not start with `/`"),
+        Some(format!("write `/{t}`")),
+    );
+    None
 }
 
 /// A list of values.

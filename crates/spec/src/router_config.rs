@@ -82,25 +82,9 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
 }
 
 fn read_health(n: Option<&Node>, root: &Node, sink: &mut Sink<'_>) -> Option<RouterHealthCheck> {
-    let empty = Node {
-        pos: root.pos,
-        kind: cohort_yaml::NodeKind::Null,
-    };
-    let mut m = MapReader::new(n.unwrap_or(&empty), "`health_check`", sink);
+    let mut m = MapReader::optional(n, root.pos, "`health_check`", sink);
     let path = m.opt("path").map_or(Some("/healthz".to_string()), |p| {
-        read::text(p, "`health_check.path`", sink).and_then(|t| {
-            if t.starts_with('/') {
-                Some(t.to_string())
-            } else {
-                sink.error(
-                    p.pos,
-                    Kind::WrongType,
-                    format!("health check path `{t}` does not start with `/`"),
-                    None,
-                );
-                None
-            }
-        })
+        read::http_path(p, "the health check path", sink)
     });
     let interval = m
         .opt("interval")
