@@ -270,3 +270,58 @@ fn an_existing_haproxy_cfg_routes_the_same() {
         "{err}"
     );
 }
+
+/// Draining as Kubernetes does it: SIGTERM arrives while traffic flows; traffic keeps coming
+/// for a while (endpoints take time to update), then stops before the drain delay is over.
+/// No request fails, and the router exits 0.
+#[test]
+fn sigterm_under_load_loses_no_accepted_request() {
+    let (internal, production) = (backend("internal"), backend("production"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(&path, config(internal, production, "100%")).expect("write");
+    let mut r = start(&path);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = vec![];
+    for _ in 0..4 {
+        let (addr, stop) = (r.traffic, std::sync::Arc::clone(&stop));
+        load.push(std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    break;
+                };
+                s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                let _ = write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut out = String::new();
+                match s.read_to_string(&mut out) {
+                    Ok(_) if out.starts_with("HTTP/1.1 200") => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(r.child.id(), "-TERM");
+    // The drain delay is 300 ms: traffic goes on for 200 ms of it, while /ready says 503.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(http(r.admin, "/ready", "").0, 503);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let status = r.child.wait().expect("exits");
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.join().expect("load thread");
+        ok += o;
+        failed += f;
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(ok > 100, "the load ran: {ok} requests");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} accepted requests failed during the drain",
+        ok + failed
+    );
+}
