@@ -6,29 +6,24 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::table::{Table, Track};
+use crate::upstream::{Sent, Upstream};
 
 /// Response bodies: streamed from upstream, or our own short texts.
 pub type Body = BoxBody<Bytes, hyper::Error>;
-
-/// How long a backend may take to accept a connection before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Limits that protect the router and its backends, each answered clearly when hit.
 #[derive(Clone, Copy, Debug)]
@@ -64,10 +59,11 @@ pub struct Router {
     limits: Limits,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
-    /// Every track of every table still in use (requests in flight hold their table), so a
-    /// request routed just before a reload still finds its track when it connects.
+    /// Every track of every table still in use (requests in flight hold their table), so the
+    /// pooled connections of tracks nobody uses any more can be dropped.
     tracks: Mutex<HashMap<u64, Weak<Track>>>,
-    client: Client<TrackConnector, Body>,
+    /// Connections to tracks.
+    upstream: Upstream,
     ready: AtomicBool,
 }
 
@@ -83,22 +79,14 @@ impl Router {
         let table = Arc::new(table);
         crate::health::spawn_checks(&table);
         let table = RwLock::new(table);
-        Arc::new_cyclic(|me| {
-            let connector = TrackConnector { router: me.clone() };
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                // Enough idle connections per track for bursts; beyond that they cost memory.
-                .pool_max_idle_per_host(64)
-                .pool_timer(TokioTimer::new())
-                .build(connector);
-            Router {
-                table,
-                limits,
-                metrics: Metrics::new(),
-                tracks,
-                client,
-                ready: AtomicBool::new(true),
-            }
+        Arc::new(Router {
+            table,
+            limits,
+            metrics: Metrics::new(),
+            tracks,
+            // Enough idle connections per track for bursts; beyond that they cost memory.
+            upstream: Upstream::new(64),
+            ready: AtomicBool::new(true),
         })
     }
 
@@ -116,6 +104,7 @@ impl Router {
             let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
             tracks.retain(|_, t| t.strong_count() > 0);
             tracks.extend(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))));
+            self.upstream.retain(|id| tracks.contains_key(&id));
         }
         let table = Arc::new(table);
         crate::health::spawn_checks(&table);
@@ -123,14 +112,6 @@ impl Router {
             Ok(mut t) => *t = table,
             Err(poisoned) => *poisoned.into_inner() = table,
         }
-    }
-
-    fn track(&self, id: u64) -> Option<Arc<Track>> {
-        self.tracks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .and_then(Weak::upgrade)
     }
 
     /// Whether `/ready` answers 200.
@@ -329,39 +310,30 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // A request without a body can be sent again as it was; one with a body cannot, because
-    // the body is streamed, never buffered.
-    let resend = req
-        .body()
-        .is_end_stream()
-        .then(|| (req.method().clone(), req.headers().clone()));
     let (mut parts, body) = req.into_parts();
-    if !aim(&mut parts, &track, &path) {
-        return local(
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("{service}: cannot forward request target {path}\n"),
-            ),
-            None,
-            None,
-        );
-    }
+    aim(&mut parts, &path);
+    let timeout = router.limits.response_timeout;
     let mut used = decision.track_index;
-    let mut attempt = send(router, Request::from_parts(parts, body.boxed())).await;
-    if let (Sent::Refused, Some((method, headers))) = (&attempt, resend) {
-        // Every backend of the track refused and is now marked down: decide again, and the
-        // track's share goes to the healthy tracks of the route.
-        let again = table.decide(peer.ip(), &headers);
-        if let Some(other) = again.track.filter(|t| t.id != track.id) {
-            let mut retry = Request::new(Empty::new().map_err(|never| match never {}).boxed());
-            *retry.method_mut() = method;
-            *retry.headers_mut() = headers;
-            let (mut parts, body) = retry.into_parts();
-            if aim(&mut parts, other, &path) {
+    let mut attempt = router
+        .upstream
+        .send(&track, Request::from_parts(parts, body.boxed()), timeout)
+        .await;
+    if let Sent::Refused(unsent) = attempt {
+        // Every backend of the track refused and is now marked down, and the request was never
+        // sent: decide again, so the track's share goes to the healthy tracks of the route.
+        let again = table.decide(peer.ip(), unsent.headers());
+        attempt = match again.track.filter(|t| t.id != track.id) {
+            Some(other) => {
+                let (mut parts, body) = unsent.into_parts();
                 used = again.track_index;
-                attempt = send(router, Request::from_parts(parts, body)).await;
+                aim(&mut parts, &path);
+                router
+                    .upstream
+                    .send(other, Request::from_parts(parts, body), timeout)
+                    .await
             }
-        }
+            None => Sent::Refused(unsent),
+        };
     }
     let (name, version) = (&track.name, &track.version);
     match attempt {
@@ -396,7 +368,7 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
             strip_hop_by_hop(&mut parts.headers);
             local(Response::from_parts(parts, body.boxed()), used, None)
         }
-        Sent::Refused => local(
+        Sent::Refused(_) => local(
             text(
                 StatusCode::BAD_GATEWAY,
                 format!("{service}: no backend of track {name} ({version}) accepted a connection\n"),
@@ -426,27 +398,6 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
     }
 }
 
-/// What became of sending a request upstream.
-enum Sent {
-    /// The response head arrived.
-    Answer(Response<Incoming>),
-    /// No backend accepted a connection; the request was not sent.
-    Refused,
-    /// It failed after it was sent.
-    Failed,
-    /// No response head within the response timeout.
-    TimedOut,
-}
-
-async fn send(router: &Router, req: Request<Body>) -> Sent {
-    match tokio::time::timeout(router.limits.response_timeout, router.client.request(req)).await {
-        Ok(Ok(resp)) => Sent::Answer(resp),
-        Ok(Err(e)) if e.is_connect() => Sent::Refused,
-        Ok(Err(_)) => Sent::Failed,
-        Err(_) => Sent::TimedOut,
-    }
-}
-
 /// Whether a request asks to switch protocols (`Connection: upgrade` and an `Upgrade` header).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -458,70 +409,9 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Points a request at a track's pool: `http://track-<id><path>` over HTTP/1.1.
-fn aim(parts: &mut http::request::Parts, track: &Track, path: &http::uri::PathAndQuery) -> bool {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(track.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    match Uri::from_parts(uri) {
-        Ok(uri) => {
-            parts.uri = uri;
-            parts.version = http::Version::HTTP_11;
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// Connects to a track named by the upstream URI (`http://track-<id>/...`): tries each of its
-/// backends in turn, so a connection refused by one is retried on another before the request
-/// is sent. The pool keys connections by track.
-#[derive(Clone)]
-struct TrackConnector {
-    router: std::sync::Weak<Router>,
-}
-
-/// No backend of a track accepted a connection.
-#[derive(Debug, thiserror::Error)]
-#[error("no backend of track {track} accepted a connection")]
-struct ConnectFailed {
-    track: String,
-}
-
-impl tower_service::Service<Uri> for TrackConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectFailed;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let track: Option<Arc<Track>> = uri
-            .host()
-            .and_then(|h| h.strip_prefix("track-"))
-            .and_then(|id| id.parse().ok())
-            .and_then(|id| self.router.upgrade().and_then(|r| r.track(id)));
-        Box::pin(async move {
-            let Some(track) = track else {
-                return Err(ConnectFailed {
-                    track: uri.host().unwrap_or_default().to_string(),
-                });
-            };
-            for (addr, health) in track.connect_order() {
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok(TokioIo::new(stream));
-                    }
-                    _ => health.mark_down(),
-                }
-            }
-            Err(ConnectFailed {
-                track: track.name.clone(),
-            })
-        })
-    }
+/// Makes a request ready for an upstream HTTP/1.1 connection: origin-form target (the Host
+/// header the client sent goes along unchanged).
+fn aim(parts: &mut http::request::Parts, path: &http::uri::PathAndQuery) {
+    parts.uri = Uri::from(path.clone());
+    parts.version = http::Version::HTTP_11;
 }

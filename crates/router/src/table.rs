@@ -20,10 +20,8 @@ static NEXT_TRACK_ID: AtomicU64 = AtomicU64::new(1);
 /// One track: where its backends are.
 #[derive(Debug)]
 pub struct Track {
-    /// Unique across tables; the upstream authority is `track-<id>`.
+    /// Unique across tables: the key of the track's pooled connections.
     pub id: u64,
-    /// `track-<id>`, ready for upstream URIs.
-    pub authority: http::uri::Authority,
     /// Track name.
     pub name: String,
     /// The version it runs.
@@ -171,11 +169,8 @@ impl Table {
                 }
             }
             let id = NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed);
-            let authority = http::uri::Authority::try_from(format!("track-{id}"))
-                .unwrap_or_else(|_| unreachable!("`track-<digits>` is a valid authority"));
             tracks.push(Arc::new(Track {
                 id,
-                authority,
                 name: t.name.to_string(),
                 version: t.version.to_string(),
                 health: backends.iter().map(|_| BackendHealth::default()).collect(),

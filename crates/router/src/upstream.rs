@@ -1,0 +1,119 @@
+//! Connections to tracks: a small pool of HTTP/1.1 connections per track. A connection is
+//! made *before* the request is handed over, so when every backend of a track refuses, the
+//! request comes back untouched and can go to another track: nothing is copied per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::proxy::Body;
+use crate::table::Track;
+
+/// How long a backend may take to accept a connection before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What became of sending a request to a track.
+pub enum Sent {
+    /// The response head arrived.
+    Answer(Response<Incoming>),
+    /// No backend of the track accepted a connection; here is the request, unsent.
+    Refused(Request<Body>),
+    /// It failed after it was sent.
+    Failed,
+    /// No response head within the response timeout.
+    TimedOut,
+}
+
+/// Idle connections per track (by track id).
+pub struct Upstream {
+    idle: Mutex<HashMap<u64, Vec<SendRequest<Body>>>>,
+    max_idle: usize,
+}
+
+impl Upstream {
+    /// A pool keeping at most `max_idle` connections per track.
+    pub fn new(max_idle: usize) -> Upstream {
+        Upstream {
+            idle: Mutex::new(HashMap::new()),
+            max_idle,
+        }
+    }
+
+    /// Sends `req` to `track` over a pooled or new connection.
+    pub async fn send(&self, track: &Track, mut req: Request<Body>, timeout: Duration) -> Sent {
+        // Two tries: a pooled connection can turn out closed just as it is used (the backend
+        // timed it out); hyper then gives the request back and a fresh connection is made.
+        for _ in 0..2 {
+            let mut sender = match self.checkout(track.id) {
+                Some(s) => s,
+                None => match connect(track).await {
+                    Some(s) => s,
+                    None => return Sent::Refused(req),
+                },
+            };
+            match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+                Err(_) => return Sent::TimedOut,
+                Ok(Ok(resp)) => {
+                    // Busy until the body is read; `checkout` skips it until then.
+                    self.checkin(track.id, sender);
+                    return Sent::Answer(resp);
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Sent::Failed,
+                },
+            }
+        }
+        Sent::Failed
+    }
+
+    fn checkout(&self, track: u64) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&track)?;
+        list.retain(|s| !s.is_closed());
+        let ready = list.iter().rposition(SendRequest::is_ready)?;
+        Some(list.swap_remove(ready))
+    }
+
+    fn checkin(&self, track: u64, sender: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(track).or_default();
+        if list.len() < self.max_idle {
+            list.push(sender);
+        }
+    }
+
+    /// Drops the connections of tracks no table uses any more.
+    pub fn retain(&self, live: impl Fn(u64) -> bool) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| live(*id));
+    }
+}
+
+/// A new connection to one of the track's healthy backends, each tried in turn; a backend that
+/// refuses (or does not answer the handshake) is marked down at once.
+async fn connect(track: &Track) -> Option<SendRequest<Body>> {
+    for (addr, health) in track.connect_order() {
+        let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await else {
+            health.mark_down();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok((sender, conn)) => {
+                tokio::spawn(conn.with_upgrades());
+                return Some(sender);
+            }
+            Err(_) => health.mark_down(),
+        }
+    }
+    None
+}
