@@ -158,19 +158,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
                         }
                     }
                 }
-                _ if ignorable => sink.warning(
-                    pos,
-                    Kind::UnknownKey,
-                    format!("`{first}` does not change routing; ignored"),
-                    None,
-                ),
-                _ => {
-                    error(
-                        format!("`{first}` may change routing and cohort does not understand it"),
-                        Some("remove it, or route with cohort's own config".into()),
-                    );
-                    ok = false;
-                }
+                _ => ok &= unhandled(first, ignorable, pos, sink),
             },
             "backend" => {
                 let Some(backend) = backends.get_mut(&section.1) else {
@@ -217,19 +205,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
                             ok = false;
                         }
                     },
-                    _ if ignorable || first == "http-check" => sink.warning(
-                        pos,
-                        Kind::UnknownKey,
-                        format!("`{first}` does not change routing; ignored"),
-                        None,
-                    ),
-                    _ => {
-                        error(
-                            format!("`{first}` may change routing and cohort does not understand it"),
-                            None,
-                        );
-                        ok = false;
-                    }
+                    _ => ok &= unhandled(first, ignorable || first == "http-check", pos, sink),
                 }
             }
             _ => {
@@ -390,6 +366,27 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
         cohorts,
         default_route: default_route?,
     })
+}
+
+/// A directive the importer does not handle: a warning when it cannot change routing (`ignorable`),
+/// otherwise an error. Returns whether the file is still usable.
+fn unhandled(directive: &str, ignorable: bool, pos: Pos, sink: &mut Sink<'_>) -> bool {
+    if ignorable {
+        sink.warning(
+            pos,
+            Kind::UnknownKey,
+            format!("`{directive}` does not change routing; ignored"),
+            None,
+        );
+        return true;
+    }
+    sink.error(
+        pos,
+        Kind::WrongType,
+        format!("`{directive}` may change routing and cohort does not understand it"),
+        Some("remove it, or route with cohort's own config".into()),
+    );
+    false
 }
 
 fn strip_comment(line: &str) -> &str {
