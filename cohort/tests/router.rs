@@ -108,6 +108,21 @@ fn start_with(flag: &str, config_path: &std::path::Path) -> Running {
     }
 }
 
+/// Starts the router with a config it must refuse; returns what it printed.
+fn refused_at_start(flag: &str, path: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["router", flag])
+        .arg(path)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an invalid config stops the start with status 1"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -194,13 +209,7 @@ fn an_invalid_config_stops_the_start_with_file_line_col() {
         "service: s\ntracks: []\ndefault_route:\n  weights:\n    - track: nowhere\n      weight: 100%\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["router", "--config"])
-        .arg(&path)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_start("--config", &path);
     assert!(
         err.contains("router.yaml:5:14: error: `nowhere` is not one of the config's tracks"),
         "{err}"
@@ -258,13 +267,7 @@ fn an_existing_haproxy_cfg_routes_the_same() {
         "    http-request set-path /other\n    default_backend everyone",
     );
     std::fs::write(&path, bad).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["router", "--haproxy-config"])
-        .arg(&path)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_start("--haproxy-config", &path);
     assert!(
         err.contains("haproxy.cfg:12:5: error: `http-request` may change routing"),
         "{err}"

@@ -75,19 +75,18 @@ impl Router {
 
     /// A router serving `table` within `limits`.
     pub fn with_limits(table: Table, limits: Limits) -> Arc<Router> {
-        let tracks = Mutex::new(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))).collect());
         let table = Arc::new(table);
-        crate::health::spawn_checks(&table);
-        let table = RwLock::new(table);
-        Arc::new(Router {
-            table,
+        let router = Arc::new(Router {
+            table: RwLock::new(Arc::clone(&table)),
             limits,
             metrics: Metrics::new(),
-            tracks,
+            tracks: Mutex::new(HashMap::new()),
             // Enough idle connections per track for bursts; beyond that they cost memory.
             upstream: Upstream::new(64),
             ready: AtomicBool::new(true),
-        })
+        });
+        router.adopt(&table);
+        router
     }
 
     /// The table in force now.
@@ -100,18 +99,24 @@ impl Router {
 
     /// Puts a new table in force; requests already routed finish with the old one.
     pub fn swap(&self, table: Table) {
+        let table = Arc::new(table);
+        self.adopt(&table);
+        match self.table.write() {
+            Ok(mut t) => *t = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+    }
+
+    /// Registers a table's tracks (forgetting those of tables no longer in use, with their
+    /// pooled connections) and starts its health checks.
+    fn adopt(&self, table: &Arc<Table>) {
         {
             let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
             tracks.retain(|_, t| t.strong_count() > 0);
             tracks.extend(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))));
             self.upstream.retain(|id| tracks.contains_key(&id));
         }
-        let table = Arc::new(table);
-        crate::health::spawn_checks(&table);
-        match self.table.write() {
-            Ok(mut t) => *t = table,
-            Err(poisoned) => *poisoned.into_inner() = table,
-        }
+        crate::health::spawn_checks(table);
     }
 
     /// Whether `/ready` answers 200.
@@ -183,14 +188,20 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): the ones `Connection` names, and the fixed set.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The options listed in `Connection` headers (`keep-alive`, `upgrade`, header names...).
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): the ones `Connection` names, and the fixed set.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -305,13 +316,8 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
         // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
         req.headers_mut().insert(header::HOST, v);
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let (mut parts, body) = req.into_parts();
-    aim(&mut parts, &path);
+    aim(&mut parts);
     let timeout = router.limits.response_timeout;
     let mut used = decision.track_index;
     let mut attempt = router
@@ -324,18 +330,15 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
         let again = table.decide(peer.ip(), unsent.headers());
         attempt = match again.track.filter(|t| t.id != track.id) {
             Some(other) => {
-                let (mut parts, body) = unsent.into_parts();
                 used = again.track_index;
-                aim(&mut parts, &path);
-                router
-                    .upstream
-                    .send(other, Request::from_parts(parts, body), timeout)
-                    .await
+                router.upstream.send(other, unsent, timeout).await
             }
             None => Sent::Refused(unsent),
         };
     }
-    let (name, version) = (&track.name, &track.version);
+    // After a re-send, errors name the track that was tried last.
+    let tried = used.and_then(|i| table.tracks.get(i)).unwrap_or(&track);
+    let (name, version) = (&tried.name, &tried.version);
     match attempt {
         Sent::Answer(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let Some(client_side) = client_side else {
@@ -401,17 +404,17 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
 /// Whether a request asks to switch protocols (`Connection: upgrade` and an `Upgrade` header).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && connection_options(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Makes a request ready for an upstream HTTP/1.1 connection: origin-form target (the Host
 /// header the client sent goes along unchanged).
-fn aim(parts: &mut http::request::Parts, path: &http::uri::PathAndQuery) {
-    parts.uri = Uri::from(path.clone());
+fn aim(parts: &mut http::request::Parts) {
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
     parts.version = http::Version::HTTP_11;
 }
