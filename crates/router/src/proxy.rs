@@ -2,12 +2,11 @@
 //! table in force, and forwards over pooled HTTP/1.1 connections to the chosen track, with
 //! bodies streamed both ways.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::table::{Table, Track};
-use crate::upstream::{Sent, Upstream};
+use crate::table::Table;
+use crate::upstream::{self, Sent};
 
 /// Response bodies: streamed from upstream, or our own short texts.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -59,11 +58,6 @@ pub struct Router {
     limits: Limits,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
-    /// Every track of every table still in use (requests in flight hold their table), so the
-    /// pooled connections of tracks nobody uses any more can be dropped.
-    tracks: Mutex<HashMap<u64, Weak<Track>>>,
-    /// Connections to tracks.
-    upstream: Upstream,
     ready: AtomicBool,
 }
 
@@ -80,9 +74,6 @@ impl Router {
             table: RwLock::new(Arc::clone(&table)),
             limits,
             metrics: Metrics::new(),
-            tracks: Mutex::new(HashMap::new()),
-            // Enough idle connections per track for bursts; beyond that they cost memory.
-            upstream: Upstream::new(64),
             ready: AtomicBool::new(true),
         });
         router.adopt(&table);
@@ -107,15 +98,9 @@ impl Router {
         }
     }
 
-    /// Registers a table's tracks (forgetting those of tables no longer in use, with their
-    /// pooled connections) and starts its health checks.
+    /// Starts the health checks of a table about to be put in force. (Its tracks hold their
+    /// pooled connections, which go with the last table or request in flight using them.)
     fn adopt(&self, table: &Arc<Table>) {
-        {
-            let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-            tracks.retain(|_, t| t.strong_count() > 0);
-            tracks.extend(table.tracks.iter().map(|t| (t.id, Arc::downgrade(t))));
-            self.upstream.retain(|id| tracks.contains_key(&id));
-        }
         crate::health::spawn_checks(table);
     }
 
@@ -154,7 +139,9 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer, req));
+            let peer = Peer::new(peer);
+            let service =
+                hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -188,6 +175,26 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// The client at the other end of a connection.
+#[derive(Clone)]
+struct Peer {
+    ip: IpAddr,
+    /// Its address as an `X-Forwarded-For` value, written once per connection rather than
+    /// per request.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip();
+        Peer {
+            ip,
+            forwarded_for: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
 /// The options listed in `Connection` headers (`keep-alive`, `upgrade`, header names...).
 fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -198,32 +205,48 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): the ones `Connection` names, and the fixed set.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Whether `name` is hop-by-hop by itself (RFC 9110 §7.6.1 and the proxy auth pair).
+fn always_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ]
+    .contains(&name)
+}
+
+/// Removes hop-by-hop headers: the fixed set and the ones `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_options(headers)
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+    // One pass over the few headers a message has, rather than a hash lookup per name that
+    // might be there: this runs twice per request.
+    let named: Vec<&str> = match headers.contains_key(header::CONNECTION) {
+        true => connection_options(headers).collect(),
+        false => vec![],
+    };
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| always_hop_by_hop(name) || named.iter().any(|o| o.eq_ignore_ascii_case(name.as_str())))
+        .cloned()
         .collect();
-    for name in named {
+    for name in doomed {
         headers.remove(name);
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::PROXY_AUTHENTICATE);
 }
 
 async fn handle(
     router: Arc<Router>,
-    peer: SocketAddr,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
@@ -262,9 +285,9 @@ struct Done {
     error: Option<&'static str>,
 }
 
-async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Request<Incoming>) -> Done {
+async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<Incoming>) -> Done {
     let service = table.config.service.as_str();
-    let decision = table.decide(peer.ip(), req.headers());
+    let decision = table.decide(peer.ip, req.headers());
     if decision.spoofed {
         req.headers_mut().remove(table.cohort_header());
         router.metrics.spoofed.inc();
@@ -300,15 +323,15 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, protocol.clone());
     }
-    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    let forwarded_for = match req.headers().get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_maybe_shared(Bytes::from(format!("{prior}, {}", peer.ip))).ok(),
+        None => Some(peer.forwarded_for),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        req.headers_mut().insert("x-forwarded-for", v);
+    if let Some(v) = forwarded_for {
+        req.headers_mut().insert(X_FORWARDED_FOR, v);
     }
     req.headers_mut()
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if req.headers().get(header::HOST).is_none()
         && let Some(authority) = req.uri().authority().cloned()
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
@@ -320,18 +343,15 @@ async fn forward(router: &Router, table: &Table, peer: SocketAddr, mut req: Requ
     aim(&mut parts);
     let timeout = router.limits.response_timeout;
     let mut used = decision.track_index;
-    let mut attempt = router
-        .upstream
-        .send(&track, Request::from_parts(parts, body.boxed()), timeout)
-        .await;
+    let mut attempt = upstream::send(&track, Request::from_parts(parts, body.boxed()), timeout).await;
     if let Sent::Refused(unsent) = attempt {
         // Every backend of the track refused and is now marked down, and the request was never
         // sent: decide again, so the track's share goes to the healthy tracks of the route.
-        let again = table.decide(peer.ip(), unsent.headers());
-        attempt = match again.track.filter(|t| t.id != track.id) {
+        let again = table.decide(peer.ip, unsent.headers());
+        attempt = match again.track.filter(|t| !Arc::ptr_eq(t, &track)) {
             Some(other) => {
                 used = again.track_index;
-                router.upstream.send(other, unsent, timeout).await
+                upstream::send(other, unsent, timeout).await
             }
             None => Sent::Refused(unsent),
         };

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use cohort_core::Sticky;
 use cohort_core::router_config::{RouterConfig, RouterRoute};
@@ -13,15 +13,9 @@ use http::header::{COOKIE, HeaderName};
 
 use crate::decide::{BUCKETS, bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
 
-/// Gives every track of every table its own id, so pooled connections of an old table are
-/// never reused for the tracks of a new one.
-static NEXT_TRACK_ID: AtomicU64 = AtomicU64::new(1);
-
 /// One track: where its backends are.
 #[derive(Debug)]
 pub struct Track {
-    /// Unique across tables: the key of the track's pooled connections.
-    pub id: u64,
     /// Track name.
     pub name: String,
     /// The version it runs.
@@ -32,6 +26,8 @@ pub struct Track {
     pub health: Vec<BackendHealth>,
     /// Round robin over backends for new connections.
     next: AtomicUsize,
+    /// Idle connections to the track's backends.
+    pub(crate) pool: crate::upstream::Pool,
 }
 
 /// Whether a backend takes traffic, with HAProxy's rise/fall hysteresis: `fall` failed checks
@@ -124,6 +120,8 @@ pub struct Table {
     routes: Vec<Route>,
     default_route: Route,
     header: HeaderName,
+    /// The sticky key's header, parsed once (`None` for a cookie key or none).
+    sticky_header: Option<HeaderName>,
     /// Metric handles for this table's routes and tracks, made on first use so the hot path
     /// neither allocates labels nor looks them up.
     handles: std::sync::OnceLock<crate::metrics::TableHandles>,
@@ -160,6 +158,12 @@ impl Table {
     pub async fn build(config: RouterConfig) -> Result<Table, TableError> {
         let header = HeaderName::from_bytes(config.cohort_header.as_bytes())
             .map_err(|_| TableError::BadHeader(config.cohort_header.clone()))?;
+        let sticky_header = match &config.sticky {
+            Some(Sticky::Header(name)) => Some(
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| TableError::BadHeader(name.clone()))?,
+            ),
+            _ => None,
+        };
         let mut tracks = vec![];
         for t in &config.tracks {
             let mut backends = vec![];
@@ -168,14 +172,13 @@ impl Table {
                     backends.extend(addrs);
                 }
             }
-            let id = NEXT_TRACK_ID.fetch_add(1, Ordering::Relaxed);
             tracks.push(Arc::new(Track {
-                id,
                 name: t.name.to_string(),
                 version: t.version.to_string(),
                 health: backends.iter().map(|_| BackendHealth::default()).collect(),
                 backends,
                 next: AtomicUsize::new(0),
+                pool: crate::upstream::Pool::default(),
             }));
         }
         let route = |r: &RouterRoute| {
@@ -202,6 +205,7 @@ impl Table {
             routes,
             default_route,
             header,
+            sticky_header,
             config,
             handles: std::sync::OnceLock::new(),
         })
@@ -254,7 +258,7 @@ impl Table {
         let route = self.routes.get(route_index).unwrap_or(&self.default_route);
         let healthy = |leg: usize| self.tracks[route.legs[leg]].is_healthy();
         let leg = match self.sticky_key(headers) {
-            Some(key) => pick_sticky(&route.weights, healthy, bucket(&key)),
+            Some(key) => pick_sticky(&route.weights, healthy, bucket(key)),
             None if route.cycle.is_empty() => None,
             None => {
                 let n = route.counter.fetch_add(1, Ordering::Relaxed);
@@ -285,9 +289,9 @@ impl Table {
         }
     }
 
-    fn sticky_key(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
+    fn sticky_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
         match self.config.sticky.as_ref()? {
-            Sticky::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+            Sticky::Header(_) => headers.get(self.sticky_header.as_ref()?).map(|v| v.as_bytes()),
             Sticky::Cookie(name) => headers
                 .get_all(COOKIE)
                 .iter()
@@ -297,11 +301,11 @@ impl Table {
 }
 
 /// The value of cookie `name` in one `Cookie` header (`a=1; b=2`).
-fn cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+fn cookie<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
     header.split(|b| *b == b';').find_map(|pair| {
         let pair = trim_ows(pair);
         let eq = pair.iter().position(|b| *b == b'=')?;
-        (&pair[..eq] == name).then(|| pair[eq + 1..].to_vec())
+        (&pair[..eq] == name).then(|| &pair[eq + 1..])
     })
 }
 
@@ -309,11 +313,8 @@ fn cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     #[test]
     fn cookies_are_found_by_exact_name() {
-        assert_eq!(
-            super::cookie(b"a=1; uid=u-42; b=2", b"uid"),
-            Some(b"u-42".to_vec())
-        );
+        assert_eq!(super::cookie(b"a=1; uid=u-42; b=2", b"uid"), Some(&b"u-42"[..]));
         assert_eq!(super::cookie(b"xuid=1", b"uid"), None);
-        assert_eq!(super::cookie(b"uid=", b"uid"), Some(vec![]));
+        assert_eq!(super::cookie(b"uid=", b"uid"), Some(&b""[..]));
     }
 }

@@ -2,7 +2,6 @@
 //! made *before* the request is handed over, so when every backend of a track refuses, the
 //! request comes back untouched and can go to another track: nothing is copied per request.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,72 +29,65 @@ pub enum Sent {
     TimedOut,
 }
 
-/// Idle connections per track (by track id).
-pub struct Upstream {
-    idle: Mutex<HashMap<u64, Vec<SendRequest<Body>>>>,
-    max_idle: usize,
+/// Idle connections kept per track: enough for bursts; beyond that they cost memory.
+const MAX_IDLE: usize = 64;
+
+/// A track's idle connections. It lives in the track, so the connections go when the last
+/// table (or request in flight) using the track lets go of it.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<SendRequest<Body>>>,
 }
 
-impl Upstream {
-    /// A pool keeping at most `max_idle` connections per track.
-    pub fn new(max_idle: usize) -> Upstream {
-        Upstream {
-            idle: Mutex::new(HashMap::new()),
-            max_idle,
-        }
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map_or(0, |v| v.len());
+        f.debug_struct("Pool").field("idle", &idle).finish()
+    }
+}
+
+impl Pool {
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().rposition(SendRequest::is_ready)?;
+        Some(idle.swap_remove(ready))
     }
 
-    /// Sends `req` to `track` over a pooled or new connection.
-    pub async fn send(&self, track: &Track, mut req: Request<Body>, timeout: Duration) -> Sent {
-        // Two tries: a pooled connection can turn out closed just as it is used (the backend
-        // timed it out); hyper then gives the request back and a fresh connection is made.
-        for _ in 0..2 {
-            let mut sender = match self.checkout(track.id) {
+    fn checkin(&self, sender: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+}
+
+/// Sends `req` to `track` over a pooled or new connection.
+pub async fn send(track: &Track, mut req: Request<Body>, timeout: Duration) -> Sent {
+    // Two tries: a pooled connection can turn out closed just as it is used (the backend
+    // timed it out); hyper then gives the request back and a fresh connection is made.
+    for _ in 0..2 {
+        let mut sender = match track.pool.checkout() {
+            Some(s) => s,
+            None => match connect(track).await {
                 Some(s) => s,
-                None => match connect(track).await {
-                    Some(s) => s,
-                    None => return Sent::Refused(req),
-                },
-            };
-            match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-                Err(_) => return Sent::TimedOut,
-                Ok(Ok(resp)) => {
-                    // Busy until the body is read; `checkout` skips it until then.
-                    self.checkin(track.id, sender);
-                    return Sent::Answer(resp);
-                }
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Sent::Failed,
-                },
+                None => return Sent::Refused(req),
+            },
+        };
+        match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+            Err(_) => return Sent::TimedOut,
+            Ok(Ok(resp)) => {
+                // Busy until the body is read; `checkout` skips it until then.
+                track.pool.checkin(sender);
+                return Sent::Answer(resp);
             }
-        }
-        Sent::Failed
-    }
-
-    fn checkout(&self, track: u64) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(&track)?;
-        list.retain(|s| !s.is_closed());
-        let ready = list.iter().rposition(SendRequest::is_ready)?;
-        Some(list.swap_remove(ready))
-    }
-
-    fn checkin(&self, track: u64, sender: SendRequest<Body>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(track).or_default();
-        if list.len() < self.max_idle {
-            list.push(sender);
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(back) => req = back,
+                None => return Sent::Failed,
+            },
         }
     }
-
-    /// Drops the connections of tracks no table uses any more.
-    pub fn retain(&self, live: impl Fn(u64) -> bool) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|id, _| live(*id));
-    }
+    Sent::Failed
 }
 
 /// A new connection to one of the track's healthy backends, each tried in turn; a backend that

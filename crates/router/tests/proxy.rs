@@ -35,6 +35,9 @@ async fn backend(track: &'static str) -> SocketAddr {
                         .get("x-forwarded-for")
                         .map(|v| v.as_bytes().to_vec())
                         .unwrap_or_default();
+                    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+                    names.sort_unstable();
+                    let names = names.join(",");
                     let body = req
                         .into_body()
                         .collect()
@@ -50,6 +53,10 @@ async fn backend(track: &'static str) -> SocketAddr {
                     );
                     resp.headers_mut()
                         .insert("x-seen-xff", http::HeaderValue::from_bytes(&xff).expect("header"));
+                    resp.headers_mut().insert(
+                        "x-seen-names",
+                        http::HeaderValue::from_str(&names).expect("header"),
+                    );
                     Ok::<_, Infallible>(resp)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -600,4 +607,40 @@ async fn re_resolving_the_same_names_changes_nothing() {
     config.tracks[0].backends.push("127.0.0.1:1".into());
     let c = cohort_router::table::Table::build(config).await.expect("table");
     assert!(!a.same_backends(&c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_stop_at_the_router_and_forwarding_headers_are_added() {
+    let addr = start(seed_config(&[], None).await).await;
+    let resp = get(
+        &client(),
+        addr,
+        &[
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "for the router only"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("TE", "trailers"),
+            ("X-End-To-End", "kept"),
+        ],
+    )
+    .await;
+    let names = resp.headers()["x-seen-names"].to_str().expect("names");
+    let names: Vec<&str> = names.split(',').collect();
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+    ] {
+        assert!(!names.contains(&gone), "{gone} reached the backend: {names:?}");
+    }
+    for kept in ["x-end-to-end", "x-forwarded-for", "x-forwarded-proto", "host"] {
+        assert!(
+            names.contains(&kept),
+            "{kept} did not reach the backend: {names:?}"
+        );
+    }
+    assert_eq!(resp.headers()["x-seen-xff"], "127.0.0.1");
 }
