@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::table::Table;
@@ -119,7 +119,7 @@ impl Router {
 /// accepting, lets requests in flight finish for at most the grace period, and returns.
 pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
     let limits = router.limits;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -136,29 +136,92 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         };
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&router);
-        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let peer = Peer::new(peer);
-            let service =
-                hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192));
-            builder
-                .http2()
-                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-            let _ = watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service))
-                .await;
+            serve_connection(stream, Peer::new(peer), router, limits, stopping).await;
         });
     }
     drop(listener);
-    // Idle keep-alive connections close now; busy ones after their current response.
-    let _ = tokio::time::timeout(limits.grace, graceful.shutdown()).await;
+    // Idle keep-alive connections close now; busy ones after their current response. Every
+    // connection holds a slot until it is done, so all slots back means all done.
+    let _ = stop.send(true);
+    let everyone = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(limits.grace, slots.acquire_many(everyone)).await;
+}
+
+/// The HTTP/2 connection preface a client with prior knowledge starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a new connection opens with the HTTP/2 preface. It peeks, so the chosen protocol
+/// reads the connection from its first byte: sniffing through a buffer instead (as hyper-util's
+/// `auto` builder does) makes hyper grow its read buffer to 16 KiB on every HTTP/1.1 connection.
+async fn opens_with_h2_preface(stream: &TcpStream) -> bool {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        match stream.peek(&mut first).await {
+            Ok(n) if n > 0 && first[..n] == H2_PREFACE[..n] => {
+                if n == H2_PREFACE.len() {
+                    return true;
+                }
+                // Part of the preface so far; the rest is on its way. (Peeking again at once
+                // would spin: the bytes already there keep the socket readable.)
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Anything else (HTTP/1.1, an early close, an error) is HTTP/1.1's to answer.
+            _ => return false,
+        }
+    }
+}
+
+/// Serves one client connection, HTTP/1.1 or HTTP/2, until it closes; when `stopping` turns
+/// true, asks it to finish gracefully (idle: close now; busy: after the current response).
+async fn serve_connection(
+    stream: TcpStream,
+    peer: Peer,
+    router: Arc<Router>,
+    limits: Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    // A client that connects and sends nothing is cut off like one that sends a head slowly.
+    let Ok(h2) = tokio::time::timeout(limits.header_read_timeout, opens_with_h2_preface(&stream)).await
+    else {
+        return;
+    };
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
+    let io = TokioIo::new(stream);
+    let stop_requested = async move {
+        // A dropped sender means the server is gone: stop as well.
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    if h2 {
+        // Boxed: HTTP/2 connections are few, and inline their state would make every
+        // HTTP/1.1 connection's task as big.
+        let mut conn = Box::pin(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(io, service),
+        );
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = stop_requested => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .serve_connection(io, service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = stop_requested => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
@@ -251,7 +314,9 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let table = router.table();
-    let done = forward(&router, &table, peer, req).await;
+    // Boxed for the length of the request: hyper keeps room for this future for as long as
+    // the client connection lives, and inline it would be kilobytes per idle connection.
+    let done = Box::pin(forward(&router, &table, peer, req)).await;
     let handles = table.handles(&router.metrics);
     handles.request(done.route, done.track, done.response.status().as_u16());
     match (done.error, done.track) {

@@ -69,7 +69,10 @@ pub async fn send(track: &Track, mut req: Request<Body>, timeout: Duration) -> S
     for _ in 0..2 {
         let mut sender = match track.pool.checkout() {
             Some(s) => s,
-            None => match connect(track).await {
+            // Boxed: connecting is rare with pooled connections, and inline its state would
+            // make every request's future (which lives as long as its client connection)
+            // kilobytes bigger.
+            None => match Box::pin(connect(track)).await {
                 Some(s) => s,
                 None => return Sent::Refused(req),
             },
