@@ -644,3 +644,37 @@ async fn hop_by_hop_headers_stop_at_the_router_and_forwarding_headers_are_added(
     }
     assert_eq!(resp.headers()["x-seen-xff"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_with_prior_knowledge_is_routed_like_any_other() {
+    let addr = start(seed_config(&["127.0.0.1/32"], None).await).await;
+    let h2: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    for (cohort, track) in [("INTERNAL", "internal"), ("ENTERPRISE", "production")] {
+        let resp = get(&h2, addr, &[("X-Traffic-Group", cohort)]).await;
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(track_of(&resp), track);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_that_arrives_in_pieces_is_still_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = start(seed_config(&[], None).await).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    s.write_all(&preface[..7]).await.expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.write_all(&preface[7..]).await.expect("write");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write");
+    let mut head = [0u8; 9];
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    // An HTTP/2 server opens with its own SETTINGS frame; HTTP/1.1 would have said "HTTP/1.1 400".
+    assert_eq!(head[3], 4, "not a SETTINGS frame: {head:?}");
+}
