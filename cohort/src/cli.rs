@@ -169,6 +169,9 @@ pub enum Command {
         /// A track must send its response head within this, or the client gets 504.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         response_timeout: std::time::Duration,
+        /// Connections to tracks unused for this long are closed (they cost memory at both ends).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        upstream_idle_timeout: std::time::Duration,
         /// Largest request head accepted, in bytes; larger ones get 431.
         #[arg(long, value_name = "BYTES", default_value_t = 65536)]
         max_header_bytes: usize,

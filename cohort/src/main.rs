@@ -111,6 +111,7 @@ fn main() -> ExitCode {
             max_header_bytes,
             max_connections,
             threads,
+            upstream_idle_timeout,
         } => {
             let limits = cohort_router::proxy::Limits {
                 header_read_timeout: header_timeout,
@@ -118,6 +119,7 @@ fn main() -> ExitCode {
                 response_timeout,
                 max_connections: max_connections.max(1),
                 grace,
+                upstream_idle_timeout,
             };
             let source = match (config, haproxy_config) {
                 (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),

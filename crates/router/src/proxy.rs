@@ -38,6 +38,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// On shutdown, how long requests in flight may take to finish.
     pub grace: Duration,
+    /// How long a connection to a track may sit unused in the pool before it is closed.
+    pub upstream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             response_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             grace: Duration::from_secs(20),
+            upstream_idle_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -98,10 +101,12 @@ impl Router {
         }
     }
 
-    /// Starts the health checks of a table about to be put in force. (Its tracks hold their
-    /// pooled connections, which go with the last table or request in flight using them.)
+    /// Starts the health checks and the idle-connection purge of a table about to be put in
+    /// force. (Its tracks hold their pooled connections, which go with the last table or
+    /// request in flight using them.)
     fn adopt(&self, table: &Arc<Table>) {
         crate::health::spawn_checks(table);
+        upstream::spawn_purge(table, self.limits.upstream_idle_timeout);
     }
 
     /// Whether `/ready` answers 200.

@@ -2,8 +2,8 @@
 //! made *before* the request is handed over, so when every backend of a track refuses, the
 //! request comes back untouched and can go to another track: nothing is copied per request.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::proxy::Body;
-use crate::table::Track;
+use crate::table::{Table, Track};
 
 /// How long a backend may take to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,34 +32,77 @@ pub enum Sent {
 /// Idle connections kept per track: enough for bursts; beyond that they cost memory.
 const MAX_IDLE: usize = 64;
 
-/// A track's idle connections. It lives in the track, so the connections go when the last
-/// table (or request in flight) using the track lets go of it.
+/// A pooled connection and since when it has been unused.
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A track's idle connections, oldest first. It lives in the track, so the connections go
+/// when the last table (or request in flight) using the track lets go of it.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.idle.lock().map_or(0, |v| v.len());
-        f.debug_struct("Pool").field("idle", &idle).finish()
+        f.debug_struct("Pool").field("idle", &self.len()).finish()
     }
 }
 
 impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used connection that can take a request: reusing the newest lets
+    /// the oldest age out when traffic drops.
     fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().rposition(SendRequest::is_ready)?;
-        Some(idle.swap_remove(ready))
+        let mut idle = self.lock();
+        idle.retain(|c| !c.sender.is_closed());
+        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
+        Some(idle.remove(ready).sender)
     }
 
     fn checkin(&self, sender: SendRequest<Body>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
+
+    /// Closes the connections unused for `timeout` or longer.
+    pub fn purge(&self, timeout: Duration) {
+        let now = Instant::now();
+        self.lock().retain(|c| now.duration_since(c.since) < timeout);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Closes, about once a second, the pooled connections of `table`'s tracks that have been
+/// unused for `timeout` (like HAProxy's `pool-purge-delay`): an idle connection costs memory
+/// and a file descriptor at both ends. Stops once the table is dropped.
+pub fn spawn_purge(table: &Arc<Table>, timeout: Duration) {
+    let weak: Weak<Table> = Arc::downgrade(table);
+    let every = timeout.clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(table) = weak.upgrade() else { return };
+            for track in &table.tracks {
+                track.pool.purge(timeout);
+            }
+        }
+    });
 }
 
 /// Sends `req` to `track` over a pooled or new connection.

@@ -678,3 +678,62 @@ async fn an_http2_preface_that_arrives_in_pieces_is_still_http2() {
     // An HTTP/2 server opens with its own SETTINGS frame; HTTP/1.1 would have said "HTTP/1.1 400".
     assert_eq!(head[3], 4, "not a SETTINGS frame: {head:?}");
 }
+
+/// A backend that counts the connections open to it.
+async fn counting_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counter = Arc::clone(&open);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let open = Arc::clone(&counter);
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_a_track_are_closed_after_the_idle_timeout() {
+    use std::sync::atomic::Ordering;
+    let (production, open) = counting_backend().await;
+    let mut config = seed_config(&[], None).await;
+    for t in &mut config.tracks {
+        t.backends = vec![production.to_string()];
+    }
+    let limits = cohort_router::proxy::Limits {
+        upstream_idle_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let addr = start_limited(config, limits).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, addr, &[]).await.status(), 200);
+    }
+    assert!(
+        open.load(Ordering::SeqCst) >= 1,
+        "the router keeps its connection open for reuse"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections still open 5 s after the last request",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And a closed pool does not cost a request: the next one opens a new connection.
+    assert_eq!(get(&c, addr, &[]).await.status(), 200);
+}
