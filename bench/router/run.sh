@@ -103,7 +103,7 @@ run() { # name pid port mode
         cpu_us=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$req:.1f}')")
         rss=$(( $(rss_kib "$pid") / 1024 ))
     fi
-    printf '%-8s %-10s %s cpu_us_per_req=%s rss_mib=%s %s\n' "$name" "$mode" "${result#RESULT }" "$cpu_us" "$rss" "${split#SPLIT }"
+    printf '%-8s %-10s %s cpu_us_per_req=%s rss_mib=%s %s\n' "$name" "$mode" "${result#RESULT }" "$cpu_us" "$rss" "${split#SPLIT }" | tee -a "$work/results"
 }
 
 echo "expected split with a proxy: internal 5%, canary 2%, paid 2%, production 91%"
@@ -126,7 +126,29 @@ for who in haproxy cohort; do
     case $who in haproxy) pid=$haproxy_pid; port=$p_haproxy ;; cohort) pid=$cohort_pid; port=$p_cohort ;; esac
     coproc HOLD { taskset -c 1 python3 bench/router/hold.py "$port" 1000; }
     read -r answered <&"${HOLD[0]}"
-    printf '%-8s rss_mib_at_1000_connections=%s answered=%s\n' "$who" "$(( $(rss_kib "$pid") / 1024 ))" "$answered"
+    printf '%-8s rss_mib_at_1000_connections=%s answered=%s\n' "$who" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")" "$answered"
     exec {HOLD[1]}>&-
     wait "$HOLD_PID" 2>/dev/null || true
 done
+
+# --- summary: medians over the rounds, cohort against HAProxy -------------------------------
+python3 - "$work/results" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    who, mode = line.split()[:2]
+    f = dict(re.findall(r"(\w+)=([\d.]+)", line))
+    rows.setdefault((who, mode), []).append(f)
+def med(who, mode, key):
+    vals = [float(r[key]) for r in rows.get((who, mode), []) if key in r]
+    return statistics.median(vals) if vals else float("nan")
+print("\nmedians over the rounds (cohort / HAProxy):")
+print(f"{'mode':<10} {'HAProxy us/req':>15} {'cohort us/req':>14} {'ratio':>6} {'HAProxy p99':>12} {'cohort p99':>11} {'ratio':>6} {'no proxy p99':>13}")
+for mode in ("keepalive", "close"):
+    hc, cc = med("haproxy", mode, "cpu_us_per_req"), med("cohort", mode, "cpu_us_per_req")
+    hp, cp = med("haproxy", mode, "p99_us") / 1000, med("cohort", mode, "p99_us") / 1000
+    npx = med("none", mode, "p99_us") / 1000
+    print(f"{mode:<10} {hc:>15.1f} {cc:>14.1f} {cc/hc:>5.2f}x {hp:>10.2f}ms {cp:>9.2f}ms {cp/hp:>5.2f}x {npx:>11.2f}ms")
+bad = sum(int(r.get("errors", 0)) + int(r.get("non200", 0)) for rs in rows.values() for r in rs)
+print(f"errors and non-200 answers, all runs: {bad}")
+PY
