@@ -188,10 +188,16 @@ async fn serve_connection(
     limits: Limits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    // A client that connects and sends nothing is cut off like one that sends a head slowly.
-    let Ok(h2) = tokio::time::timeout(limits.header_read_timeout, opens_with_h2_preface(&stream)).await
-    else {
-        return;
+    // A client that connects and sends nothing is cut off like one that sends a head slowly,
+    // and at once when the router is stopping.
+    let h2 = tokio::select! {
+        sniffed = tokio::time::timeout(limits.header_read_timeout, opens_with_h2_preface(&stream)) => {
+            match sniffed {
+                Ok(h2) => h2,
+                Err(_) => return,
+            }
+        }
+        _ = stopping.wait_for(|stop| *stop) => return,
     };
     let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
     let io = TokioIo::new(stream);

@@ -75,10 +75,13 @@ impl Pool {
         }
     }
 
-    /// Closes the connections unused for `timeout` or longer.
+    /// Closes the connections unused for `timeout` or longer. One still streaming a response
+    /// body is not unused, however long ago it was handed out.
     pub fn purge(&self, timeout: Duration) {
         let now = Instant::now();
-        self.lock().retain(|c| now.duration_since(c.since) < timeout);
+        self.lock().retain(|c| {
+            !c.sender.is_closed() && (!c.sender.is_ready() || now.duration_since(c.since) < timeout)
+        });
     }
 
     fn len(&self) -> usize {
