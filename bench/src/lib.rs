@@ -118,3 +118,71 @@ mod tests {
         assert_eq!(distinct.len(), 30);
     }
 }
+
+/// Namespaces of any size for `cohort status`, generated from the seed's namespace as a real
+/// API server returned it (crates/health/tests/fixtures).
+pub mod namespace {
+    use cohort_health::Inventory;
+
+    const SERVICES: &str = include_str!("../../crates/health/tests/fixtures/seed-healthy.services.json");
+    const DEPLOYMENTS: &str =
+        include_str!("../../crates/health/tests/fixtures/seed-healthy.deployments.json");
+    const SLICES: &str = include_str!("../../crates/health/tests/fixtures/seed-healthy.endpointslices.json");
+
+    /// `n` copies of the healthy seed service (`svc-0001`, ...): each with its front Service,
+    /// four track Services, router and track Deployments, and EndpointSlices trimmed to one
+    /// endpoint each, and none on every third service's internal track: 1,500 services then
+    /// have 7,000 endpoints. The evaluator reports the trimmed tracks (too few endpoints), so
+    /// the benchmark runs the path that finds problems, not only the happy one.
+    pub fn seed_times(n: usize) -> Inventory {
+        let mut inv = Inventory::default();
+        for i in 1..=n {
+            let name = format!("svc-{i:04}");
+            let copy = |text: &str| text.replace("account-service", &name);
+            let mut one = Inventory::from_lists(
+                copy(SERVICES).as_bytes(),
+                copy(DEPLOYMENTS).as_bytes(),
+                copy(SLICES).as_bytes(),
+                br#"{"items":[]}"#,
+            )
+            .expect("the fixtures are valid lists");
+            for slice in &mut one.endpoint_slices {
+                let is_internal = slice
+                    .metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.contains("-internal-"));
+                let keep = if is_internal && i % 3 == 0 { 0 } else { 1 };
+                slice.endpoints.truncate(keep);
+            }
+            inv.services.append(&mut one.services);
+            inv.deployments.append(&mut one.deployments);
+            inv.endpoint_slices.append(&mut one.endpoint_slices);
+        }
+        inv
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn ten_times_the_seed_has_1500_services_and_7000_endpoints() {
+            let inv = super::seed_times(1_500);
+            assert_eq!(inv.services.len(), 1_500 * 5);
+            let endpoints: usize = inv.endpoint_slices.iter().map(|s| s.endpoints.len()).sum();
+            assert_eq!(endpoints, 7_000);
+            let now = "2026-11-22T04:06:01Z".parse().expect("time");
+            let report = cohort_health::evaluate(&inv, None, &cohort_health::Settings::defaults(now));
+            assert_eq!(report.services.len(), 1_500);
+            // One ready endpoint per track is under the minimum of 2 everywhere: every service
+            // reports its tracks, and nothing else.
+            for svc in &report.services {
+                assert!(
+                    svc.findings
+                        .iter()
+                        .all(|f| matches!(f, cohort_health::Finding::TooFewEndpoints { .. }))
+                );
+                assert_eq!(svc.tracks.len(), 4);
+            }
+        }
+    }
+}
