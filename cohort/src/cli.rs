@@ -132,6 +132,13 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
     },
+    /// Service health at a glance, from the cluster: router, ready endpoints and versions per
+    /// track, replicas, stuck rollouts, forgotten versions, drift from the release repo.
+    ///
+    /// Gathers the namespace with one LIST per kind. With a release repo (`-C` or the current
+    /// directory) expectations come from it; without one, from labels and the defaults below.
+    /// Exit status: 0 all healthy, 1 problems found, 2 could not check.
+    Status(StatusArgs),
     /// Run the data plane: route requests by cohort to tracks (what the router pods run).
     ///
     /// Reads the router config that `cohort render` puts in the `<service>-router` ConfigMap.
@@ -187,6 +194,30 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these services (default: all in the namespace).
+    pub services: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace (default: the release repo's, else the context's).
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Fewest ready endpoints a track's Service may have.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub min_ready_endpoints: u32,
+    /// Router replicas expected when there is no release repo.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub router_replicas: u32,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod change;
 mod cli;
 mod repo_cmds;
 mod router_cmd;
+mod status_cmd;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,11 @@ use cli::{Cli, Command};
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The cluster could not be checked (unreachable, forbidden, misconfigured): exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CouldNotCheck(pub cohort_kube::KubeError);
 
 /// The repo or the request is invalid and what was printed says why: exit status 1 with no
 /// further message.
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
                 threads.map(usize::from),
             )
         }
+        Command::Status(ref args) => status_cmd::status(&cli, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())
@@ -150,7 +157,7 @@ fn main() -> ExitCode {
         {
             ExitCode::SUCCESS
         }
-        Err(e) if e.is::<UsageError>() => {
+        Err(e) if e.is::<UsageError>() || e.is::<CouldNotCheck>() => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }

@@ -1,0 +1,208 @@
+//! `cohort status` against a real API server: runs when `COHORT_E2E_KUBECONFIG` names a
+//! kubeconfig with rights to create namespaces (e.g. the k8s-lab's cluster-admin one), and is
+//! skipped, saying so, otherwise. Needs `kubectl` on PATH to set the scene.
+//!
+//! Pods must become Ready in the test's namespace: on the k8s-lab that is the fake kubelet,
+//! which serves namespaces labelled `k8s-lab/fake-kubelet=enabled` (harmless elsewhere).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("COHORT_E2E_KUBECONFIG") {
+        Some(k) => Some(PathBuf::from(k)),
+        None => {
+            eprintln!(
+                "SKIPPED: set COHORT_E2E_KUBECONFIG to a cluster's kubeconfig to run cohort status end to end"
+            );
+            None
+        }
+    }
+}
+
+fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (the end-to-end tests use it to set the scene)");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn cohort(kc: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        // No release repo: expectations come from labels and flags.
+        .current_dir(std::env::temp_dir())
+        .env_remove("COHORT_REPO")
+        .output()
+        .expect("run cohort")
+}
+
+/// A namespace deleted when the test ends, however it ends.
+struct Namespace<'k> {
+    kc: &'k Path,
+    name: String,
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kc)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// A service laid out as the seed's: a front Service selecting the router, a router
+/// Deployment, and two tracks, each a Service and a versioned Deployment.
+fn seed_like(ns: &str) -> String {
+    let labels = |extra: &str| {
+        format!(
+            r#"{{"app":"shop-api","app.kubernetes.io/managed-by":"cohort","app.kubernetes.io/part-of":"shop-api",{extra}}}"#
+        )
+    };
+    let deployment = |name: &str, sel: &str, replicas: u32| {
+        format!(
+            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"{name}","namespace":"{ns}","labels":{l}}},
+              "spec":{{"replicas":{replicas},"selector":{{"matchLabels":{l}}},
+              "template":{{"metadata":{{"labels":{l}}},"spec":{{"containers":[{{"name":"app","image":"registry.example/shop-api:1"}}]}}}}}}}}"#,
+            l = labels(sel)
+        )
+    };
+    let service = |name: &str, sel: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"{ns}","labels":{{"tier":"service"}}}},
+              "spec":{{"selector":{sel},"ports":[{{"port":80,"targetPort":8080}}]}}}}"#
+        )
+    };
+    let items = [
+        service("shop-api", r#"{"app":"shop-api","tier":"router"}"#),
+        service(
+            "shop-api-canary",
+            r#"{"app":"shop-api","tier":"service","track":"canary"}"#,
+        ),
+        service(
+            "shop-api-production",
+            r#"{"app":"shop-api","tier":"service","track":"production"}"#,
+        ),
+        deployment("shop-api-router", r#""tier":"router""#, 2),
+        deployment(
+            "shop-api-canary-v1-2-0",
+            r#""tier":"service","track":"canary","version":"1.2.0""#,
+            2,
+        ),
+        deployment(
+            "shop-api-production-v1-1-0",
+            r#""tier":"service","track":"production","version":"1.1.0""#,
+            2,
+        ),
+    ];
+    format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+        items.join(",")
+    )
+}
+
+#[test]
+fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
+    let Some(kc) = kubeconfig() else { return };
+    let ns = Namespace {
+        kc: &kc,
+        name: format!("cohort-e2e-status-{}", std::process::id()),
+    };
+    kubectl(&kc, &["create", "namespace", &ns.name], None);
+    kubectl(
+        &kc,
+        &["label", "namespace", &ns.name, "k8s-lab/fake-kubelet=enabled"],
+        None,
+    );
+    kubectl(&kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
+    for d in [
+        "shop-api-router",
+        "shop-api-canary-v1-2-0",
+        "shop-api-production-v1-1-0",
+    ] {
+        kubectl(
+            &kc,
+            &[
+                "-n",
+                &ns.name,
+                "rollout",
+                "status",
+                &format!("deployment/{d}"),
+                "--timeout=90s",
+            ],
+            None,
+        );
+    }
+    // EndpointSlices follow the pods' readiness a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let healthy = loop {
+        let out = cohort(&kc, &["-n", &ns.name, "--router-replicas", "2"]);
+        if out.status.code() == Some(0) || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let table = String::from_utf8_lossy(&healthy.stdout);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{table}{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(
+        table.contains("shop-api  2/2     1.2.0 2/2  1.1.0 2/2   ok"),
+        "{table}"
+    );
+
+    // Expecting more router replicas than run is a problem: exit 1, said under the service.
+    let short = cohort(&kc, &["-n", &ns.name, "--router-replicas", "3", "-o", "json"]);
+    assert_eq!(short.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&short.stdout).expect("json");
+    assert_eq!(report["healthy"], false);
+    assert_eq!(
+        report["services"][0]["findings"][0]["message"],
+        "router has 2 of 3 replicas available"
+    );
+
+    // A service account with no rights: the API server's refusal, as kubectl says it, exit 2.
+    kubectl(&kc, &["-n", &ns.name, "create", "serviceaccount", "nobody"], None);
+    let token = kubectl(&kc, &["-n", &ns.name, "create", "token", "nobody"], None);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let raw = kubectl(&kc, &["config", "view", "--raw", "--minify", "-o", "json"], None);
+    let mut config: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("kubeconfig json");
+    config["users"][0]["user"] = serde_json::json!({ "token": token });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limited = dir.path().join("kubeconfig");
+    std::fs::write(&limited, serde_json::to_vec(&config).expect("json")).expect("write");
+    let denied = cohort(&limited, &["-n", &ns.name]);
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert_eq!(denied.status.code(), Some(2), "{err}");
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    assert!(err.contains("cannot list resource"), "{err}");
+}
