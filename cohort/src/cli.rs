@@ -233,6 +233,10 @@ pub struct RenderArgs {
     /// What to render.
     #[arg(long, value_enum, default_value_t = RenderFormat::Kubernetes)]
     pub format: RenderFormat,
+    /// Render the RBAC objects cohort needs instead: a read-only ClusterRole for `cohort status`
+    /// and a Role in the pipeline's namespace for `cohort apply`.
+    #[arg(long, conflicts_with_all = ["services", "format", "out"])]
+    pub rbac: bool,
 }
 
 #[derive(Debug, Args)]

@@ -221,6 +221,15 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
 
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    if args.rbac {
+        let objects = cohort_render::rbac(&repo.pipeline)?;
+        let text = match args.output {
+            YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
+            YamlOrJson::Json => cohort_render::to_json(&objects),
+        };
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(());
+    }
     let services = pick(&repo, &args.services)?;
     if args.format == RenderFormat::Haproxy && args.services.len() != 1 {
         return Err(UsageError(

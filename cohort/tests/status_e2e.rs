@@ -205,4 +205,45 @@ fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
     assert_eq!(denied.status.code(), Some(2), "{err}");
     assert!(err.contains("Error from server (Forbidden)"), "{err}");
     assert!(err.contains("cannot list resource"), "{err}");
+
+    // Bound to the read-only ClusterRole `cohort render --rbac` emits, the same account is
+    // enough for status: nothing broader is needed.
+    let repo = dir.path().join("releases");
+    let init = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("init")
+        .arg(&repo)
+        .output()
+        .expect("cohort init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let rbac = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["render", "--rbac", "-o", "json", "-C"])
+        .arg(&repo)
+        .output()
+        .expect("cohort render --rbac");
+    assert!(rbac.status.success(), "{}", String::from_utf8_lossy(&rbac.stderr));
+    let objects: serde_json::Value = serde_json::from_slice(&rbac.stdout).expect("json");
+    let cluster_role = &objects["items"][0];
+    assert_eq!(cluster_role["kind"], "ClusterRole");
+    kubectl(&kc, &["apply", "-f", "-"], Some(&cluster_role.to_string()));
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "rolebinding",
+            "nobody-reads",
+            "--clusterrole=cohort-status",
+            &format!("--serviceaccount={}:nobody", ns.name),
+        ],
+        None,
+    );
+    let allowed = cohort(&limited, &["-n", &ns.name, "--router-replicas", "2"]);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&allowed.stdout),
+        String::from_utf8_lossy(&allowed.stderr)
+    );
 }

@@ -7,12 +7,14 @@
 
 mod haproxy;
 mod objects;
+mod rbac;
 
 pub use haproxy::{HaproxyError, haproxy_cfg};
 pub use objects::{
     LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, render_service,
     router_config,
 };
+pub use rbac::{APPLY_ROLE, STATUS_ROLE, rbac};
 
 /// Objects as one YAML stream (documents separated by `---`).
 pub fn to_yaml(objects: &[Rendered]) -> String {

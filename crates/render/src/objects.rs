@@ -56,7 +56,11 @@ pub enum RenderError {
     },
 }
 
-fn rendered<T: serde::Serialize>(kind: &'static str, name: &str, obj: &T) -> Result<Rendered, RenderError> {
+pub(crate) fn rendered<T: serde::Serialize>(
+    kind: &'static str,
+    name: &str,
+    obj: &T,
+) -> Result<Rendered, RenderError> {
     let value = serde_json::to_value(obj).map_err(|source| RenderError::Serialize {
         kind,
         name: name.to_string(),

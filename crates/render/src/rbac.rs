@@ -1,0 +1,136 @@
+//! The RBAC objects cohort needs, and nothing broader: a read-only ClusterRole for `cohort
+//! status`, and a Role in the pipeline's namespace for `cohort apply`.
+
+use std::collections::BTreeMap;
+
+use cohort_core::Pipeline;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::objects::{LABEL_MANAGED_BY, MANAGER, RenderError, Rendered, rendered};
+
+/// The ClusterRole `cohort status` needs: it only reads.
+pub const STATUS_ROLE: &str = "cohort-status";
+/// The Role `cohort apply` needs in the pipeline's namespace.
+pub const APPLY_ROLE: &str = "cohort-apply";
+
+const READ: &[&str] = &["get", "list", "watch"];
+/// Server-side apply is a PATCH; pruning a forgotten version is a DELETE.
+const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// What `status` reads: Services, Pods, Deployments, ReplicaSets and EndpointSlices.
+fn read_rules() -> Vec<PolicyRule> {
+    vec![
+        rule("", &["services", "pods"], READ),
+        rule("apps", &["deployments", "replicasets"], READ),
+        rule("discovery.k8s.io", &["endpointslices"], READ),
+    ]
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(String::from),
+        labels: Some(BTreeMap::from([(
+            LABEL_MANAGED_BY.to_string(),
+            MANAGER.to_string(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The ClusterRole for `status` and the Role for `apply` (bind them to whoever runs cohort).
+pub fn rbac(pipeline: &Pipeline) -> Result<Vec<Rendered>, RenderError> {
+    let status = ClusterRole {
+        metadata: meta(STATUS_ROLE, None),
+        rules: Some(read_rules()),
+        ..ClusterRole::default()
+    };
+    // Apply manages exactly the kinds `render` makes, reads what it waits on (and the events
+    // that say why a rollout is stuck), and nothing else.
+    let mut rules = vec![
+        rule("", &["services", "configmaps"], MANAGE),
+        rule("apps", &["deployments"], MANAGE),
+        rule("policy", &["poddisruptionbudgets"], MANAGE),
+        rule("", &["pods", "events"], READ),
+        rule("apps", &["replicasets"], READ),
+        rule("discovery.k8s.io", &["endpointslices"], READ),
+    ];
+    rules.sort_by(|a, b| (&a.api_groups, &a.resources).cmp(&(&b.api_groups, &b.resources)));
+    let apply = Role {
+        metadata: meta(APPLY_ROLE, Some(&pipeline.namespace)),
+        rules: Some(rules),
+    };
+    Ok(vec![
+        rendered("ClusterRole", STATUS_ROLE, &status)?,
+        rendered("Role", APPLY_ROLE, &apply)?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn verbs_on(obj: &Value, group: &str, resource: &str) -> Vec<String> {
+        obj["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                r["apiGroups"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|g| g == group))
+                    && r["resources"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|x| x == resource))
+            })
+            .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    }
+
+    #[test]
+    fn status_only_reads_and_apply_only_manages_what_render_makes() {
+        let (repo, diags) = cohort_spec::repo::validate(&cohort_spec::scaffold::repo_files());
+        assert!(diags.is_empty(), "{diags:?}");
+        let pipeline = repo.expect("the scaffold is valid").pipeline;
+        let objects = super::rbac(&pipeline).expect("renders");
+        let (status, apply) = (&objects[0].value, &objects[1].value);
+        assert_eq!(status["kind"], "ClusterRole");
+        assert_eq!(apply["kind"], "Role");
+        assert_eq!(apply["metadata"]["namespace"], pipeline.namespace.as_str());
+        for rule in status["rules"].as_array().expect("rules") {
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .expect("verbs")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(verbs, ["get", "list", "watch"], "status may only read: {rule}");
+        }
+        assert_eq!(verbs_on(status, "apps", "deployments"), ["get", "list", "watch"]);
+        assert_eq!(
+            verbs_on(status, "discovery.k8s.io", "endpointslices"),
+            ["get", "list", "watch"]
+        );
+        assert!(verbs_on(apply, "apps", "deployments").contains(&"patch".to_string()));
+        assert!(verbs_on(apply, "apps", "deployments").contains(&"delete".to_string()));
+        assert!(
+            verbs_on(apply, "", "pods")
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str()))
+        );
+        // Nothing broader: no wildcards, no secrets, no cluster-wide writes.
+        let text = format!("{status}{apply}");
+        assert!(!text.contains('*') && !text.contains("secrets"), "{text}");
+    }
+}
