@@ -218,6 +218,63 @@ pub struct StatusArgs {
     /// Router replicas expected when there is no release repo.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub router_replicas: u32,
+    /// Keep watching (one watch per kind, no polling) and re-evaluate on every change; the
+    /// table is printed again when it changes. Stop with Ctrl-C.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// With --watch: also re-evaluate this often when nothing changed (a problem is announced
+    /// after two evaluations in a row, resolved after two without it).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "watch")]
+    pub recheck_every: std::time::Duration,
+    /// With --watch: post problems opened and resolved to the Slack incoming webhook whose
+    /// URL is in this environment variable.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "watch",
+        conflicts_with = "slack_webhook_file"
+    )]
+    pub slack_webhook_env: Option<String>,
+    /// With --watch: the same, the webhook URL read from this file (e.g. a mounted Secret).
+    #[arg(long, value_name = "FILE", requires = "watch")]
+    pub slack_webhook_file: Option<PathBuf>,
+    /// With --watch: mail problems opened and resolved through this SMTP server, HOST or
+    /// HOST:PORT (needs --email-from and --email-to).
+    #[arg(long, value_name = "HOST[:PORT]", requires_all = ["watch", "email_from", "email_to"])]
+    pub smtp_server: Option<String>,
+    /// How the SMTP connection is protected.
+    #[arg(long, value_enum, default_value_t = SmtpSecurityArg::Starttls)]
+    pub smtp_security: SmtpSecurityArg,
+    /// SMTP user name (the password comes from --smtp-password-env or --smtp-password-file).
+    #[arg(long, value_name = "USER")]
+    pub smtp_user: Option<String>,
+    /// The environment variable holding the SMTP password.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "smtp_user",
+        conflicts_with = "smtp_password_file"
+    )]
+    pub smtp_password_env: Option<String>,
+    /// The file holding the SMTP password.
+    #[arg(long, value_name = "FILE", requires = "smtp_user")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender of notification mail, e.g. `cohort <cohort@example.com>`.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email_from: Option<String>,
+    /// A recipient of notification mail (repeat for more).
+    #[arg(long, value_name = "ADDRESS")]
+    pub email_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmtpSecurityArg {
+    /// Upgrade with STARTTLS (port 587 by default); refuse a server that cannot.
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No encryption (port 25 by default): only for a relay on loopback or a trusted network.
+    Plain,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,10 @@ use cohort_health::{Expectations, ExpectedService, ExpectedTrack, Report, Settin
 use cohort_spec::Repo;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, StatusArgs, TextOrJson};
+use cohort_notify::send::{ChannelConfig, ChannelKind, Notifier, RetryPolicy};
+use cohort_notify::{Damping, Problem, Tracker};
+
+use crate::cli::{Cli, SmtpSecurityArg, StatusArgs, TextOrJson};
 use crate::repo_cmds::{load_valid, repo_dir, repo_root};
 use crate::{CouldNotCheck, Reported, UsageError};
 
@@ -113,55 +116,217 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let mut settings = Settings::defaults(jiff::Timestamp::now());
+    settings.min_ready_endpoints = args.min_ready_endpoints;
+    settings.router_replicas = args.router_replicas;
+    if args.watch {
+        let notifier = notifier(args)?;
+        return runtime.block_on(watch(args, &target, expected.as_ref(), settings, notifier));
+    }
     let inventory = runtime
         .block_on(async {
             let cluster = cohort_kube::Cluster::connect(&target).await?;
             cluster.inventory().await
         })
         .map_err(CouldNotCheck)?;
-
-    let mut settings = Settings::defaults(jiff::Timestamp::now());
-    settings.min_ready_endpoints = args.min_ready_endpoints;
-    settings.router_replicas = args.router_replicas;
-    let mut report = cohort_health::evaluate(&inventory, expected.as_ref(), &settings);
-    if !args.services.is_empty() {
-        for wanted in &args.services {
-            if !report.services.iter().any(|s| &s.service == wanted) {
-                let known: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
-                return Err(UsageError(format!(
-                    "no service {wanted} in namespace {} (services: {})",
-                    target.namespace.as_deref().unwrap_or("default"),
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-                .into());
-            }
-        }
-        report.services.retain(|s| args.services.contains(&s.service));
-    }
-
+    let report = select(
+        cohort_health::evaluate(&inventory, expected.as_ref(), &settings),
+        args,
+        &target,
+    )?;
     match args.output {
         TextOrJson::Json => out!("{}", serde_json::to_string_pretty(&report_json(&report))?),
-        TextOrJson::Text => {
-            let color = match std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-                true => Color::Ansi,
-                false => Color::Plain,
-            };
-            if report.services.is_empty() {
-                out!(
-                    "no services (Services labelled tier: service that select router pods) in this namespace"
-                );
-            } else {
-                let text = table::render(&report, color);
-                out!("{}", text.trim_end());
-            }
-        }
+        TextOrJson::Text => out!("{}", text(&report)),
     }
     match report.healthy() {
         true => Ok(()),
         false => Err(Reported.into()),
+    }
+}
+
+/// Only the services asked for; naming one the namespace does not have is a usage error.
+fn select(mut report: Report, args: &StatusArgs, target: &cohort_kube::Target) -> Result<Report> {
+    if args.services.is_empty() {
+        return Ok(report);
+    }
+    for wanted in &args.services {
+        if !report.services.iter().any(|s| &s.service == wanted) {
+            let known: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
+            return Err(UsageError(format!(
+                "no service {wanted} in namespace {} (services: {})",
+                target.namespace.as_deref().unwrap_or("default"),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into());
+        }
+    }
+    report.services.retain(|s| args.services.contains(&s.service));
+    Ok(report)
+}
+
+fn text(report: &Report) -> String {
+    let color = match std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        true => Color::Ansi,
+        false => Color::Plain,
+    };
+    match report.services.is_empty() {
+        true => {
+            "no services (Services labelled tier: service that select router pods) in this namespace".into()
+        }
+        false => table::render(report, color).trim_end().to_string(),
+    }
+}
+
+/// The notification channels the flags name, checked (secrets loaded) before watching starts.
+fn notifier(args: &StatusArgs) -> Result<Option<Notifier>> {
+    use cohort_notify::send::email::{EmailConfig, SmtpAuth, SmtpSecurity};
+    use cohort_notify::send::secret::SecretSource;
+    use cohort_notify::send::slack::SlackConfig;
+    let mut channels = vec![];
+    let webhook = match (&args.slack_webhook_env, &args.slack_webhook_file) {
+        (Some(var), _) => Some(SecretSource::Env(var.clone())),
+        (None, Some(file)) => Some(SecretSource::File(file.clone())),
+        (None, None) => None,
+    };
+    if let Some(webhook) = webhook {
+        channels.push(ChannelConfig {
+            name: "slack".into(),
+            kind: ChannelKind::Slack(SlackConfig::new(webhook)),
+        });
+    }
+    if let Some(server) = &args.smtp_server {
+        let security = match args.smtp_security {
+            SmtpSecurityArg::Starttls => SmtpSecurity::StartTls,
+            SmtpSecurityArg::Tls => SmtpSecurity::ImplicitTls,
+            SmtpSecurityArg::Plain => SmtpSecurity::Plain,
+        };
+        let (host, port) = match server.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| UsageError(format!("--smtp-server {server}: `{p}` is not a port number")))?;
+                (h.trim_matches(['[', ']']).to_string(), Some(port))
+            }
+            _ => (server.clone(), None),
+        };
+        let mut email = EmailConfig::new(
+            host,
+            security,
+            args.email_from.clone().unwrap_or_default(),
+            args.email_to.clone(),
+        );
+        if let Some(port) = port {
+            email.port = port;
+        }
+        if let Some(user) = &args.smtp_user {
+            let password = match (&args.smtp_password_env, &args.smtp_password_file) {
+                (Some(var), _) => SecretSource::Env(var.clone()),
+                (None, Some(file)) => SecretSource::File(file.clone()),
+                (None, None) => {
+                    return Err(UsageError(
+                        "--smtp-user needs --smtp-password-env VAR or --smtp-password-file FILE".into(),
+                    )
+                    .into());
+                }
+            };
+            email.auth = Some(SmtpAuth {
+                username: user.clone(),
+                password,
+            });
+        }
+        channels.push(ChannelConfig {
+            name: "email".into(),
+            kind: ChannelKind::Email(email),
+        });
+    }
+    if channels.is_empty() {
+        return Ok(None);
+    }
+    Notifier::new(channels, RetryPolicy::default())
+        .map(Some)
+        .map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// `status --watch`: re-evaluates on every change, prints the table when it changes, says
+/// (and sends) which problems opened and resolved. Runs until Ctrl-C.
+async fn watch(
+    args: &StatusArgs,
+    target: &cohort_kube::Target,
+    expected: Option<&Expectations>,
+    mut settings: Settings,
+    notifier: Option<Notifier>,
+) -> Result<()> {
+    let cluster = cohort_kube::Cluster::connect(target)
+        .await
+        .map_err(CouldNotCheck)?;
+    eprintln!("watching namespace {} (Ctrl-C to stop)", cluster.namespace);
+    let mut watch = cluster.watch();
+    let notifier = notifier.map(std::sync::Arc::new);
+    // A problem must be seen in two evaluations in a row to be announced, and gone from two
+    // to be resolved: a pod restarting does not page anyone.
+    let mut tracker = Tracker::new(Damping::default());
+    let mut shown = String::new();
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    // Damping counts evaluations, and a namespace where nothing changes would never get a
+    // second one: the last state is also re-evaluated on a timer (no API call).
+    let mut recheck = tokio::time::interval(args.recheck_every.max(std::time::Duration::from_millis(100)));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let inventory = tokio::select! {
+            next = watch.next(std::time::Duration::from_secs(1)) => {
+                recheck.reset();
+                next.map_err(CouldNotCheck)?
+            }
+            _ = recheck.tick() => match watch.snapshot() {
+                Some(now) => now,
+                None => continue,
+            },
+            _ = &mut interrupted => return Ok(()),
+        };
+        settings.now = jiff::Timestamp::now();
+        let report = select(
+            cohort_health::evaluate(&inventory, expected, &settings),
+            args,
+            target,
+        )?;
+        let now = settings.now;
+        match args.output {
+            TextOrJson::Json => out!("{}", serde_json::to_string(&report_json(&report))?),
+            TextOrJson::Text => {
+                let table = text(&report);
+                if table != shown {
+                    out!("--- {}", now.strftime("%Y-%m-%d %H:%M:%S UTC"));
+                    out!("{table}");
+                    shown = table;
+                }
+            }
+        }
+        let problems: Vec<Problem> = report
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.findings
+                    .iter()
+                    .filter(|f| f.severity() == cohort_health::Severity::Problem)
+                    .map(|f| Problem::new(&s.service, f.key(), f.to_string()))
+            })
+            .collect();
+        let events = tracker.observe(problems, now);
+        for e in &events {
+            let p = e.problem();
+            let what = if e.is_resolved() { "resolved" } else { "problem" };
+            eprintln!("{what}: {}: {}", p.service, p.summary);
+        }
+        if let (Some(n), false) = (&notifier, events.is_empty()) {
+            // Sent in the background: a slow webhook or mail server must not hold up watching.
+            let n = std::sync::Arc::clone(n);
+            tokio::spawn(async move {
+                n.notify(&events).await;
+            });
+        }
     }
 }

@@ -247,3 +247,171 @@ fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
         String::from_utf8_lossy(&allowed.stderr)
     );
 }
+
+/// A Slack incoming webhook stand-in on loopback: records each POST body.
+fn slack_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/services/T0/B0/secret",
+        listener.local_addr().expect("addr")
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let bodies = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                bodies
+                    .lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (url, seen)
+}
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn watch_announces_a_problem_once_and_then_its_resolution() {
+    let Some(kc) = kubeconfig() else { return };
+    let ns = Namespace {
+        kc: &kc,
+        name: format!("cohort-e2e-watch-{}", std::process::id()),
+    };
+    kubectl(&kc, &["create", "namespace", &ns.name], None);
+    kubectl(
+        &kc,
+        &["label", "namespace", &ns.name, "k8s-lab/fake-kubelet=enabled"],
+        None,
+    );
+    kubectl(&kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "rollout",
+            "status",
+            "deployment/shop-api-router",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    let (url, posts) = slack_endpoint();
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "-n",
+            &ns.name,
+            "--router-replicas",
+            "2",
+            "--min-ready-endpoints",
+            "1",
+        ])
+        .args([
+            "--watch",
+            "--recheck-every",
+            "300ms",
+            "--slack-webhook-env",
+            "COHORT_TEST_HOOK",
+        ])
+        .env("COHORT_TEST_HOOK", &url)
+        .current_dir(std::env::temp_dir())
+        .env_remove("COHORT_REPO")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cohort status --watch");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut watcher_stderr = watcher.stderr.take().expect("stderr");
+    let _guard = Kill(watcher);
+    let count = |needle: &str| {
+        posts
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|b| b.contains(needle))
+            .count()
+    };
+
+    // Let it settle on the healthy namespace, then take a router replica away.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "deployment/shop-api-router",
+            "--replicas=1",
+        ],
+        None,
+    );
+    wait_for("the problem to reach Slack", 60, || {
+        count("router has 1 of 2 replicas available") >= 1
+    });
+    // Persisting is not news: nothing more is sent while it lasts.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        count("router has 1 of 2 replicas available"),
+        1,
+        "{:?}",
+        posts.lock().expect("lock")
+    );
+
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "deployment/shop-api-router",
+            "--replicas=2",
+        ],
+        None,
+    );
+    wait_for("the resolution to reach Slack", 60, || count("Resolved") >= 1);
+    let all = posts.lock().expect("lock").clone();
+    assert_eq!(all.len(), 2, "one message opened, one resolved: {all:?}");
+    // The webhook's secret path never shows in what the watcher says.
+    drop(_guard);
+    let mut said = String::new();
+    use std::io::Read;
+    let _ = watcher_stderr.read_to_string(&mut said);
+    assert!(!said.contains("secret"), "{said}");
+    assert!(
+        said.contains("problem: shop-api: router has 1 of 2 replicas available"),
+        "{said}"
+    );
+}

@@ -3,6 +3,7 @@
 //! kind, and telling API errors the way kubectl tells them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cohort_health::Inventory;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -11,6 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::Status;
+use kube::runtime::reflector::Store;
 
 /// Where the cluster is, as kubectl's flags say it.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +47,18 @@ pub enum KubeError {
         /// The server's message: for Forbidden it names the user, the verb and the resource.
         message: String,
     },
+    /// A watch failed after it had started (it is retried).
+    #[error("cannot {doing}")]
+    Watch {
+        /// What was being watched.
+        doing: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The watch stopped (its tasks ended).
+    #[error("the watch ended")]
+    Ended,
     /// The API server could not be reached or its answer not read.
     #[error("cannot {doing}")]
     Transport {
@@ -163,6 +177,147 @@ impl Cluster {
             endpoint_slices,
             pods,
         })
+    }
+}
+
+/// A namespace kept current by one watch per kind (kube-runtime reflectors: a LIST, then
+/// WATCH from its resourceVersion, re-listing with backoff after errors), never by polling.
+pub struct Watch {
+    services: Store<Service>,
+    deployments: Store<Deployment>,
+    endpoint_slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    changed: tokio::sync::mpsc::Receiver<Result<(), KubeError>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    synced: bool,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Watch {
+    /// The next state of the namespace: the first call returns once every kind is listed;
+    /// later ones once something changed and `settle` passed without a further change (a
+    /// rollout changes many objects at once; one evaluation covers them all). Before the
+    /// first complete listing an error ends the watch (it is the configuration or RBAC that is
+    /// wrong); after it, errors are retried by the watchers and only reported.
+    pub async fn next(&mut self, settle: std::time::Duration) -> Result<Inventory, KubeError> {
+        match self.changed.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) if !self.synced => return Err(e),
+            Some(Err(e)) => eprintln!("cohort: watch: {e} (retrying)"),
+            None => return Err(KubeError::Ended),
+        }
+        if !self.synced {
+            let ready = tokio::try_join!(
+                self.services.wait_until_ready(),
+                self.deployments.wait_until_ready(),
+                self.endpoint_slices.wait_until_ready(),
+                self.pods.wait_until_ready(),
+            );
+            if ready.is_err() {
+                return Err(KubeError::Ended);
+            }
+            self.synced = true;
+        }
+        // Let a burst of changes settle.
+        loop {
+            match tokio::time::timeout(settle, self.changed.recv()).await {
+                Err(_) => break,
+                Ok(Some(Err(e))) => eprintln!("cohort: watch: {e} (retrying)"),
+                Ok(Some(Ok(()))) => {}
+                Ok(None) => return Err(KubeError::Ended),
+            }
+        }
+        Ok(self.current())
+    }
+
+    fn current(&self) -> Inventory {
+        Inventory {
+            services: owned(self.services.state()),
+            deployments: owned(self.deployments.state()),
+            endpoint_slices: owned(self.endpoint_slices.state()),
+            pods: owned(self.pods.state()),
+        }
+    }
+
+    /// The namespace as the watches know it now, once every kind has been listed. (`next` may
+    /// be cancelled while it lets changes settle; what it saw is in the stores regardless.)
+    pub fn snapshot(&self) -> Option<Inventory> {
+        self.synced.then(|| self.current())
+    }
+}
+
+/// The store's objects, owned (the evaluator takes plain objects).
+fn owned<K: Clone>(objects: Vec<Arc<K>>) -> Vec<K> {
+    objects.into_iter().map(|o| (*o).clone()).collect()
+}
+
+impl Cluster {
+    /// Starts watching the namespace's Services, Deployments, EndpointSlices and Pods.
+    pub fn watch(&self) -> Watch {
+        let (tx, changed) = tokio::sync::mpsc::channel(64);
+        let mut tasks = vec![];
+        let services = self.reflect::<Service>("services", tx.clone(), &mut tasks);
+        let deployments = self.reflect::<Deployment>("deployments", tx.clone(), &mut tasks);
+        let endpoint_slices = self.reflect::<EndpointSlice>("endpointslices", tx.clone(), &mut tasks);
+        let pods = self.reflect::<Pod>("pods", tx, &mut tasks);
+        Watch {
+            services,
+            deployments,
+            endpoint_slices,
+            pods,
+            changed,
+            tasks,
+            synced: false,
+        }
+    }
+
+    fn reflect<K>(
+        &self,
+        plural: &'static str,
+        tx: tokio::sync::mpsc::Sender<Result<(), KubeError>>,
+        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> Store<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        <K as kube::Resource>::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let (store, writer) = reflector::store::<K>();
+        let stream =
+            reflector(writer, watcher(self.api::<K>(), watcher::Config::default())).default_backoff();
+        let namespace = self.namespace.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let signal = event.map(|_| ()).map_err(|e| match e {
+                    watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) => {
+                        KubeError::from_kube(format!("watch {plural} in namespace {namespace}"), e)
+                    }
+                    other => KubeError::Watch {
+                        doing: format!("watch {plural} in namespace {namespace}"),
+                        source: Box::new(other),
+                    },
+                });
+                if tx.send(signal).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        store
     }
 }
 
