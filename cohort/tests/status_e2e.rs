@@ -127,20 +127,26 @@ fn seed_like(ns: &str) -> String {
     )
 }
 
-#[test]
-fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
-    let Some(kc) = kubeconfig() else { return };
+/// A fresh namespace (pods made Ready by the lab's fake kubelet) holding `seed_like`.
+fn seed_like_namespace<'k>(kc: &'k Path, test: &str) -> Namespace<'k> {
     let ns = Namespace {
-        kc: &kc,
-        name: format!("cohort-e2e-status-{}", std::process::id()),
+        kc,
+        name: format!("cohort-e2e-{test}-{}", std::process::id()),
     };
-    kubectl(&kc, &["create", "namespace", &ns.name], None);
+    kubectl(kc, &["create", "namespace", &ns.name], None);
     kubectl(
-        &kc,
+        kc,
         &["label", "namespace", &ns.name, "k8s-lab/fake-kubelet=enabled"],
         None,
     );
-    kubectl(&kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
+    kubectl(kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
+    ns
+}
+
+#[test]
+fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
+    let Some(kc) = kubeconfig() else { return };
+    let ns = seed_like_namespace(&kc, "status");
     for d in [
         "shop-api-router",
         "shop-api-canary-v1-2-0",
@@ -297,17 +303,7 @@ fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 #[test]
 fn watch_announces_a_problem_once_and_then_its_resolution() {
     let Some(kc) = kubeconfig() else { return };
-    let ns = Namespace {
-        kc: &kc,
-        name: format!("cohort-e2e-watch-{}", std::process::id()),
-    };
-    kubectl(&kc, &["create", "namespace", &ns.name], None);
-    kubectl(
-        &kc,
-        &["label", "namespace", &ns.name, "k8s-lab/fake-kubelet=enabled"],
-        None,
-    );
-    kubectl(&kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
+    let ns = seed_like_namespace(&kc, "watch");
     kubectl(
         &kc,
         &[
