@@ -2,6 +2,8 @@
 //! does (kubeconfig, context, namespace, in-cluster), gathering a namespace with one LIST per
 //! kind, and telling API errors the way kubectl tells them.
 
+pub mod plan;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
