@@ -123,16 +123,16 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
         let notifier = notifier(args)?;
         return runtime.block_on(watch(args, &target, expected.as_ref(), settings, notifier));
     }
-    let inventory = runtime
+    let (namespace, inventory) = runtime
         .block_on(async {
             let cluster = cohort_kube::Cluster::connect(&target).await?;
-            cluster.inventory().await
+            Ok((cluster.namespace.clone(), cluster.inventory().await?))
         })
         .map_err(CouldNotCheck)?;
     let report = select(
         cohort_health::evaluate(&inventory, expected.as_ref(), &settings),
         args,
-        &target,
+        &namespace,
     )?;
     match args.output {
         TextOrJson::Json => out!("{}", serde_json::to_string_pretty(&report_json(&report))?),
@@ -145,7 +145,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
 }
 
 /// Only the services asked for; naming one the namespace does not have is a usage error.
-fn select(mut report: Report, args: &StatusArgs, target: &cohort_kube::Target) -> Result<Report> {
+fn select(mut report: Report, args: &StatusArgs, namespace: &str) -> Result<Report> {
     if args.services.is_empty() {
         return Ok(report);
     }
@@ -153,8 +153,7 @@ fn select(mut report: Report, args: &StatusArgs, target: &cohort_kube::Target) -
         if !report.services.iter().any(|s| &s.service == wanted) {
             let known: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
             return Err(UsageError(format!(
-                "no service {wanted} in namespace {} (services: {})",
-                target.namespace.as_deref().unwrap_or("default"),
+                "no service {wanted} in namespace {namespace} (services: {})",
                 if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -291,7 +290,7 @@ async fn watch(
         let report = select(
             cohort_health::evaluate(&inventory, expected, &settings),
             args,
-            target,
+            &cluster.namespace,
         )?;
         let now = settings.now;
         match args.output {
