@@ -67,6 +67,24 @@ struct Namespace<'k> {
     name: String,
 }
 
+impl Namespace<'_> {
+    /// Waits until Deployment `name` has rolled out (all replicas updated and available).
+    fn wait_for_rollout(&self, name: &str) {
+        kubectl(
+            self.kc,
+            &[
+                "-n",
+                &self.name,
+                "rollout",
+                "status",
+                &format!("deployment/{name}"),
+                "--timeout=90s",
+            ],
+            None,
+        );
+    }
+}
+
 impl Drop for Namespace<'_> {
     fn drop(&mut self) {
         let _ = Command::new("kubectl")
@@ -152,18 +170,7 @@ fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
         "shop-api-canary-v1-2-0",
         "shop-api-production-v1-1-0",
     ] {
-        kubectl(
-            &kc,
-            &[
-                "-n",
-                &ns.name,
-                "rollout",
-                "status",
-                &format!("deployment/{d}"),
-                "--timeout=90s",
-            ],
-            None,
-        );
+        ns.wait_for_rollout(d);
     }
     // EndpointSlices follow the pods' readiness a moment later.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -304,18 +311,7 @@ fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 fn watch_announces_a_problem_once_and_then_its_resolution() {
     let Some(kc) = kubeconfig() else { return };
     let ns = seed_like_namespace(&kc, "watch");
-    kubectl(
-        &kc,
-        &[
-            "-n",
-            &ns.name,
-            "rollout",
-            "status",
-            "deployment/shop-api-router",
-            "--timeout=90s",
-        ],
-        None,
-    );
+    ns.wait_for_rollout("shop-api-router");
     let (url, posts) = slack_endpoint();
     let mut watcher = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .arg("status")

@@ -2,9 +2,10 @@
 //! saves every message it accepts as JSON. Each test starts its own server on a port the OS
 //! picks and kills it when done.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use cohort_notify::send::email::{EmailConfig, SmtpAuth, SmtpSecurity, body, subject};
 use cohort_notify::send::secret::SecretSource;
-use cohort_notify::send::{ChannelConfig, ChannelKind, Delivery, Notifier, Report, RetryPolicy};
-use cohort_notify::{Error, Event, Problem};
+use cohort_notify::send::{ChannelConfig, ChannelKind, Delivery, Notifier, Report};
+use cohort_notify::{Error, Event};
 use serde_json::Value;
 
 /// A running `smtp_sink.py`; killed when dropped, so a failing test leaves no server behind.
@@ -130,11 +131,7 @@ fn require_aiosmtpd() {
 }
 
 fn notifier(config: EmailConfig, attempts: u32) -> Notifier {
-    let retry = RetryPolicy {
-        max_attempts: NonZeroU32::new(attempts).expect("non-zero"),
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(40),
-    };
+    let retry = common::fast_retry(attempts);
     let channels = vec![ChannelConfig {
         name: "mail-oncall".into(),
         kind: ChannelKind::Email(config),
@@ -142,26 +139,15 @@ fn notifier(config: EmailConfig, attempts: u32) -> Notifier {
     Notifier::new(channels, retry).expect("valid settings")
 }
 
+/// What every test here sends.
+const SUMMARY: &str = "canary has 1 ready endpoint (minimum 2) — since the last rollout";
+
 fn opened() -> Event {
-    Event::Opened {
-        problem: Problem::new(
-            "account-service",
-            "canary:too-few-endpoints",
-            "canary has 1 ready endpoint (minimum 2) — since the last rollout",
-        ),
-        since: "2026-11-22T09:12:00Z".parse().expect("timestamp"),
-    }
+    common::opened(SUMMARY)
 }
 
 fn resolved() -> Event {
-    let Event::Opened { problem, since } = opened() else {
-        unreachable!("opened() is Opened")
-    };
-    Event::Resolved {
-        problem,
-        since,
-        resolved_at: "2026-11-22T09:40:00Z".parse().expect("timestamp"),
-    }
+    common::resolved(SUMMARY)
 }
 
 fn single(report: &Report) -> &Delivery {

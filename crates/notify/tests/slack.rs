@@ -1,18 +1,19 @@
 //! The Slack channel against a real HTTP server on an ephemeral loopback port that records
 //! every request and answers as each test scripts it.
 
+mod common;
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_notify::send::secret::SecretSource;
 use cohort_notify::send::slack::{SlackConfig, message};
-use cohort_notify::send::{ChannelConfig, ChannelKind, Notifier, Report, RetryPolicy};
-use cohort_notify::{Error, Event, Problem};
+use cohort_notify::send::{ChannelConfig, ChannelKind, Notifier, Report};
+use cohort_notify::{Error, Event};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -108,11 +109,7 @@ fn notifier(dir: &tempfile::TempDir, addr: SocketAddr, attempts: u32, timeout: D
     std::fs::write(&file, format!("http://{addr}{HOOK_PATH}\n")).expect("write webhook file");
     let mut slack = SlackConfig::new(SecretSource::File(file));
     slack.timeout = timeout;
-    let retry = RetryPolicy {
-        max_attempts: NonZeroU32::new(attempts).expect("non-zero"),
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(40),
-    };
+    let retry = common::fast_retry(attempts);
     let channels = vec![ChannelConfig {
         name: "slack-ops".into(),
         kind: ChannelKind::Slack(slack),
@@ -120,26 +117,15 @@ fn notifier(dir: &tempfile::TempDir, addr: SocketAddr, attempts: u32, timeout: D
     Notifier::new(channels, retry).expect("valid settings")
 }
 
+/// What every test here sends.
+const SUMMARY: &str = "canary has 1 ready endpoint (minimum 2)";
+
 fn opened() -> Event {
-    Event::Opened {
-        problem: Problem::new(
-            "account-service",
-            "canary:too-few-endpoints",
-            "canary has 1 ready endpoint (minimum 2)",
-        ),
-        since: "2026-11-22T09:12:00Z".parse().expect("timestamp"),
-    }
+    common::opened(SUMMARY)
 }
 
 fn resolved() -> Event {
-    let Event::Opened { problem, since } = opened() else {
-        unreachable!("opened() is Opened")
-    };
-    Event::Resolved {
-        problem,
-        since,
-        resolved_at: "2026-11-22T09:40:00Z".parse().expect("timestamp"),
-    }
+    common::resolved(SUMMARY)
 }
 
 fn single(report: &Report) -> &cohort_notify::send::Delivery {

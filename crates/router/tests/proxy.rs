@@ -258,13 +258,16 @@ async fn sticky_users_stay_on_their_track() {
     );
 }
 
+/// A loopback address nothing listens on (its listener was bound, then dropped).
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_retried_on_another_backend() {
     let mut config = seed_config(&[], None).await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let closed = closed_port();
     let production = config
         .tracks
         .iter_mut()
@@ -297,10 +300,7 @@ async fn a_route_without_a_track_answers_503_naming_service_and_cohort() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_track_answers_502_naming_the_track() {
     let mut config = seed_config(&[], None).await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let closed = closed_port();
     config.tracks[0].backends = vec![closed.to_string()];
     let addr = start(config).await;
     let c = client();
