@@ -36,18 +36,17 @@ pub fn expectations(repo: &Repo) -> Result<Expectations> {
         let objects = cohort_render::render_service(&repo.pipeline, svc)
             .with_context(|| format!("rendering {name}"))?;
         for o in objects.iter().filter(|o| o.kind == "Deployment") {
-            let labels = &o.value["metadata"]["labels"];
             let replicas = o.value["spec"]["replicas"]
                 .as_u64()
                 .and_then(|r| u32::try_from(r).ok())
                 .unwrap_or(1);
-            match (labels["tier"].as_str(), labels["track"].as_str()) {
+            match (o.label("tier"), o.label("track")) {
                 (Some("router"), _) => expected.router_replicas = replicas,
                 (Some("service"), Some(track)) => {
                     expected.tracks.insert(
                         track.to_string(),
                         ExpectedTrack {
-                            version: labels["version"].as_str().map(String::from),
+                            version: o.label("version").map(String::from),
                             replicas,
                         },
                     );

@@ -24,10 +24,6 @@ pub enum Step<'r> {
     },
 }
 
-fn label<'v>(o: &'v Rendered, key: &str) -> Option<&'v str> {
-    o.value["metadata"]["labels"][key].as_str()
-}
-
 /// The steps for one service's rendered objects, given the names of the Deployments of that
 /// service that cohort manages in the cluster now: versioned track Deployments first (and
 /// waited for), then the track Services, the router's ConfigMap, the router Deployment
@@ -36,8 +32,8 @@ fn label<'v>(o: &'v Rendered, key: &str) -> Option<&'v str> {
 pub fn plan<'r>(rendered: &'r [Rendered], live_track_deployments: &[String]) -> Vec<Step<'r>> {
     let pick =
         |f: &dyn Fn(&Rendered) -> bool| -> Vec<&'r Rendered> { rendered.iter().filter(|o| f(o)).collect() };
-    let tier = |o: &Rendered, t: &str| label(o, "tier") == Some(t);
-    let on_track = |o: &Rendered| label(o, "track").is_some();
+    let tier = |o: &Rendered, t: &str| o.label("tier") == Some(t);
+    let on_track = |o: &Rendered| o.label("track").is_some();
 
     let tracks = pick(&|o| {
         (o.kind == "Deployment" && tier(o, "service")) || (o.kind == "PodDisruptionBudget" && on_track(o))

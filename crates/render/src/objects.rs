@@ -40,6 +40,13 @@ pub struct Rendered {
     pub value: Value,
 }
 
+impl Rendered {
+    /// The value of label `key` in its metadata, if set.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.value["metadata"]["labels"][key].as_str()
+    }
+}
+
 /// Why a service could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
