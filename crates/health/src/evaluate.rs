@@ -399,6 +399,11 @@ impl TrackDeployment<'_> {
         self.deployment.metadata.creation_timestamp.as_ref().map(|t| t.0)
     }
 
+    /// Seconds from its creation to `now` (0 when the server gave no creation time).
+    fn age_seconds(&self, now: Timestamp) -> i64 {
+        self.created().map_or(0, |c| now.as_second() - c.as_second())
+    }
+
     /// The reason of a `Progressing=False` condition: the rollout gave up.
     fn stuck(&self) -> Option<String> {
         let status = self.deployment.status.as_ref()?;
@@ -747,9 +752,7 @@ fn evaluate_service(
                     deployment: d.name.to_string(),
                     track: track.clone(),
                     version: d.version.to_string(),
-                    age_seconds: d
-                        .created()
-                        .map_or(0, |c| settings.now.as_second() - c.as_second()),
+                    age_seconds: d.age_seconds(settings.now),
                 });
             }
         }
@@ -776,9 +779,7 @@ fn evaluate_service(
                     version: d.version.to_string(),
                     ready: d.ready(),
                     desired: d.desired(),
-                    age_seconds: d
-                        .created()
-                        .map_or(0, |c| settings.now.as_second() - c.as_second()),
+                    age_seconds: d.age_seconds(settings.now),
                 })
                 .collect(),
             expected_version,
