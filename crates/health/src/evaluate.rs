@@ -125,7 +125,8 @@ pub enum Finding {
         deployment: String,
         /// The `Progressing` condition's reason, e.g. `ProgressDeadlineExceeded`.
         reason: String,
-        /// Why its pods are not ready, e.g. `2 pods Pending`, `ImagePullBackOff`.
+        /// Why its pods are not ready, e.g. `2 pods Pending: not scheduled to a node`,
+        /// `1 pod ImagePullBackOff: ...`.
         pods: Vec<String>,
     },
     /// A version left running: an older version beside the current one on a track, or a
@@ -416,46 +417,13 @@ impl TrackDeployment<'_> {
     }
 }
 
-/// Why the pods selected by `selector` are not ready: `2 pods Pending`, `ImagePullBackOff`...
+/// Why the pods selected by `selector` are not ready: `2 pods Pending: not scheduled to a
+/// node`, `1 pod ImagePullBackOff: ...`.
 fn pod_reasons(pods: &[Pod], selector: &BTreeMap<String, String>) -> Vec<String> {
-    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
-    for pod in pods {
+    crate::rollout::pod_reasons(pods.iter().filter(|pod| {
         let l = labels(&pod.metadata);
-        if !selector.iter().all(|(k, v)| l.get(k) == Some(v)) {
-            continue;
-        }
-        let Some(status) = &pod.status else { continue };
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready {
-            continue;
-        }
-        // The most telling reason first: a container waiting (ImagePullBackOff,
-        // CrashLoopBackOff), then a condition (Unschedulable), then the phase.
-        let waiting = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
-        let condition = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.status == "False" && c.reason.is_some())
-            .and_then(|c| c.reason.clone());
-        let reason = waiting
-            .or(condition)
-            .or_else(|| status.phase.clone())
-            .unwrap_or_else(|| "not ready".into());
-        *reasons.entry(reason).or_default() += 1;
-    }
-    reasons
-        .into_iter()
-        .map(|(reason, n)| format!("{n} pod{} {reason}", if n == 1 { "" } else { "s" }))
-        .collect()
+        selector.iter().all(|(k, v)| l.get(k) == Some(v))
+    }))
 }
 
 /// Newest version first; by creation time where versions do not compare, then by name.

@@ -5,6 +5,7 @@
 
 pub mod evaluate;
 pub mod inventory;
+pub mod rollout;
 pub mod table;
 
 pub use evaluate::{

@@ -131,7 +131,7 @@ fn every_degradation_of_the_seed_is_found_without_a_release_repo() {
     assert!(findings.contains(&Finding::StuckRollout {
         deployment: "account-service-internal-v1.19.0".into(),
         reason: "ProgressDeadlineExceeded".into(),
-        pods: vec!["2 pods Pending".into()],
+        pods: vec!["2 pods Pending: not scheduled to a node".into()],
     }));
     // The older production version beside an available newer one was left behind.
     assert!(
@@ -246,7 +246,7 @@ fn findings_read_at_a_glance() {
     );
     assert!(
         text.contains(
-            &"account-service-internal-v1.19.0: rollout stuck (ProgressDeadlineExceeded): 2 pods Pending"
+            &"account-service-internal-v1.19.0: rollout stuck (ProgressDeadlineExceeded): 2 pods Pending: not scheduled to a node"
                 .to_string()
         ),
         "{text:?}"
