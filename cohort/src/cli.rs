@@ -139,6 +139,23 @@ pub enum Command {
     /// directory) expectations come from it; without one, from labels and the defaults below.
     /// Exit status: 0 all healthy, 1 problems found, 2 could not check.
     Status(StatusArgs),
+    /// Make the cluster run what the release repo says, without dropping traffic.
+    ///
+    /// Server-side apply (field manager `cohort`), service by service, in this order: new
+    /// track Deployments, waited for until every replica is updated and available → track
+    /// Services → router ConfigMap → router Deployment (waited for) → front Service → only then
+    /// delete the managed Deployments of versions the repo no longer names. If a wait fails or
+    /// times out cohort stops, prunes nothing and says which pods are not ready and why.
+    /// Exit status: 0 applied, 1 a rollout did not become ready, 2 could not apply
+    /// (unreachable, forbidden, invalid object, field conflict).
+    Apply(ApplyArgs),
+    /// Show what `cohort apply` would change, and drift: objects in the cluster that differ
+    /// from the release repo, and managed objects it no longer names.
+    ///
+    /// Compares each live object with the result of a server-side dry-run apply, so defaults
+    /// the server fills in are no difference. Exit status: 0 no differences, 1 differences,
+    /// 2 could not check.
+    Diff(DiffArgs),
     /// Run the data plane: route requests by cohort to tracks (what the router pods run).
     ///
     /// Reads the router config that `cohort render` puts in the `<service>-router` ConfigMap.
@@ -203,15 +220,8 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
-    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-    /// The namespace (default: the release repo's, else the context's).
-    #[arg(long, short = 'n', value_name = "NAME")]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Fewest ready endpoints a track's Service may have.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub min_ready_endpoints: u32,
@@ -265,6 +275,54 @@ pub struct StatusArgs {
     /// A recipient of notification mail (repeat for more).
     #[arg(long, value_name = "ADDRESS")]
     pub email_to: Vec<String>,
+}
+
+/// Where the cluster is, as kubectl's flags say it.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace (default: the release repo's, else the context's).
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Only these services (default: every service in the release repo).
+    pub services: Vec<String>,
+    /// Output format: text shows progress as it happens; json prints one document at the end.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Server-side dry run: the API server checks and defaults every object, nothing is
+    /// changed, nothing waited for or deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take over fields another field manager set (e.g. replicas changed with kubectl
+    /// scale): the release repo's value wins. Without it such a conflict stops the apply.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// How long each wait for rollouts may take before cohort stops (and prunes nothing).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Only these services (default: every service in the release repo, and managed objects
+    /// of services it no longer has).
+    pub services: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@ macro_rules! out {
     }};
 }
 
+mod apply_cmd;
 mod change;
 mod cli;
 mod repo_cmds;
@@ -142,6 +143,8 @@ fn main() -> ExitCode {
             )
         }
         Command::Status(ref args) => status_cmd::status(&cli, args),
+        Command::Apply(ref args) => apply_cmd::apply(&cli, args),
+        Command::Diff(ref args) => apply_cmd::diff(&cli, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())

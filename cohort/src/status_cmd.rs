@@ -104,9 +104,10 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
     };
     let expected = repo.as_ref().map(expectations).transpose()?;
     let target = cohort_kube::Target {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
+        kubeconfig: args.cluster.kubeconfig.clone(),
+        context: args.cluster.context.clone(),
         namespace: args
+            .cluster
             .namespace
             .clone()
             .or_else(|| repo.as_ref().map(|r| r.pipeline.namespace.clone())),

@@ -2,6 +2,8 @@
 //! does (kubeconfig, context, namespace, in-cluster), gathering a namespace with one LIST per
 //! kind, and telling API errors the way kubectl tells them.
 
+pub mod apply;
+pub mod compare;
 pub mod plan;
 
 use std::path::PathBuf;

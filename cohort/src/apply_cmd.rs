@@ -1,0 +1,400 @@
+//! `cohort apply` and `cohort diff`: the release repo's rendered objects against the cluster,
+//! through the kube adapter's apply (the same code path the in-cluster agent runs).
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use cohort_kube::apply::{ApplyError, ApplyOptions, NotReady, Progress};
+use cohort_kube::compare::{self, Change};
+use cohort_kube::{Cluster, KubeError, Target};
+use cohort_render::Rendered;
+use cohort_spec::Repo;
+use serde_json::{Value, json};
+
+use crate::cli::{ApplyArgs, Cli, ClusterArgs, DiffArgs, TextOrJson};
+use crate::repo_cmds::{load_valid, repo_dir, repo_root};
+use crate::{CouldNotCheck, Reported, UsageError};
+
+/// The services asked for (all when none), each with its rendered objects.
+fn rendered(repo: &Repo, wanted: &[String]) -> Result<Vec<(String, Vec<Rendered>)>> {
+    for w in wanted {
+        if !repo.services.iter().any(|s| s.spec.name.as_str() == w) {
+            let known: Vec<&str> = repo.services.iter().map(|s| s.spec.name.as_str()).collect();
+            return Err(UsageError(format!(
+                "no service {w} in the release repo (services: {})",
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    repo.services
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.spec.name.as_str()))
+        .map(|s| {
+            let name = s.spec.name.to_string();
+            let objects = cohort_render::render_service(&repo.pipeline, s)
+                .with_context(|| format!("rendering {name}"))?;
+            Ok((name, objects))
+        })
+        .collect()
+}
+
+/// The cluster to apply to: the objects name the repo's namespace, so another one is an error.
+fn target(repo: &Repo, cluster: &ClusterArgs) -> Result<Target> {
+    let namespace = &repo.pipeline.namespace;
+    if let Some(n) = &cluster.namespace
+        && n != namespace
+    {
+        return Err(UsageError(format!(
+            "-n {n}: the release repo puts its services in namespace {namespace} (cohort.yaml \
+             `namespace`); change it there to apply elsewhere"
+        ))
+        .into());
+    }
+    Ok(Target {
+        kubeconfig: cluster.kubeconfig.clone(),
+        context: cluster.context.clone(),
+        namespace: Some(namespace.clone()),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Connects and checks that the server knows everything the objects use.
+async fn connect(target: &Target, services: &[(String, Vec<Rendered>)]) -> Result<Cluster> {
+    let cluster = Cluster::connect(target).await.map_err(CouldNotCheck)?;
+    let (major, minor) = cluster.server_version().await.map_err(CouldNotCheck)?;
+    for (_, objects) in services {
+        cohort_kube::apply::check_server_supports(objects, major, minor)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    Ok(cluster)
+}
+
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn paint(on: bool, code: &str, text: &str) -> String {
+    match on {
+        true => format!("\x1b[{code}m{text}\x1b[0m"),
+        false => text.to_string(),
+    }
+}
+
+fn kind_lower(kind: &str) -> String {
+    kind.to_ascii_lowercase()
+}
+
+/// Runs `cohort apply`.
+pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
+    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    let services = rendered(&repo, &args.services)?;
+    let target = target(&repo, &args.cluster)?;
+    let options = ApplyOptions {
+        dry_run: args.dry_run,
+        force_conflicts: args.force_conflicts,
+        timeout: args.timeout,
+        ..ApplyOptions::default()
+    };
+    let text = args.output == TextOrJson::Text;
+    let suffix = if args.dry_run { " (server dry run)" } else { "" };
+    let runtime = runtime()?;
+    let mut results: Vec<Value> = vec![];
+    let outcome: Result<()> = runtime.block_on(async {
+        let cluster = connect(&target, &services).await?;
+        for (service, objects) in &services {
+            let started = Instant::now();
+            if text {
+                out!("{service} (namespace {}){suffix}", cluster.namespace);
+            }
+            let mut applied: Vec<Value> = vec![];
+            let mut pruned: Vec<String> = vec![];
+            let mut write_error: Option<std::io::Error> = None;
+            let mut on_progress = |p: Progress| {
+                let line = match &p {
+                    Progress::Step { what } => format!("  {what}"),
+                    Progress::Applied { kind, name, change } => {
+                        applied.push(json!({"kind": kind, "name": name, "change": change.verb()}));
+                        format!("    {}/{name} {}{suffix}", kind_lower(kind), change.verb())
+                    }
+                    Progress::Waiting { deployment, progress } => format!(
+                        "    waiting for {deployment}: {progress} ({}s)",
+                        started.elapsed().as_secs()
+                    ),
+                    Progress::Ready { deployment, .. } => {
+                        format!("    {deployment} rolled out ({}s)", started.elapsed().as_secs())
+                    }
+                    Progress::Pruned { deployment } => {
+                        pruned.push(deployment.clone());
+                        format!("    deployment/{deployment} deleted{suffix}")
+                    }
+                };
+                if text && write_error.is_none() {
+                    use std::io::Write as _;
+                    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+                        write_error = Some(e);
+                    }
+                }
+            };
+            let result = cluster
+                .apply_service(service, objects, &options, &mut on_progress)
+                .await;
+            if let Some(e) = write_error {
+                return Err(e.into());
+            }
+            let mut entry = json!({
+                "service": service,
+                "dry_run": args.dry_run,
+                "applied": applied,
+                "pruned": pruned,
+                "ok": result.is_ok(),
+            });
+            match result {
+                Ok(()) => {
+                    results.push(entry);
+                    if text {
+                        let verb = if args.dry_run {
+                            "checked by the server"
+                        } else {
+                            "applied"
+                        };
+                        out!("{service} {verb} in {}s", started.elapsed().as_secs());
+                    }
+                }
+                Err(e) => {
+                    entry["error"] = json!(e.to_string());
+                    if let ApplyError::NotReady { not_ready, .. } = &e {
+                        entry["not_ready"] = json!(not_ready);
+                    }
+                    results.push(entry);
+                    return Err(apply_failed(service, e));
+                }
+            }
+        }
+        Ok(())
+    });
+    if !text {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "services": results }))?
+        );
+    }
+    outcome
+}
+
+/// The error `cohort apply` exits with; a rollout that did not become ready is told here in
+/// full (what each Deployment waits for, why its pods are not ready) and exits 1.
+fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
+    match e {
+        ApplyError::Kube(k) => {
+            if let KubeError::Api { code: 409, .. } = &k {
+                eprintln!(
+                    "hint: another field manager owns a field the release repo sets: `cohort diff` \
+                     shows it; `cohort apply --force-conflicts` makes the repo's value win"
+                );
+            }
+            anyhow::Error::new(CouldNotCheck(k)).context(format!("applying {service}"))
+        }
+        ApplyError::NotReady {
+            not_ready,
+            timeout,
+            failed,
+        } => {
+            let mut msg = format!(
+                "error: {service}: {}",
+                ApplyError::NotReady {
+                    not_ready: not_ready.clone(),
+                    timeout,
+                    failed
+                }
+            );
+            for NotReady {
+                deployment,
+                progress,
+                state,
+                reasons,
+            } in &not_ready
+            {
+                msg.push_str(&format!("\n  {deployment}: {progress} ({state})"));
+                for r in reasons {
+                    msg.push_str(&format!("\n    {r}"));
+                }
+            }
+            msg.push_str(
+                "\nnothing was pruned and nothing after this step was changed: the versions \
+                 already running keep serving",
+            );
+            eprintln!("{msg}");
+            Reported.into()
+        }
+        e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
+        e @ ApplyError::UnknownKind { .. } => anyhow::Error::new(e),
+    }
+}
+
+/// One difference between the release repo and the cluster.
+struct Difference {
+    kind: &'static str,
+    name: String,
+    service: String,
+    what: &'static str,
+    note: String,
+    diff: Option<String>,
+}
+
+/// Runs `cohort diff`.
+pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
+    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    let services = rendered(&repo, &args.services)?;
+    let target = target(&repo, &args.cluster)?;
+    let runtime = runtime()?;
+    let differences = runtime.block_on(async {
+        let cluster = connect(&target, &services).await?;
+        let mut out: Vec<Difference> = vec![];
+        for (service, objects) in &services {
+            for o in objects {
+                let live = cluster.live(o).await.map_err(apply_error)?;
+                // A conflict with another field manager is drift too: show it as the forced
+                // apply would leave it, and say that apply needs --force-conflicts.
+                let (desired, conflict) = match cluster.server_side_apply(o, true, false).await {
+                    Ok(v) => (v, false),
+                    Err(ApplyError::Kube(KubeError::Api { code: 409, .. })) => (
+                        cluster
+                            .server_side_apply(o, true, true)
+                            .await
+                            .map_err(apply_error)?,
+                        true,
+                    ),
+                    Err(e) => return Err(apply_error(e)),
+                };
+                let conflict_note = match conflict {
+                    true => "; another field manager set it: apply needs --force-conflicts",
+                    false => "",
+                };
+                match compare::change(live.as_ref(), &desired) {
+                    Change::Unchanged => {}
+                    Change::Create => out.push(Difference {
+                        kind: o.kind,
+                        name: o.name.clone(),
+                        service: service.clone(),
+                        what: "create",
+                        note: "not in the cluster; apply creates it".into(),
+                        diff: None,
+                    }),
+                    Change::Update(d) => out.push(Difference {
+                        kind: o.kind,
+                        name: o.name.clone(),
+                        service: service.clone(),
+                        what: "update",
+                        note: format!("differs from the release repo{conflict_note}"),
+                        diff: Some(d),
+                    }),
+                }
+            }
+            let keep: Vec<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+            let live = cluster
+                .managed_track_deployments(service)
+                .await
+                .map_err(CouldNotCheck)?;
+            for name in live.into_iter().filter(|n| !keep.contains(&n.as_str())) {
+                out.push(Difference {
+                    kind: "Deployment",
+                    name,
+                    service: service.clone(),
+                    what: "prune",
+                    note: "managed by cohort, a version the release repo no longer names; apply \
+                           deletes it"
+                        .into(),
+                    diff: None,
+                });
+            }
+        }
+        if args.services.is_empty() {
+            let known: Vec<&str> = services.iter().map(|(s, _)| s.as_str()).collect();
+            for (kind, name, service) in cluster.managed_objects().await.map_err(CouldNotCheck)? {
+                if !known.contains(&service.as_str()) {
+                    out.push(Difference {
+                        kind,
+                        name,
+                        note: match service.is_empty() {
+                            true => "managed by cohort, for no service".into(),
+                            false => format!(
+                                "managed by cohort for service {service}, which the release repo \
+                                 no longer has (apply leaves it; delete it with kubectl)"
+                            ),
+                        },
+                        service,
+                        what: "orphan",
+                        diff: None,
+                    });
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(out)
+    })?;
+    match args.output {
+        TextOrJson::Json => {
+            let list: Vec<Value> = differences
+                .iter()
+                .map(|d| {
+                    json!({
+                        "kind": d.kind, "name": d.name, "service": d.service,
+                        "change": d.what, "note": d.note, "diff": d.diff,
+                    })
+                })
+                .collect();
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "differences": list }))?
+            );
+        }
+        TextOrJson::Text => {
+            let c = color();
+            if differences.is_empty() {
+                out!("no differences: the cluster runs what the release repo says");
+            }
+            for d in &differences {
+                let (mark, code) = match d.what {
+                    "create" => ("+", "32"),
+                    "update" => ("~", "33"),
+                    _ => ("-", "31"),
+                };
+                out!(
+                    "{} {}/{} ({})",
+                    paint(c, code, mark),
+                    kind_lower(d.kind),
+                    d.name,
+                    d.note
+                );
+                for line in d.diff.iter().flat_map(|t| t.lines()) {
+                    let code = match line.chars().next() {
+                        Some('+') => "32",
+                        Some('-') => "31",
+                        Some('@') => "36",
+                        _ => "0",
+                    };
+                    out!("    {}", paint(c && code != "0", code, line));
+                }
+            }
+        }
+    }
+    match differences.is_empty() {
+        true => Ok(()),
+        false => Err(Reported.into()),
+    }
+}
+
+fn apply_error(e: ApplyError) -> anyhow::Error {
+    match e {
+        ApplyError::Kube(k) => CouldNotCheck(k).into(),
+        e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
+        e => anyhow::Error::new(e),
+    }
+}

@@ -1,0 +1,481 @@
+//! Applying a service's rendered objects in the order of [`crate::plan`]: server-side apply
+//! with one field manager, waits on rollouts with progress, pruning only after everything else
+//! succeeded. `cohort apply` and the in-cluster agent both run this.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cohort_health::rollout::{self, Rollout};
+use cohort_render::Rendered;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PropagationPolicy,
+};
+use serde_json::Value;
+
+use crate::compare::{self, Change};
+use crate::plan::{self, Step};
+use crate::{Cluster, KubeError};
+
+/// How often an unchanged wait is reported again.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The field manager cohort applies with (and the `managed-by` label's value).
+pub const FIELD_MANAGER: &str = cohort_render::MANAGER;
+
+/// How to apply.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    /// Server-side dry run: the server checks and defaults everything, nothing is stored, no
+    /// wait, nothing deleted.
+    pub dry_run: bool,
+    /// Take over fields another field manager owns (kubectl's `--force-conflicts`).
+    pub force_conflicts: bool,
+    /// How long one step may wait for its rollouts.
+    pub timeout: Duration,
+    /// How often a wait looks again.
+    pub poll: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            dry_run: false,
+            force_conflicts: false,
+            timeout: Duration::from_secs(300),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What happened, as it happens (for progress lines or structured logs).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// A step of the plan begins.
+    Step {
+        /// `track Deployments`, `router`, ...
+        what: &'static str,
+    },
+    /// One object was applied (or, in a dry run, would be).
+    Applied {
+        /// Its kind.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Created, configured or unchanged.
+        change: Change,
+    },
+    /// A Deployment being waited for moved on.
+    Waiting {
+        /// Its name.
+        deployment: String,
+        /// `1/4 ready, 4/4 updated`.
+        progress: String,
+    },
+    /// A Deployment finished rolling out.
+    Ready {
+        /// Its name.
+        deployment: String,
+        /// How long it took.
+        after: Duration,
+    },
+    /// A managed Deployment the repo no longer names was deleted (or, dry run, would be).
+    Pruned {
+        /// Its name.
+        deployment: String,
+    },
+}
+
+/// A Deployment that did not become ready, and why.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NotReady {
+    /// Its name.
+    pub deployment: String,
+    /// `1/4 ready, 4/4 updated`.
+    pub progress: String,
+    /// What it was waiting for, or why the controller gave up.
+    pub state: String,
+    /// Why its pods are not ready (pod conditions, waiting containers, Warning events).
+    pub reasons: Vec<String>,
+}
+
+/// Why applying a service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused or could not be reached.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// A rollout failed or did not finish in time; nothing was pruned.
+    #[error("{}", not_ready_message(.not_ready, .timeout, .failed))]
+    NotReady {
+        /// The Deployments that are not ready.
+        not_ready: Vec<NotReady>,
+        /// The wait's limit.
+        timeout: Duration,
+        /// Whether the controller gave up (rather than time running out).
+        failed: bool,
+    },
+    /// The rendered objects use something this API server does not know.
+    #[error("the cluster runs Kubernetes {server}, which has no {feature} (it needs {needs}); {fix}")]
+    Unsupported {
+        /// The server's version, `1.28`.
+        server: String,
+        /// What is missing.
+        feature: &'static str,
+        /// The version that has it.
+        needs: &'static str,
+        /// How to do without.
+        fix: &'static str,
+    },
+    /// cohort does not know how to apply this kind (a bug in render).
+    #[error("cannot apply {kind} {name}: cohort does not know its API group")]
+    UnknownKind {
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+    },
+}
+
+fn not_ready_message(not_ready: &[NotReady], timeout: &Duration, failed: &bool) -> String {
+    let names: Vec<&str> = not_ready.iter().map(|n| n.deployment.as_str()).collect();
+    match failed {
+        true => format!("rollout failed: {}", names.join(", ")),
+        false => format!("not ready after {}s: {}", timeout.as_secs(), names.join(", ")),
+    }
+}
+
+/// The API resource of a kind render makes.
+fn resource(kind: &str) -> Option<ApiResource> {
+    let (group, version, plural) = match kind {
+        "Deployment" => ("apps", "v1", "deployments"),
+        "Service" => ("", "v1", "services"),
+        "ConfigMap" => ("", "v1", "configmaps"),
+        "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
+        _ => return None,
+    };
+    Some(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        plural,
+    ))
+}
+
+/// Whether a server of version `major.minor` knows everything the objects use; the kubelet's
+/// `preStop.sleep` came in 1.30 (beta, on by default), and older servers reject it as an
+/// unknown field.
+pub fn check_server_supports(objects: &[Rendered], major: u32, minor: u32) -> Result<(), ApplyError> {
+    let uses_sleep = objects.iter().any(|o| {
+        o.value["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| !c["lifecycle"]["preStop"]["sleep"].is_null())
+    });
+    if uses_sleep && (major, minor) < (1, 30) {
+        return Err(ApplyError::Unsupported {
+            server: format!("{major}.{minor}"),
+            feature: "lifecycle.preStop.sleep",
+            needs: "1.30",
+            fix: "set `defaults.pre_stop.exec: true` in cohort.yaml to pause with `sleep` from \
+                  the image instead (the image then needs a sleep binary), or upgrade the cluster",
+        });
+    }
+    Ok(())
+}
+
+/// `major.minor` from the server's version info (`"28+"` on some providers reads as 28).
+fn version_number(text: &str) -> u32 {
+    text.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// The API server's `major.minor`.
+    pub async fn server_version(&self) -> Result<(u32, u32), KubeError> {
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| KubeError::from_kube("read the server version".into(), e))?;
+        Ok((version_number(&info.major), version_number(&info.minor)))
+    }
+
+    fn dynamic(&self, o: &Rendered) -> Result<Api<DynamicObject>, ApplyError> {
+        let ar = resource(o.kind).ok_or_else(|| ApplyError::UnknownKind {
+            kind: o.kind.to_string(),
+            name: o.name.clone(),
+        })?;
+        Ok(Api::namespaced_with(self.client.clone(), &self.namespace, &ar))
+    }
+
+    /// The object as the cluster holds it, if it exists.
+    pub async fn live(&self, o: &Rendered) -> Result<Option<Value>, ApplyError> {
+        let found = self
+            .dynamic(o)?
+            .get_opt(&o.name)
+            .await
+            .map_err(|e| self.error(format!("get {} {}", o.kind, o.name), e))?;
+        Ok(found.map(|d| serde_json::to_value(d).unwrap_or(Value::Null)))
+    }
+
+    /// Server-side applies `o` as field manager `cohort`; returns the object as stored (or, in
+    /// a dry run, as it would be).
+    pub async fn server_side_apply(
+        &self,
+        o: &Rendered,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Value, ApplyError> {
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = force;
+        params.dry_run = dry_run;
+        let stored = self
+            .dynamic(o)?
+            .patch(&o.name, &params, &Patch::Apply(&o.value))
+            .await
+            .map_err(|e| self.error(format!("apply {} {}", o.kind, o.name), e))?;
+        Ok(serde_json::to_value(stored).unwrap_or(Value::Null))
+    }
+
+    fn error(&self, doing: String, e: kube::Error) -> KubeError {
+        KubeError::from_kube(format!("{doing} in namespace {}", self.namespace), e)
+    }
+
+    /// The track Deployments of `service` that cohort manages in the cluster.
+    pub async fn managed_track_deployments(&self, service: &str) -> Result<Vec<String>, KubeError> {
+        let selector = format!(
+            "{}={FIELD_MANAGER},{}={service},tier=service",
+            cohort_render::LABEL_MANAGED_BY,
+            cohort_render::LABEL_PART_OF
+        );
+        let list = self
+            .api::<Deployment>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| self.error("list deployments".into(), e))?;
+        Ok(list.items.into_iter().filter_map(|d| d.metadata.name).collect())
+    }
+
+    /// Every object of the kinds render makes that carries cohort's `managed-by` label:
+    /// `(kind, name, service)`.
+    pub async fn managed_objects(&self) -> Result<Vec<(&'static str, String, String)>, KubeError> {
+        let selector = format!("{}={FIELD_MANAGER}", cohort_render::LABEL_MANAGED_BY);
+        let mut out = vec![];
+        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
+            let Some(ar) = resource(kind) else { continue };
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
+            for o in list.items {
+                let service = o
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(cohort_render::LABEL_PART_OF).cloned())
+                    .unwrap_or_default();
+                out.push((kind, o.metadata.name.unwrap_or_default(), service));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_deployment(&self, name: &str, dry_run: bool) -> Result<(), KubeError> {
+        let params = DeleteParams {
+            dry_run,
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match self.api::<Deployment>().delete(name, &params).await {
+            Ok(_) => Ok(()),
+            // Gone already: what pruning wanted.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.error(format!("delete deployment {name}"), e)),
+        }
+    }
+
+    /// Why the Deployments named are not ready: pods and Warning events, one LIST each
+    /// (events are skipped if RBAC does not allow reading them).
+    async fn not_ready(&self, deployments: &[Deployment]) -> Result<Vec<NotReady>, KubeError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.error("list pods".into(), e))?
+            .items;
+        let events = match self
+            .api::<Event>()
+            .list(&ListParams::default().fields("type=Warning"))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(_) => vec![],
+        };
+        Ok(deployments
+            .iter()
+            .filter_map(|d| {
+                let state = match rollout::rollout(d) {
+                    Rollout::Done => return None,
+                    Rollout::Waiting(s) | Rollout::Failed(s) => s,
+                };
+                Some(NotReady {
+                    deployment: d.metadata.name.clone().unwrap_or_default(),
+                    progress: rollout::progress(d),
+                    state,
+                    reasons: rollout::not_ready_reasons(d, &pods, &events),
+                })
+            })
+            .collect())
+    }
+
+    /// Waits until every named Deployment has rolled out; fails at once if the controller
+    /// gives up, and after `timeout` otherwise, saying why each is not ready.
+    async fn wait_for_rollouts(
+        &self,
+        names: &[String],
+        options: &ApplyOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), ApplyError> {
+        let started = Instant::now();
+        let mut last: BTreeMap<String, (String, Instant)> = BTreeMap::new();
+        let mut pending: Vec<String> = names.to_vec();
+        loop {
+            let mut current = vec![];
+            let mut failed = false;
+            for name in &pending {
+                let d = self
+                    .api::<Deployment>()
+                    .get(name)
+                    .await
+                    .map_err(|e| self.error(format!("get deployment {name}"), e))?;
+                match rollout::rollout(&d) {
+                    Rollout::Done => progress(Progress::Ready {
+                        deployment: name.clone(),
+                        after: started.elapsed(),
+                    }),
+                    state => {
+                        failed |= matches!(state, Rollout::Failed(_));
+                        let line = rollout::progress(&d);
+                        // Said again when it changes, and every 10 s when it does not, so a
+                        // long wait never looks hung.
+                        let stale = last
+                            .get(name)
+                            .is_none_or(|(said, at)| said != &line || at.elapsed() >= HEARTBEAT);
+                        if stale {
+                            progress(Progress::Waiting {
+                                deployment: name.clone(),
+                                progress: line.clone(),
+                            });
+                            last.insert(name.clone(), (line, Instant::now()));
+                        }
+                        current.push(d);
+                    }
+                }
+            }
+            pending = current.iter().filter_map(|d| d.metadata.name.clone()).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if failed || started.elapsed() >= options.timeout {
+                return Err(ApplyError::NotReady {
+                    not_ready: self.not_ready(&current).await?,
+                    timeout: options.timeout,
+                    failed,
+                });
+            }
+            tokio::time::sleep(options.poll).await;
+        }
+    }
+
+    /// Applies one service's rendered objects in the plan's order: each step's objects by
+    /// server-side apply, then (unless a dry run) a wait for the step's rollouts; managed
+    /// track Deployments the objects no longer name are deleted last, and only if every step
+    /// before succeeded.
+    pub async fn apply_service(
+        &self,
+        service: &str,
+        objects: &[Rendered],
+        options: &ApplyOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), ApplyError> {
+        let live = self.managed_track_deployments(service).await?;
+        for step in plan::plan(objects, &live) {
+            match step {
+                Step::Apply { what, objects, wait } => {
+                    progress(Progress::Step { what });
+                    let mut rollouts = vec![];
+                    for o in objects {
+                        let before = self.live(o).await?;
+                        let after = self
+                            .server_side_apply(o, options.dry_run, options.force_conflicts)
+                            .await?;
+                        progress(Progress::Applied {
+                            kind: o.kind,
+                            name: o.name.clone(),
+                            change: compare::change(before.as_ref(), &after),
+                        });
+                        if o.kind == "Deployment" {
+                            rollouts.push(o.name.clone());
+                        }
+                    }
+                    if wait && !options.dry_run && !rollouts.is_empty() {
+                        self.wait_for_rollouts(&rollouts, options, progress).await?;
+                    }
+                }
+                Step::Prune { deployments } => {
+                    progress(Progress::Step { what: "prune" });
+                    for name in deployments {
+                        self.delete_deployment(&name, options.dry_run).await?;
+                        progress(Progress::Pruned { deployment: name });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApplyError, check_server_supports, resource, version_number};
+
+    fn seed(exec: bool) -> Vec<cohort_render::Rendered> {
+        let mut files = cohort_spec::scaffold::repo_files();
+        if exec {
+            files.pipeline = files
+                .pipeline
+                .map(|text| text.replace("  pre_stop:\n", "  pre_stop:\n    exec: true\n"));
+        }
+        let (repo, diags) = cohort_spec::repo::validate(&files);
+        assert!(diags.is_empty(), "{diags:?}");
+        let repo = repo.expect("valid");
+        cohort_render::render_service(&repo.pipeline, &repo.services[0]).expect("renders")
+    }
+
+    #[test]
+    fn the_sleep_action_is_refused_before_1_30_with_the_way_around_it() {
+        let objects = seed(false);
+        let err = check_server_supports(&objects, 1, 28).expect_err("1.28 lacks preStop.sleep");
+        assert!(matches!(err, ApplyError::Unsupported { .. }));
+        let text = err.to_string();
+        assert!(text.contains("Kubernetes 1.28"), "{text}");
+        assert!(text.contains("defaults.pre_stop.exec: true"), "{text}");
+        assert!(check_server_supports(&objects, 1, 30).is_ok());
+        assert!(check_server_supports(&seed(true), 1, 28).is_ok());
+    }
+
+    #[test]
+    fn every_kind_render_makes_has_an_api_resource() {
+        for o in seed(false) {
+            assert!(resource(o.kind).is_some(), "{}", o.kind);
+        }
+        assert_eq!(version_number("28+"), 28);
+        assert_eq!(version_number(""), 0);
+    }
+}
