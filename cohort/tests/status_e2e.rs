@@ -5,47 +5,15 @@
 //! Pods must become Ready in the test's namespace: on the k8s-lab that is the fake kubelet,
 //! which serves namespaces labelled `k8s-lab/fake-kubelet=enabled` (harmless elsewhere).
 
-use std::path::{Path, PathBuf};
+mod kube_common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("COHORT_E2E_KUBECONFIG") {
-        Some(k) => Some(PathBuf::from(k)),
-        None => {
-            eprintln!(
-                "SKIPPED: set COHORT_E2E_KUBECONFIG to a cluster's kubeconfig to run cohort status end to end"
-            );
-            None
-        }
-    }
-}
+use kube_common::{Namespace, kubectl, wait_for};
 
-fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl on PATH (the end-to-end tests use it to set the scene)");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write");
-    }
-    let out = child.wait_with_output().expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+fn kubeconfig() -> Option<std::path::PathBuf> {
+    kube_common::kubeconfig("cohort status")
 }
 
 fn cohort(kc: &Path, args: &[&str]) -> Output {
@@ -59,40 +27,6 @@ fn cohort(kc: &Path, args: &[&str]) -> Output {
         .env_remove("COHORT_REPO")
         .output()
         .expect("run cohort")
-}
-
-/// A namespace deleted when the test ends, however it ends.
-struct Namespace<'k> {
-    kc: &'k Path,
-    name: String,
-}
-
-impl Namespace<'_> {
-    /// Waits until Deployment `name` has rolled out (all replicas updated and available).
-    fn wait_for_rollout(&self, name: &str) {
-        kubectl(
-            self.kc,
-            &[
-                "-n",
-                &self.name,
-                "rollout",
-                "status",
-                &format!("deployment/{name}"),
-                "--timeout=90s",
-            ],
-            None,
-        );
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kc)
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
-    }
 }
 
 /// A service laid out as the seed's: a front Service selecting the router, a router
@@ -147,16 +81,7 @@ fn seed_like(ns: &str) -> String {
 
 /// A fresh namespace (pods made Ready by the lab's fake kubelet) holding `seed_like`.
 fn seed_like_namespace<'k>(kc: &'k Path, test: &str) -> Namespace<'k> {
-    let ns = Namespace {
-        kc,
-        name: format!("cohort-e2e-{test}-{}", std::process::id()),
-    };
-    kubectl(kc, &["create", "namespace", &ns.name], None);
-    kubectl(
-        kc,
-        &["label", "namespace", &ns.name, "k8s-lab/fake-kubelet=enabled"],
-        None,
-    );
+    let ns = Namespace::new(kc, test);
     kubectl(kc, &["apply", "-f", "-"], Some(&seed_like(&ns.name)));
     ns
 }
@@ -204,15 +129,8 @@ fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
     );
 
     // A service account with no rights: the API server's refusal, as kubectl says it, exit 2.
-    kubectl(&kc, &["-n", &ns.name, "create", "serviceaccount", "nobody"], None);
-    let token = kubectl(&kc, &["-n", &ns.name, "create", "token", "nobody"], None);
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let raw = kubectl(&kc, &["config", "view", "--raw", "--minify", "-o", "json"], None);
-    let mut config: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("kubeconfig json");
-    config["users"][0]["user"] = serde_json::json!({ "token": token });
     let dir = tempfile::tempdir().expect("tempdir");
-    let limited = dir.path().join("kubeconfig");
-    std::fs::write(&limited, serde_json::to_vec(&config).expect("json")).expect("write");
+    let limited = ns.service_account_kubeconfig("nobody", dir.path());
     let denied = cohort(&limited, &["-n", &ns.name]);
     let err = String::from_utf8_lossy(&denied.stderr);
     assert_eq!(denied.status.code(), Some(2), "{err}");
@@ -297,14 +215,6 @@ fn slack_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         }
     });
     (url, seen)
-}
-
-fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "waited {secs} s for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 #[test]

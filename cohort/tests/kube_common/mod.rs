@@ -1,0 +1,157 @@
+//! What the end-to-end tests against a real API server share: the gate on
+//! `COHORT_E2E_KUBECONFIG`, kubectl to set the scene, throwaway namespaces, and kubeconfigs of
+//! service accounts with limited rights.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The kubeconfig to test against, or `None` (saying why the test is skipped).
+pub fn kubeconfig(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("COHORT_E2E_KUBECONFIG") {
+        Some(k) => Some(PathBuf::from(k)),
+        None => {
+            eprintln!(
+                "SKIPPED: set COHORT_E2E_KUBECONFIG to a cluster's kubeconfig to run {what} end to end"
+            );
+            None
+        }
+    }
+}
+
+/// Runs kubectl, which must succeed.
+pub fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let out = kubectl_may_fail(kc, args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs kubectl, whatever comes of it.
+pub fn kubectl_may_fail(kc: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (the end-to-end tests use it to set the scene)");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    child.wait_with_output().expect("kubectl")
+}
+
+/// kubectl's `-o json` output, read.
+pub fn kubectl_json(kc: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_slice(&kubectl(kc, &all, None).stdout).expect("kubectl json")
+}
+
+/// A namespace deleted when the test ends, however it ends.
+pub struct Namespace<'k> {
+    pub kc: &'k Path,
+    pub name: String,
+}
+
+impl<'k> Namespace<'k> {
+    /// A fresh namespace for `test`, its pods made Ready by the lab's fake kubelet (the label
+    /// is harmless on other clusters).
+    pub fn new(kc: &'k Path, test: &str) -> Namespace<'k> {
+        let ns = Namespace {
+            kc,
+            name: format!("cohort-e2e-{test}-{}", std::process::id()),
+        };
+        kubectl(kc, &["create", "namespace", &ns.name], None);
+        ns.pods_become_ready(true);
+        ns
+    }
+
+    /// Whether the lab's fake kubelet makes this namespace's new pods Ready.
+    pub fn pods_become_ready(&self, ready: bool) {
+        let label = match ready {
+            true => "k8s-lab/fake-kubelet=enabled",
+            false => "k8s-lab/fake-kubelet-",
+        };
+        kubectl(self.kc, &["label", "namespace", &self.name, label], None);
+    }
+
+    /// Waits until Deployment `name` has rolled out (all replicas updated and available).
+    pub fn wait_for_rollout(&self, name: &str) {
+        kubectl(
+            self.kc,
+            &[
+                "-n",
+                &self.name,
+                "rollout",
+                "status",
+                &format!("deployment/{name}"),
+                "--timeout=90s",
+            ],
+            None,
+        );
+    }
+
+    /// The names of the namespace's objects of `kind`.
+    pub fn names(&self, kind: &str) -> Vec<String> {
+        let list = kubectl_json(self.kc, &["-n", &self.name, "get", kind]);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// A kubeconfig for a new service account of this namespace that has no rights yet.
+    pub fn service_account_kubeconfig(&self, account: &str, dir: &Path) -> PathBuf {
+        kubectl(
+            self.kc,
+            &["-n", &self.name, "create", "serviceaccount", account],
+            None,
+        );
+        let token = kubectl(self.kc, &["-n", &self.name, "create", "token", account], None);
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+        let raw = kubectl(
+            self.kc,
+            &["config", "view", "--raw", "--minify", "-o", "json"],
+            None,
+        );
+        let mut config: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("kubeconfig json");
+        config["users"][0]["user"] = serde_json::json!({ "token": token });
+        let path = dir.join(format!("kubeconfig-{account}"));
+        std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+        path
+    }
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kc)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// Polls `done` every 200 ms for up to `secs`.
+pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
