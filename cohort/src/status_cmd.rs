@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
+use cohort_core::{EmailChannel, Notifications, SecretRef, SlackChannel, SmtpSecurity};
 use cohort_health::table::{self, Color};
 use cohort_health::{Expectations, ExpectedService, ExpectedTrack, Report, Settings};
+use cohort_notify::send::secret::SecretSource;
 use cohort_spec::Repo;
 use serde_json::{Value, json};
 
@@ -120,7 +122,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
     settings.min_ready_endpoints = args.min_ready_endpoints;
     settings.router_replicas = args.router_replicas;
     if args.watch {
-        let notifier = notifier(args)?;
+        let notifier = notifier(args, repo.as_ref())?;
         return runtime.block_on(watch(args, &target, expected.as_ref(), settings, notifier));
     }
     let (namespace, inventory) = runtime
@@ -180,63 +182,108 @@ fn text(report: &Report) -> String {
     }
 }
 
-/// The notification channels the flags name, checked (secrets loaded) before watching starts.
-fn notifier(args: &StatusArgs) -> Result<Option<Notifier>> {
-    use cohort_notify::send::email::{EmailConfig, SmtpAuth, SmtpSecurity};
-    use cohort_notify::send::secret::SecretSource;
-    use cohort_notify::send::slack::SlackConfig;
-    let mut channels = vec![];
-    let webhook = match (&args.slack_webhook_env, &args.slack_webhook_file) {
-        (Some(var), _) => Some(SecretSource::Env(var.clone())),
-        (None, Some(file)) => Some(SecretSource::File(file.clone())),
-        (None, None) => None,
-    };
-    if let Some(webhook) = webhook {
-        channels.push(ChannelConfig {
-            name: "slack".into(),
-            kind: ChannelKind::Slack(SlackConfig::new(webhook)),
-        });
+/// The notification channels: cohort.yaml's `notifications`, each channel replaced by the
+/// flags when they name one; checked (secrets loaded) before watching starts.
+fn notifier(args: &StatusArgs, repo: Option<&Repo>) -> Result<Option<Notifier>> {
+    let mut wanted = repo.map(|r| r.pipeline.notifications.clone()).unwrap_or_default();
+    let flags = flag_channels(args)?;
+    let mut from = vec![];
+    if flags.slack.is_some() {
+        wanted.slack = flags.slack;
+        from.push("slack (flags)");
+    } else if wanted.slack.is_some() {
+        from.push("slack (cohort.yaml)");
     }
-    if let Some(server) = &args.smtp_server {
-        let security = match args.smtp_security {
-            SmtpSecurityArg::Starttls => SmtpSecurity::StartTls,
-            SmtpSecurityArg::Tls => SmtpSecurity::ImplicitTls,
-            SmtpSecurityArg::Plain => SmtpSecurity::Plain,
-        };
-        let (host, port) = match server.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| UsageError(format!("--smtp-server {server}: `{p}` is not a port number")))?;
-                (h.trim_matches(['[', ']']).to_string(), Some(port))
-            }
-            _ => (server.clone(), None),
-        };
-        let mut email = EmailConfig::new(
-            host,
-            security,
-            args.email_from.clone().unwrap_or_default(),
-            args.email_to.clone(),
-        );
-        if let Some(port) = port {
-            email.port = port;
-        }
-        if let Some(user) = &args.smtp_user {
-            let password = match (&args.smtp_password_env, &args.smtp_password_file) {
-                (Some(var), _) => SecretSource::Env(var.clone()),
-                (None, Some(file)) => SecretSource::File(file.clone()),
-                (None, None) => {
-                    return Err(UsageError(
-                        "--smtp-user needs --smtp-password-env VAR or --smtp-password-file FILE".into(),
-                    )
-                    .into());
+    if flags.email.is_some() {
+        wanted.email = flags.email;
+        from.push("email (flags)");
+    } else if wanted.email.is_some() {
+        from.push("email (cohort.yaml)");
+    }
+    let notifier = channels(&wanted)?;
+    if !from.is_empty() {
+        eprintln!("notifying: {}", from.join(", "));
+    }
+    Ok(notifier)
+}
+
+/// The channels the flags name.
+fn flag_channels(args: &StatusArgs) -> Result<Notifications> {
+    let slack = match (&args.slack_webhook_env, &args.slack_webhook_file) {
+        (Some(var), _) => Some(SecretRef::Env(var.clone())),
+        (None, Some(file)) => Some(SecretRef::File(file.clone())),
+        (None, None) => None,
+    }
+    .map(|webhook| SlackChannel { webhook });
+    let email = match &args.smtp_server {
+        None => None,
+        Some(server) => {
+            let (host, port) = cohort_spec::notifications::host_and_port(server)
+                .map_err(|e| UsageError(format!("--smtp-server {server}: {e}")))?;
+            let login = match &args.smtp_user {
+                None => None,
+                Some(user) => {
+                    let password = match (&args.smtp_password_env, &args.smtp_password_file) {
+                        (Some(var), _) => SecretRef::Env(var.clone()),
+                        (None, Some(file)) => SecretRef::File(file.clone()),
+                        (None, None) => {
+                            return Err(UsageError(
+                                "--smtp-user needs --smtp-password-env VAR or --smtp-password-file FILE"
+                                    .into(),
+                            )
+                            .into());
+                        }
+                    };
+                    Some((user.clone(), password))
                 }
             };
-            email.auth = Some(SmtpAuth {
-                username: user.clone(),
-                password,
-            });
+            Some(EmailChannel {
+                host,
+                port,
+                security: match args.smtp_security {
+                    SmtpSecurityArg::Starttls => SmtpSecurity::StartTls,
+                    SmtpSecurityArg::Tls => SmtpSecurity::Tls,
+                    SmtpSecurityArg::Plain => SmtpSecurity::Plain,
+                },
+                login,
+                from: args.email_from.clone().unwrap_or_default(),
+                to: args.email_to.clone(),
+            })
         }
+    };
+    Ok(Notifications { slack, email })
+}
+
+/// The notifier for `wanted`, or `None` when it names no channel.
+fn channels(wanted: &Notifications) -> Result<Option<Notifier>> {
+    use cohort_notify::send::email::{EmailConfig, SmtpAuth};
+    use cohort_notify::send::slack::SlackConfig;
+    let secret = |s: &SecretRef| match s {
+        SecretRef::Env(var) => SecretSource::Env(var.clone()),
+        SecretRef::File(path) => SecretSource::File(path.clone()),
+    };
+    let mut channels = vec![];
+    if let Some(slack) = &wanted.slack {
+        channels.push(ChannelConfig {
+            name: "slack".into(),
+            kind: ChannelKind::Slack(SlackConfig::new(secret(&slack.webhook))),
+        });
+    }
+    if let Some(e) = &wanted.email {
+        use cohort_notify::send::email::SmtpSecurity as Security;
+        let security = match e.security {
+            SmtpSecurity::StartTls => Security::StartTls,
+            SmtpSecurity::Tls => Security::ImplicitTls,
+            SmtpSecurity::Plain => Security::Plain,
+        };
+        let mut email = EmailConfig::new(e.host.clone(), security, e.from.clone(), e.to.clone());
+        if let Some(port) = e.port {
+            email.port = port;
+        }
+        email.auth = e.login.as_ref().map(|(user, password)| SmtpAuth {
+            username: user.clone(),
+            password: secret(password),
+        });
         channels.push(ChannelConfig {
             name: "email".into(),
             kind: ChannelKind::Email(email),

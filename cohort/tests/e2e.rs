@@ -604,3 +604,52 @@ fn a_second_rollback_goes_further_back() {
         "{err}"
     );
 }
+
+#[test]
+fn status_watch_takes_its_channels_from_cohort_yaml_and_checks_their_secrets_first() {
+    let repo = Repo::init();
+    let path = repo.dir.join("cohort.yaml");
+    let mut config = std::fs::read_to_string(&path).expect("read");
+    config.push_str("\nnotifications:\n  slack:\n    webhook_env: COHORT_TEST_UNSET_WEBHOOK\n");
+    std::fs::write(&path, config).expect("write");
+    git(
+        &repo.dir,
+        &[
+            "-c",
+            "user.name=Ops",
+            "-c",
+            "user.email=ops@example.com",
+            "commit",
+            "-qam",
+            "notify",
+        ],
+    );
+    repo.ok(&["validate"]);
+
+    // The channel cohort.yaml names is checked before anything else: its secret is missing.
+    let missing = repo.dir.join("no-such-kubeconfig");
+    let args = [
+        "status",
+        "--watch",
+        "--kubeconfig",
+        missing.to_str().expect("utf-8"),
+    ];
+    let err = repo.fails(&args, 2);
+    assert!(err.contains("COHORT_TEST_UNSET_WEBHOOK"), "{err}");
+
+    // A flag replaces that channel: its secret is there, so cohort goes on to the cluster
+    // (whose kubeconfig is missing).
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--slack-webhook-env", "COHORT_TEST_WEBHOOK"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(&with_flag)
+        .current_dir(&repo.dir)
+        .env("COHORT_TEST_WEBHOOK", "http://127.0.0.1:9/hook")
+        .env_remove("COHORT_TEST_UNSET_WEBHOOK")
+        .output()
+        .expect("cohort");
+    let err = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("COHORT_TEST_UNSET_WEBHOOK"), "{err}");
+    assert!(err.contains("no-such-kubeconfig"), "{err}");
+}

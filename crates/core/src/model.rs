@@ -29,6 +29,64 @@ pub struct Pipeline {
     pub router: RouterSettings,
     /// Gates, keyed by the stage being entered.
     pub gates: BTreeMap<TrackName, Gate>,
+    /// Where `cohort status --watch` sends problems opened and resolved.
+    pub notifications: Notifications,
+}
+
+/// Notification channels. Secrets (a webhook URL, a password) are never written here, only
+/// where to read them from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Notifications {
+    /// A Slack incoming webhook.
+    pub slack: Option<SlackChannel>,
+    /// Mail over SMTP.
+    pub email: Option<EmailChannel>,
+}
+
+/// Where a secret is read from when it is needed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    /// An environment variable of the process.
+    Env(String),
+    /// A file (e.g. a mounted Secret); surrounding whitespace is ignored.
+    File(std::path::PathBuf),
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SlackChannel {
+    /// Where its URL is.
+    pub webhook: SecretRef,
+}
+
+/// How an SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Upgrade with STARTTLS (port 587 by default), refusing a server that cannot.
+    StartTls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No encryption (port 25 by default).
+    Plain,
+}
+
+/// Mail over SMTP.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EmailChannel {
+    /// The server's host name or address.
+    pub host: String,
+    /// Its port, if not the security's usual one.
+    pub port: Option<u16>,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// The user to log in as, and where the password is.
+    pub login: Option<(String, SecretRef)>,
+    /// The sender, e.g. `cohort <cohort@example.com>`.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
 }
 
 /// What keeps a user on one track: a request header or a cookie holding a user id.
@@ -202,6 +260,7 @@ mod tests {
                 admin_port: 9901,
             },
             gates: BTreeMap::new(),
+            notifications: Notifications::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod diag;
 pub mod haproxy;
+pub mod notifications;
 mod pipeline;
 mod read;
 pub mod repo;

@@ -84,6 +84,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             "defaults",
             "router",
             "gates",
+            "notifications",
         ] {
             m.opt(key);
         }
@@ -130,6 +131,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
     let defaults = read_defaults(m.opt("defaults"), root, &stages, sink);
     let router = read_router(m.opt("router"), root, sink);
     let gates = read_gates(m.opt("gates"), &stages, sink);
+    let notifications = crate::notifications::read_notifications(m.opt("notifications"), sink);
     m.finish(sink);
 
     // Parts with errors get the built-in defaults so that service files can still be checked
@@ -150,6 +152,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             .or_else(|| read_router(None, root, &mut quiet))
             .unwrap_or_else(|| unreachable!("built-in router settings are valid")),
         gates: gates.unwrap_or_default(),
+        notifications: notifications.unwrap_or_default(),
         stages,
     })
 }
