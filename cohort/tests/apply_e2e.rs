@@ -356,19 +356,7 @@ fn apply_is_refused_without_rights_and_works_with_the_rendered_role() {
     assert_eq!(role["kind"], "Role");
     assert_eq!(role["metadata"]["namespace"], ns.name.as_str());
     kubectl(&kc, &["apply", "-f", "-"], Some(&role.to_string()));
-    kubectl(
-        &kc,
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "rolebinding",
-            "deployer-applies",
-            "--role=cohort-apply",
-            &format!("--serviceaccount={}:deployer", ns.name),
-        ],
-        None,
-    );
+    ns.bind("deployer-applies", "--role=cohort-apply", "deployer");
     let allowed = cohort(&repo, &limited, &["apply"]);
     assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed));
     let diff = cohort(&repo, &limited, &["diff"]);

@@ -156,19 +156,7 @@ fn status_reads_a_real_namespace_and_exits_by_what_it_found() {
     let cluster_role = &objects["items"][0];
     assert_eq!(cluster_role["kind"], "ClusterRole");
     kubectl(&kc, &["apply", "-f", "-"], Some(&cluster_role.to_string()));
-    kubectl(
-        &kc,
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "rolebinding",
-            "nobody-reads",
-            "--clusterrole=cohort-status",
-            &format!("--serviceaccount={}:nobody", ns.name),
-        ],
-        None,
-    );
+    ns.bind("nobody-reads", "--clusterrole=cohort-status", "nobody");
     let allowed = cohort(&limited, &["-n", &ns.name, "--router-replicas", "2"]);
     assert_eq!(
         allowed.status.code(),

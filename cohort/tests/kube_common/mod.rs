@@ -115,6 +115,17 @@ impl<'k> Namespace<'k> {
             .collect()
     }
 
+    /// Binds service account `account` of this namespace to `role` (`--role=NAME` or
+    /// `--clusterrole=NAME`) in this namespace.
+    pub fn bind(&self, binding: &str, role: &str, account: &str) {
+        let subject = format!("--serviceaccount={}:{account}", self.name);
+        kubectl(
+            self.kc,
+            &["-n", &self.name, "create", "rolebinding", binding, role, &subject],
+            None,
+        );
+    }
+
     /// A kubeconfig for a new service account of this namespace that has no rights yet.
     pub fn service_account_kubeconfig(&self, account: &str, dir: &Path) -> PathBuf {
         kubectl(
