@@ -1,20 +1,71 @@
 //! `cohort apply` and `cohort diff`: the release repo's rendered objects against the cluster,
 //! through the kube adapter's apply (the same code path the in-cluster agent runs).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use cohort_kube::apply::{ApplyError, ApplyOptions, NotReady, Progress};
 use cohort_kube::compare::{self, Change};
 use cohort_kube::{Cluster, KubeError, Target};
+use cohort_release::git::ReleaseRepo;
+use cohort_release::snapshot::head_files;
 use cohort_render::Rendered;
 use cohort_spec::Repo;
+use cohort_spec::repo::RepoFiles;
 use serde_json::{Value, json};
 
 use crate::cli::{ApplyArgs, Cli, ClusterArgs, DiffArgs, TextOrJson};
-use crate::repo_cmds::{load_valid, repo_dir, repo_root};
-use crate::{CouldNotCheck, Reported, UsageError};
+use crate::repo_cmds::{prefix_in, repo_dir, repo_root, valid_or_report};
+use crate::{CouldNotApply, CouldNotCheck, InvalidRepo, Reported, UsageError};
+
+/// The release repo as last committed, valid (its problems are printed otherwise, and the
+/// exit status is 2). What reaches the cluster is what the history records: edits not yet
+/// committed are left out, and said to be.
+fn valid_repo(cli: &Cli) -> Result<Repo> {
+    let dir = repo_dir(cli);
+    let unreadable = |e: cohort_release::git::GitError| CouldNotApply(format!("{:#}", anyhow::Error::new(e)));
+    let git = ReleaseRepo::open(&dir).map_err(unreadable)?;
+    let root = repo_root(&dir);
+    let committed = head_files(&git, &prefix_in(&git, &root)).map_err(unreadable)?;
+    if let Ok(worktree) = cohort_spec::repo::read_files(&root) {
+        let uncommitted = uncommitted(&committed, &worktree);
+        if !uncommitted.is_empty() {
+            eprintln!(
+                "note: not committed, so not used: {} (cohort applies the last commit)",
+                uncommitted.join(", ")
+            );
+        }
+    }
+    let (repo, diags) = cohort_spec::repo::validate(&committed);
+    valid_or_report(repo, diags).map_err(|e| match e.is::<Reported>() {
+        true => InvalidRepo.into(),
+        false => e,
+    })
+}
+
+/// The files whose worktree text differs from the commit's (or that only one side has).
+fn uncommitted(committed: &RepoFiles, worktree: &RepoFiles) -> Vec<String> {
+    let all = |f: &RepoFiles| -> BTreeMap<PathBuf, String> {
+        f.pipeline
+            .iter()
+            .map(|t| (PathBuf::from("cohort.yaml"), t.clone()))
+            .chain(f.services.iter().cloned())
+            .chain(f.releases.iter().cloned())
+            .collect()
+    };
+    let (a, b) = (all(committed), all(worktree));
+    let mut paths: Vec<&PathBuf> = a.keys().chain(b.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter(|p| a.get(*p) != b.get(*p))
+        .map(|p| p.display().to_string())
+        .collect()
+}
 
 /// The services asked for (all when none), each with its rendered objects.
 fn rendered(repo: &Repo, wanted: &[String]) -> Result<Vec<(String, Vec<Rendered>)>> {
@@ -34,7 +85,7 @@ fn rendered(repo: &Repo, wanted: &[String]) -> Result<Vec<(String, Vec<Rendered>
         .map(|s| {
             let name = s.spec.name.to_string();
             let objects = cohort_render::render_service(&repo.pipeline, s)
-                .with_context(|| format!("rendering {name}"))?;
+                .map_err(|e| CouldNotApply(format!("rendering {name}: {e}")))?;
             Ok((name, objects))
         })
         .collect()
@@ -69,10 +120,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Connects and checks that the server knows everything the objects use.
 async fn connect(target: &Target, services: &[(String, Vec<Rendered>)]) -> Result<Cluster> {
     let cluster = Cluster::connect(target).await.map_err(CouldNotCheck)?;
-    let (major, minor) = cluster.server_version().await.map_err(CouldNotCheck)?;
-    for (_, objects) in services {
-        cohort_kube::apply::check_server_supports(objects, major, minor)
-            .map_err(|e| UsageError(e.to_string()))?;
+    // A server whose version does not read as numbers is not second-guessed.
+    if let Some((major, minor)) = cluster.server_version().await.map_err(CouldNotCheck)? {
+        for (_, objects) in services {
+            cohort_kube::apply::check_server_supports(objects, major, minor)
+                .map_err(|e| UsageError(e.to_string()))?;
+        }
     }
     Ok(cluster)
 }
@@ -94,7 +147,7 @@ fn kind_lower(kind: &str) -> String {
 
 /// Runs `cohort apply`.
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
-    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    let repo = valid_repo(cli)?;
     let services = rendered(&repo, &args.services)?;
     let target = target(&repo, &args.cluster)?;
     let options = ApplyOptions {
@@ -111,12 +164,17 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
         let cluster = connect(&target, &services).await?;
         for (service, objects) in &services {
             let started = Instant::now();
-            if text {
-                out!("{service} (namespace {}){suffix}", cluster.namespace);
-            }
+            // Progress is for whoever watches; a closed stdout must not change what is applied
+            // or hide how it ended.
+            let say = |line: &str| {
+                if text {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                }
+            };
+            say(&format!("{service} (namespace {}){suffix}", cluster.namespace));
             let mut applied: Vec<Value> = vec![];
             let mut pruned: Vec<String> = vec![];
-            let mut write_error: Option<std::io::Error> = None;
             let mut on_progress = |p: Progress| {
                 let line = match &p {
                     Progress::Step { what } => format!("  {what}"),
@@ -136,19 +194,11 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
                         format!("    deployment/{deployment} deleted{suffix}")
                     }
                 };
-                if text && write_error.is_none() {
-                    use std::io::Write as _;
-                    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
-                        write_error = Some(e);
-                    }
-                }
+                say(&line);
             };
             let result = cluster
                 .apply_service(service, objects, &options, &mut on_progress)
                 .await;
-            if let Some(e) = write_error {
-                return Err(e.into());
-            }
             let mut entry = json!({
                 "service": service,
                 "dry_run": args.dry_run,
@@ -159,14 +209,12 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
             match result {
                 Ok(()) => {
                     results.push(entry);
-                    if text {
-                        let verb = if args.dry_run {
-                            "checked by the server"
-                        } else {
-                            "applied"
-                        };
-                        out!("{service} {verb} in {}s", started.elapsed().as_secs());
-                    }
+                    let verb = if args.dry_run {
+                        "checked by the server"
+                    } else {
+                        "applied"
+                    };
+                    say(&format!("{service} {verb} in {}s", started.elapsed().as_secs()));
                 }
                 Err(e) => {
                     entry["error"] = json!(e.to_string());
@@ -193,15 +241,12 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
 /// full (what each Deployment waits for, why its pods are not ready) and exits 1.
 fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
     match e {
-        ApplyError::Kube(k) => {
-            if let KubeError::Api { code: 409, .. } = &k {
-                eprintln!(
-                    "hint: another field manager owns a field the release repo sets: `cohort diff` \
-                     shows it; `cohort apply --force-conflicts` makes the repo's value win"
-                );
-            }
-            anyhow::Error::new(CouldNotCheck(k)).context(format!("applying {service}"))
-        }
+        ApplyError::Kube(k @ KubeError::Api { code: 409, .. }) => CouldNotApply(format!(
+            "applying {service}: {k}\nhint: another field manager set a field the release repo \
+             sets: `cohort diff` shows it; `cohort apply --force-conflicts` makes the repo's value win"
+        ))
+        .into(),
+        ApplyError::Kube(k) => anyhow::Error::new(CouldNotCheck(k)).context(format!("applying {service}")),
         ApplyError::NotReady {
             not_ready,
             timeout,
@@ -235,7 +280,7 @@ fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
             Reported.into()
         }
         e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
-        e @ ApplyError::UnknownKind { .. } => anyhow::Error::new(e),
+        e @ ApplyError::UnknownKind { .. } => CouldNotApply(e.to_string()).into(),
     }
 }
 
@@ -251,7 +296,7 @@ struct Difference {
 
 /// Runs `cohort diff`.
 pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
-    let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    let repo = valid_repo(cli)?;
     let services = rendered(&repo, &args.services)?;
     let target = target(&repo, &args.cluster)?;
     let runtime = runtime()?;
@@ -298,44 +343,54 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
                     }),
                 }
             }
-            let keep: Vec<&str> = objects.iter().map(|o| o.name.as_str()).collect();
-            let live = cluster
-                .managed_track_deployments(service)
-                .await
-                .map_err(CouldNotCheck)?;
-            for name in live.into_iter().filter(|n| !keep.contains(&n.as_str())) {
-                out.push(Difference {
-                    kind: "Deployment",
-                    name,
-                    service: service.clone(),
-                    what: "prune",
-                    note: "managed by cohort, a version the release repo no longer names; apply \
-                           deletes it"
-                        .into(),
-                    diff: None,
-                });
-            }
         }
-        if args.services.is_empty() {
-            let known: Vec<&str> = services.iter().map(|(s, _)| s.as_str()).collect();
-            for (kind, name, service) in cluster.managed_objects().await.map_err(CouldNotCheck)? {
-                if !known.contains(&service.as_str()) {
-                    out.push(Difference {
-                        kind,
-                        name,
-                        note: match service.is_empty() {
-                            true => "managed by cohort, for no service".into(),
-                            false => format!(
-                                "managed by cohort for service {service}, which the release repo \
-                                 no longer has (apply leaves it; delete it with kubectl)"
-                            ),
-                        },
-                        service,
-                        what: "orphan",
-                        diff: None,
-                    });
-                }
+        // What cohort manages that the repo no longer renders: for the services compared,
+        // versions apply would prune and objects it leaves (a track that is no longer a stage);
+        // when all are compared, also objects of services the repo no longer has.
+        let known: Vec<&str> = services.iter().map(|(s, _)| s.as_str()).collect();
+        let managed = cluster.managed_objects().await.map_err(CouldNotCheck)?;
+        for m in managed {
+            let rendered = services
+                .iter()
+                .flat_map(|(_, objects)| objects)
+                .any(|o| o.kind == m.kind && o.name == m.name);
+            if rendered {
+                continue;
             }
+            let ours = known.contains(&m.service.as_str());
+            let (what, note) = match (ours, m.is_prunable()) {
+                (true, true) => (
+                    "prune",
+                    "managed by cohort, a version the release repo no longer names; apply deletes it"
+                        .to_string(),
+                ),
+                (true, false) => (
+                    "orphan",
+                    format!(
+                        "managed by cohort for {}, which no longer renders it (a track that is no \
+                         longer a stage?); apply leaves it: delete it with kubectl",
+                        m.service
+                    ),
+                ),
+                (false, _) if !args.services.is_empty() => continue,
+                (false, _) if m.service.is_empty() => ("orphan", "managed by cohort, for no service".into()),
+                (false, _) => (
+                    "orphan",
+                    format!(
+                        "managed by cohort for service {}, which the release repo no longer has \
+                         (apply leaves it; delete it with kubectl)",
+                        m.service
+                    ),
+                ),
+            };
+            out.push(Difference {
+                kind: m.kind,
+                name: m.name,
+                service: m.service,
+                what,
+                note,
+                diff: None,
+            });
         }
         Ok::<_, anyhow::Error>(out)
     })?;
@@ -358,7 +413,9 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
         TextOrJson::Text => {
             let c = color();
             if differences.is_empty() {
-                out!("no differences: the cluster runs what the release repo says");
+                out!(
+                    "no differences in what cohort manages: every field the release repo sets is as it says"
+                );
             }
             for d in &differences {
                 let (mark, code) = match d.what {
@@ -395,6 +452,6 @@ fn apply_error(e: ApplyError) -> anyhow::Error {
     match e {
         ApplyError::Kube(k) => CouldNotCheck(k).into(),
         e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
-        e => anyhow::Error::new(e),
+        e => CouldNotApply(e.to_string()).into(),
     }
 }

@@ -256,7 +256,7 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = SmtpSecurityArg::Starttls)]
     pub smtp_security: SmtpSecurityArg,
     /// SMTP user name (the password comes from --smtp-password-env or --smtp-password-file).
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", requires = "smtp_server")]
     pub smtp_user: Option<String>,
     /// The environment variable holding the SMTP password.
     #[arg(
@@ -270,10 +270,10 @@ pub struct StatusArgs {
     #[arg(long, value_name = "FILE", requires = "smtp_user")]
     pub smtp_password_file: Option<PathBuf>,
     /// The sender of notification mail, e.g. `cohort <cohort@example.com>`.
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, value_name = "ADDRESS", requires = "smtp_server")]
     pub email_from: Option<String>,
     /// A recipient of notification mail (repeat for more).
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, value_name = "ADDRESS", requires = "smtp_server")]
     pub email_to: Vec<String>,
 }
 
@@ -286,7 +286,8 @@ pub struct ClusterArgs {
     /// The kubeconfig context (default: its current context).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// The namespace (default: the release repo's, else the context's).
+    /// The namespace (default: the release repo's, else the context's). `apply` and `diff`
+    /// work only in the release repo's namespace, which its objects name.
     #[arg(long, short = 'n', value_name = "NAME")]
     pub namespace: Option<String>,
 }

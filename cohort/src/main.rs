@@ -34,11 +34,24 @@ pub struct UsageError(pub String);
 #[error(transparent)]
 pub struct CouldNotCheck(pub cohort_kube::KubeError);
 
+/// The release repo could not be turned into objects to apply, or the cluster refused them
+/// (a field conflict, an invalid object): exit status 2, keeping 1 for what the command
+/// itself found (a rollout that did not become ready, differences).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CouldNotApply(pub String);
+
 /// The repo or the request is invalid and what was printed says why: exit status 1 with no
 /// further message.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid")]
 pub struct Reported;
+
+/// The release repo is invalid and what was printed says why; for commands whose exit status
+/// 1 means something else (apply, diff): exit status 2 with no further message.
+#[derive(Debug, thiserror::Error)]
+#[error("the release repo is invalid")]
+pub struct InvalidRepo;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -160,7 +173,9 @@ fn main() -> ExitCode {
         {
             ExitCode::SUCCESS
         }
-        Err(e) if e.is::<UsageError>() || e.is::<CouldNotCheck>() => {
+        // The repo's problems were printed already; for apply and diff they mean "could not".
+        Err(e) if e.is::<InvalidRepo>() => ExitCode::from(2),
+        Err(e) if e.is::<UsageError>() || e.is::<CouldNotCheck>() || e.is::<CouldNotApply>() => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }

@@ -653,3 +653,46 @@ fn status_watch_takes_its_channels_from_cohort_yaml_and_checks_their_secrets_fir
     assert!(!err.contains("COHORT_TEST_UNSET_WEBHOOK"), "{err}");
     assert!(err.contains("no-such-kubeconfig"), "{err}");
 }
+
+#[test]
+fn apply_and_diff_refuse_an_invalid_repo_or_another_namespace_before_any_cluster_call() {
+    let repo = Repo::init();
+    // Exit 1 means "not ready" or "differences" for these commands: their refusals are 2.
+    let missing = repo.dir.join("no-such-kubeconfig");
+    let kubeconfig = missing.to_str().expect("utf-8");
+    let err = repo.fails(&["apply", "-n", "elsewhere", "--kubeconfig", kubeconfig], 2);
+    assert!(
+        err.contains("-n elsewhere: the release repo puts its services in namespace shop"),
+        "{err}"
+    );
+    // What is applied is what is committed: an edit not yet committed is left out, and said so.
+    repo.edit("cohort.yaml", "namespace: shop", "namespace: elsewhere");
+    let err = repo.fails(&["diff", "--kubeconfig", kubeconfig], 2);
+    assert!(
+        err.contains("note: not committed, so not used: cohort.yaml"),
+        "{err}"
+    );
+    assert!(err.contains("no-such-kubeconfig"), "{err}");
+    repo.edit(
+        "cohort.yaml",
+        "namespace: elsewhere",
+        "namespace: shop\nnamespce: typo",
+    );
+    git(
+        &repo.dir,
+        &[
+            "-c",
+            "user.name=Ops",
+            "-c",
+            "user.email=ops@example.com",
+            "commit",
+            "-qam",
+            "typo",
+        ],
+    );
+    for command in ["apply", "diff"] {
+        let err = repo.fails(&[command, "--kubeconfig", kubeconfig], 2);
+        assert!(err.contains("unknown key `namespce`"), "{command}: {err}");
+        assert!(!err.contains("no-such-kubeconfig"), "{command}: {err}");
+    }
+}

@@ -13,7 +13,7 @@ pub enum Rollout {
     Done,
     /// Still going: what it is waiting for (`2 of 4 updated replicas available`).
     Waiting(String),
-    /// The controller gave up (`Progressing=False`): its reason and message.
+    /// The controller gave up (`Progressing=False`, `ProgressDeadlineExceeded`): its message.
     Failed(String),
 }
 
@@ -33,16 +33,16 @@ pub fn rollout(d: &Deployment) -> Rollout {
             "waiting for the controller to see generation {generation}"
         ));
     }
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing" && c.status == "False")
-    {
-        let reason = c.reason.as_deref().unwrap_or("Progressing=False");
+    // Only a passed progress deadline is final (as for kubectl rollout status); other
+    // `Progressing=False` reasons, such as a ReplicaSet the quota refused, may still clear.
+    if let Some(c) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
         return Rollout::Failed(match c.message.as_deref() {
-            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
-            _ => reason.to_string(),
+            Some(m) if !m.is_empty() => format!("ProgressDeadlineExceeded: {m}"),
+            _ => "ProgressDeadlineExceeded".to_string(),
         });
     }
     let desired = d.spec.as_ref().map_or(1, |s| s.replicas.unwrap_or(1)).max(0);
@@ -114,7 +114,11 @@ pub fn not_ready_reasons(d: &Deployment, pods: &[Pod], events: &[Event]) -> Vec<
             Some("Pod") => pod_names.contains(about),
             Some("Deployment") => about == name,
             // A ReplicaSet of the Deployment is named `<deployment>-<pod-template-hash>`.
-            Some("ReplicaSet") => about.strip_prefix(name).is_some_and(|rest| rest.starts_with('-')),
+            // The hash has no `-`, so `app-v1-15-0-rc-1-<hash>` is not one of `app-v1-15-0`'s.
+            Some("ReplicaSet") => about
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|hash| !hash.is_empty() && !hash.contains('-')),
             _ => false,
         };
         if !relevant {
@@ -268,6 +272,23 @@ mod tests {
             panic!("not failed");
         };
         assert!(why.starts_with("ProgressDeadlineExceeded"), "{why}");
+
+        // Another reason for Progressing=False may clear (quota freed): still waiting.
+        let mut quota = deployment("account-service-internal-v1.19.0");
+        for c in quota
+            .status
+            .iter_mut()
+            .flat_map(|s| s.conditions.iter_mut().flatten())
+        {
+            if c.type_ == "Progressing" {
+                c.reason = Some("ReplicaSetCreateError".into());
+            }
+        }
+        assert!(
+            matches!(rollout(&quota), Rollout::Waiting(_)),
+            "{:?}",
+            rollout(&quota)
+        );
     }
 
     #[test]
@@ -316,6 +337,16 @@ mod tests {
             event("Pod", &pod_name, "0/3 nodes are available: 3 Insufficient cpu."),
             event("Pod", &pod_name, "0/3 nodes are available: 3 Insufficient cpu."),
             event("Pod", "someone-elses-pod", "not ours"),
+            event(
+                "ReplicaSet",
+                "account-service-internal-v1.19.0-rc-1-5d8f7c9b4",
+                "a release candidate's, not ours",
+            ),
+            event(
+                "ReplicaSet",
+                "account-service-internal-v1.19.0-75ff9d8455",
+                "exceeded quota: compute",
+            ),
         ];
         let reasons = not_ready_reasons(&d, &pods, &events);
         assert_eq!(
@@ -324,6 +355,7 @@ mod tests {
                 "1 pod ImagePullBackOff: Back-off pulling image \"shop/account:1.19.0\"",
                 "1 pod Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.",
                 "FailedScheduling: 0/3 nodes are available: 3 Insufficient cpu.",
+                "FailedScheduling: exceeded quota: compute",
             ]
         );
     }

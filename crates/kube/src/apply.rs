@@ -88,6 +88,26 @@ pub enum Progress {
     },
 }
 
+/// An object in the cluster labelled as cohort's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedObject {
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// The service it belongs to (`part-of`; empty if unlabelled).
+    pub service: String,
+    /// `service` for track objects, `router` for the router's.
+    pub tier: Option<String>,
+}
+
+impl ManagedObject {
+    /// Whether `cohort apply` prunes it when the repo no longer renders it: a track Deployment.
+    pub fn is_prunable(&self) -> bool {
+        self.kind == "Deployment" && self.tier.as_deref() == Some("service")
+    }
+}
+
 /// A Deployment that did not become ready, and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct NotReady {
@@ -185,24 +205,25 @@ pub fn check_server_supports(objects: &[Rendered], major: u32, minor: u32) -> Re
     Ok(())
 }
 
-/// `major.minor` from the server's version info (`"28+"` on some providers reads as 28).
-fn version_number(text: &str) -> u32 {
+/// A version number from the server's version info (`"28+"` on some providers reads as 28);
+/// `None` when there is none to read.
+fn version_number(text: &str) -> Option<u32> {
     text.chars()
         .take_while(char::is_ascii_digit)
         .collect::<String>()
         .parse()
-        .unwrap_or(0)
+        .ok()
 }
 
 impl Cluster {
-    /// The API server's `major.minor`.
-    pub async fn server_version(&self) -> Result<(u32, u32), KubeError> {
+    /// The API server's `major.minor`, when it says one that reads as numbers.
+    pub async fn server_version(&self) -> Result<Option<(u32, u32)>, KubeError> {
         let info = self
             .client
             .apiserver_version()
             .await
             .map_err(|e| KubeError::from_kube("read the server version".into(), e))?;
-        Ok((version_number(&info.major), version_number(&info.minor)))
+        Ok(version_number(&info.major).zip(version_number(&info.minor)))
     }
 
     fn dynamic(&self, o: &Rendered) -> Result<Api<DynamicObject>, ApplyError> {
@@ -261,9 +282,8 @@ impl Cluster {
         Ok(list.items.into_iter().filter_map(|d| d.metadata.name).collect())
     }
 
-    /// Every object of the kinds render makes that carries cohort's `managed-by` label:
-    /// `(kind, name, service)`.
-    pub async fn managed_objects(&self) -> Result<Vec<(&'static str, String, String)>, KubeError> {
+    /// Every object of the kinds render makes that carries cohort's `managed-by` label.
+    pub async fn managed_objects(&self) -> Result<Vec<ManagedObject>, KubeError> {
         let selector = format!("{}={FIELD_MANAGER}", cohort_render::LABEL_MANAGED_BY);
         let mut out = vec![];
         for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
@@ -274,13 +294,13 @@ impl Cluster {
                 .await
                 .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
             for o in list.items {
-                let service = o
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(cohort_render::LABEL_PART_OF).cloned())
-                    .unwrap_or_default();
-                out.push((kind, o.metadata.name.unwrap_or_default(), service));
+                let label = |key: &str| o.metadata.labels.as_ref().and_then(|l| l.get(key).cloned());
+                out.push(ManagedObject {
+                    kind,
+                    service: label(cohort_render::LABEL_PART_OF).unwrap_or_default(),
+                    tier: label("tier"),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                });
             }
         }
         Ok(out)
@@ -300,38 +320,52 @@ impl Cluster {
         }
     }
 
-    /// Why the Deployments named are not ready: pods and Warning events, one LIST each
-    /// (events are skipped if RBAC does not allow reading them).
-    async fn not_ready(&self, deployments: &[Deployment]) -> Result<Vec<NotReady>, KubeError> {
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.error("list pods".into(), e))?
-            .items;
+    /// Why the Deployments named are not ready: pods and Warning events, one LIST each.
+    async fn not_ready(&self, deployments: &[Deployment]) -> Vec<NotReady> {
+        // What could not be read is said in place of the reasons: explaining a failed rollout
+        // must not replace it with another error.
+        let mut unreadable = vec![];
+        let pods = match self.api::<Pod>().list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                unreadable.push(format!(
+                    "(pods could not be read: {})",
+                    self.error("list pods".into(), e)
+                ));
+                vec![]
+            }
+        };
         let events = match self
             .api::<Event>()
             .list(&ListParams::default().fields("type=Warning"))
             .await
         {
             Ok(list) => list.items,
-            Err(_) => vec![],
+            Err(e) => {
+                unreadable.push(format!(
+                    "(events could not be read: {})",
+                    self.error("list events".into(), e)
+                ));
+                vec![]
+            }
         };
-        Ok(deployments
+        deployments
             .iter()
             .filter_map(|d| {
                 let state = match rollout::rollout(d) {
                     Rollout::Done => return None,
                     Rollout::Waiting(s) | Rollout::Failed(s) => s,
                 };
+                let mut reasons = rollout::not_ready_reasons(d, &pods, &events);
+                reasons.extend(unreadable.iter().cloned());
                 Some(NotReady {
                     deployment: d.metadata.name.clone().unwrap_or_default(),
                     progress: rollout::progress(d),
                     state,
-                    reasons: rollout::not_ready_reasons(d, &pods, &events),
+                    reasons,
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// Waits until every named Deployment has rolled out; fails at once if the controller
@@ -384,7 +418,7 @@ impl Cluster {
             }
             if failed || started.elapsed() >= options.timeout {
                 return Err(ApplyError::NotReady {
-                    not_ready: self.not_ready(&current).await?,
+                    not_ready: self.not_ready(&current).await,
                     timeout: options.timeout,
                     failed,
                 });
@@ -475,7 +509,7 @@ mod tests {
         for o in seed(false) {
             assert!(resource(o.kind).is_some(), "{}", o.kind);
         }
-        assert_eq!(version_number("28+"), 28);
-        assert_eq!(version_number(""), 0);
+        assert_eq!(version_number("28+"), Some(28));
+        assert_eq!(version_number(""), None);
     }
 }

@@ -27,6 +27,8 @@ pub const MANAGER: &str = "cohort";
 /// The router config's key in the `<svc>-router` ConfigMap.
 pub const ROUTER_CONFIG_KEY: &str = "router.yaml";
 const VERSION_ANNOTATION: &str = "cohort.dev/version";
+/// On router pods: the tracks their config routes to.
+const TRACKS_ANNOTATION: &str = "cohort.dev/tracks";
 const CONFIG_DIR: &str = "/etc/cohort";
 
 /// One rendered object.
@@ -291,6 +293,20 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(owner(&[("app", name), ("tier", "router")])),
+                    // Routers reload a changed config by themselves, but the kubelet may take a
+                    // minute to update the mounted file. When the set of tracks changes, the
+                    // routers roll instead, so `cohort apply` has waited for routers on the new
+                    // config before it deletes a Deployment the old config still sends to.
+                    annotations: Some(BTreeMap::from([(
+                        TRACKS_ANNOTATION.to_string(),
+                        pipeline
+                            .stages
+                            .iter()
+                            .filter(|t| svc.state.version(t).is_some())
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

@@ -242,3 +242,36 @@ fn the_rendered_haproxy_cfg_imports_to_the_same_routing() {
         assert_eq!(got.backends, track.backends);
     }
 }
+
+/// The router pod template, whose change makes the routers roll.
+fn router_template(repo: &cohort_spec::Repo) -> serde_json::Value {
+    let objects = cohort_render::render_service(&repo.pipeline, &repo.services[0]).expect("renders");
+    objects
+        .into_iter()
+        .find(|o| o.kind == "Deployment" && o.name.ends_with("-router"))
+        .expect("router Deployment")
+        .value["spec"]["template"]
+        .clone()
+}
+
+#[test]
+fn routers_roll_when_their_tracks_change_and_reload_when_only_versions_do() {
+    let before = seed();
+    let t = |n: &str| cohort_core::TrackName::new(n).expect("track");
+
+    let mut new_build = seed();
+    new_build.services[0].state.tracks.insert(
+        t("internal"),
+        cohort_core::Version::new("1.19.0").expect("version"),
+    );
+    assert_eq!(router_template(&before), router_template(&new_build));
+
+    let mut no_canary = seed();
+    no_canary.services[0].state.tracks.remove(&t("canary"));
+    let template = router_template(&no_canary);
+    assert_ne!(router_template(&before), template);
+    assert_eq!(
+        template["metadata"]["annotations"]["cohort.dev/tracks"],
+        "internal paid production"
+    );
+}

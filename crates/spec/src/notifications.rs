@@ -77,6 +77,16 @@ fn read_secret(
         }
         (None, Some(f)) => {
             let path = read::text(f, &format!("`{file}`"), sink)?;
+            // Relative to what? The watcher's working directory is not the repo's.
+            if !path.starts_with('/') {
+                sink.error(
+                    f.pos,
+                    Kind::WrongType,
+                    format!("`{file}` is `{path}`, not an absolute path"),
+                    Some("write the whole path, e.g. `/run/secrets/cohort/value`".into()),
+                );
+                return None;
+            }
             Some(Some(SecretRef::File(path.into())))
         }
         (None, None) => Some(None),
@@ -217,8 +227,12 @@ fn address(n: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
         (Some(open), true) => &text[open + 1..text.len() - 1],
         _ => text,
     };
+    // One address: a list (`a@x, b@y`) belongs in `to` as a YAML list.
     let valid = matches!(bare.split_once('@'), Some((local, domain))
-        if !local.is_empty() && !domain.is_empty() && !bare.contains(char::is_whitespace));
+        if !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !bare.contains(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>')));
     if !valid {
         sink.error(
             n.pos,
@@ -231,25 +245,46 @@ fn address(n: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
     Some(text.to_string())
 }
 
-/// `HOST` or `HOST:PORT` (`[v6]:PORT` for IPv6 addresses).
+/// `HOST` or `HOST:PORT`; an IPv6 address bare or in brackets (`[::1]:2525`).
 pub fn host_and_port(text: &str) -> Result<(String, Option<u16>), String> {
     let text = text.trim();
-    if text.is_empty() {
-        return Err("no host".into());
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{p}` is not a port number"))
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}` has no closing `]`"))?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("`{host}` in brackets is not an IPv6 address"))?;
+        return match after {
+            "" => Ok((host.to_string(), None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host.to_string(), Some(port(p)?))),
+                None => Err(format!("`{after}` after `]` should be `:PORT`")),
+            },
+        };
     }
-    match text.rsplit_once(':') {
-        // A bare IPv6 address has colons but no port.
-        Some((host, _)) if host.contains(':') && !host.ends_with(']') => Ok((text.to_string(), None)),
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("`{port}` is not a port number"))?;
-            Ok((host.trim_matches(['[', ']']).to_string(), Some(port)))
-        }
-        None => Ok((text.to_string(), None)),
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((text.to_string(), None));
     }
+    let (host, p) = match text.split_once(':') {
+        Some((host, p)) => (host, Some(port(p)?)),
+        None => (text, None),
+    };
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !valid {
+        return Err(format!(
+            "`{text}` is not HOST or HOST:PORT (e.g. `smtp.example.com:587`; no scheme)"
+        ));
+    }
+    Ok((host.to_string(), p))
 }
 
 #[cfg(test)]
@@ -310,7 +345,7 @@ mod tests {
     fn every_mistake_in_the_email_channel_is_reported_at_once() {
         let (repo, diags) = with(
             "notifications:\n  email:\n    smtp_server: mail:smtp\n    security: ssl\n    user: cohort\n    \
-             from: nobody\n    to: []\n",
+             from: nobody\n    to: [\"a@example.com, b@example.com\"]\n    password_file: secrets/smtp\n",
         );
         assert!(repo.is_none());
         let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
@@ -337,7 +372,13 @@ mod tests {
         assert_eq!(host_and_port("mail"), Ok(("mail".into(), None)));
         assert_eq!(host_and_port("mail:25"), Ok(("mail".into(), Some(25))));
         assert_eq!(host_and_port("[::1]:2525"), Ok(("::1".into(), Some(2525))));
+        assert_eq!(host_and_port("[::1]"), Ok(("::1".into(), None)));
         assert_eq!(host_and_port("::1"), Ok(("::1".into(), None)));
         assert!(host_and_port("mail:0").is_err());
+        // A scheme or a second port is a mistake, not a host to try.
+        assert!(host_and_port("smtp://mail:587").is_err());
+        assert!(host_and_port("mail:25:25").is_err());
+        assert!(host_and_port("[mail]:25").is_err());
+        assert!(host_and_port("").is_err());
     }
 }
