@@ -252,6 +252,25 @@ fn apply_rolls_out_in_order_diff_sees_drift_and_a_new_version_prunes_the_old_one
         "{}",
         text(&left)
     );
+    // So is one the repo's own service no longer renders (a track that stopped being a stage).
+    let leftover = format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"account-service-qa","namespace":"{}",
+            "labels":{{"app.kubernetes.io/managed-by":"cohort","app.kubernetes.io/part-of":"account-service","tier":"service"}}}},
+            "spec":{{"ports":[{{"port":80}}]}}}}"#,
+        ns.name
+    );
+    kubectl(&kc, &["apply", "-f", "-"], Some(&leftover));
+    let left = cohort(&repo, &kc, &["diff", "account-service"]);
+    let said = text(&left);
+    assert_eq!(left.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "- service/account-service-qa (managed by cohort for account-service, which no longer renders it"
+        ),
+        "{said}"
+    );
+    // Asked about one service, diff leaves other services' objects out.
+    assert!(!said.contains("old-service-router"), "{said}");
 }
 
 #[test]
