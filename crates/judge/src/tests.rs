@@ -1,0 +1,208 @@
+//! The judgement on synthetic samples of known difference, drawn with a fixed seed.
+
+use super::*;
+
+/// SplitMix64: small, seedable, good enough to draw test samples.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box-Muller).
+    fn normal(&mut self) -> f64 {
+        let u = self.unit().max(1e-300);
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unit()).cos()
+    }
+}
+
+/// `n` requests failing with probability `error_rate`, latencies log-normal around
+/// `median_ms`.
+fn sample(rng: &mut Rng, n: u64, error_rate: f64, median_ms: f64) -> Counts {
+    let mut c = Counts {
+        requests: n,
+        errors: 0,
+        latency: vec![0; LATENCY_BOUNDS_MS.len() + 1],
+    };
+    for _ in 0..n {
+        if rng.unit() < error_rate {
+            c.errors += 1;
+        }
+        let ms = median_ms * (0.5 * rng.normal()).exp();
+        let bucket = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        c.latency[bucket] += 1;
+    }
+    c
+}
+
+fn verdicts(trials: u32, mut draw: impl FnMut(&mut Rng) -> (Counts, Counts)) -> [u32; 3] {
+    let mut rng = Rng(20_261_122);
+    let settings = Settings::default();
+    let mut out = [0; 3];
+    for _ in 0..trials {
+        let (t, b) = draw(&mut rng);
+        let j = judge(&t, &b, vec![], 60, LATENCY_BOUNDS_MS, &settings);
+        out[match j.verdict {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Inconclusive => 2,
+        }] += 1;
+    }
+    out
+}
+
+#[test]
+fn twice_the_error_rate_is_caught_with_the_configured_power() {
+    let settings = Settings::default();
+    let n = needed_requests(0.01, &settings);
+    assert!((2_000..3_000).contains(&n), "{n}");
+    let [_, fail, _] = verdicts(300, |rng| {
+        (sample(rng, n, 0.02, 20.0), sample(rng, 20_000, 0.01, 20.0))
+    });
+    // Power 0.8 at exactly the needed size; allow for the 300 trials' own spread.
+    assert!(fail >= 225, "caught {fail} of 300");
+}
+
+#[test]
+fn identical_tracks_fail_no_more_often_than_the_confidence_allows() {
+    // Half again the size needed at the true rate: the needed size moves with the
+    // baseline's observed rate.
+    let n = needed_requests(0.01, &Settings::default()) * 3 / 2;
+    let [pass, fail, inconclusive] = verdicts(300, |rng| {
+        (sample(rng, n, 0.01, 20.0), sample(rng, 20_000, 0.01, 20.0))
+    });
+    // At 95% confidence at most 5% may fail (the margin makes it fewer); the rest pass.
+    assert!(fail <= 15, "failed {fail} of 300");
+    assert_eq!(inconclusive, 0);
+    assert_eq!(pass + fail, 300);
+}
+
+#[test]
+fn a_slower_track_is_caught_and_a_slightly_slower_one_tolerated() {
+    let [_, fail, _] = verdicts(100, |rng| {
+        (sample(rng, 3_000, 0.0, 30.0), sample(rng, 20_000, 0.0, 20.0))
+    });
+    assert!(fail >= 95, "caught {fail} of 100");
+    // 5% slower is significant at this size but under the tolerated 1.25×.
+    let [pass, _, _] = verdicts(100, |rng| {
+        (sample(rng, 3_000, 0.0, 21.0), sample(rng, 20_000, 0.0, 20.0))
+    });
+    assert!(pass >= 95, "passed {pass} of 100");
+}
+
+#[test]
+fn low_traffic_is_inconclusive_and_says_how_much_more_is_needed() {
+    let mut rng = Rng(7);
+    let (t, b) = (
+        sample(&mut rng, 300, 0.01, 20.0),
+        sample(&mut rng, 6_000, 0.01, 20.0),
+    );
+    let j = judge(
+        &t,
+        &b,
+        vec!["FREE".into()],
+        60,
+        LATENCY_BOUNDS_MS,
+        &Settings::default(),
+    );
+    assert_eq!(j.verdict, Verdict::Inconclusive);
+    let more = j.more_requests.expect("more");
+    assert_eq!(more, j.needed_requests - 300);
+    // 300 requests in 60 s is 5 per second.
+    assert_eq!(j.more_seconds, Some(more.div_ceil(5)));
+    assert!(
+        j.summary
+            .starts_with(&format!("need ~{more} more requests (about ")),
+        "{}",
+        j.summary
+    );
+}
+
+#[test]
+fn a_broken_track_fails_long_before_a_pass_could_be_given() {
+    let mut rng = Rng(11);
+    let (t, b) = (
+        sample(&mut rng, 200, 0.2, 20.0),
+        sample(&mut rng, 4_000, 0.005, 20.0),
+    );
+    let j = judge(&t, &b, vec![], 10, LATENCY_BOUNDS_MS, &Settings::default());
+    assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    assert!(j.errors.worse && j.errors.p_value < 1e-6, "{:?}", j.errors);
+    assert!(j.summary.starts_with("error rate "), "{}", j.summary);
+}
+
+#[test]
+fn quantiles_interpolate_within_buckets() {
+    // 100 requests, all in the 10–15 ms bucket.
+    let mut latency = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+    latency[7] = 100;
+    assert!((quantile_ms(&latency, LATENCY_BOUNDS_MS, 0.5) - 12.5).abs() < 1e-9);
+    assert!((quantile_ms(&latency, LATENCY_BOUNDS_MS, 0.99) - 14.95).abs() < 1e-9);
+    assert_eq!(quantile_ms(&[0; 3], LATENCY_BOUNDS_MS, 0.5), 0.0);
+}
+
+fn series(track: &str, cohort: &str, requests: u64, errors: u64) -> Series {
+    Series {
+        track: track.into(),
+        version: "1.0.0".into(),
+        cohort: cohort.into(),
+        counts: Counts {
+            requests,
+            errors,
+            latency: vec![requests],
+        },
+    }
+}
+
+#[test]
+fn routers_add_up_and_the_same_cohorts_are_compared() {
+    let window = |series: Vec<Series>| WindowStats {
+        service: "shop".into(),
+        window_seconds: 60,
+        latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+        series,
+    };
+    let mut all = window(vec![
+        series("canary", "FREE", 10, 1),
+        series("production", "FREE", 190, 2),
+        series("production", "ENTERPRISE", 500, 0),
+    ]);
+    all.merge(window(vec![
+        series("canary", "FREE", 5, 0),
+        series("production", "FREE", 95, 1),
+    ]))
+    .expect("same service and buckets");
+    let (canary, production, cohorts) = select(&all, "canary", "production");
+    assert_eq!(cohorts, ["FREE"]);
+    assert_eq!((canary.requests, canary.errors), (15, 1));
+    // Enterprise traffic never reaches the canary, so it is not compared.
+    assert_eq!((production.requests, production.errors), (285, 3));
+
+    let mut other = window(vec![]);
+    other.service = "billing".into();
+    assert!(matches!(all.merge(other), Err(MergeError::Service(..))));
+    // No cohort in common: everything each side served.
+    let (internal, production, cohorts) = select(&all, "internal", "production");
+    assert!(cohorts.is_empty());
+    assert_eq!((internal.requests, production.requests), (0, 785));
+}
+
+#[test]
+fn the_window_reads_back_from_json() {
+    let text = r#"{"service":"shop","window_seconds":600,"latency_bounds_ms":[1.0],
+        "series":[{"track":"canary","version":"1.2.0","cohort":"FREE","requests":3,"errors":1,"latency":[2,1]}]}"#;
+    let w: WindowStats = serde_json::from_str(text).expect("json");
+    assert_eq!(w.series[0].counts.latency, [2, 1]);
+}
