@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod table;
 pub mod upstream;
+pub mod window;

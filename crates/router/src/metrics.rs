@@ -70,6 +70,8 @@ pub struct Metrics {
     pub spoofed: Counter,
     /// Upstream errors by track and kind.
     pub upstream_errors: Family<ErrorLabels, Counter>,
+    /// The last ten minutes per second, per track version and cohort (`/stats`).
+    pub windows: crate::window::Windows,
 }
 
 impl Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             reloads,
             spoofed,
             upstream_errors,
+            windows: crate::window::Windows::default(),
         })
     }
 
@@ -153,6 +156,8 @@ impl Metrics {
 pub struct TableHandles {
     requests: Vec<Vec<[Counter; 5]>>,
     latency: Vec<Histogram>,
+    /// Route × track.
+    rings: Vec<Vec<Arc<crate::window::Ring>>>,
 }
 
 impl TableHandles {
@@ -165,6 +170,18 @@ impl TableHandles {
         }
     }
 
+    /// Counts a request of route `route` answered by track `track` in the judgement's window:
+    /// a 5xx is an error; `latency` is the time to the track's response head, if it answered.
+    pub fn window(&self, route: usize, track: usize, status: u16, latency: Option<std::time::Duration>) {
+        if let Some(ring) = self.rings.get(route).and_then(|r| r.get(track)) {
+            ring.record(
+                crate::window::now(),
+                status >= 500,
+                latency.map(|d| d.as_secs_f64() * 1000.0),
+            );
+        }
+    }
+
     /// Records the time to a track's response head.
     pub fn latency(&self, track: usize, seconds: f64) {
         if let Some(h) = self.latency.get(track) {
@@ -174,8 +191,8 @@ impl TableHandles {
 }
 
 impl Metrics {
-    /// Handles for routes named `cohorts` and tracks named `tracks`.
-    pub fn handles(&self, cohorts: &[String], tracks: &[String]) -> TableHandles {
+    /// Handles for routes named `cohorts` and tracks named `tracks`, running `versions`.
+    pub fn handles(&self, cohorts: &[String], tracks: &[String], versions: &[String]) -> TableHandles {
         let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         let slots: Vec<String> = tracks
             .iter()
@@ -207,7 +224,26 @@ impl Metrics {
                     .get_or_create_owned(&TrackLabels { track: t.clone() })
             })
             .collect();
-        TableHandles { requests, latency }
+        let keys: Vec<Vec<crate::window::Key>> = cohorts
+            .iter()
+            .map(|cohort| {
+                tracks
+                    .iter()
+                    .zip(versions)
+                    .map(|(t, v)| (t.clone(), v.clone(), cohort.clone()))
+                    .collect()
+            })
+            .collect();
+        self.windows.retain(&keys.concat());
+        let rings = keys
+            .into_iter()
+            .map(|row| row.into_iter().map(|k| self.windows.ring(k)).collect())
+            .collect();
+        TableHandles {
+            requests,
+            latency,
+            rings,
+        }
     }
 }
 

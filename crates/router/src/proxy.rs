@@ -329,7 +329,12 @@ async fn handle(
     // the client connection lives, and inline it would be kilobytes per idle connection.
     let done = Box::pin(forward(&router, &table, peer, req)).await;
     let handles = table.handles(&router.metrics);
-    handles.request(done.route, done.track, done.response.status().as_u16());
+    let status = done.response.status().as_u16();
+    handles.request(done.route, done.track, status);
+    if let Some(track) = done.track {
+        let answered = done.error.is_none().then(|| started.elapsed());
+        handles.window(done.route, track, status, answered);
+    }
     match (done.error, done.track) {
         (Some(kind), track) => {
             let track = track

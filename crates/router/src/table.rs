@@ -237,7 +237,8 @@ impl Table {
                 .chain(std::iter::once("default".to_string()))
                 .collect();
             let tracks: Vec<String> = self.tracks.iter().map(|t| t.name.clone()).collect();
-            metrics.handles(&cohorts, &tracks)
+            let versions: Vec<String> = self.tracks.iter().map(|t| t.version.clone()).collect();
+            metrics.handles(&cohorts, &tracks, &versions)
         })
     }
 

@@ -737,3 +737,63 @@ async fn idle_connections_to_a_track_are_closed_after_the_idle_timeout() {
     // And a closed pool does not cost a request: the next one opens a new connection.
     assert_eq!(get(&c, addr, &[]).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_each_track_version_per_cohort_for_the_judgement() {
+    let mut config = seed_config(&["127.0.0.0/8"], None).await;
+    // Internal is down: its requests are errors (502) without a latency.
+    config.tracks[0].backends = vec![closed_port().to_string()];
+    let (addr, router) = start_router(config).await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin.local_addr().expect("addr");
+    tokio::spawn(cohort_router::admin::serve_admin(
+        admin,
+        Arc::clone(&router),
+        std::future::pending(),
+    ));
+    let c = client();
+    for _ in 0..200 {
+        get(&c, addr, &[("x-traffic-group", "FREE")]).await;
+    }
+    get(&c, addr, &[("x-traffic-group", "INTERNAL")]).await;
+    let resp = c
+        .request(
+            Request::get(format!("http://{admin_addr}/stats?window=1m"))
+                .body(Empty::new())
+                .expect("request"),
+        )
+        .await
+        .expect("stats");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let stats: cohort_judge::WindowStats = serde_json::from_slice(&body).expect("json");
+    assert_eq!(stats.service, "account-service");
+    assert_eq!(stats.window_seconds, 60);
+    let find = |track: &str, cohort: &str| {
+        stats
+            .series
+            .iter()
+            .find(|s| s.track == track && s.cohort == cohort)
+            .map(|s| s.counts.clone())
+            .unwrap_or_default()
+    };
+    let (canary, production) = (find("canary", "FREE"), find("production", "FREE"));
+    assert_eq!(canary.requests + production.requests, 200);
+    assert_eq!(canary.requests, 10, "5% of FREE, spread evenly");
+    assert_eq!(canary.latency.iter().sum::<u64>(), 10);
+    assert_eq!(production.errors, 0);
+    let internal = find("internal", "INTERNAL");
+    assert_eq!((internal.requests, internal.errors), (1, 1));
+    assert_eq!(internal.latency.iter().sum::<u64>(), 0, "no answer, no latency");
+    assert_eq!(stats.series[0].version, "1.0.0");
+
+    let bad = c
+        .request(
+            Request::get(format!("http://{admin_addr}/stats?window=2h"))
+                .body(Empty::new())
+                .expect("request"),
+        )
+        .await
+        .expect("stats");
+    assert_eq!(bad.status(), 400);
+}
