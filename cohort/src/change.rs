@@ -2,7 +2,7 @@
 //! validates, writes the state file atomically and makes exactly one commit.
 
 use anyhow::{Context, Result};
-use cohort_core::{ServiceName, Version};
+use cohort_core::{GateBlock, ServiceName, Version};
 use cohort_release::git::ReleaseRepo;
 use cohort_release::history::entries;
 use cohort_release::plan::{self, PlanError, Planned, PromoteRequest};
@@ -36,6 +36,7 @@ pub enum Request<'a> {
         to: Option<&'a str>,
         force: bool,
         reason: Option<&'a str>,
+        judge: &'a crate::cli::JudgeArgs,
     },
     /// `cohort rollback SERVICE TRACK [--to VERSION] [--reason R]`.
     Rollback {
@@ -79,17 +80,43 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
     let p = &repo.pipeline;
     let planned: Planned = match request {
         Request::Deploy { build } => plan::deploy(p, svc, &version(build)?),
-        Request::Promote { to, force, reason } => {
-            let req = PromoteRequest {
+        Request::Promote {
+            to,
+            force,
+            reason,
+            judge,
+        } => {
+            let mut req = PromoteRequest {
                 to,
                 force,
                 reason,
                 now: jiff::Timestamp::now().as_second(),
-                // The canary judgement arrives with `cohort analyze`; until then a gate that
-                // requires it stays closed unless forced.
-                judgement_passed: false,
+                judgement: None,
             };
-            plan::promote(p, svc, &entries(&git.log()?), &req)
+            let history = entries(&git.log()?);
+            match plan::promote(p, svc, &history, &req) {
+                // The gate wants a judgement: judge the version where it runs now, and try
+                // again with the evidence if it passed.
+                Err(PlanError::GateClosed { track, blocks, .. })
+                    if blocks.contains(&GateBlock::JudgementRequired) =>
+                {
+                    let source = p
+                        .stages
+                        .iter()
+                        .position(|s| s.as_str() == track)
+                        .and_then(|i| i.checked_sub(1))
+                        .map(|i| p.stages[i].to_string())
+                        .unwrap_or_default();
+                    req.judgement = crate::analyze_cmd::judgement_for_promotion(
+                        &repo,
+                        svc.spec.name.as_str(),
+                        &source,
+                        judge,
+                    )?;
+                    plan::promote(p, svc, &history, &req)
+                }
+                other => other,
+            }
         }
         Request::Rollback { track, to, reason } => {
             let to = to.map(version).transpose()?;

@@ -78,6 +78,9 @@ pub enum Command {
         reason: Option<String>,
         #[command(flatten)]
         out: ChangeOutput,
+        /// Used when the target stage's gate requires a canary judgement.
+        #[command(flatten)]
+        judge: JudgeArgs,
     },
     /// Return a track to its previous version, or to one it ran before (--to).
     Rollback {
@@ -139,6 +142,17 @@ pub enum Command {
     /// directory) expectations come from it; without one, from labels and the defaults below.
     /// Exit status: 0 all healthy, 1 problems found, 2 could not check.
     Status(StatusArgs),
+    /// Judge a track against its baseline from the routers' own counts: error rate and latency.
+    ///
+    /// Reads every router of the service (through the cluster's API server, or the admin
+    /// URLs given with --metrics-url), sums their last --window, and compares the track with
+    /// the baseline over the cohorts both served: a one-sided two-proportion test for the
+    /// error rate (with a tolerance of 0.1 point) and Mann-Whitney U over the latency
+    /// histograms (failing only when also 1.25× slower at p50 or p99). A pass needs enough
+    /// requests to have caught twice the baseline's error rate (or --min-error-increase more);
+    /// with fewer it says how many more, and about how long that takes.
+    /// Exit status: 0 pass, 1 fail, 3 inconclusive, 2 could not judge.
+    Analyze(AnalyzeArgs),
     /// Make the cluster run what the release repo says, without dropping traffic.
     ///
     /// Server-side apply (field manager `cohort`), service by service, in this order: new
@@ -277,6 +291,44 @@ pub struct StatusArgs {
     pub email_to: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The service.
+    pub service: String,
+    /// The track to judge, e.g. canary.
+    #[arg(long, value_name = "TRACK")]
+    pub track: String,
+    /// What to judge it against (default: the last stage, production).
+    #[arg(long, value_name = "TRACK")]
+    pub baseline: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+}
+
+/// Where the routers' counts come from, and how strict the judgement is.
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// A router's admin URL (e.g. http://10.0.0.7:9901); repeat for every router of the
+    /// service. Without it the routers are found, and read, through the cluster.
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<String>,
+    /// The window judged: the last DURATION, up to 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub window: std::time::Duration,
+    /// Confidence a failing verdict needs (a healthy track fails at most 1 − this often).
+    #[arg(long, value_name = "P", default_value_t = 0.95)]
+    pub confidence: f64,
+    /// The smallest error-rate increase, in percentage points, a pass must rule out (besides
+    /// twice the baseline's rate).
+    #[arg(long, value_name = "PERCENT", default_value = "0.5%", value_parser = parse_percent)]
+    pub min_error_increase: f64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
 /// Where the cluster is, as kubectl's flags say it.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -384,6 +436,14 @@ pub enum RenderFormat {
     Kubernetes,
     /// An haproxy.cfg equivalent to the router config.
     Haproxy,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p) && *p > 0.0)
+        .ok_or_else(|| format!("`{s}` is not a percentage; write e.g. `0.5%`"))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

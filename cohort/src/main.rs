@@ -10,6 +10,7 @@ macro_rules! out {
     }};
 }
 
+mod analyze_cmd;
 mod apply_cmd;
 mod change;
 mod cli;
@@ -40,6 +41,12 @@ pub struct CouldNotCheck(pub cohort_kube::KubeError);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CouldNotApply(pub String);
+
+/// A judgement could not be made on the traffic seen so far; what was printed says how much
+/// more is needed: exit status 3.
+#[derive(Debug, thiserror::Error)]
+#[error("inconclusive")]
+pub struct Inconclusive;
 
 /// The repo or the request is invalid and what was printed says why: exit status 1 with no
 /// further message.
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
             force,
             ref reason,
             ref out,
+            ref judge,
         } => change::run(
             &cli,
             service,
@@ -84,6 +92,7 @@ fn main() -> ExitCode {
                 to: to.as_deref(),
                 force,
                 reason: reason.as_deref(),
+                judge,
             },
             out.output,
         ),
@@ -157,6 +166,7 @@ fn main() -> ExitCode {
         }
         Command::Status(ref args) => status_cmd::status(&cli, args),
         Command::Apply(ref args) => apply_cmd::apply(&cli, args),
+        Command::Analyze(ref args) => analyze_cmd::analyze(&cli, args),
         Command::Diff(ref args) => apply_cmd::diff(&cli, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
@@ -166,6 +176,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Reported>() => ExitCode::from(1),
+        Err(e) if e.is::<Inconclusive>() => ExitCode::from(3),
         // The reader went away (`cohort history | head`): nothing left to say to anyone.
         Err(e)
             if e.downcast_ref::<std::io::Error>()

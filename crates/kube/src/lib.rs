@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod compare;
 pub mod plan;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +60,15 @@ pub enum KubeError {
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request could not be formed (a name that does not fit in a URL).
+    #[error("cannot {doing}")]
+    Request {
+        /// What was being done.
+        doing: String,
+        /// Why.
+        #[source]
+        source: http::Error,
     },
     /// The watch stopped (its tasks ended).
     #[error("the watch ended")]

@@ -202,8 +202,9 @@ pub struct PromoteRequest<'a> {
     pub reason: Option<&'a str>,
     /// Now, unix seconds.
     pub now: i64,
-    /// Whether a passing canary judgement is on record for the version.
-    pub judgement_passed: bool,
+    /// A passing canary judgement of the version on the stage it leaves: its evidence, one
+    /// line (recorded in the commit).
+    pub judgement: Option<String>,
 }
 
 /// `cohort promote SERVICE [--to TRACK]`.
@@ -251,7 +252,7 @@ pub fn promote(
         entered_previous_at: arrived_at(history, &name, source.as_str(), version.as_str()),
         now: req.now,
         recorded_checks: recorded,
-        judgement_passed: req.judgement_passed,
+        judgement_passed: req.judgement.is_some(),
     });
     if !blocks.is_empty() && !req.force {
         return Err(PlanError::GateClosed {
@@ -265,6 +266,7 @@ pub fn promote(
     change.from_track = Some(source.to_string());
     change.forced = !blocks.is_empty();
     change.reason = req.reason.map(str::to_string);
+    change.judgement = req.judgement.clone();
     set(svc, &target, version, change)
 }
 

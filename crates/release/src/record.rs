@@ -64,6 +64,8 @@ pub struct Change {
     pub reason: Option<String>,
     /// Whether a closed gate was overridden with `--force`.
     pub forced: bool,
+    /// The canary judgement the change rests on: its verdict and evidence, one line.
+    pub judgement: Option<String>,
 }
 
 impl Change {
@@ -79,6 +81,7 @@ impl Change {
             check: None,
             reason: None,
             forced: false,
+            judgement: None,
         }
     }
 
@@ -127,18 +130,25 @@ impl Change {
         t("To", self.to.as_deref());
         t("Check", self.check.as_deref());
         t("Reason", self.reason.as_deref());
+        t("Judgement", self.judgement.as_deref());
         if self.forced {
             t("Forced", Some("true"));
         }
     }
 }
 
-/// The whole commit message for one change: subject, the reason as the body, then trailers.
+/// The whole commit message for one change: subject, the reason and the judgement's evidence
+/// as the body, then trailers.
 pub fn commit_message(change: &Change) -> String {
     let mut msg = change.subject();
     msg.push_str("\n\n");
     if let Some(reason) = &change.reason {
         msg.push_str(reason.trim());
+        msg.push_str("\n\n");
+    }
+    if let Some(judgement) = &change.judgement {
+        msg.push_str("Canary judgement: ");
+        msg.push_str(judgement.trim());
         msg.push_str("\n\n");
     }
     change.trailers(&mut msg);
@@ -199,6 +209,7 @@ pub fn parse_message(message: &str) -> Vec<Change> {
         check: get("Check"),
         reason: get("Reason"),
         forced: get("Forced").as_deref() == Some("true"),
+        judgement: get("Judgement"),
     }]
 }
 
@@ -215,10 +226,12 @@ mod tests {
         c.to = Some("1.17.0".into());
         c.reason = Some("QA signed off\nafter the soak".into());
         c.forced = true;
+        c.judgement = Some("pass: canary 1.17.0 against production 1.15.0, last 10m".into());
         let msg = commit_message(&c);
         assert!(
             msg.starts_with(
-                "promote account-service 1.17.0: canary → paid\n\nQA signed off\nafter the soak\n\n"
+                "promote account-service 1.17.0: canary → paid\n\nQA signed off\nafter the soak\n\n\
+                 Canary judgement: pass: canary 1.17.0 against production 1.15.0, last 10m\n\n"
             ),
             "{msg}"
         );

@@ -62,6 +62,8 @@ pub fn rbac(pipeline: &Pipeline) -> Result<Vec<Rendered>, RenderError> {
         rule("apps", &["deployments"], MANAGE),
         rule("policy", &["poddisruptionbudgets"], MANAGE),
         rule("", &["pods", "events"], READ),
+        // The canary judgement reads the routers' counts through the API server.
+        rule("", &["pods/proxy"], &["get"]),
         rule("apps", &["replicasets"], READ),
         rule("discovery.k8s.io", &["endpointslices"], READ),
     ];

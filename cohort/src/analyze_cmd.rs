@@ -1,0 +1,365 @@
+//! `cohort analyze`, and the judgement `cohort promote` asks for when a gate requires one:
+//! the routers' own counts (through the cluster, or from given admin URLs), summed, and
+//! judged by the pure `cohort-judge`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cohort_judge::{Judgement, Settings, Verdict, WindowStats};
+use cohort_spec::Repo;
+use serde_json::json;
+
+use crate::cli::{AnalyzeArgs, Cli, JudgeArgs, TextOrJson};
+use crate::repo_cmds::{load_valid, repo_dir, repo_root};
+use crate::{CouldNotApply, CouldNotCheck, Inconclusive, Reported, UsageError};
+
+/// A judgement of one track against its baseline, with the versions compared.
+pub struct Judged {
+    /// The service.
+    pub service: String,
+    /// The track judged and the version it ran in the window.
+    pub track: (String, String),
+    /// The baseline and its version.
+    pub baseline: (String, String),
+    /// The window, seconds.
+    pub window_seconds: u64,
+    /// The verdict and evidence.
+    pub judgement: Judgement,
+}
+
+impl Judged {
+    /// One line for a commit trailer and the terminal.
+    pub fn one_line(&self) -> String {
+        let j = &self.judgement;
+        let cohorts = match j.cohorts.is_empty() {
+            true => "all traffic".to_string(),
+            false => format!("cohorts {}", j.cohorts.join(", ")),
+        };
+        format!(
+            "{}: {} {} against {} {} over the last {}, {cohorts}: {}",
+            j.verdict,
+            self.track.0,
+            self.track.1,
+            self.baseline.0,
+            self.baseline.1,
+            cohort_judge::human_seconds(self.window_seconds),
+            j.summary
+        )
+    }
+
+    fn text(&self) -> String {
+        let j = &self.judgement;
+        let row = |name: &str, s: &cohort_judge::Side| {
+            format!(
+                "  {name:<12} {:>9} {:>7} {:>9.2}% {:>9.1} ms {:>9.1} ms",
+                s.requests,
+                s.errors,
+                s.error_rate * 100.0,
+                s.p50_ms,
+                s.p99_ms
+            )
+        };
+        let verdict = match j.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        };
+        [
+            format!(
+                "{} {} ({}) against {} ({}), last {}, {}",
+                self.service,
+                self.track.0,
+                self.track.1,
+                self.baseline.0,
+                self.baseline.1,
+                cohort_judge::human_seconds(self.window_seconds),
+                match j.cohorts.is_empty() {
+                    true => "all traffic (no cohort in common)".to_string(),
+                    false => format!("cohorts {}", j.cohorts.join(", ")),
+                }
+            ),
+            format!(
+                "  {:<12} {:>9} {:>7} {:>10} {:>12} {:>12}",
+                "", "requests", "errors", "error rate", "p50", "p99"
+            ),
+            row(&self.track.0, &j.track),
+            row(&self.baseline.0, &j.baseline),
+            format!(
+                "  errors:  z = {:.2}, p = {:.3}{}",
+                j.errors.z,
+                j.errors.p_value,
+                if j.errors.worse { " (worse)" } else { "" }
+            ),
+            format!(
+                "  latency: Mann-Whitney z = {:.2}, p = {:.3}, p50 ×{:.2}, p99 ×{:.2}{}",
+                j.latency.z,
+                j.latency.p_value,
+                j.latency.p50_ratio,
+                j.latency.p99_ratio,
+                if j.latency.worse { " (worse)" } else { "" }
+            ),
+            format!("  a pass needs {} requests on each side", j.needed_requests),
+            format!("verdict: {verdict} — {}", j.summary),
+        ]
+        .join("\n")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "service": self.service,
+            "track": {"name": self.track.0, "version": self.track.1},
+            "baseline": {"name": self.baseline.0, "version": self.baseline.1},
+            "window_seconds": self.window_seconds,
+            "judgement": self.judgement,
+        })
+    }
+}
+
+/// The admin base of a router URL: `http://host:9901`, given that, `.../metrics` or `.../stats`.
+fn admin_base(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix("/metrics")
+        .or_else(|| url.strip_suffix("/stats"))
+        .unwrap_or(url)
+        .to_string()
+}
+
+async fn fetch(url: &str) -> Result<String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| UsageError(format!("--metrics-url: `{url}` is not a URL: {e}")))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .with_context(|| format!("{url}: no answer in 10 s"))?
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading {url}"))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {}", text.trim());
+    }
+    Ok(text)
+}
+
+/// Every router's window, summed.
+async fn gather(repo: Option<&Repo>, service: &str, args: &JudgeArgs) -> Result<WindowStats> {
+    let window = args.window.as_secs().clamp(1, 600);
+    let query = format!("stats?window={window}s");
+    let mut texts = vec![];
+    if args.metrics_urls.is_empty() {
+        let repo = repo.ok_or_else(|| {
+            UsageError("no release repo here: give the routers' admin URLs with --metrics-url".into())
+        })?;
+        let target = cohort_kube::Target {
+            kubeconfig: args.cluster.kubeconfig.clone(),
+            context: args.cluster.context.clone(),
+            namespace: Some(
+                args.cluster
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| repo.pipeline.namespace.clone()),
+            ),
+        };
+        let cluster = cohort_kube::Cluster::connect(&target)
+            .await
+            .map_err(CouldNotCheck)?;
+        let pods = cluster.router_pods(service).await.map_err(CouldNotCheck)?;
+        if pods.is_empty() {
+            return Err(CouldNotApply(format!(
+                "no ready router pod of {service} in namespace {}",
+                cluster.namespace
+            ))
+            .into());
+        }
+        for pod in pods {
+            texts.push((
+                format!("pod {pod}"),
+                cluster
+                    .pod_get(&pod, repo.pipeline.router.admin_port, &query)
+                    .await
+                    .map_err(CouldNotCheck)?,
+            ));
+        }
+    } else {
+        for url in &args.metrics_urls {
+            let full = format!("{}/{query}", admin_base(url));
+            texts.push((
+                full.clone(),
+                fetch(&full).await.map_err(|e| CouldNotApply(format!("{e:#}")))?,
+            ));
+        }
+    }
+    let mut all: Option<WindowStats> = None;
+    for (from, text) in texts {
+        let stats: WindowStats = serde_json::from_str(&text)
+            .map_err(|e| CouldNotApply(format!("{from} did not answer with router stats: {e}")))?;
+        if stats.service != service {
+            return Err(UsageError(format!("{from} routes for {}, not {service}", stats.service)).into());
+        }
+        match &mut all {
+            None => all = Some(stats),
+            Some(a) => a.merge(stats).map_err(|e| CouldNotApply(e.to_string()))?,
+        }
+    }
+    all.ok_or_else(|| CouldNotApply("no router answered".into()).into())
+}
+
+/// The version a track ran in the window (the one with most requests).
+fn version_of(stats: &WindowStats, track: &str) -> String {
+    let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+    for s in stats.series.iter().filter(|s| s.track == track) {
+        *by.entry(s.version.as_str()).or_default() += s.counts.requests;
+    }
+    by.into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or_else(|| "-".to_string(), |(v, _)| v.to_string())
+}
+
+fn settings(args: &JudgeArgs) -> Result<Settings> {
+    if !(0.5..1.0).contains(&args.confidence) {
+        return Err(UsageError(format!(
+            "--confidence {}: give a value from 0.5 to below 1, e.g. 0.95",
+            args.confidence
+        ))
+        .into());
+    }
+    Ok(Settings {
+        confidence: args.confidence,
+        min_error_difference: args.min_error_increase / 100.0,
+        ..Settings::default()
+    })
+}
+
+/// Judges `track` of `service` against `baseline`.
+pub async fn judge(
+    repo: Option<&Repo>,
+    service: &str,
+    track: &str,
+    baseline: &str,
+    args: &JudgeArgs,
+) -> Result<Judged> {
+    if track == baseline {
+        return Err(UsageError(format!("--track and --baseline are both {track}")).into());
+    }
+    let settings = settings(args)?;
+    let stats = gather(repo, service, args).await?;
+    let (t, b, cohorts) = cohort_judge::select(&stats, track, baseline);
+    let judgement = cohort_judge::judge(
+        &t,
+        &b,
+        cohorts,
+        stats.window_seconds,
+        &stats.latency_bounds_ms,
+        &settings,
+    );
+    Ok(Judged {
+        service: service.to_string(),
+        track: (track.to_string(), version_of(&stats, track)),
+        baseline: (baseline.to_string(), version_of(&stats, baseline)),
+        window_seconds: stats.window_seconds,
+        judgement,
+    })
+}
+
+/// The release repo here, if there is one (analyze works from URLs without one).
+fn repo_here(cli: &Cli) -> Result<Option<Repo>> {
+    let root = repo_root(&repo_dir(cli));
+    match root.join("cohort.yaml").is_file() {
+        true => load_valid(&root).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// Runs `cohort analyze`: exit 0 pass, 1 fail, 3 inconclusive, 2 could not judge.
+pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
+    let repo = repo_here(cli)?;
+    let baseline = match (&args.baseline, &repo) {
+        (Some(b), _) => b.clone(),
+        (None, Some(r)) => r
+            .pipeline
+            .stages
+            .last()
+            .map_or_else(|| "production".to_string(), ToString::to_string),
+        (None, None) => "production".to_string(),
+    };
+    if let Some(r) = &repo {
+        for t in [&args.track, &baseline] {
+            if !r.pipeline.stages.iter().any(|s| s.as_str() == t) {
+                let stages: Vec<&str> = r.pipeline.stages.iter().map(|s| s.as_str()).collect();
+                return Err(
+                    UsageError(format!("`{t}` is not a stage (stages: {})", stages.join(", "))).into(),
+                );
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let judged = runtime.block_on(judge(
+        repo.as_ref(),
+        &args.service,
+        &args.track,
+        &baseline,
+        &args.judge,
+    ))?;
+    match args.output {
+        TextOrJson::Text => out!("{}", judged.text()),
+        TextOrJson::Json => out!("{}", serde_json::to_string_pretty(&judged.json())?),
+    }
+    match judged.judgement.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Fail => Err(Reported.into()),
+        Verdict::Inconclusive => Err(Inconclusive.into()),
+    }
+}
+
+/// For `cohort promote` into a stage whose gate requires a judgement: the version on the
+/// stage it leaves, judged against the last stage. `Some(evidence)` when it passed; the
+/// judgement is printed either way.
+pub fn judgement_for_promotion(
+    repo: &Repo,
+    service: &str,
+    source: &str,
+    args: &JudgeArgs,
+) -> Result<Option<String>> {
+    let baseline = repo
+        .pipeline
+        .stages
+        .last()
+        .map_or_else(|| "production".to_string(), ToString::to_string);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let judged = runtime
+        .block_on(judge(Some(repo), service, source, &baseline, args))
+        .context("the gate requires a canary judgement, and it could not be made")?;
+    eprintln!("{}", judged.text());
+    Ok((judged.judgement.verdict == Verdict::Pass).then(|| judged.one_line()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_base;
+
+    #[test]
+    fn a_router_url_may_name_its_metrics_or_stats() {
+        for url in [
+            "http://10.0.0.7:9901",
+            "http://10.0.0.7:9901/",
+            "http://10.0.0.7:9901/metrics",
+            "http://10.0.0.7:9901/stats",
+        ] {
+            assert_eq!(admin_base(url), "http://10.0.0.7:9901", "{url}");
+        }
+    }
+}

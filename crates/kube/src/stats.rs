@@ -1,0 +1,71 @@
+//! The routers' own counts, read through the API server (the pods' admin port, by the pod
+//! proxy): no route into the cluster is needed, only RBAC `get` on `pods/proxy`.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+
+use crate::{Cluster, KubeError};
+
+impl Cluster {
+    /// The ready router pods of `service`.
+    pub async fn router_pods(&self, service: &str) -> Result<Vec<String>, KubeError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("app={service},tier=router")))
+            .await
+            .map_err(|e| KubeError::from_kube(format!("list pods in namespace {}", self.namespace), e))?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect())
+    }
+
+    /// GET `path_and_query` from port `port` of pod `pod`, through the API server.
+    pub async fn pod_get(&self, pod: &str, port: u16, path_and_query: &str) -> Result<String, KubeError> {
+        let uri = pod_proxy_uri(&self.namespace, pod, port, path_and_query);
+        let request = http::Request::get(&uri)
+            .body(Vec::new())
+            .map_err(|source| KubeError::Request {
+                doing: format!("build a request for {uri}"),
+                source,
+            })?;
+        self.client
+            .request_text(request)
+            .await
+            .map_err(|e| KubeError::from_kube(format!("get {path_and_query} from pod {pod}"), e))
+    }
+}
+
+/// The API server path that proxies to `port` of `pod`.
+pub fn pod_proxy_uri(namespace: &str, pod: &str, port: u16, path_and_query: &str) -> String {
+    format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{}",
+        path_and_query.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pod_proxy_path_names_namespace_pod_and_port() {
+        assert_eq!(
+            super::pod_proxy_uri(
+                "shop",
+                "account-service-router-7d9-x2",
+                9901,
+                "/stats?window=600s"
+            ),
+            "/api/v1/namespaces/shop/pods/account-service-router-7d9-x2:9901/proxy/stats?window=600s"
+        );
+    }
+}
