@@ -29,6 +29,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole pipeline on this machine: no cluster, no Docker, nothing to configure.
+    ///
+    /// Creates a temporary release repo with the example service, starts local "pods" (HTTP
+    /// servers on loopback, three per track, answering with their version), runs the real
+    /// router on the rendered router config and sends synthetic traffic with a cohort mix and
+    /// user ids. Then, with the real commands: a good build goes internal → canary → paid →
+    /// production, each promotion on a passing judgement; a bad build is caught on the canary
+    /// and rolled back; enterprise traffic never touches a canary. Ends with `cohort history`.
+    /// Exit status 0 when it all went as told.
+    Demo {
+        /// Finish in under a minute: no pauses between steps, traffic as fast as it goes.
+        #[arg(long)]
+        fast: bool,
+        /// Keep the temporary release repo, to look at its history afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Create a release repo with the seed's pipeline and an example service.
     ///
     /// Writes cohort.yaml, services/account-service.yaml and releases/account-service.yaml,

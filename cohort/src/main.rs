@@ -14,6 +14,7 @@ mod analyze_cmd;
 mod apply_cmd;
 mod change;
 mod cli;
+mod demo;
 mod repo_cmds;
 mod router_cmd;
 mod status_cmd;
@@ -63,6 +64,7 @@ pub struct InvalidRepo;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo { fast, keep } => demo::run(&demo::DemoOptions { fast, keep }),
         Command::Init { ref dir } => repo_cmds::init(dir.clone().or(cli.repo.clone())),
         Command::Validate { output } => repo_cmds::validate(&cli, output),
         Command::Render(ref args) => repo_cmds::render(&cli, args),
