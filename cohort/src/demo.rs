@@ -457,7 +457,12 @@ impl Stage<'_> {
 
     /// Lets traffic flow until the judgement of `track` is no longer inconclusive (or the
     /// time is up), redrawing the live view; returns the last verdict's exit status.
-    async fn judge(&self, screen: &mut Screen, track: &str, timeout: Duration) -> Result<Option<i32>> {
+    async fn judge(
+        &self,
+        screen: &mut Screen,
+        track: &str,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, String)> {
         let started = Instant::now();
         let min_soak = if self.fast {
             Duration::from_secs(2)
@@ -505,7 +510,7 @@ impl Stage<'_> {
                         screen.say(&l);
                     }
                 }
-                return Ok(last);
+                return Ok((last, verdict));
             }
             if !screen.tty && started.elapsed().as_secs().is_multiple_of(5) {
                 screen.say(&format!("  ... {track}: {verdict}"));
@@ -672,7 +677,7 @@ async fn story(
     cohort(screen, repo, &["deploy", SERVICE, GOOD])?;
     stage.roll(router).await?;
     for (from, to) in [("internal", "canary"), ("canary", "paid"), ("paid", "production")] {
-        match stage.judge(screen, from, timeout).await? {
+        match stage.judge(screen, from, timeout).await?.0 {
             Some(0) => {}
             other => bail!("{GOOD} on {from} did not pass its judgement (exit status {other:?})"),
         }
@@ -690,7 +695,7 @@ async fn story(
     ));
     cohort(screen, repo, &["deploy", SERVICE, BAD])?;
     stage.roll(router).await?;
-    match stage.judge(screen, "internal", timeout).await? {
+    match stage.judge(screen, "internal", timeout).await?.0 {
         Some(0) => {}
         other => bail!("{BAD} on internal did not pass its judgement (exit status {other:?})"),
     }
@@ -701,10 +706,10 @@ async fn story(
         bail!("promoting {BAD} to canary was refused");
     }
     stage.roll(router).await?;
-    match stage.judge(screen, "canary", timeout).await? {
-        Some(1) => {}
-        other => bail!("{BAD} on canary was not failed by the judgement (exit status {other:?})"),
-    }
+    let failed = match stage.judge(screen, "canary", timeout).await? {
+        (Some(1), verdict) => verdict,
+        (other, _) => bail!("{BAD} on canary was not failed by the judgement (exit status {other:?})"),
+    };
     // The gate into paid stays closed on its own; the canary goes back to the good build.
     let args = promote_args("paid");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -720,7 +725,7 @@ async fn story(
             SERVICE,
             "canary",
             "--reason",
-            &format!("canary judgement failed for {BAD}"),
+            &format!("canary judgement failed for {BAD}: {failed}"),
         ],
     )?;
     stage.roll(router).await?;
