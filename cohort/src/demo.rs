@@ -546,10 +546,16 @@ async fn demo(options: &DemoOptions) -> Result<()> {
             "    canary: 5%\n    production: 95%",
             "    canary: 10%\n    production: 90%",
         )
-        .replace("  paid: 5%\n  production: 95%", "  paid: 10%\n  production: 90%");
+        .replace("  paid: 5%\n  production: 95%", "  paid: 10%\n  production: 90%")
+        .replace("# sticky:\n#   header: X-User-Id", "sticky:\n  header: X-User-Id");
+    if !yaml.contains("sticky:\n  header: X-User-Id") || !yaml.contains("    canary: 10%") {
+        bail!("the scaffold's cohort.yaml changed shape; the demo's edits no longer apply");
+    }
     std::fs::write(&path, yaml).context("writing cohort.yaml")?;
-    commit_all(&repo, "demo: judge every promotion, 10% canaries")?;
-    screen.say("  (cohort.yaml: every gate requires a passing judgement; canaries take 10%)\n");
+    commit_all(&repo, "demo: judge every promotion, 10% canaries, sticky users")?;
+    screen.say(
+        "  (cohort.yaml: every gate requires a passing judgement; canaries take 10%; users stay on their track by X-User-Id)\n",
+    );
 
     let (loaded, _) = cohort_spec::repo::load_repo(&repo);
     let loaded = loaded.context("the demo's release repo is valid")?;
@@ -603,6 +609,10 @@ async fn demo(options: &DemoOptions) -> Result<()> {
             metrics_url.clone(),
             "--min-error-increase".into(),
             "2%".into(),
+            // The demo looks again every second until the verdict is in: each look is a
+            // chance for a healthy build to fail by bad luck, so the bar for failing is high.
+            "--confidence".into(),
+            "0.999".into(),
         ],
         fast: options.fast,
     };
@@ -616,6 +626,10 @@ async fn demo(options: &DemoOptions) -> Result<()> {
             metrics_url.clone(),
             "--min-error-increase".into(),
             "2%".into(),
+            // The demo looks again every second until the verdict is in: each look is a
+            // chance for a healthy build to fail by bad luck, so the bar for failing is high.
+            "--confidence".into(),
+            "0.999".into(),
         ]
     };
     let timeout = if options.fast {

@@ -167,6 +167,7 @@ fn a_failing_canary_is_caught_and_low_traffic_is_inconclusive() {
     let good = router(0);
     traffic(good.traffic, 300);
     let url = format!("http://{}", good.admin);
+    // A healthy track fails by chance at most 1 − confidence of the time: rare, here.
     let args = [
         "analyze",
         "account-service",
@@ -176,6 +177,8 @@ fn a_failing_canary_is_caught_and_low_traffic_is_inconclusive() {
         &url,
         "--window",
         "1m",
+        "--confidence",
+        "0.999",
     ];
     let unsure = cohort(outside.path(), &args);
     let said = text(&unsure);
@@ -226,6 +229,8 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
         "1m",
         "--min-error-increase",
         "5%",
+        "--confidence",
+        "0.999",
     ];
     let refused = cohort(&repo, &[&promote[..], &["--metrics-url", &url]].concat());
     let said = text(&refused);
@@ -235,7 +240,7 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
 
     // A healthy one does, and the commit carries the evidence.
     let good = router(0);
-    traffic(good.traffic, 1_000);
+    traffic(good.traffic, 2_000);
     let url = format!("http://{}", good.admin);
     let promoted = cohort(&repo, &[&promote[..], &["--metrics-url", &url]].concat());
     assert_eq!(promoted.status.code(), Some(0), "{}", text(&promoted));

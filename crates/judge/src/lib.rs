@@ -383,10 +383,15 @@ pub fn latency_test(track: &Counts, baseline: &Counts, bounds: &[f64], settings:
         p_value,
         p50_ratio,
         p99_ratio,
+        // A p99 read off fewer than ten requests above it is noise, not evidence.
         worse: p_value < alpha
-            && (p50_ratio >= settings.latency_ratio || p99_ratio >= settings.latency_ratio),
+            && (p50_ratio >= settings.latency_ratio
+                || (p99_ratio >= settings.latency_ratio && nt.min(nb) >= P99_EVIDENCE)),
     }
 }
+
+/// Requests with a latency a side needs before its p99 counts as evidence of slowness.
+pub const P99_EVIDENCE: f64 = 1000.0;
 
 /// Requests each side needs so that an error rate `error_ratio` times the baseline's (or
 /// `min_error_difference` above it) would be caught with `power`, at `confidence`.

@@ -206,3 +206,30 @@ fn the_window_reads_back_from_json() {
     let w: WindowStats = serde_json::from_str(text).expect("json");
     assert_eq!(w.series[0].counts.latency, [2, 1]);
 }
+
+#[test]
+fn a_p99_read_off_a_few_hundred_requests_is_not_evidence_of_slowness() {
+    // Same median; a slow tail of 1 in 30 requests.
+    let tail = |n: u64| {
+        let mut latency = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+        latency[7] = n - n / 30;
+        latency[18] = n / 30;
+        Counts {
+            requests: n,
+            errors: 0,
+            latency,
+        }
+    };
+    let mut fast = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+    fast[7] = 20_000;
+    let baseline = Counts {
+        requests: 20_000,
+        errors: 0,
+        latency: fast,
+    };
+    let few = latency_test(&tail(300), &baseline, LATENCY_BOUNDS_MS, &Settings::default());
+    assert!(few.p_value < 0.05 && few.p99_ratio > 10.0, "{few:?}");
+    assert!(!few.worse, "{few:?}");
+    let many = latency_test(&tail(3_000), &baseline, LATENCY_BOUNDS_MS, &Settings::default());
+    assert!(many.worse, "{many:?}");
+}
