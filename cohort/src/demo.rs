@@ -639,8 +639,16 @@ async fn demo(options: &DemoOptions) -> Result<()> {
     };
     let outcome = story(&mut screen, &stage, &router, &promote_args, timeout).await;
     stop.store(true, Ordering::Relaxed);
-    for l in load {
-        let _ = l.await;
+    // Workers stop after their request in flight; one stuck on a router that stopped
+    // answering is not waited for.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for l in load.iter_mut() {
+            let _ = l.await;
+        }
+    })
+    .await;
+    for l in &load {
+        l.abort();
     }
     drop(router);
 
