@@ -252,14 +252,16 @@ pub async fn judge(
     let settings = settings(args)?;
     let stats = gather(repo, service, args).await?;
     let (t, b, cohorts) = cohort_judge::select(&stats, track, baseline);
-    let judgement = cohort_judge::judge(
-        &t,
-        &b,
-        cohorts,
-        stats.window_seconds,
-        &stats.latency_bounds_ms,
-        &settings,
-    );
+    // The rate that says how long more requests take: over the time the track's counts took.
+    let active = stats
+        .series
+        .iter()
+        .filter(|s| s.track == track && s.seconds > 0)
+        .map(|s| s.seconds)
+        .max()
+        .unwrap_or(stats.window_seconds)
+        .clamp(1, stats.window_seconds.max(1));
+    let judgement = cohort_judge::judge(&t, &b, cohorts, active, &stats.latency_bounds_ms, &settings);
     Ok(Judged {
         service: service.to_string(),
         track: (track.to_string(), version_of(&stats, track)),

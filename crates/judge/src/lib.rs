@@ -54,6 +54,10 @@ pub struct Series {
     /// The counts.
     #[serde(flatten)]
     pub counts: Counts,
+    /// Seconds from its first request in the window to the window's end: the time the
+    /// counts took (a version deployed a minute ago has a minute of data in a 10m window).
+    #[serde(default)]
+    pub seconds: u64,
 }
 
 /// What one router (its admin `/stats?window=`) reports.
@@ -96,7 +100,10 @@ impl WindowStats {
                 .iter_mut()
                 .find(|m| (&m.track, &m.version, &m.cohort) == (&s.track, &s.version, &s.cohort))
             {
-                Some(m) => m.counts.add(&s.counts),
+                Some(m) => {
+                    m.counts.add(&s.counts);
+                    m.seconds = m.seconds.max(s.seconds);
+                }
                 None => self.series.push(s),
             }
         }

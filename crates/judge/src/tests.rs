@@ -163,6 +163,7 @@ fn series(track: &str, cohort: &str, requests: u64, errors: u64) -> Series {
             errors,
             latency: vec![requests],
         },
+        seconds: 60,
     }
 }
 

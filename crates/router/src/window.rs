@@ -65,8 +65,9 @@ impl Ring {
         }
     }
 
-    /// The sum of the `window` seconds up to and including `now`.
-    pub fn sum(&self, now: u64, window: u64) -> Counts {
+    /// The sum of the `window` seconds up to and including `now`, and how many of them had
+    /// passed since the first request among them.
+    pub fn sum(&self, now: u64, window: u64) -> (Counts, u64) {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = Counts {
             requests: 0,
@@ -74,17 +75,19 @@ impl Ring {
             latency: vec![0; BUCKETS],
         };
         let from = now.saturating_sub(window.min(SECONDS)) + 1;
+        let mut first = now + 1;
         for s in slots
             .iter()
             .filter(|s| s.second != u64::MAX && (from..=now).contains(&s.second))
         {
+            first = first.min(s.second);
             c.requests += u64::from(s.requests);
             c.errors += u64::from(s.errors);
             for (a, b) in c.latency.iter_mut().zip(s.latency) {
                 *a += u64::from(b);
             }
         }
-        c
+        (c, now + 1 - first)
     }
 }
 
@@ -115,11 +118,15 @@ impl Windows {
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         let mut series: Vec<Series> = rings
             .iter()
-            .map(|((track, version, cohort), ring)| Series {
-                track: track.clone(),
-                version: version.clone(),
-                cohort: cohort.clone(),
-                counts: ring.sum(now, window),
+            .map(|((track, version, cohort), ring)| {
+                let (counts, seconds) = ring.sum(now, window);
+                Series {
+                    track: track.clone(),
+                    version: version.clone(),
+                    cohort: cohort.clone(),
+                    counts,
+                    seconds,
+                }
             })
             .filter(|s| s.counts.requests > 0)
             .collect();
@@ -150,12 +157,17 @@ mod tests {
         for s in 1_000..1_100 {
             ring.record(s, s % 10 == 0, Some(12.0));
         }
-        let last_minute = ring.sum(1_099, 60);
+        let (last_minute, seconds) = ring.sum(1_099, 60);
+        assert_eq!(seconds, 60);
         assert_eq!((last_minute.requests, last_minute.errors), (60, 6));
         assert_eq!(last_minute.latency[7], 60, "12 ms falls in the 10-15 ms bucket");
         // Ten minutes later every slot has been reused or is too old.
         ring.record(1_099 + SECONDS, false, None);
-        assert_eq!(ring.sum(1_099 + SECONDS, SECONDS).requests, 1);
+        assert_eq!(ring.sum(1_099 + SECONDS, SECONDS), {
+            let (mut c, _) = Ring::default().sum(0, 1);
+            c.requests = 1;
+            (c, 1)
+        });
     }
 
     #[test]

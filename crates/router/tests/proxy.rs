@@ -786,6 +786,11 @@ async fn stats_count_each_track_version_per_cohort_for_the_judgement() {
     assert_eq!((internal.requests, internal.errors), (1, 1));
     assert_eq!(internal.latency.iter().sum::<u64>(), 0, "no answer, no latency");
     assert_eq!(stats.series[0].version, "1.0.0");
+    // The counts took a few seconds of the minute asked for: the rate is read over those.
+    assert!(
+        stats.series.iter().all(|s| (1..=5).contains(&s.seconds)),
+        "{stats:?}"
+    );
 
     let bad = c
         .request(
