@@ -80,8 +80,16 @@ impl Screen {
             return;
         }
         self.clear();
+        // A line that wraps would throw off the cursor-up of the next redraw.
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(80)
+            .saturating_sub(1)
+            .max(20);
         for l in lines {
-            println!("{l}");
+            let cut: String = l.chars().take(width).collect();
+            println!("{cut}");
         }
         self.drawn = lines.len();
         let _ = std::io::stdout().flush();
