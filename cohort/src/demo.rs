@@ -624,21 +624,11 @@ async fn demo(options: &DemoOptions) -> Result<()> {
         ],
         fast: options.fast,
     };
+    // Promotions judge with the same source and bar as the demo's own looks.
     let promote_args = |to: &str| -> Vec<String> {
-        vec![
-            "promote".into(),
-            SERVICE.into(),
-            "--to".into(),
-            to.into(),
-            "--metrics-url".into(),
-            metrics_url.clone(),
-            "--min-error-increase".into(),
-            "2%".into(),
-            // The demo looks again every second until the verdict is in: each look is a
-            // chance for a healthy build to fail by bad luck, so the bar for failing is high.
-            "--confidence".into(),
-            "0.999".into(),
-        ]
+        let mut args: Vec<String> = vec!["promote".into(), SERVICE.into(), "--to".into(), to.into()];
+        args.extend(stage.judge_args.iter().cloned());
+        args
     };
     let timeout = if options.fast {
         Duration::from_secs(45)
