@@ -349,6 +349,20 @@ impl ReleaseRepo {
         self.commit_files_with(lock, files, message, || {})
     }
 
+    /// The commit HEAD points at, in hex; `None` before the first commit.
+    pub fn head_commit(&self) -> Result<Option<String>, GitError> {
+        Ok(self.head_id()?.map(|id| id.to_string()))
+    }
+
+    /// The release repo's files under `prefix` as `commit` (a full hex id) has them.
+    pub fn files_at(&self, commit: &str, prefix: &Path) -> Result<cohort_spec::repo::RepoFiles, GitError> {
+        let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::Git {
+            what: format!("read commit {commit}"),
+            source: gix::Error::from_error(e),
+        })?;
+        crate::mirror::tree_files(&self.repo, id, prefix)
+    }
+
     /// Reads the content of the repo-relative `path` at HEAD; `None` if HEAD has no file there or no commit yet.
     pub fn read_head(&self, path: &Path) -> Result<Option<Vec<u8>>, GitError> {
         rela_path(path)?;

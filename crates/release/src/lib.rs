@@ -3,6 +3,7 @@
 
 pub mod git;
 pub mod history;
+pub mod mirror;
 pub mod plan;
 pub mod record;
 pub mod snapshot;

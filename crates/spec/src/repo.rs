@@ -27,7 +27,7 @@ pub struct Service {
 }
 
 /// The text of a repo's files, as read from a worktree or a commit.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepoFiles {
     /// `cohort.yaml`, if present.
     pub pipeline: Option<String>,
