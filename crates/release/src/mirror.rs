@@ -67,12 +67,12 @@ impl Mirror {
             Ok(repo) => repo,
             Err(_) if is_empty(dir) => gix::init_bare(dir).map_err(|e| GitError::Init {
                 dir: dir.to_owned(),
-                source: e.into(),
+                source: e,
             })?,
             Err(e) => {
                 return Err(GitError::Open {
                     dir: dir.to_owned(),
-                    source: e.into(),
+                    source: e,
                 });
             }
         };
@@ -131,7 +131,7 @@ impl Mirror {
         // Refresh the reference store's view: the fetch wrote the tracking ref.
         self.repo = gix::open(self.repo.git_dir()).map_err(|e| GitError::Open {
             dir: self.repo.git_dir().to_owned(),
-            source: e.into(),
+            source: e,
         })?;
         self.fetched().ok_or_else(|| FetchError::NoBranch {
             url: self.url.clone(),
@@ -166,44 +166,36 @@ pub(crate) fn tree_files(
     let what = || format!("read the tree of commit {commit}");
     let top = repo
         .find_commit(commit)
-        .map_err(|e| git(what())(e.into()))?
+        .map_err(|e| git(what())(e))?
         .tree()
-        .map_err(|e| git(what())(e.into()))?;
+        .map_err(|e| git(what())(e))?;
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     let blob = |path: &Path| -> Result<Option<Vec<u8>>, GitError> {
         let what = || format!("read {} at {commit}", path.display());
-        match top
-            .lookup_entry_by_path(path)
-            .map_err(|e| git(what())(e.into()))?
-        {
-            Some(entry) if entry.mode().is_blob() => Ok(Some(
-                entry.object().map_err(|e| git(what())(e.into()))?.detach().data,
-            )),
+        match top.lookup_entry_by_path(path).map_err(|e| git(what())(e))? {
+            Some(entry) if entry.mode().is_blob() => {
+                Ok(Some(entry.object().map_err(|e| git(what())(e))?.detach().data))
+            }
             _ => Ok(None),
         }
     };
     let yaml_files = |dir: &str| -> Result<Vec<(PathBuf, String)>, GitError> {
         let path = prefix.join(dir);
         let what = || format!("list {} at {commit}", path.display());
-        let tree = match top
-            .lookup_entry_by_path(&path)
-            .map_err(|e| git(what())(e.into()))?
-        {
-            Some(entry) if entry.mode().is_tree() => {
-                entry.object().map_err(|e| git(what())(e.into()))?.into_tree()
-            }
+        let tree = match top.lookup_entry_by_path(&path).map_err(|e| git(what())(e))? {
+            Some(entry) if entry.mode().is_tree() => entry.object().map_err(|e| git(what())(e))?.into_tree(),
             _ => return Ok(vec![]),
         };
         let mut out = vec![];
         for entry in tree.iter() {
-            let entry = entry.map_err(|e| git(what())(e.into()))?;
+            let entry = entry.map_err(|e| git(what())(e))?;
             let name = entry.inner.filename.to_string();
             if !entry.inner.mode.is_blob() || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
                 continue;
             }
             let data = repo
                 .find_object(entry.inner.oid)
-                .map_err(|e| git(what())(e.into()))?
+                .map_err(|e| git(what())(e))?
                 .detach()
                 .data;
             out.push((Path::new(dir).join(name), text(data)));
