@@ -1,0 +1,479 @@
+//! `cohort serve`: the control API over a release repo (axum). Agents pull their cluster's
+//! desired state (an idle poll is a 304 that renders nothing) and push reports; operators read
+//! the fleet view. Every request but the OpenAPI document needs a bearer token from the
+//! tokens file, and a cluster's token reaches only that cluster's resources.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cohort_release::git::ReleaseRepo;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::tokens::{Caller, Tokens};
+use crate::wire::{Fleet, FleetCluster, Report};
+
+/// The OpenAPI document describing this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The largest report accepted (a report lists services and findings; this is generous).
+const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// The state behind the API: the release repo, the tokens, the last word of every cluster.
+pub struct Control {
+    repo: Mutex<ReleaseRepo>,
+    prefix: PathBuf,
+    tokens: Tokens,
+    rendered: Mutex<Rendered>,
+    seen: Mutex<BTreeMap<String, Seen>>,
+}
+
+/// Bodies rendered for the current revision, per cluster.
+#[derive(Default)]
+struct Rendered {
+    revision: String,
+    bodies: HashMap<String, (String, Bytes)>,
+}
+
+#[derive(Default, Clone)]
+struct Seen {
+    last_poll: Option<i64>,
+    last_report_at: Option<i64>,
+    report: Option<Report>,
+}
+
+impl Control {
+    /// The API over the release repo `repo` (whose files sit at `prefix` in the git repository).
+    pub fn new(repo: ReleaseRepo, prefix: &Path, tokens: Tokens) -> Control {
+        Control {
+            repo: Mutex::new(repo),
+            prefix: prefix.to_owned(),
+            tokens,
+            rendered: Mutex::new(Rendered::default()),
+            seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn head(&self) -> Result<Option<String>, ApiError> {
+        let repo = self
+            .repo
+            .lock()
+            .map_err(|_| ApiError::internal("the repo lock is poisoned"))?;
+        repo.head_commit()
+            .map_err(|e| ApiError::internal(&error_chain(&e)))
+    }
+
+    /// The body and ETag of `cluster`'s desired state at `revision`, rendered once per revision.
+    fn desired(&self, cluster: &str, revision: &str) -> Result<(String, Bytes), ApiError> {
+        {
+            let rendered = self
+                .rendered
+                .lock()
+                .map_err(|_| ApiError::internal("cache lock poisoned"))?;
+            if rendered.revision == revision
+                && let Some(hit) = rendered.bodies.get(cluster)
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let only = self.tokens.cluster(cluster).and_then(|c| c.services.clone());
+        let files = {
+            let repo = self
+                .repo
+                .lock()
+                .map_err(|_| ApiError::internal("the repo lock is poisoned"))?;
+            repo.files_at(revision, &self.prefix)
+                .map_err(|e| ApiError::internal(&error_chain(&e)))?
+        };
+        let state = crate::desired_from_files(&files, revision, cluster, only.as_deref());
+        let body = Bytes::from(serde_json::to_vec(&state).map_err(|e| ApiError::internal(&e.to_string()))?);
+        let etag = etag(revision, only.as_deref());
+        let mut rendered = self
+            .rendered
+            .lock()
+            .map_err(|_| ApiError::internal("cache lock poisoned"))?;
+        if rendered.revision != revision {
+            *rendered = Rendered {
+                revision: revision.to_string(),
+                bodies: HashMap::new(),
+            };
+        }
+        rendered
+            .bodies
+            .insert(cluster.to_string(), (etag.clone(), body.clone()));
+        Ok((etag, body))
+    }
+
+    fn note(&self, cluster: &str, f: impl FnOnce(&mut Seen)) {
+        if let Ok(mut seen) = self.seen.lock() {
+            f(seen.entry(cluster.to_string()).or_default());
+        }
+    }
+}
+
+/// The ETag of a cluster's desired state: the revision, and which services the cluster runs
+/// (so a changed tokens file is not answered with a stale 304).
+fn etag(revision: &str, only: Option<&[String]>) -> String {
+    let scope = match only {
+        None => "all".to_string(),
+        Some(names) => {
+            let mut h = Sha256::new();
+            for n in names {
+                h.update(n.as_bytes());
+                h.update(b"\n");
+            }
+            crate::hex(&h.finalize()[..6])
+        }
+    };
+    format!("\"{revision}-{scope}\"")
+}
+
+/// Whether an `If-None-Match` header value names `etag` (weak or strong, or `*`).
+fn none_match(header: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(value) = header.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// An error answer: a status and a sentence, as JSON `{"error": ...}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn internal(message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cohort\""),
+            );
+        }
+        response
+    }
+}
+
+fn caller<'a>(control: &'a Control, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let unauthorized = |message: &str| ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.to_string(),
+    };
+    match token {
+        None => Err(unauthorized(
+            "no bearer token; send `Authorization: Bearer <token>`",
+        )),
+        Some(token) => match control.tokens.caller(token) {
+            Caller::Unknown => Err(unauthorized(
+                "the bearer token is not in the server's tokens file",
+            )),
+            known => Ok(known),
+        },
+    }
+}
+
+/// The caller must be `cluster`'s own agent.
+fn own_cluster(control: &Control, headers: &HeaderMap, cluster: &str) -> Result<(), ApiError> {
+    match caller(control, headers)? {
+        Caller::Cluster(name) if name == cluster => Ok(()),
+        Caller::Cluster(name) => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!("this token is cluster {name}'s; it reaches only /v1/clusters/{name}/"),
+        }),
+        Caller::Fleet | Caller::Unknown => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "the fleet token reads the fleet view only".to_string(),
+        }),
+    }
+}
+
+async fn desired_state(
+    State(control): State<Arc<Control>>,
+    UrlPath(cluster): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    own_cluster(&control, &headers, &cluster)?;
+    control.note(&cluster, |s| s.last_poll = Some(now()));
+    let Some(revision) = control.head()? else {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the release repo has no commit yet".to_string(),
+        });
+    };
+    let control2 = control.clone();
+    let (etag, body) = tokio::task::spawn_blocking(move || control2.desired(&cluster, &revision))
+        .await
+        .map_err(|e| ApiError::internal(&e.to_string()))??;
+    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(&e.to_string()))?;
+    if none_match(headers.get(header::IF_NONE_MATCH), &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag_value),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn post_report(
+    State(control): State<Arc<Control>>,
+    UrlPath(cluster): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    own_cluster(&control, &headers, &cluster)?;
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("a report may be at most {MAX_REPORT_BYTES} bytes"),
+        });
+    }
+    let report: Report = serde_json::from_slice(&body).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("the report is not valid JSON of the Report schema (see /openapi.json): {e}"),
+    })?;
+    if report.cluster != cluster {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "the report says cluster {}, but the token is cluster {cluster}'s",
+                report.cluster
+            ),
+        });
+    }
+    control.note(&cluster, |s| {
+        s.last_report_at = Some(now());
+        s.report = Some(report);
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn fleet(State(control): State<Arc<Control>>, headers: HeaderMap) -> Result<Json<Fleet>, ApiError> {
+    match caller(&control, &headers)? {
+        Caller::Fleet => {}
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: "a cluster's token reads only its own state; the fleet view needs the fleet_token"
+                    .to_string(),
+            });
+        }
+    }
+    let revision = control.head()?;
+    let seen = control
+        .seen
+        .lock()
+        .map_err(|_| ApiError::internal("lock poisoned"))?
+        .clone();
+    let clusters = control
+        .tokens
+        .clusters
+        .iter()
+        .map(|c| {
+            let s = seen.get(&c.name).cloned().unwrap_or_default();
+            FleetCluster {
+                name: c.name.clone(),
+                last_poll: s.last_poll,
+                last_report_at: s.last_report_at,
+                report: s.report,
+            }
+        })
+        .collect();
+    Ok(Json(Fleet { revision, clusters }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+/// The API's routes.
+pub fn app(control: Arc<Control>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/clusters/{cluster}/desired-state", get(desired_state))
+        .route("/v1/clusters/{cluster}/reports", post(post_report))
+        .route("/v1/fleet", get(fleet))
+        .route("/openapi.json", get(openapi))
+        .route("/live", get(live))
+        .with_state(control)
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot read {what} from {}", path.display())]
+    Pem {
+        /// `the certificate chain` or `the private key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the pair.
+    #[error("the certificate and key cannot be used together")]
+    Config(#[source] rustls::Error),
+}
+
+/// A rustls server configuration from PEM files (the certificate chain, leaf first, and its key).
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Pem {
+            what: "the certificate chain",
+            path: cert.to_owned(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+        what: "the private key",
+        path: key.to_owned(),
+        source,
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+/// lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+            // Reap finished connections so the set does not grow with every client.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tasks.spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let mut app = app.clone();
+                async move { tower_service::Service::call(&mut app, req).await }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Requests in flight finish; idle keep-alive connections are not waited for past the grace.
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::{etag, none_match};
+
+    #[test]
+    fn if_none_match_takes_lists_weak_tags_and_star() {
+        let tag = etag("abc", None);
+        assert_eq!(tag, "\"abc-all\"");
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(none_match(Some(&h("\"abc-all\"")), &tag));
+        assert!(none_match(Some(&h("W/\"abc-all\"")), &tag));
+        assert!(none_match(Some(&h("\"x\", \"abc-all\"")), &tag));
+        assert!(none_match(Some(&h("*")), &tag));
+        assert!(!none_match(Some(&h("\"abd-all\"")), &tag));
+        assert!(!none_match(None, &tag));
+        assert_ne!(etag("abc", Some(&["a".into()])), etag("abc", Some(&["b".into()])));
+    }
+}

@@ -1,0 +1,108 @@
+//! What goes over the wire between `cohort serve` and the agents (JSON).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What one cluster should run, at one revision of the release repo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The cluster it is for.
+    pub cluster: String,
+    /// The release repo's commit.
+    pub revision: String,
+    /// The namespace the pipeline runs in.
+    pub namespace: String,
+    /// The services, each with its rendered objects (empty when the revision is invalid).
+    pub services: Vec<DesiredService>,
+    /// Why the revision cannot be applied (empty when it can).
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// One service's rendered objects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredService {
+    /// The service.
+    pub name: String,
+    /// Its objects as the API server takes them, in render's order.
+    pub objects: Vec<Value>,
+}
+
+/// What an agent tells the control API after each pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The cluster (the server takes it from the token; a different one is refused).
+    pub cluster: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// When the agent wrote the report (seconds since the Unix epoch).
+    pub at: i64,
+    /// The newest revision the agent has seen from its source.
+    pub seen_revision: Option<String>,
+    /// Per service: what is applied.
+    pub services: Vec<ServiceReport>,
+    /// Problems not tied to one service: an invalid revision, an unreachable source.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// `cohort status`'s evaluation of the namespace, per service.
+    #[serde(default)]
+    pub health: Vec<ServiceHealth>,
+}
+
+/// One service as an agent sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    /// The service.
+    pub name: String,
+    /// The revision whose objects are applied (`None`: never applied by this agent).
+    pub applied_revision: Option<String>,
+    /// `applied`, `pending` (a newer revision waits) or `failed`.
+    pub state: ServiceState,
+    /// Why the last apply failed.
+    pub error: Option<String>,
+}
+
+/// Where a service stands in an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// The seen revision is applied.
+    Applied,
+    /// A newer revision is waiting to be applied.
+    Pending,
+    /// The last apply failed; it is retried on the next pass.
+    Failed,
+}
+
+/// `cohort status`'s verdict on one service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    /// The service.
+    pub service: String,
+    /// Whether nothing is wrong (warnings allowed).
+    pub healthy: bool,
+    /// What is wrong, as `cohort status` words it.
+    pub findings: Vec<String>,
+}
+
+/// Every cluster's last word, for `cohort status --fleet`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// The release repo's current revision.
+    pub revision: Option<String>,
+    /// The clusters named in the tokens file, by name.
+    pub clusters: Vec<FleetCluster>,
+}
+
+/// One cluster in the fleet view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetCluster {
+    /// Its name.
+    pub name: String,
+    /// When its agent last asked for its desired state (seconds since the Unix epoch).
+    pub last_poll: Option<i64>,
+    /// When its last report arrived.
+    pub last_report_at: Option<i64>,
+    /// Its last report.
+    pub report: Option<Report>,
+}
