@@ -374,7 +374,7 @@ impl Cluster {
         &self,
         names: &[String],
         options: &ApplyOptions,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), ApplyError> {
         let started = Instant::now();
         let mut last: BTreeMap<String, (String, Instant)> = BTreeMap::new();
@@ -436,7 +436,7 @@ impl Cluster {
         service: &str,
         objects: &[Rendered],
         options: &ApplyOptions,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), ApplyError> {
         let live = self.managed_track_deployments(service).await?;
         for step in plan::plan(objects, &live) {

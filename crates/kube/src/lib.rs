@@ -2,6 +2,7 @@
 //! does (kubeconfig, context, namespace, in-cluster), gathering a namespace with one LIST per
 //! kind, and telling API errors the way kubectl tells them.
 
+pub mod agent_state;
 pub mod apply;
 pub mod compare;
 pub mod plan;

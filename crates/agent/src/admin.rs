@@ -1,0 +1,93 @@
+//! The agent's admin port: `/live`, `/ready` and `/metrics`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::registry::Registry;
+
+use crate::agent::Readiness;
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+fn route(path: &str, registry: &Registry, readiness: &Mutex<Readiness>) -> Response<Full<Bytes>> {
+    match path {
+        "/live" => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/ready" => {
+            let r = readiness.lock().map(|r| r.clone()).unwrap_or_default();
+            match (r.source_reachable, r.problem) {
+                (true, _) => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+                (false, Some(problem)) => answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("{problem}\n"),
+                ),
+                (false, None) => answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the source has not been polled yet\n".into(),
+                ),
+            }
+        }
+        "/metrics" => {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, registry) {
+                Ok(()) => answer(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+            }
+        }
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; the admin port serves /live, /ready and /metrics\n".into(),
+        ),
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    readiness: Arc<Mutex<Readiness>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let registry = Arc::new(registry);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin port: accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let (registry, readiness) = (registry.clone(), readiness.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = route(req.uri().path(), &registry, &readiness);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,450 @@
+//! The agent against a real `cohort serve` API (in this process, on 127.0.0.1) and against
+//! a real git repository, applying into a recording cluster. The kube adapter itself is
+//! exercised by cohort/tests/agent_e2e.rs against a real API server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cohort_agent::state::AppliedState;
+use cohort_agent::{Agent, ControlSource, GitSource, Settings, Target, TargetError};
+use cohort_control::ServiceHealth;
+use cohort_control::server::{Control, app, serve};
+use cohort_control::tokens::Tokens;
+use cohort_release::git::ReleaseRepo;
+use cohort_render::Rendered;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const EU: &str = "eu-token-0123456789abcdef";
+const US: &str = "us-token-0123456789abcdef";
+const FLEET: &str = "fleet-token-0123456789abcdef";
+
+/// A cluster that records what is applied to it, and keeps the agent's state across agents
+/// as the ConfigMap would.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: AppliedState,
+    applies: Vec<(String, Vec<Rendered>)>,
+    hang: bool,
+}
+
+impl Recording {
+    fn applies(&self) -> Vec<(String, Vec<Rendered>)> {
+        self.inner.lock().expect("lock").applies.clone()
+    }
+    fn hang(&self, on: bool) {
+        self.inner.lock().expect("lock").hang = on;
+    }
+}
+
+impl Target for Recording {
+    fn namespace(&self) -> &str {
+        "shop"
+    }
+    async fn load(&self) -> Result<AppliedState, TargetError> {
+        Ok(self.inner.lock().expect("lock").state.clone())
+    }
+    async fn save(&self, state: &AppliedState) -> Result<(), TargetError> {
+        self.inner.lock().expect("lock").state = state.clone();
+        Ok(())
+    }
+    async fn apply(&self, service: &str, objects: &[Rendered]) -> Result<(), TargetError> {
+        let hang = self.inner.lock().expect("lock").hang;
+        if hang {
+            // A rollout that never finishes.
+            std::future::pending::<()>().await;
+        }
+        self.inner
+            .lock()
+            .expect("lock")
+            .applies
+            .push((service.to_string(), objects.to_vec()));
+        Ok(())
+    }
+    async fn health(&self) -> Result<Vec<ServiceHealth>, TargetError> {
+        Ok(vec![ServiceHealth {
+            service: "account-service".into(),
+            healthy: true,
+            findings: vec![],
+        }])
+    }
+}
+
+/// A release repo made by `cohort init`'s scaffold, committed.
+struct Repo {
+    _dir: tempfile::TempDir,
+    git: ReleaseRepo,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git = ReleaseRepo::init(dir.path())
+            .and_then(|r| r.with_fallback_identity("test", "test@example.com"))
+            .expect("repo");
+        let files = cohort_spec::scaffold::repo_files();
+        let mut all = vec![(PathBuf::from("cohort.yaml"), files.pipeline.expect("pipeline"))];
+        all.extend(files.services);
+        all.extend(files.releases);
+        let repo = Repo { _dir: dir, git };
+        for (path, text) in all {
+            repo.commit(&path.display().to_string(), &text);
+        }
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.git.root()
+    }
+
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.path().join(path)).expect("read")
+    }
+
+    fn commit(&self, path: &str, text: &str) -> String {
+        let lock = self.git.lock().expect("lock");
+        self.git
+            .commit_files(
+                &lock,
+                &[(PathBuf::from(path), text.as_bytes().to_vec())],
+                "test change",
+            )
+            .expect("commit")
+    }
+
+    fn head(&self) -> String {
+        self.git.head_commit().expect("head").expect("a commit")
+    }
+}
+
+fn tokens_file() -> Tokens {
+    let text = format!(
+        "fleet_token: {FLEET}\nclusters:\n  eu-west:\n    token: {EU}\n  us-east:\n    token: {US}\n"
+    );
+    Tokens::parse(Path::new("tokens.yaml"), &text).expect("tokens")
+}
+
+/// `cohort serve` over `repo` on `addr` (an ephemeral port when `None`); stops when the
+/// returned sender is dropped.
+async fn start_server(
+    repo: &Repo,
+    addr: Option<SocketAddr>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let git = ReleaseRepo::open(repo.path()).expect("open");
+    let control = Arc::new(Control::new(git, Path::new(""), tokens_file()));
+    let listener =
+        tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
+            .await
+            .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, app(control), None, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+fn settings(cluster: &str) -> Settings {
+    Settings {
+        cluster: cluster.into(),
+        interval: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_millis(200),
+    }
+}
+
+async fn control_agent(addr: SocketAddr, token: &str, cluster: Recording) -> Agent<ControlSource, Recording> {
+    let source = ControlSource::new(&format!("http://{addr}"), "eu-west", token, None).expect("client");
+    Agent::start(source, cluster, settings("eu-west"), Default::default())
+        .await
+        .expect("start")
+}
+
+async fn http_get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .expect("request");
+    let response = client.request(request).await.expect("answer");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn replicas(objects: &[Rendered], name_part: &str) -> Option<i64> {
+    objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name.contains(name_part))
+        .and_then(|o| o.value["spec"]["replicas"].as_i64())
+}
+
+#[tokio::test]
+async fn through_the_control_api_the_agent_syncs_skips_what_is_invalid_and_reports() {
+    let repo = Repo::new();
+    let (addr, _server) = start_server(&repo, None).await;
+    let cluster = Recording::default();
+    let mut agent = control_agent(addr, EU, cluster.clone()).await;
+
+    // First sync: the one service is applied at the head revision, and the report arrives.
+    let first = repo.head();
+    let pass = agent.pass().await;
+    assert!(pass.reached_source && pass.new_revision, "{pass:?}");
+    assert_eq!(pass.applied, ["account-service"]);
+    assert_eq!(agent.applied()["account-service"].revision, first);
+    let (status, fleet) = http_get(addr, "/v1/fleet", FLEET).await;
+    assert_eq!(status, 200, "{fleet}");
+    let fleet: cohort_control::Fleet = serde_json::from_str(&fleet).expect("fleet json");
+    assert_eq!(fleet.revision.as_deref(), Some(first.as_str()));
+    let eu = fleet
+        .clusters
+        .iter()
+        .find(|c| c.name == "eu-west")
+        .expect("eu-west");
+    let report = eu.report.as_ref().expect("a report");
+    assert_eq!(
+        report.services[0].applied_revision.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(report.services[0].state, cohort_control::ServiceState::Applied);
+    assert!(eu.last_poll.is_some());
+    assert!(
+        fleet
+            .clusters
+            .iter()
+            .any(|c| c.name == "us-east" && c.report.is_none())
+    );
+
+    // An idle poll: 304, nothing applied.
+    let pass = agent.pass().await;
+    assert!(
+        pass.reached_source && !pass.new_revision && pass.applied.is_empty(),
+        "{pass:?}"
+    );
+    assert_eq!(cluster.applies().len(), 1);
+
+    // A new revision that changes the service: applied again, with the new objects.
+    let spec = repo.read("services/account-service.yaml");
+    let second = repo.commit(
+        "services/account-service.yaml",
+        &spec.replace("# replicas:\n#   production: 12", "replicas:\n  production: 12"),
+    );
+    let pass = agent.pass().await;
+    assert_eq!(pass.applied, ["account-service"], "{pass:?}");
+    let applies = cluster.applies();
+    assert_eq!(replicas(&applies[1].1, "production"), Some(12));
+    assert_eq!(agent.applied()["account-service"].revision, second);
+
+    // A revision that leaves the service's objects as they are: no apply, the revision moves on.
+    let third = repo.commit("NOTES.md", "not part of the release repo's specs\n");
+    let pass = agent.pass().await;
+    assert!(pass.new_revision && pass.applied.is_empty(), "{pass:?}");
+    assert_eq!(agent.applied()["account-service"].revision, third);
+
+    // An invalid revision: skipped and reported; the cluster keeps the last good state.
+    let pipeline = repo.read("cohort.yaml");
+    let bad = repo.commit(
+        "cohort.yaml",
+        &pipeline.replace("namespace: shop", "namespace: [shop"),
+    );
+    let pass = agent.pass().await;
+    let why = pass.invalid.clone().expect("refused");
+    assert!(
+        why.contains(&format!("revision {bad} is not valid")) && why.contains("cohort.yaml:"),
+        "{why}"
+    );
+    assert!(pass.applied.is_empty());
+    assert_eq!(cluster.applies().len(), 2);
+    assert_eq!(agent.applied()["account-service"].revision, third);
+    let report = agent.report();
+    assert_eq!(report.seen_revision.as_deref(), Some(bad.as_str()));
+    assert!(
+        report.problems.iter().any(|p| p.contains("is not valid")),
+        "{:?}",
+        report.problems
+    );
+    // Polled again, it stays skipped (304) and nothing is applied.
+    let pass = agent.pass().await;
+    assert!(pass.invalid.is_some() && pass.applied.is_empty());
+
+    // Fixed: the next revision is applied.
+    let fixed = repo.commit("cohort.yaml", &pipeline);
+    let pass = agent.pass().await;
+    assert!(pass.invalid.is_none(), "{pass:?}");
+    assert_eq!(agent.applied()["account-service"].revision, fixed);
+
+    // A restart resumes from the saved state: nothing applied again.
+    let applies_before = cluster.applies().len();
+    let mut restarted = control_agent(addr, EU, cluster.clone()).await;
+    let pass = restarted.pass().await;
+    assert!(pass.reached_source && pass.applied.is_empty(), "{pass:?}");
+    assert_eq!(cluster.applies().len(), applies_before);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_401_and_another_clusters_token_is_403() {
+    let repo = Repo::new();
+    let (addr, _server) = start_server(&repo, None).await;
+    let desired = "/v1/clusters/eu-west/desired-state";
+    let (status, body) = http_get(addr, desired, "not-a-token-of-this-server").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not in the server's tokens file"), "{body}");
+    let (status, body) = http_get(addr, desired, US).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cluster us-east's"), "{body}");
+    let (status, _) = http_get(addr, "/v1/fleet", EU).await;
+    assert_eq!(status, 403);
+    let (status, _) = http_get(addr, desired, FLEET).await;
+    assert_eq!(status, 403);
+    let (status, body) = http_get(addr, desired, EU).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(addr, "/openapi.json", "").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI JSON");
+    for path in [
+        "/v1/clusters/{cluster}/desired-state",
+        "/v1/clusters/{cluster}/reports",
+        "/v1/fleet",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+
+    // The agent with a wrong token applies nothing and says the server refused it.
+    let cluster = Recording::default();
+    let mut agent = control_agent(addr, "not-a-token-of-this-server", cluster.clone()).await;
+    let pass = agent.pass().await;
+    assert!(!pass.reached_source);
+    assert!(cluster.applies().is_empty());
+    let report = agent.report();
+    assert!(
+        report.problems.iter().any(|p| p.contains("401")),
+        "{:?}",
+        report.problems
+    );
+    // With another cluster's token it is refused too.
+    let mut agent = control_agent(addr, US, cluster.clone()).await;
+    assert!(!agent.pass().await.reached_source);
+    assert!(cluster.applies().is_empty());
+}
+
+#[tokio::test]
+async fn the_agent_waits_out_a_server_outage_and_then_applies() {
+    let repo = Repo::new();
+    let (addr, server) = start_server(&repo, None).await;
+    drop(server);
+    // Give the server task a moment to close its listener.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cluster = Recording::default();
+    let mut agent = control_agent(addr, EU, cluster.clone()).await;
+    let pass = agent.pass().await;
+    assert!(!pass.reached_source, "{pass:?}");
+    assert!(agent.report().problems.iter().any(|p| p.contains("cannot reach")));
+
+    // The loop keeps polling (backing off) and applies once the server is back.
+    let readiness = agent.readiness();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(cluster.applies().is_empty());
+    assert!(!readiness.lock().expect("lock").source_reachable);
+    let (_addr, _server) = start_server(&repo, Some(addr)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.applies().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cluster.applies().len(),
+        1,
+        "applied once the server answered again"
+    );
+    assert!(readiness.lock().expect("lock").source_reachable);
+    drop(stop_tx);
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops on shutdown")
+        .expect("no panic");
+}
+
+#[tokio::test]
+async fn an_apply_cut_short_by_shutdown_is_not_recorded_and_the_next_start_does_it() {
+    let repo = Repo::new();
+    let (addr, _server) = start_server(&repo, None).await;
+    let cluster = Recording::default();
+    cluster.hang(true);
+    let agent = control_agent(addr, EU, cluster.clone()).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stop_tx);
+    // The grace (200 ms) passes, the apply is abandoned, the agent stops.
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops within the grace")
+        .expect("no panic");
+    assert!(
+        cluster.inner.lock().expect("lock").state.is_empty(),
+        "nothing recorded"
+    );
+
+    cluster.hang(false);
+    let mut agent = control_agent(addr, EU, cluster.clone()).await;
+    let pass = agent.pass().await;
+    assert_eq!(pass.applied, ["account-service"], "the next start applies it");
+}
+
+#[tokio::test]
+async fn from_a_git_remote_the_agent_fetches_applies_skips_invalid_and_resumes() {
+    let repo = Repo::new();
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let url = repo.path().display().to_string();
+    let git_agent = |cluster: Recording| {
+        let source =
+            GitSource::new(&url, "main", mirror.path(), Path::new(""), "eu-west", None).expect("mirror");
+        Agent::start(source, cluster, settings("eu-west"), Default::default())
+    };
+    let cluster = Recording::default();
+    let mut agent = git_agent(cluster.clone()).await.expect("start");
+    let pass = agent.pass().await;
+    assert_eq!(pass.applied, ["account-service"], "{pass:?}");
+    assert_eq!(agent.applied()["account-service"].revision, repo.head());
+    let pass = agent.pass().await;
+    assert!(pass.reached_source && !pass.new_revision && pass.applied.is_empty());
+
+    let pipeline = repo.read("cohort.yaml");
+    let bad = repo.commit(
+        "cohort.yaml",
+        &pipeline.replace("namespace: shop", "namespace: Shop_"),
+    );
+    let pass = agent.pass().await;
+    let why = pass.invalid.expect("refused");
+    assert!(why.contains(&bad), "{why}");
+    assert_eq!(cluster.applies().len(), 1);
+
+    let spec = repo.read("services/account-service.yaml");
+    repo.commit("cohort.yaml", &pipeline);
+    let good = repo.commit(
+        "services/account-service.yaml",
+        &spec.replace("LOG_LEVEL: info", "LOG_LEVEL: debug"),
+    );
+    let pass = agent.pass().await;
+    assert_eq!(pass.applied, ["account-service"]);
+    assert_eq!(agent.applied()["account-service"].revision, good);
+
+    // Restarted with the same mirror and cluster: nothing fetched twice, nothing applied again.
+    let mut agent = git_agent(cluster.clone()).await.expect("restart");
+    let pass = agent.pass().await;
+    assert!(pass.reached_source && pass.applied.is_empty(), "{pass:?}");
+    assert_eq!(cluster.applies().len(), 2);
+}
