@@ -237,6 +237,28 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
     },
+    /// Serve the control API over the release repo: each cluster's desired state, agents'
+    /// reports, the fleet view.
+    ///
+    /// GET /v1/clusters/CLUSTER/desired-state answers the objects `cohort apply` would apply,
+    /// at the repo's current commit, with an ETag (an unchanged state is a 304 with no body);
+    /// an invalid commit is served with its problems so agents skip it. POST
+    /// /v1/clusters/CLUSTER/reports takes an agent's report; GET /v1/fleet (fleet_token only)
+    /// shows every cluster's last report. Each cluster's token, from --tokens, reaches only its
+    /// own paths. /openapi.json describes it all. Stop with Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Run the in-cluster agent: pull the desired state, apply what changed, report back.
+    ///
+    /// Polls a git remote of the release repo (--git) or a control API (--control) every
+    /// --interval (±20%), backing off while the source is unreachable. Each service whose
+    /// objects changed is applied as `cohort apply` does it (same code, same order, same
+    /// waits), one at a time; what was applied is recorded in the ConfigMap
+    /// cohort-agent-state, so a restart neither applies again nor loses its place. A revision
+    /// that does not validate is reported and skipped; the cluster keeps the last good one.
+    /// `cohort render --agent` prints the manifests to run it in a cluster.
+    /// With --once: one pass, exit 0 all applied, 1 an apply failed or the revision was
+    /// refused, 2 the source or the cluster could not be reached.
+    Agent(AgentArgs),
     /// Print a shell completion script, e.g. `cohort completions bash > /etc/bash_completion.d/cohort`.
     Completions {
         /// The shell.
@@ -248,6 +270,17 @@ pub enum Command {
 pub struct StatusArgs {
     /// Only these services (default: all in the namespace).
     pub services: Vec<String>,
+    /// Show every cluster of the fleet instead, from this control API (`cohort serve`): its
+    /// state, last poll and report, applied revision, and problems. Exit status 0 when every
+    /// cluster is in sync and healthy, 1 otherwise, 2 when the API could not be read.
+    #[arg(long, value_name = "URL", requires = "token_file", conflicts_with_all = ["services", "watch"])]
+    pub fleet: Option<String>,
+    /// With --fleet: the file holding the fleet_token.
+    #[arg(long, value_name = "FILE", requires = "fleet")]
+    pub token_file: Option<PathBuf>,
+    /// With --fleet: also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "fleet")]
+    pub ca_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
@@ -422,6 +455,109 @@ pub struct RenderArgs {
     /// and a Role in the pipeline's namespace for `cohort apply`.
     #[arg(long, conflicts_with_all = ["services", "format", "out"])]
     pub rbac: bool,
+    /// Render the in-cluster agent instead: ServiceAccount, Role and RoleBinding in the
+    /// pipeline's namespace, and its Deployment. With --control it reads its token from the
+    /// Secret cohort-agent-token (key `token`), which you create.
+    #[arg(long, conflicts_with_all = ["services", "format", "out", "rbac"])]
+    pub agent: bool,
+    /// With --agent: the control API the agent polls, e.g. https://cohort.example.com.
+    #[arg(long, value_name = "URL", requires_all = ["agent", "cluster"], conflicts_with = "git")]
+    pub control: Option<String>,
+    /// With --agent --control: the cluster's name in the server's tokens file.
+    #[arg(long, value_name = "NAME", requires = "control")]
+    pub cluster: Option<String>,
+    /// With --agent: the git remote of the release repo the agent polls instead.
+    #[arg(long, value_name = "URL", requires = "agent")]
+    pub git: Option<String>,
+    /// With --agent --git: the branch.
+    #[arg(long, value_name = "NAME", default_value = "main")]
+    pub branch: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen. Without TLS only a loopback address is accepted (tokens would cross
+    /// the network in the clear), unless --plain-http says a proxy in front terminates TLS.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// The tokens file: `clusters: {NAME: {token: ..., services: [...]}}` and an optional
+    /// `fleet_token:` for `cohort status --fleet`.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: PathBuf,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (behind a proxy that terminates TLS).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub plain_http: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["git", "control"]))]
+pub struct AgentArgs {
+    /// Pull from this git remote of the release repo (https://..., a path or file:// URL).
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// With --git: the branch to follow.
+    #[arg(long, value_name = "NAME", default_value = "main", requires = "git")]
+    pub branch: String,
+    /// With --git: where the release repo sits in the git repository.
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub path: Option<PathBuf>,
+    /// With --git: where to keep the local mirror (kept between restarts, only changes are
+    /// fetched). Default: a directory under the system's temp dir named after the remote.
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub mirror_dir: Option<PathBuf>,
+    /// With --git: only these services (repeat; default: all).
+    #[arg(long = "service", value_name = "NAME", requires = "git")]
+    pub services: Vec<String>,
+    /// Pull from this control API (`cohort serve`), e.g. https://cohort.example.com.
+    #[arg(long, value_name = "URL", requires_all = ["cluster", "token_file"])]
+    pub control: Option<String>,
+    /// The cluster's name (in the control API's tokens file; reports carry it).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// With --control: the file holding the cluster's bearer token (e.g. a mounted Secret).
+    #[arg(long, value_name = "FILE", requires = "control")]
+    pub token_file: Option<PathBuf>,
+    /// With --control: also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "control")]
+    pub ca_file: Option<PathBuf>,
+    /// Time between polls (±20% jitter).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Longest wait between polls while the source is unreachable (doubling up to it).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub max_backoff: std::time::Duration,
+    /// How long each wait for rollouts may take (as `cohort apply --timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// On SIGTERM, how long an apply under way may still take; past it, it is abandoned
+    /// (not recorded, so the next start applies it again).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+    /// Where to serve /live, /ready and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9102")]
+    pub admin: std::net::SocketAddr,
+    /// One pass (poll, apply, report), then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Log lines as text (key=value) or JSON, on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub cluster_args: ClusterArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-22T10:00:00Z INFO applied service=account-service ...`
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Args)]

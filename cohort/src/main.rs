@@ -10,6 +10,7 @@ macro_rules! out {
     }};
 }
 
+mod agent_cmd;
 mod analyze_cmd;
 mod apply_cmd;
 mod change;
@@ -17,6 +18,7 @@ mod cli;
 mod demo;
 mod repo_cmds;
 mod router_cmd;
+mod serve_cmd;
 mod status_cmd;
 
 use std::process::ExitCode;
@@ -170,6 +172,8 @@ fn main() -> ExitCode {
         Command::Apply(ref args) => apply_cmd::apply(&cli, args),
         Command::Analyze(ref args) => analyze_cmd::analyze(&cli, args),
         Command::Diff(ref args) => apply_cmd::diff(&cli, args),
+        Command::Serve(ref args) => serve_cmd::serve(&cli, args),
+        Command::Agent(ref args) => agent_cmd::agent(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())

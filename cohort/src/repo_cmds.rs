@@ -221,6 +221,40 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
 
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let repo = load_valid(&repo_root(&repo_dir(cli)))?;
+    if args.agent {
+        let source = match (&args.control, &args.cluster, &args.git) {
+            (Some(url), Some(cluster), None) => cohort_render::AgentSource::Control {
+                url: url.clone(),
+                cluster: cluster.clone(),
+            },
+            (None, None, Some(url)) => cohort_render::AgentSource::Git {
+                url: url.clone(),
+                branch: args.branch.clone(),
+            },
+            _ => {
+                return Err(UsageError(
+                    "--agent needs where the agent pulls from: --control URL --cluster NAME, or --git URL"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        let objects = cohort_render::agent(&repo.pipeline, &source)?;
+        let text = match args.output {
+            YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
+            YamlOrJson::Json => cohort_render::to_json(&objects),
+        };
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        if matches!(source, cohort_render::AgentSource::Control { .. }) {
+            eprintln!(
+                "note: the agent reads its token from the Secret {secret}; create it first:\n  \
+                 kubectl -n {ns} create secret generic {secret} --from-file=token=TOKEN_FILE",
+                secret = cohort_render::AGENT_TOKEN_SECRET,
+                ns = repo.pipeline.namespace
+            );
+        }
+        return Ok(());
+    }
     if args.rbac {
         let objects = cohort_render::rbac(&repo.pipeline)?;
         let text = match args.output {

@@ -97,6 +97,9 @@ fn report_json(report: &Report) -> Value {
 /// Runs `cohort status`: exit 0 when every service is healthy, 1 when problems were found,
 /// 2 when the cluster could not be checked.
 pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
+    if let Some(url) = &args.fleet {
+        return fleet(url, args);
+    }
     let root = repo_root(&repo_dir(cli));
     // Without a release repo, expectations come from labels and defaults (as the seed's tool
     // worked); with one, from what it renders.
@@ -374,5 +377,57 @@ async fn watch(
                 n.notify(&events).await;
             });
         }
+    }
+}
+
+/// `status --fleet`: every cluster's last report from the control API, one line each.
+fn fleet(url: &str, args: &StatusArgs) -> Result<()> {
+    let token_file = args.token_file.as_deref().unwrap_or(std::path::Path::new(""));
+    let token = std::fs::read_to_string(token_file).map_err(|e| {
+        crate::UsageError(format!(
+            "cannot read the token file {}: {e}",
+            token_file.display()
+        ))
+    })?;
+    let client = cohort_agent::ControlSource::new(url, "", token.trim(), args.ca_file.as_deref())
+        .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let fleet = runtime
+        .block_on(client.fleet())
+        .map_err(|e| crate::CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
+    let now = jiff::Timestamp::now().as_second();
+    match args.output {
+        TextOrJson::Text => out!("{}", cohort_control::fleet::table(&fleet, now).trim_end()),
+        TextOrJson::Json => {
+            let clusters: Vec<Value> = fleet
+                .clusters
+                .iter()
+                .map(|c| {
+                    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut v {
+                        m.insert(
+                            "state".into(),
+                            json!(cohort_control::fleet::standing(c, fleet.revision.as_deref())),
+                        );
+                    }
+                    v
+                })
+                .collect();
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "revision": fleet.revision, "clusters": clusters }))?
+            );
+        }
+    }
+    let all_good = fleet.clusters.iter().all(|c| {
+        cohort_control::fleet::standing(c, fleet.revision.as_deref())
+            == cohort_control::fleet::Standing::InSync
+    });
+    match all_good {
+        true => Ok(()),
+        false => Err(crate::Reported.into()),
     }
 }

@@ -284,6 +284,21 @@ impl ControlSource {
     }
 }
 
+impl ControlSource {
+    /// The fleet view (`GET /v1/fleet`; the token must be the server's fleet_token).
+    pub async fn fleet(&self) -> Result<cohort_control::Fleet, SourceError> {
+        let url = format!("{}/v1/fleet", self.base);
+        let request = self.request(http::Method::GET, &url, Bytes::new())?;
+        let (status, _, body) = self.send(request, &url).await?;
+        match status {
+            StatusCode::OK => {
+                serde_json::from_slice(&body).map_err(|source| SourceError::BadAnswer { url, source })
+            }
+            status => Err(refused(&url, status, &body)),
+        }
+    }
+}
+
 fn refused(url: &str, status: StatusCode, body: &[u8]) -> SourceError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()

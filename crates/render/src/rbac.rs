@@ -48,6 +48,38 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     }
 }
 
+/// What `apply` does in the namespace: manage exactly the kinds `render` makes, read what it
+/// waits on (and the events that say why a rollout is stuck), and nothing else.
+fn manage_rules() -> Vec<PolicyRule> {
+    vec![
+        rule("", &["services", "configmaps"], MANAGE),
+        rule("apps", &["deployments"], MANAGE),
+        rule("policy", &["poddisruptionbudgets"], MANAGE),
+        rule("", &["pods", "events"], READ),
+        rule("apps", &["replicasets"], READ),
+        rule("discovery.k8s.io", &["endpointslices"], READ),
+    ]
+}
+
+fn sorted(mut rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
+    rules.sort_by(|a, b| (&a.api_groups, &a.resources).cmp(&(&b.api_groups, &b.resources)));
+    rules
+}
+
+/// The Role `cohort apply` (and `analyze`, through the API server) needs.
+fn apply_rules() -> Vec<PolicyRule> {
+    let mut rules = manage_rules();
+    // The canary judgement reads the routers' counts through the API server.
+    rules.push(rule("", &["pods/proxy"], &["get"]));
+    sorted(rules)
+}
+
+/// The agent's Role: what apply manages (its state ConfigMap among it) and what `status`
+/// reads for its reports, in the namespace only; no pod proxy, since it judges nothing.
+pub(crate) fn agent_rules() -> Vec<PolicyRule> {
+    sorted(manage_rules())
+}
+
 /// The ClusterRole for `status` and the Role for `apply` (bind them to whoever runs cohort).
 pub fn rbac(pipeline: &Pipeline) -> Result<Vec<Rendered>, RenderError> {
     let status = ClusterRole {
@@ -55,22 +87,9 @@ pub fn rbac(pipeline: &Pipeline) -> Result<Vec<Rendered>, RenderError> {
         rules: Some(read_rules()),
         ..ClusterRole::default()
     };
-    // Apply manages exactly the kinds `render` makes, reads what it waits on (and the events
-    // that say why a rollout is stuck), and nothing else.
-    let mut rules = vec![
-        rule("", &["services", "configmaps"], MANAGE),
-        rule("apps", &["deployments"], MANAGE),
-        rule("policy", &["poddisruptionbudgets"], MANAGE),
-        rule("", &["pods", "events"], READ),
-        // The canary judgement reads the routers' counts through the API server.
-        rule("", &["pods/proxy"], &["get"]),
-        rule("apps", &["replicasets"], READ),
-        rule("discovery.k8s.io", &["endpointslices"], READ),
-    ];
-    rules.sort_by(|a, b| (&a.api_groups, &a.resources).cmp(&(&b.api_groups, &b.resources)));
     let apply = Role {
         metadata: meta(APPLY_ROLE, Some(&pipeline.namespace)),
-        rules: Some(rules),
+        rules: Some(apply_rules()),
     };
     Ok(vec![
         rendered("ClusterRole", STATUS_ROLE, &status)?,

@@ -1,0 +1,148 @@
+//! `cohort agent`: the in-cluster agent's process: logging, the admin port, signals, and
+//! the choice of source. The loop itself is cohort_agent's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cohort_agent::metrics::Metrics;
+use cohort_agent::{Agent, ControlSource, GitSource, KubeTarget, Settings, Source};
+use cohort_kube::{Cluster, Target as KubeTargetArgs};
+
+use crate::cli::{AgentArgs, LogFormat};
+use crate::serve_cmd::stop_signal;
+use crate::{CouldNotApply, CouldNotCheck, Reported, UsageError};
+
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false);
+    // A second initialisation (never in this binary) would only be refused.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A mirror directory named after the remote, so two remotes never share one.
+fn default_mirror_dir(url: &str) -> PathBuf {
+    let name: String = url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tail: String = name
+        .chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    std::env::temp_dir().join(format!("cohort-agent-{}", tail.trim_matches('-')))
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", path.display())))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(UsageError(format!("the token file {} is empty", path.display())).into());
+    }
+    Ok(token)
+}
+
+pub fn agent(args: &AgentArgs) -> Result<()> {
+    init_logging(args.log_format);
+    // reqwest (the git source's https transport) uses the process's default rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster_name = args.cluster.clone().unwrap_or_else(|| "default".to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let target = KubeTargetArgs {
+            kubeconfig: args.cluster_args.kubeconfig.clone(),
+            context: args.cluster_args.context.clone(),
+            namespace: args.cluster_args.namespace.clone(),
+        };
+        let cluster = Cluster::connect(&target).await.map_err(CouldNotCheck)?;
+        let target = KubeTarget::new(cluster, args.timeout);
+        let settings = Settings {
+            cluster: cluster_name.clone(),
+            interval: args.interval,
+            max_backoff: args.max_backoff,
+            shutdown_grace: args.shutdown_grace,
+        };
+        match (&args.git, &args.control) {
+            (Some(url), _) => {
+                let dir = args.mirror_dir.clone().unwrap_or_else(|| default_mirror_dir(url));
+                let prefix = args.path.clone().unwrap_or_default();
+                let only = (!args.services.is_empty()).then(|| args.services.clone());
+                let source = GitSource::new(url, &args.branch, &dir, &prefix, &cluster_name, only)
+                    .map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+                drive(source, target, settings, args).await
+            }
+            (None, Some(url)) => {
+                let token = read_token(args.token_file.as_deref().unwrap_or(Path::new("")))?;
+                let source = ControlSource::new(url, &cluster_name, &token, args.ca_file.as_deref())
+                    .map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+                drive(source, target, settings, args).await
+            }
+            (None, None) => Err(UsageError("give --git URL or --control URL".into()).into()),
+        }
+    })
+}
+
+async fn drive<S: Source>(source: S, target: KubeTarget, settings: Settings, args: &AgentArgs) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let mut agent = Agent::start(source, target, settings, metrics.clone())
+        .await
+        .map_err(|e| CouldNotApply(cohort_agent::agent::chain(&e)))?;
+    if args.once {
+        let pass = agent.pass().await;
+        let report = agent.report();
+        for s in &report.services {
+            let rev = s.applied_revision.as_deref().unwrap_or("-");
+            out!(
+                "{:<24} {:<8} {}{}",
+                s.name,
+                format!("{:?}", s.state).to_lowercase(),
+                &rev[..rev.len().min(12)],
+                s.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+            );
+        }
+        for p in &report.problems {
+            out!("problem: {p}");
+        }
+        if !pass.reached_source {
+            return Err(
+                CouldNotApply("the source could not be polled (see the problem above)".into()).into(),
+            );
+        }
+        return match pass.failed.is_empty() && pass.invalid.is_none() {
+            true => Ok(()),
+            false => Err(Reported.into()),
+        };
+    }
+    let listener = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin port", args.admin))?;
+    tracing::info!(admin = %listener.local_addr()?, "admin port: /live /ready /metrics");
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(cohort_agent::admin::serve(
+        listener,
+        metrics.registry(),
+        agent.readiness(),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    agent.run(stop_signal()).await;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
