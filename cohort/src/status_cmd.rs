@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use cohort_core::{EmailChannel, Notifications, SecretRef, SlackChannel, SmtpSecurity};
 use cohort_health::table::{self, Color};
-use cohort_health::{Expectations, ExpectedService, ExpectedTrack, Report, Settings};
+use cohort_health::{Expectations, ExpectedService, Report, Settings};
 use cohort_notify::send::secret::SecretSource;
 use cohort_spec::Repo;
 use serde_json::{Value, json};
@@ -22,46 +22,16 @@ use crate::{CouldNotCheck, Reported, UsageError};
 /// What the release repo says each service should run, read off the objects `cohort render`
 /// makes (one source of truth for apply and status).
 pub fn expectations(repo: &Repo) -> Result<Expectations> {
+    let stages: Vec<String> = repo.pipeline.stages.iter().map(ToString::to_string).collect();
     let mut services = BTreeMap::new();
     for svc in &repo.services {
         let name = svc.spec.name.to_string();
-        let mut expected = ExpectedService::default();
-        for stage in &repo.pipeline.stages {
-            expected.tracks.insert(
-                stage.to_string(),
-                ExpectedTrack {
-                    version: None,
-                    replicas: 0,
-                },
-            );
-        }
         let objects = cohort_render::render_service(&repo.pipeline, svc)
             .with_context(|| format!("rendering {name}"))?;
-        for o in objects.iter().filter(|o| o.kind == "Deployment") {
-            let replicas = o.value["spec"]["replicas"]
-                .as_u64()
-                .and_then(|r| u32::try_from(r).ok())
-                .unwrap_or(1);
-            match (o.label("tier"), o.label("track")) {
-                (Some("router"), _) => expected.router_replicas = replicas,
-                (Some("service"), Some(track)) => {
-                    expected.tracks.insert(
-                        track.to_string(),
-                        ExpectedTrack {
-                            version: o.label("version").map(String::from),
-                            replicas,
-                        },
-                    );
-                }
-                _ => {}
-            }
-        }
-        services.insert(name, expected);
+        let values: Vec<Value> = objects.into_iter().map(|o| o.value).collect();
+        services.insert(name, ExpectedService::from_objects(&values, &stages));
     }
-    Ok(Expectations {
-        services,
-        stages: repo.pipeline.stages.iter().map(ToString::to_string).collect(),
-    })
+    Ok(Expectations { services, stages })
 }
 
 fn report_json(report: &Report) -> Value {

@@ -7,7 +7,7 @@ mod kube_common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kube_common::{Namespace, kubectl, kubectl_json, kubectl_may_fail, wait_for};
+use kube_common::{Namespace, kubectl, kubectl_json, kubectl_may_fail, release_repo, text, wait_for};
 
 fn kubeconfig() -> Option<PathBuf> {
     kube_common::kubeconfig("cohort apply and cohort diff")
@@ -36,55 +36,6 @@ fn cohort_repo(repo: &Path, args: &[&str]) -> Output {
         .expect("run cohort");
     assert!(out.status.success(), "cohort {args:?}: {}", text(&out));
     out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The API server's minor version.
-fn server_minor(kc: &Path) -> u32 {
-    let v = kubectl_json(kc, &["version"]);
-    v["serverVersion"]["minor"]
-        .as_str()
-        .unwrap_or("0")
-        .trim_end_matches('+')
-        .parse()
-        .unwrap_or(0)
-}
-
-/// A release repo made by `cohort init`, in namespace `ns`, with fewer replicas (quicker) and,
-/// on API servers before 1.30, the exec preStop pause.
-fn release_repo(dir: &Path, ns: &str, kc: &Path) -> PathBuf {
-    let repo = dir.join("releases");
-    let init = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .arg("init")
-        .arg(&repo)
-        .output()
-        .expect("cohort init");
-    assert!(init.status.success(), "{}", text(&init));
-    let path = repo.join("cohort.yaml");
-    let mut config = std::fs::read_to_string(&path).expect("cohort.yaml");
-    config = config
-        .replace("namespace: shop", &format!("namespace: {ns}"))
-        .replace("    production: 10\n", "    production: 3\n")
-        .replace("    canary: 4\n", "    canary: 2\n")
-        .replace("router:\n  replicas: 4", "router:\n  replicas: 2");
-    if server_minor(kc) < 30 {
-        config = config.replace("  pre_stop:\n", "  pre_stop:\n    exec: true\n");
-    }
-    std::fs::write(&path, config).expect("write cohort.yaml");
-    let git = Command::new("git")
-        .args(["commit", "-qam", "for this cluster"])
-        .current_dir(&repo)
-        .output()
-        .expect("git");
-    assert!(git.status.success(), "{}", text(&git));
-    repo
 }
 
 fn position(haystack: &str, needle: &str) -> usize {

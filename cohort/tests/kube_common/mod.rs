@@ -133,6 +133,11 @@ impl<'k> Namespace<'k> {
             &["-n", &self.name, "create", "serviceaccount", account],
             None,
         );
+        self.kubeconfig_of(account, dir)
+    }
+
+    /// A kubeconfig with a token of the existing service account `account`.
+    pub fn kubeconfig_of(&self, account: &str, dir: &Path) -> PathBuf {
         let token = kubectl(self.kc, &["-n", &self.name, "create", "token", account], None);
         let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
         let raw = kubectl(
@@ -165,4 +170,53 @@ pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "waited {secs} s for {what}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The API server's minor version.
+pub fn server_minor(kc: &Path) -> u32 {
+    let v = kubectl_json(kc, &["version"]);
+    v["serverVersion"]["minor"]
+        .as_str()
+        .unwrap_or("0")
+        .trim_end_matches('+')
+        .parse()
+        .unwrap_or(0)
+}
+
+/// A release repo made by `cohort init`, in namespace `ns`, with fewer replicas (quicker) and,
+/// on API servers before 1.30, the exec preStop pause.
+pub fn release_repo(dir: &Path, ns: &str, kc: &Path) -> PathBuf {
+    let repo = dir.join("releases");
+    let init = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("init")
+        .arg(&repo)
+        .output()
+        .expect("cohort init");
+    assert!(init.status.success(), "{}", text(&init));
+    let path = repo.join("cohort.yaml");
+    let mut config = std::fs::read_to_string(&path).expect("cohort.yaml");
+    config = config
+        .replace("namespace: shop", &format!("namespace: {ns}"))
+        .replace("    production: 10\n", "    production: 3\n")
+        .replace("    canary: 4\n", "    canary: 2\n")
+        .replace("router:\n  replicas: 4", "router:\n  replicas: 2");
+    if server_minor(kc) < 30 {
+        config = config.replace("  pre_stop:\n", "  pre_stop:\n    exec: true\n");
+    }
+    std::fs::write(&path, config).expect("write cohort.yaml");
+    let git = Command::new("git")
+        .args(["commit", "-qam", "for this cluster"])
+        .current_dir(&repo)
+        .output()
+        .expect("git");
+    assert!(git.status.success(), "{}", text(&git));
+    repo
 }

@@ -70,6 +70,8 @@ pub struct Readiness {
 struct Checked {
     revision: String,
     services: Vec<CheckedService>,
+    /// What `cohort status` expects of the namespace at this revision.
+    expectations: cohort_health::Expectations,
 }
 
 struct CheckedService {
@@ -178,7 +180,15 @@ impl<S: Source, T: Target> Agent<S, T> {
             ));
         }
         let mut services = vec![];
+        let mut expectations = cohort_health::Expectations {
+            stages: state.stages.clone(),
+            ..Default::default()
+        };
         for svc in &state.services {
+            expectations.services.insert(
+                svc.name.clone(),
+                cohort_health::ExpectedService::from_objects(&svc.objects, &state.stages),
+            );
             let objects = cohort_control::checked_objects(state, svc).map_err(|e| e.to_string())?;
             services.push(CheckedService {
                 name: svc.name.clone(),
@@ -189,6 +199,7 @@ impl<S: Source, T: Target> Agent<S, T> {
         Ok(Checked {
             revision: state.revision.clone(),
             services,
+            expectations,
         })
     }
 
@@ -240,7 +251,8 @@ impl<S: Source, T: Target> Agent<S, T> {
         }
         pass.invalid = self.invalid.clone();
         self.reconcile(&mut pass).await;
-        match self.target.health().await {
+        let expected = self.desired.as_ref().map(|d| &d.expectations);
+        match self.target.health(expected).await {
             Ok(health) => self.health = health,
             Err(e) => tracing::warn!(error = %chain(&e), "cannot evaluate the namespace"),
         }

@@ -50,8 +50,11 @@ pub trait Target: Send + Sync {
         service: &str,
         objects: &[Rendered],
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
-    /// `cohort status`'s evaluation of the namespace.
-    fn health(&self) -> impl Future<Output = Result<Vec<ServiceHealth>, TargetError>> + Send;
+    /// `cohort status`'s evaluation of the namespace against what the revision renders.
+    fn health(
+        &self,
+        expected: Option<&cohort_health::Expectations>,
+    ) -> impl Future<Output = Result<Vec<ServiceHealth>, TargetError>> + Send;
 }
 
 /// A real cluster through the kube adapter.
@@ -133,14 +136,17 @@ impl Target for KubeTarget {
             .map_err(|e: ApplyError| TargetError::new(doing(), e))
     }
 
-    async fn health(&self) -> Result<Vec<ServiceHealth>, TargetError> {
+    async fn health(
+        &self,
+        expected: Option<&cohort_health::Expectations>,
+    ) -> Result<Vec<ServiceHealth>, TargetError> {
         let inventory = self
             .cluster
             .inventory()
             .await
             .map_err(|e| TargetError::new("read the namespace", e))?;
         let settings = cohort_health::Settings::defaults(jiff::Timestamp::now());
-        let report = cohort_health::evaluate(&inventory, None, &settings);
+        let report = cohort_health::evaluate(&inventory, expected, &settings);
         Ok(report
             .services
             .iter()

@@ -69,7 +69,10 @@ impl Target for Recording {
             .push((service.to_string(), objects.to_vec()));
         Ok(())
     }
-    async fn health(&self) -> Result<Vec<ServiceHealth>, TargetError> {
+    async fn health(
+        &self,
+        _: Option<&cohort_health::Expectations>,
+    ) -> Result<Vec<ServiceHealth>, TargetError> {
         Ok(vec![ServiceHealth {
             service: "account-service".into(),
             healthy: true,

@@ -44,6 +44,7 @@ pub fn desired_state(
         cluster: cluster.to_string(),
         revision: revision.to_string(),
         namespace: repo.pipeline.namespace.clone(),
+        stages: repo.pipeline.stages.iter().map(ToString::to_string).collect(),
         services,
         problems: vec![],
     })
@@ -77,6 +78,7 @@ pub fn invalid_state(cluster: &str, revision: &str, problems: Vec<String>) -> De
         cluster: cluster.to_string(),
         revision: revision.to_string(),
         namespace: String::new(),
+        stages: vec![],
         services: vec![],
         problems,
     }

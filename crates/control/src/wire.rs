@@ -12,6 +12,9 @@ pub struct DesiredState {
     pub revision: String,
     /// The namespace the pipeline runs in.
     pub namespace: String,
+    /// The pipeline's stages in order (what `cohort status` expects of every service).
+    #[serde(default)]
+    pub stages: Vec<String>,
     /// The services, each with its rendered objects (empty when the revision is invalid).
     pub services: Vec<DesiredService>,
     /// Why the revision cannot be applied (empty when it can).

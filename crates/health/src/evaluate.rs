@@ -38,6 +38,45 @@ pub struct Expectations {
     pub stages: Vec<String>,
 }
 
+impl ExpectedService {
+    /// What one service should run, read off the objects `cohort render` makes for it (as
+    /// the API server takes them): router replicas, and each track's version and replicas.
+    /// Every stage is expected, without a version until one is rendered for it.
+    pub fn from_objects(objects: &[serde_json::Value], stages: &[String]) -> ExpectedService {
+        let mut expected = ExpectedService::default();
+        for stage in stages {
+            expected.tracks.insert(
+                stage.clone(),
+                ExpectedTrack {
+                    version: None,
+                    replicas: 0,
+                },
+            );
+        }
+        for o in objects.iter().filter(|o| o["kind"] == "Deployment") {
+            let replicas = o["spec"]["replicas"]
+                .as_u64()
+                .and_then(|r| u32::try_from(r).ok())
+                .unwrap_or(1);
+            let labels = &o["metadata"]["labels"];
+            match (labels["tier"].as_str(), labels["track"].as_str()) {
+                (Some("router"), _) => expected.router_replicas = replicas,
+                (Some("service"), Some(track)) => {
+                    expected.tracks.insert(
+                        track.to_string(),
+                        ExpectedTrack {
+                            version: labels["version"].as_str().map(String::from),
+                            replicas,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        expected
+    }
+}
+
 /// Thresholds used when the release repo does not say.
 #[derive(Clone, Debug)]
 pub struct Settings {

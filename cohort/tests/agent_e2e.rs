@@ -1,0 +1,345 @@
+//! `cohort agent` against a real API server, pulling from a real `cohort serve` over a real
+//! release repo, with exactly the RBAC `cohort render --agent` emits. Runs when
+//! `COHORT_E2E_KUBECONFIG` names a kubeconfig with rights to create namespaces (e.g. the
+//! k8s-lab's), and is skipped, saying so, otherwise. Needs `kubectl` and `git` on PATH.
+
+mod kube_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use kube_common::{Namespace, kubectl, kubectl_json, release_repo, text, wait_for};
+
+const TOKEN: &str = "eu-west-token-0123456789abcdef";
+const FLEET: &str = "fleet-token-0123456789abcdef";
+
+/// A child process killed when dropped, whose stderr is collected as it comes.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn start(args: &[&str], dir: &Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cohort");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Running { child, stderr }
+    }
+
+    fn said(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The first `scheme://host:port` after `marker` in its stderr, once it is there.
+    fn address_after(&self, marker: &str) -> String {
+        let mut found = None;
+        wait_for(&format!("`{marker}` in the log"), 20, || {
+            let said = self.said();
+            found = said.find(marker).map(|at| {
+                said[at + marker.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(',')
+                    .to_string()
+            });
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cohort(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run cohort")
+}
+
+fn git_commit(repo: &Path, message: &str) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qam",
+            message,
+        ])
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn head(repo: &Path) -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The agent's saved state: service → applied revision.
+fn applied_revision(kc: &Path, ns: &str, service: &str) -> Option<String> {
+    let cm = kubectl_json(kc, &["-n", ns, "get", "configmap", "cohort-agent-state"]);
+    let entry: serde_json::Value = serde_json::from_str(cm["data"][service].as_str()?).ok()?;
+    entry["revision"].as_str().map(String::from)
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_agent_pulls_from_cohort_serve_applies_with_its_own_rbac_and_resumes() {
+    let Some(kc) = kube_common::kubeconfig("cohort agent") else {
+        return;
+    };
+    let ns = Namespace::new(&kc, "agent");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), &ns.name, &kc);
+    let work = dir.path();
+
+    // The agent's own objects as rendered, minus its Deployment (this test runs the binary).
+    let rendered = cohort(
+        work,
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "render",
+            "--agent",
+            "--control",
+            "https://x",
+            "--cluster",
+            "eu-west",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+    let items = list["items"].as_array_mut().expect("items");
+    items.retain(|o| o["kind"] != "Deployment");
+    kubectl(&kc, &["apply", "-f", "-"], Some(&list.to_string()));
+    let agent_kc = ns.kubeconfig_of("cohort-agent", work);
+
+    // The control API over the release repo.
+    let tokens = work.join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!("fleet_token: {FLEET}\nclusters:\n  eu-west:\n    token: {TOKEN}\n"),
+    )
+    .expect("tokens");
+    let token_file = work.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let fleet_file = work.join("fleet-token");
+    std::fs::write(&fleet_file, FLEET).expect("fleet token");
+    let serve = Running::start(
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens.to_str().expect("utf-8"),
+        ],
+        work,
+    );
+    let url = serve.address_after("control API on ");
+    let agent_args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "agent",
+            "--control",
+            &url,
+            "--cluster",
+            "eu-west",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+            "--kubeconfig",
+            agent_kc.to_str().expect("utf-8"),
+            "-n",
+            &ns.name,
+            "--timeout",
+            "60s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let once = || {
+        let args = agent_args(&["--once"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cohort(work, &refs)
+    };
+
+    // First sync: everything rolled out by the agent, its place saved.
+    let first = once();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(
+        text(&first).contains("account-service") && text(&first).contains("applied"),
+        "{}",
+        text(&first)
+    );
+    let rev1 = head(&repo);
+    assert_eq!(
+        applied_revision(&kc, &ns.name, "account-service").as_deref(),
+        Some(rev1.as_str())
+    );
+    let deployments = ns.names("deployments");
+    assert_eq!(deployments.len(), 5, "{deployments:?}");
+    let router = kubectl_json(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "deployment",
+            "account-service-router",
+            "--show-managed-fields",
+        ],
+    );
+    assert!(
+        router["metadata"]["managedFields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .any(|f| f["manager"] == "cohort"),
+        "applied with cohort's field manager, as `cohort apply` does"
+    );
+
+    // A no-op pass (as after a restart): nothing applied again.
+    let generation = router["metadata"]["generation"].clone();
+    let again = once();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        !text(&again).contains("\"applying\"") && !text(&again).contains(" applying"),
+        "{}",
+        text(&again)
+    );
+    let router = kubectl_json(
+        &kc,
+        &["-n", &ns.name, "get", "deployment", "account-service-router"],
+    );
+    assert_eq!(router["metadata"]["generation"], generation);
+
+    // An invalid revision: refused, reported, the cluster unchanged.
+    let config_path = repo.join("cohort.yaml");
+    let config = std::fs::read_to_string(&config_path).expect("cohort.yaml");
+    std::fs::write(
+        &config_path,
+        config.replace("router:\n", "router:\n  bogus_key: 1\n"),
+    )
+    .expect("write");
+    git_commit(&repo, "a bad edit");
+    let bad = once();
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("is not valid"), "{}", text(&bad));
+    assert_eq!(
+        applied_revision(&kc, &ns.name, "account-service").as_deref(),
+        Some(rev1.as_str())
+    );
+
+    // Fixed, and a new build deployed: the long-running agent applies it, prunes the old
+    // version after the new one rolled out, reports, and stops cleanly on SIGTERM.
+    std::fs::write(&config_path, &config).expect("write");
+    git_commit(&repo, "undo the bad edit");
+    let deploy = cohort(
+        work,
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "deploy",
+            "account-service",
+            "1.19.0",
+        ],
+    );
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let rev2 = head(&repo);
+    let args = agent_args(&["--interval", "1s", "--admin", "127.0.0.1:0"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Running::start(&refs, work);
+    let admin = agent.address_after("admin=");
+    wait_for("the agent to apply the new revision", 90, || {
+        applied_revision(&kc, &ns.name, "account-service").as_deref() == Some(rev2.as_str())
+    });
+    let names = ns.names("deployments");
+    assert!(names.iter().any(|n| n.ends_with("internal-v1-19-0")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("internal-v1-18-0")),
+        "the old version is pruned: {names:?}"
+    );
+    let (status, _) = http_get(&format!("http://{admin}/ready"));
+    assert_eq!(status, 200, "{}", agent.said());
+    let (_, metrics) = http_get(&format!("http://{admin}/metrics"));
+    assert!(
+        metrics.contains("cohort_agent_applies_total{service=\"account-service\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+
+    // The fleet view shows the cluster in sync and healthy.
+    wait_for("the cluster to be in sync in the fleet view", 60, || {
+        let fleet = cohort(
+            work,
+            &[
+                "status",
+                "--fleet",
+                &url,
+                "--token-file",
+                fleet_file.to_str().expect("utf-8"),
+            ],
+        );
+        fleet.status.code() == Some(0) && text(&fleet).contains("eu-west") && text(&fleet).contains("in sync")
+    });
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut exited = None;
+    wait_for("the agent to stop on SIGTERM", 20, || {
+        exited = agent.child.try_wait().expect("wait");
+        exited.is_some()
+    });
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "{}", agent.said());
+    assert!(agent.said().contains("agent stopped"), "{}", agent.said());
+    drop(serve);
+    let _: PathBuf = repo;
+}
