@@ -1,0 +1,319 @@
+//! `cohort serve` and its clients as processes: HTTPS with a certificate from a test CA,
+//! `cohort status --fleet`, tokens refused, and the agent's exit status when the cluster
+//! cannot be reached. (The agent's whole loop against serve is in crates/agent/tests and,
+//! against a real API server, in agent_e2e.rs.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const EU: &str = "eu-west-token-0123456789abcdef";
+const FLEET: &str = "fleet-token-0123456789abcdef";
+
+fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn cohort(dir: &Path, args: &[&str]) -> Output {
+    run(dir, env!("CARGO_BIN_EXE_cohort"), args)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1 (openssl, as an operator would).
+fn certificates(dir: &Path) {
+    let steps: [&[&str]; 4] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cohort test CA",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        &["x509", "-in", "server.pem", "-noout"],
+    ];
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    for args in steps {
+        let out = run(dir, "openssl", args);
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_serve(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "-C",
+            "repo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens.yaml",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cohort serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let url = first
+        .split("control API on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn setup() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let init = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["init", "repo"])
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("init");
+    assert!(init.status.success(), "{}", text(&init));
+    std::fs::write(
+        dir.join("tokens.yaml"),
+        format!("fleet_token: {FLEET}\nclusters:\n  eu-west:\n    token: {EU}\n  us-east:\n    token: us-east-token-0123456789abcdef\n"),
+    )
+    .expect("tokens");
+    std::fs::write(dir.join("fleet.token"), format!("{FLEET}\n")).expect("token");
+    std::fs::write(dir.join("eu.token"), EU).expect("token");
+    std::fs::write(dir.join("wrong.token"), "not-a-token-of-this-server").expect("token");
+    tmp
+}
+
+#[test]
+fn over_https_the_fleet_view_lists_every_cluster_and_wrong_tokens_are_refused() {
+    let tmp = setup();
+    let dir = tmp.path();
+    certificates(dir);
+    let server = start_serve(dir, &["--tls-cert", "server.pem", "--tls-key", "server.key"]);
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+
+    // No agent has reported yet: both clusters listed, neither in sync, exit 1.
+    let fleet = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "fleet.token",
+            "--ca-file",
+            "ca.pem",
+        ],
+    );
+    assert_eq!(fleet.status.code(), Some(1), "{}", text(&fleet));
+    let out = String::from_utf8_lossy(&fleet.stdout).into_owned();
+    assert!(out.starts_with("CLUSTER"), "{out}");
+    assert!(
+        out.contains("eu-west") && out.contains("us-east") && out.contains("no report"),
+        "{out}"
+    );
+    let json = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "fleet.token",
+            "--ca-file",
+            "ca.pem",
+            "-o",
+            "json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["clusters"][0]["name"], "eu-west");
+    assert_eq!(doc["clusters"][0]["state"], "unknown");
+    assert_eq!(doc["revision"].as_str().map(str::len), Some(40));
+
+    // A cluster's token does not read the fleet; an unknown token is not let in; a server
+    // whose certificate is not trusted is not talked to.
+    let forbidden = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "eu.token",
+            "--ca-file",
+            "ca.pem",
+        ],
+    );
+    assert_eq!(forbidden.status.code(), Some(2), "{}", text(&forbidden));
+    assert!(text(&forbidden).contains("403 Forbidden"), "{}", text(&forbidden));
+    let unknown = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "wrong.token",
+            "--ca-file",
+            "ca.pem",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(text(&unknown).contains("401 Unauthorized"), "{}", text(&unknown));
+    let untrusted = cohort(
+        dir,
+        &["status", "--fleet", &server.url, "--token-file", "fleet.token"],
+    );
+    assert_eq!(untrusted.status.code(), Some(2), "{}", text(&untrusted));
+    assert!(text(&untrusted).contains("cannot reach"), "{}", text(&untrusted));
+
+    // The agent exits 2 when it cannot reach its cluster, before it applies anything.
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: shop\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: x\n",
+    )
+    .expect("kubeconfig");
+    let agent = cohort(
+        dir,
+        &[
+            "agent",
+            "--control",
+            &server.url,
+            "--cluster",
+            "eu-west",
+            "--token-file",
+            "eu.token",
+            "--ca-file",
+            "ca.pem",
+            "--kubeconfig",
+            "kubeconfig",
+            "--once",
+        ],
+    );
+    assert_eq!(agent.status.code(), Some(2), "{}", text(&agent));
+    assert!(
+        text(&agent).contains("cannot read the agent's state"),
+        "{}",
+        text(&agent)
+    );
+}
+
+#[test]
+fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let open = cohort(
+        dir,
+        &[
+            "-C",
+            "repo",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tokens",
+            "tokens.yaml",
+        ],
+    );
+    assert_eq!(open.status.code(), Some(2), "{}", text(&open));
+    assert!(
+        text(&open).contains("refusing plain HTTP on 0.0.0.0:0"),
+        "{}",
+        text(&open)
+    );
+    std::fs::write(dir.join("bad.yaml"), "clusters:\n  eu-west:\n    token: short\n").expect("write");
+    let bad = cohort(dir, &["-C", "repo", "serve", "--tokens", "bad.yaml"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("bad.yaml:3:12: the token of cluster eu-west must be at least 16 characters"),
+        "{}",
+        text(&bad)
+    );
+    let missing = cohort(dir, &["-C", "repo", "serve", "--tokens", "nope.yaml"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("cannot read the tokens file nope.yaml"),
+        "{}",
+        text(&missing)
+    );
+    let agent = cohort(dir, &["agent", "--once"]);
+    assert_eq!(agent.status.code(), Some(2), "{}", text(&agent));
+    assert!(
+        text(&agent).contains("--git") && text(&agent).contains("--control"),
+        "{}",
+        text(&agent)
+    );
+}
