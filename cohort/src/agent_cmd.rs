@@ -57,11 +57,7 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
     // reqwest (the git source's https transport) uses the process's default rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster_name = args.cluster.clone().unwrap_or_else(|| "default".to_string());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
         let target = KubeTargetArgs {
             kubeconfig: args.cluster_args.kubeconfig.clone(),

@@ -302,10 +302,7 @@ pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
             }
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::runtime()?;
     let judged = runtime.block_on(judge(
         repo.as_ref(),
         &args.service,
@@ -338,10 +335,7 @@ pub fn judgement_for_promotion(
         .stages
         .last()
         .map_or_else(|| "production".to_string(), ToString::to_string);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::runtime()?;
     let judged = runtime
         .block_on(judge(Some(repo), service, source, &baseline, args))
         .context("the gate requires a canary judgement, and it could not be made")?;

@@ -47,11 +47,7 @@ type Versions = Arc<RwLock<BTreeMap<String, String>>>;
 
 /// Runs the demo; exit 0 when the story ended as it should.
 pub fn run(options: &DemoOptions) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::two_thread_runtime()?;
     runtime.block_on(demo(options))
 }
 

@@ -63,6 +63,26 @@ pub struct Reported;
 #[error("the release repo is invalid")]
 pub struct InvalidRepo;
 
+/// The runtime of a command that talks to a cluster or a server: one thread is plenty.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The runtime of a long-running server (`serve`, `agent`): two threads, so a slow request or
+/// apply never stalls the admin port or other clients.
+fn two_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -59,11 +59,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     }
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
     let control = Arc::new(Control::new(git, &prefix, tokens));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -87,10 +87,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
             .clone()
             .or_else(|| repo.as_ref().map(|r| r.pipeline.namespace.clone())),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::runtime()?;
     let mut settings = Settings::defaults(jiff::Timestamp::now());
     settings.min_ready_endpoints = args.min_ready_endpoints;
     settings.router_replicas = args.router_replicas;
@@ -361,10 +358,7 @@ fn fleet(url: &str, args: &StatusArgs) -> Result<()> {
     })?;
     let client = cohort_agent::ControlSource::new(url, "", token.trim(), args.ca_file.as_deref())
         .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::runtime()?;
     let fleet = runtime
         .block_on(client.fleet())
         .map_err(|e| crate::CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
