@@ -154,6 +154,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
         timeout: args.timeout,
+        holder: cohort_kube::lease::identity("cohort apply"),
         ..ApplyOptions::default()
     };
     let text = args.output == TextOrJson::Text;
@@ -280,7 +281,7 @@ fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
             Reported.into()
         }
         e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
-        e @ ApplyError::UnknownKind { .. } => CouldNotApply(e.to_string()).into(),
+        e @ (ApplyError::UnknownKind { .. } | ApplyError::Busy { .. }) => CouldNotApply(e.to_string()).into(),
     }
 }
 

@@ -332,3 +332,52 @@ fn apply_is_refused_without_rights_and_works_with_the_rendered_role() {
     let diff = cohort(&repo, &limited, &["diff"]);
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
 }
+
+#[test]
+fn an_apply_waits_its_turn_behind_another_holding_the_services_lease() {
+    let Some(kc) = kubeconfig() else { return };
+    let ns = Namespace::new(&kc, "lease");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), &ns.name, &kc);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        .to_string();
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "cohort-apply-account-service", "namespace": ns.name},
+        "spec": {"holderIdentity": "cohort agent on cohort-agent-7d9, pid 1", "leaseDurationSeconds": 600,
+                 "acquireTime": now, "renewTime": now}
+    });
+    kubectl(&kc, &["apply", "-f", "-"], Some(&lease.to_string()));
+
+    let refused = cohort(&repo, &kc, &["apply"]);
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("another apply of account-service is under way: cohort agent on cohort-agent-7d9, pid 1 holds lease cohort-apply-account-service"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "kubectl -n {} delete lease cohort-apply-account-service",
+            ns.name
+        )),
+        "{said}"
+    );
+    assert!(
+        ns.names("deployments").is_empty(),
+        "nothing applied while another holds the lease"
+    );
+    // A dry run changes nothing and needs no lease.
+    let dry = cohort(&repo, &kc, &["apply", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+
+    kubectl(
+        &kc,
+        &["-n", &ns.name, "delete", "lease", "cohort-apply-account-service"],
+        None,
+    );
+    let applied = cohort(&repo, &kc, &["apply"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
+    assert!(
+        ns.names("leases").is_empty(),
+        "the lease is given back after the apply"
+    );
+}

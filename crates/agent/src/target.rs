@@ -70,6 +70,7 @@ impl KubeTarget {
             cluster,
             options: ApplyOptions {
                 timeout,
+                holder: cohort_kube::lease::identity("cohort agent"),
                 ..ApplyOptions::default()
             },
         }

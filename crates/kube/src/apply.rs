@@ -37,6 +37,8 @@ pub struct ApplyOptions {
     pub timeout: Duration,
     /// How often a wait looks again.
     pub poll: Duration,
+    /// Who is applying, as the service's apply lease records it.
+    pub holder: String,
 }
 
 impl Default for ApplyOptions {
@@ -46,6 +48,7 @@ impl Default for ApplyOptions {
             force_conflicts: false,
             timeout: Duration::from_secs(300),
             poll: Duration::from_secs(1),
+            holder: crate::lease::identity("cohort"),
         }
     }
 }
@@ -148,6 +151,24 @@ pub enum ApplyError {
         needs: &'static str,
         /// How to do without.
         fix: &'static str,
+    },
+    /// Another process is applying the service.
+    #[error(
+        "another apply of {service} is under way: {} holds lease {lease}{} until {}; wait for it to finish, \
+         or if that process is gone: kubectl -n {namespace} delete lease {lease}",
+        held.holder,
+        held.since.map(|s| format!(" since {s}")).unwrap_or_default(),
+        held.until
+    )]
+    Busy {
+        /// The service.
+        service: String,
+        /// The lease.
+        lease: String,
+        /// Its namespace.
+        namespace: String,
+        /// Who holds it.
+        held: Box<crate::lease::Held>,
     },
     /// cohort does not know how to apply this kind (a bug in render).
     #[error("cannot apply {kind} {name}: cohort does not know its API group")]
@@ -427,11 +448,35 @@ impl Cluster {
         }
     }
 
-    /// Applies one service's rendered objects in the plan's order: each step's objects by
+    /// Applies one service's rendered objects in the plan's order, holding the service's apply
+    /// lease (not in a dry run) so no other cohort applies it meanwhile: each step's objects by
     /// server-side apply, then (unless a dry run) a wait for the step's rollouts; managed
     /// track Deployments the objects no longer name are deleted last, and only if every step
     /// before succeeded.
     pub async fn apply_service(
+        &self,
+        service: &str,
+        objects: &[Rendered],
+        options: &ApplyOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), ApplyError> {
+        if options.dry_run {
+            return self
+                .apply_service_steps(service, objects, options, progress)
+                .await;
+        }
+        // Both waits at most, and a minute for the rest: a holder that died frees it by then.
+        let hold = options.timeout.saturating_mul(2) + Duration::from_secs(60);
+        let lease = self.take_apply_lease(service, &options.holder, hold).await?;
+        let result = self
+            .apply_service_steps(service, objects, options, progress)
+            .await;
+        let released = self.release_apply_lease(lease, &options.holder).await;
+        result?;
+        released.map_err(ApplyError::from)
+    }
+
+    async fn apply_service_steps(
         &self,
         service: &str,
         objects: &[Rendered],

@@ -5,6 +5,7 @@
 pub mod agent_state;
 pub mod apply;
 pub mod compare;
+pub mod lease;
 pub mod plan;
 pub mod stats;
 
@@ -99,7 +100,7 @@ impl KubeError {
         }
     }
 
-    fn from_kube(doing: String, e: kube::Error) -> KubeError {
+    pub(crate) fn from_kube(doing: String, e: kube::Error) -> KubeError {
         match e {
             kube::Error::Api(status) => KubeError::from_status(&status),
             source => KubeError::Transport { doing, source },
@@ -154,7 +155,7 @@ impl Cluster {
         Ok(Cluster { client, namespace })
     }
 
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,

@@ -58,6 +58,12 @@ fn manage_rules() -> Vec<PolicyRule> {
         rule("", &["pods", "events"], READ),
         rule("apps", &["replicasets"], READ),
         rule("discovery.k8s.io", &["endpointslices"], READ),
+        // One apply of a service at a time: the apply lease.
+        rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update", "delete"],
+        ),
     ]
 }
 
@@ -145,6 +151,10 @@ mod tests {
         );
         assert!(verbs_on(apply, "apps", "deployments").contains(&"patch".to_string()));
         assert!(verbs_on(apply, "apps", "deployments").contains(&"delete".to_string()));
+        assert_eq!(
+            verbs_on(apply, "coordination.k8s.io", "leases"),
+            ["get", "create", "update", "delete"]
+        );
         assert!(
             verbs_on(apply, "", "pods")
                 .iter()
