@@ -19,7 +19,7 @@ done
 
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-GIT_CONFIG_GLOBAL=/dev/null $BIN init "$work/repo" >/dev/null
+GIT_CONFIG_GLOBAL=/dev/null $BIN init "$work/repo" >/dev/null 2>&1
 token=bench-token-0123456789abcdef
 printf 'clusters:\n  eu-west:\n    token: %s\n' "$token" > "$work/tokens.yaml"
 taskset -c 0 $BIN -C "$work/repo" serve --listen 127.0.0.1:0 --tokens "$work/tokens.yaml" 2> "$work/serve.log" &
