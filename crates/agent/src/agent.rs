@@ -54,7 +54,13 @@ pub struct Pass {
     pub failed: Vec<String>,
     /// Why the newest revision was refused, if it was.
     pub invalid: Option<String>,
+    /// Whether a report was sent (when something changed, and every [`HEARTBEAT_PASSES`]).
+    pub reported: bool,
 }
+
+/// An unchanged report is sent again after this many passes (5 minutes at the default
+/// interval), so the fleet view sees the agent alive; changes are sent at once.
+pub const HEARTBEAT_PASSES: u32 = 10;
 
 /// What `/ready` answers from.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +99,9 @@ pub struct Agent<S, T> {
     failures: BTreeMap<String, String>,
     health: Vec<ServiceHealth>,
     source_failures: u32,
+    /// The last report sent (its time left out), and passes since.
+    last_report: Option<Report>,
+    passes_since_report: u32,
     metrics: Arc<Metrics>,
     readiness: Arc<Mutex<Readiness>>,
 }
@@ -140,6 +149,8 @@ impl<S: Source, T: Target> Agent<S, T> {
             failures: BTreeMap::new(),
             health: vec![],
             source_failures: 0,
+            last_report: None,
+            passes_since_report: 0,
             metrics,
             readiness: Arc::new(Mutex::new(Readiness::default())),
         })
@@ -264,11 +275,25 @@ impl<S: Source, T: Target> Agent<S, T> {
                 .filter(|s| s.state != ServiceState::Applied)
                 .count() as i64,
         );
-        if pass.reached_source
-            && let Err(e) = self.source.report(&report).await
-        {
-            self.metrics.report_errors.inc();
-            tracing::warn!(error = %chain(&e), "the report was not taken");
+        let unchanged = Report {
+            at: 0,
+            ..report.clone()
+        };
+        let due =
+            self.last_report.as_ref() != Some(&unchanged) || self.passes_since_report + 1 >= HEARTBEAT_PASSES;
+        self.passes_since_report += 1;
+        if pass.reached_source && due {
+            match self.source.report(&report).await {
+                Ok(()) => {
+                    pass.reported = true;
+                    self.last_report = Some(unchanged);
+                    self.passes_since_report = 0;
+                }
+                Err(e) => {
+                    self.metrics.report_errors.inc();
+                    tracing::warn!(error = %chain(&e), "the report was not taken");
+                }
+            }
         }
         if let Ok(mut r) = self.readiness.lock() {
             r.source_reachable = pass.reached_source;

@@ -202,6 +202,7 @@ async fn through_the_control_api_the_agent_syncs_skips_what_is_invalid_and_repor
     let pass = agent.pass().await;
     assert!(pass.reached_source && pass.new_revision, "{pass:?}");
     assert_eq!(pass.applied, ["account-service"]);
+    assert!(pass.reported);
     assert_eq!(agent.applied()["account-service"].revision, first);
     let (status, fleet) = http_get(addr, "/v1/fleet", FLEET).await;
     assert_eq!(status, 200, "{fleet}");
@@ -226,12 +227,22 @@ async fn through_the_control_api_the_agent_syncs_skips_what_is_invalid_and_repor
             .any(|c| c.name == "us-east" && c.report.is_none())
     );
 
-    // An idle poll: 304, nothing applied.
+    // An idle poll: 304, nothing applied, no report (nothing changed) until the heartbeat.
     let pass = agent.pass().await;
     assert!(
         pass.reached_source && !pass.new_revision && pass.applied.is_empty(),
         "{pass:?}"
     );
+    assert!(!pass.reported, "{pass:?}");
+    let mut passes = 2;
+    while !agent.pass().await.reported {
+        passes += 1;
+        assert!(
+            passes <= cohort_agent::agent::HEARTBEAT_PASSES,
+            "no heartbeat report"
+        );
+    }
+    assert_eq!(passes, cohort_agent::agent::HEARTBEAT_PASSES);
     assert_eq!(cluster.applies().len(), 1);
 
     // A new revision that changes the service: applied again, with the new objects.
@@ -343,8 +354,12 @@ async fn the_agent_waits_out_a_server_outage_and_then_applies() {
     let repo = Repo::new();
     let (addr, server) = start_server(&repo, None).await;
     drop(server);
-    // Give the server task a moment to close its listener.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the server task has closed its listener.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cluster = Recording::default();
     let mut agent = control_agent(addr, EU, cluster.clone()).await;
     let pass = agent.pass().await;
