@@ -261,6 +261,11 @@ impl<S: Source, T: Target> Agent<S, T> {
             }
         }
         pass.invalid = self.invalid.clone();
+        // /ready follows the poll at once, not after the applies that may follow it.
+        if let Ok(mut r) = self.readiness.lock() {
+            r.source_reachable = pass.reached_source;
+            r.problem = self.source_problem.clone();
+        }
         self.reconcile(&mut pass).await;
         let expected = self.desired.as_ref().map(|d| &d.expectations);
         match self.target.health(expected).await {
@@ -296,8 +301,6 @@ impl<S: Source, T: Target> Agent<S, T> {
             }
         }
         if let Ok(mut r) = self.readiness.lock() {
-            r.source_reachable = pass.reached_source;
-            r.problem = self.source_problem.clone();
             r.applied_revision = report
                 .services
                 .iter()
