@@ -54,8 +54,6 @@ fn read_token(path: &Path) -> Result<String> {
 
 pub fn agent(args: &AgentArgs) -> Result<()> {
     init_logging(args.log_format);
-    // reqwest (the git source's https transport) uses the process's default rustls provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster_name = args.cluster.clone().unwrap_or_else(|| "default".to_string());
     let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {

@@ -341,5 +341,29 @@ fn the_agent_pulls_from_cohort_serve_applies_with_its_own_rbac_and_resumes() {
     assert_eq!(exited.and_then(|s| s.code()), Some(0), "{}", agent.said());
     assert!(agent.said().contains("agent stopped"), "{}", agent.said());
     drop(serve);
+
+    // The same cluster pulled straight from git: the revision is applied already (the state
+    // ConfigMap says so), so the pass applies nothing.
+    let mirror = work.join("mirror");
+    let from_git = cohort(
+        work,
+        &[
+            "agent",
+            "--git",
+            repo.to_str().expect("utf-8"),
+            "--mirror-dir",
+            mirror.to_str().expect("utf-8"),
+            "--cluster",
+            "eu-west",
+            "--kubeconfig",
+            agent_kc.to_str().expect("utf-8"),
+            "-n",
+            &ns.name,
+            "--once",
+        ],
+    );
+    assert_eq!(from_git.status.code(), Some(0), "{}", text(&from_git));
+    assert!(!text(&from_git).contains(" applying"), "{}", text(&from_git));
+    assert!(text(&from_git).contains(&rev2[..12]), "{}", text(&from_git));
     let _: PathBuf = repo;
 }

@@ -106,6 +106,9 @@ impl GitSource {
         cluster: &str,
         only: Option<Vec<String>>,
     ) -> Result<GitSource, SourceError> {
+        // gix's https transport (reqwest) takes the process's default rustls provider; the
+        // one every TLS client of cohort uses is ring. Installed already is fine too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mirror = Mirror::open(dir, url, branch)?;
         Ok(GitSource {
             mirror: Arc::new(Mutex::new(mirror)),
