@@ -26,7 +26,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// A mirror directory named after the remote, so two remotes never share one.
-fn default_mirror_dir(url: &str) -> PathBuf {
+pub fn default_mirror_dir(url: &str) -> PathBuf {
     let name: String = url
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })

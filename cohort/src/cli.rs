@@ -493,6 +493,22 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (behind a proxy that terminates TLS).
     #[arg(long, conflicts_with = "tls_cert")]
     pub plain_http: bool,
+    /// Serve what is pushed to this git remote of the release repo (mirrored and fetched every
+    /// --fetch-every) instead of the clone at -C.
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// With --git: the branch.
+    #[arg(long, value_name = "NAME", default_value = "main", requires = "git")]
+    pub branch: String,
+    /// With --git: where the release repo sits in the git repository.
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub path: Option<PathBuf>,
+    /// With --git: where to keep the mirror (default: under the system's temp dir).
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub mirror_dir: Option<PathBuf>,
+    /// With --git: how often to fetch.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "git")]
+    pub fetch_every: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,14 @@
-//! `cohort serve`: the control API over the release repo.
+//! `cohort serve`: the control API over the release repo (a clone, or a mirror of a remote).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use cohort_control::server::{Control, app, serve as serve_api, tls_config};
+use cohort_control::server::{Control, RepoSource, app, serve as serve_api, tls_config};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
+use cohort_release::mirror::Mirror;
 
 use crate::UsageError;
 use crate::cli::{Cli, ServeArgs};
@@ -27,7 +30,43 @@ pub async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
+fn usage(e: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+    UsageError(format!("{:#}", anyhow::Error::new(e))).into()
+}
+
+/// What is served: the repo, where its files sit, what it is called in messages, its
+/// revision now, and (for a remote) the mirror handle that fetches.
+struct Served {
+    source: RepoSource,
+    prefix: PathBuf,
+    name: String,
+    revision: String,
+    fetcher: Option<Mirror>,
+}
+
+fn served(cli: &Cli, args: &ServeArgs) -> Result<Served> {
+    if let Some(url) = &args.git {
+        let dir = args
+            .mirror_dir
+            .clone()
+            .unwrap_or_else(|| crate::agent_cmd::default_mirror_dir(url));
+        let mut fetcher = Mirror::open(&dir, url, &args.branch).map_err(usage)?;
+        // The first fetch says at once whether the remote can be read at all.
+        let revision = fetcher
+            .fetch(&AtomicBool::new(false))
+            .map_err(|e| crate::CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
+        let reader = Mirror::open(&dir, url, &args.branch).map_err(usage)?;
+        return Ok(Served {
+            source: RepoSource::Mirror {
+                reader,
+                head: Some(revision.clone()),
+            },
+            prefix: args.path.clone().unwrap_or_default(),
+            name: format!("{url} branch {}", args.branch),
+            revision,
+            fetcher: Some(fetcher),
+        });
+    }
     let dir = repo_dir(cli);
     let root = repo_root(&dir);
     // Say what is wrong with the repo now rather than to every agent later; a later invalid
@@ -41,12 +80,19 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
             root.display()
         ))
     })?;
-    let tokens =
-        Tokens::read(&args.tokens).map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+    Ok(Served {
+        source: RepoSource::Worktree(git),
+        prefix,
+        name: root.display().to_string(),
+        revision,
+        fetcher: None,
+    })
+}
+
+pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let tokens = Tokens::read(&args.tokens).map_err(usage)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(
-            tls_config(cert, key).map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?,
-        )),
+        (Some(cert), Some(key)) => Some(Arc::new(tls_config(cert, key).map_err(usage)?)),
         _ => None,
     };
     if tls.is_none() && !args.listen.ip().is_loopback() && !args.plain_http {
@@ -57,8 +103,15 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         ))
         .into());
     }
+    let Served {
+        source,
+        prefix,
+        name,
+        revision,
+        fetcher,
+    } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
-    let control = Arc::new(Control::new(git, &prefix, tokens));
+    let control = Arc::new(Control::new(source, &prefix, tokens));
     let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -67,16 +120,59 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!(
-            "cohort serve: control API on {scheme}://{addr} for {} cluster{} ({}), release repo {} at {}",
+            "cohort serve: control API on {scheme}://{addr} for {} cluster{} ({}), release repo {name} at {}",
             clusters.len(),
             if clusters.len() == 1 { "" } else { "s" },
             clusters.join(", "),
-            root.display(),
             &revision[..revision.len().min(8)],
         );
         eprintln!("  GET {scheme}://{addr}/openapi.json describes the API; Ctrl-C stops");
+        if let Some(fetcher) = fetcher {
+            tokio::spawn(keep_fetching(
+                fetcher,
+                control.clone(),
+                args.fetch_every,
+                revision.clone(),
+            ));
+        }
         serve_api(listener, app(control), tls, stop_signal()).await?;
         eprintln!("cohort serve: stopped");
         Ok(())
     })
+}
+
+/// Fetches the remote every `every`; a failure is said once, and again when it heals.
+async fn keep_fetching(fetcher: Mirror, control: Arc<Control>, every: std::time::Duration, mut last: String) {
+    let fetcher = Arc::new(std::sync::Mutex::new(fetcher));
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(every).await;
+        let f = fetcher.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            let mut mirror = f.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            mirror
+                .fetch(&AtomicBool::new(false))
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match fetched {
+            Ok(commit) => {
+                if failing {
+                    eprintln!("cohort serve: fetching works again");
+                    failing = false;
+                }
+                if commit != last {
+                    eprintln!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
+                    last.clone_from(&commit);
+                }
+                control.fetched(commit);
+            }
+            Err(e) if !failing => {
+                eprintln!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -317,3 +317,72 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         text(&agent)
     );
 }
+
+#[test]
+fn serve_follows_what_is_pushed_to_a_git_remote() {
+    use cohort_agent::Source;
+    use cohort_agent::source::{ControlSource, Polled};
+    let tmp = setup();
+    let dir = tmp.path();
+    let remote = dir.join("repo");
+    let server = start_serve(
+        dir,
+        &[
+            "--git",
+            remote.to_str().expect("utf-8"),
+            "--mirror-dir",
+            "mirror",
+            "--fetch-every",
+            "100ms",
+        ],
+    );
+    let head = |repo: &Path| {
+        String::from_utf8_lossy(&run(repo, "git", &["rev-parse", "HEAD"]).stdout)
+            .trim()
+            .to_string()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut agent = ControlSource::new(&server.url, "eu-west", EU, None).expect("client");
+    let first = match runtime.block_on(agent.poll()).expect("poll") {
+        Polled::Changed(state) => state.revision,
+        Polled::Unchanged => panic!("the first poll brings the state"),
+    };
+    assert_eq!(first, head(&remote));
+    assert!(matches!(
+        runtime.block_on(agent.poll()).expect("poll"),
+        Polled::Unchanged
+    ));
+
+    // A commit lands in the remote: the next fetch serves it.
+    let deploy = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["-C", "repo", "deploy", "account-service", "1.19.0"])
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("deploy");
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match runtime.block_on(agent.poll()).expect("poll") {
+            Polled::Changed(state) => {
+                assert_eq!(state.revision, head(&remote));
+                let objects = serde_json::to_string(&state.services[0].objects).expect("json");
+                assert!(objects.contains("internal-v1-19-0"), "the new build is served");
+                break;
+            }
+            Polled::Unchanged => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pushed commit was never served"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}

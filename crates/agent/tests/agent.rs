@@ -10,7 +10,7 @@ use std::time::Duration;
 use cohort_agent::state::AppliedState;
 use cohort_agent::{Agent, ControlSource, GitSource, Settings, Target, TargetError};
 use cohort_control::ServiceHealth;
-use cohort_control::server::{Control, app, serve};
+use cohort_control::server::{Control, RepoSource, app, serve};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_render::Rendered;
@@ -142,7 +142,11 @@ async fn start_server(
     addr: Option<SocketAddr>,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let git = ReleaseRepo::open(repo.path()).expect("open");
-    let control = Arc::new(Control::new(git, Path::new(""), tokens_file()));
+    let control = Arc::new(Control::new(
+        RepoSource::Worktree(git),
+        Path::new(""),
+        tokens_file(),
+    ));
     let listener =
         tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
             .await

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cohort_release::git::ReleaseRepo;
+use cohort_release::mirror::Mirror;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -27,9 +28,43 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// The largest report accepted (a report lists services and findings; this is generous).
 const MAX_REPORT_BYTES: usize = 1 << 20;
 
+/// Where the API reads the release repo.
+pub enum RepoSource {
+    /// A clone with a worktree (`-C DIR`): its HEAD, as commits land in it.
+    Worktree(ReleaseRepo),
+    /// A mirror of a remote's branch: what has been pushed, as far as the last fetch saw
+    /// (reported with [`Control::fetched`]).
+    Mirror {
+        /// Reads the mirror's objects.
+        reader: Mirror,
+        /// The branch's commit at the last fetch.
+        head: Option<String>,
+    },
+}
+
+impl RepoSource {
+    fn head(&self) -> Result<Option<String>, cohort_release::git::GitError> {
+        match self {
+            RepoSource::Worktree(repo) => repo.head_commit(),
+            RepoSource::Mirror { head, .. } => Ok(head.clone()),
+        }
+    }
+
+    fn files_at(
+        &self,
+        revision: &str,
+        prefix: &Path,
+    ) -> Result<cohort_spec::repo::RepoFiles, cohort_release::git::GitError> {
+        match self {
+            RepoSource::Worktree(repo) => repo.files_at(revision, prefix),
+            RepoSource::Mirror { reader, .. } => reader.files_at(revision, prefix),
+        }
+    }
+}
+
 /// The state behind the API: the release repo, the tokens, the last word of every cluster.
 pub struct Control {
-    repo: Mutex<ReleaseRepo>,
+    repo: Mutex<RepoSource>,
     prefix: PathBuf,
     tokens: Tokens,
     rendered: Mutex<Rendered>,
@@ -52,7 +87,7 @@ struct Seen {
 
 impl Control {
     /// The API over the release repo `repo` (whose files sit at `prefix` in the git repository).
-    pub fn new(repo: ReleaseRepo, prefix: &Path, tokens: Tokens) -> Control {
+    pub fn new(repo: RepoSource, prefix: &Path, tokens: Tokens) -> Control {
         Control {
             repo: Mutex::new(repo),
             prefix: prefix.to_owned(),
@@ -62,13 +97,21 @@ impl Control {
         }
     }
 
+    /// With a mirror: the commit its branch was fetched at, by whoever fetches it (off the
+    /// lock, so a slow remote never holds up a poll).
+    pub fn fetched(&self, commit: String) {
+        let mut repo = self.repo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let RepoSource::Mirror { head, .. } = &mut *repo {
+            *head = Some(commit);
+        }
+    }
+
     fn head(&self) -> Result<Option<String>, ApiError> {
         let repo = self
             .repo
             .lock()
             .map_err(|_| ApiError::internal("the repo lock is poisoned"))?;
-        repo.head_commit()
-            .map_err(|e| ApiError::internal(&error_chain(&e)))
+        repo.head().map_err(|e| ApiError::internal(&error_chain(&e)))
     }
 
     /// The body and ETag of `cluster`'s desired state at `revision`, rendered once per revision.
