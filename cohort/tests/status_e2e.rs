@@ -305,3 +305,24 @@ fn watch_announces_a_problem_once_and_then_its_resolution() {
         "{said}"
     );
 }
+
+#[test]
+fn a_kubeconfig_list_with_a_missing_file_works_as_with_kubectl() {
+    let Some(kc) = kubeconfig() else { return };
+    let ns = seed_like_namespace(&kc, "kcfg");
+    let list = std::env::join_paths([Path::new("/nonexistent/kubeconfig"), kc.as_path()]).expect("join");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["status", "-n", &ns.name])
+        .current_dir(std::env::temp_dir())
+        .env_remove("COHORT_REPO")
+        .env("KUBECONFIG", &list)
+        .output()
+        .expect("run cohort");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("shop-api"), "{said}");
+}

@@ -121,6 +121,14 @@ pub struct Cluster {
     pub namespace: String,
 }
 
+/// The files a `$KUBECONFIG` value lists that exist, in its order (empty entries and missing
+/// files are skipped, as kubectl does).
+pub fn existing_kubeconfigs(value: &std::ffi::OsStr) -> Vec<PathBuf> {
+    std::env::split_paths(value)
+        .filter(|p| !p.as_os_str().is_empty() && p.is_file())
+        .collect()
+}
+
 impl Cluster {
     /// Connects as kubectl would: the given kubeconfig and context, else the environment's
     /// kubeconfig, else the in-cluster service account.
@@ -133,10 +141,35 @@ impl Cluster {
             path: target.kubeconfig.clone(),
             source,
         };
+        let from_env = match &target.kubeconfig {
+            Some(_) => vec![],
+            None => std::env::var_os("KUBECONFIG")
+                .map(|v| existing_kubeconfigs(&v))
+                .unwrap_or_default(),
+        };
         let config = match &target.kubeconfig {
             Some(path) => {
                 let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(Box::new(e)))?;
                 kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| config_error(Box::new(e)))?
+            }
+            // kubectl merges the files $KUBECONFIG lists and skips those that do not exist;
+            // kube-rs fails on a missing one, so the list is read here.
+            None if !from_env.is_empty() => {
+                let mut merged: Option<Kubeconfig> = None;
+                for path in &from_env {
+                    let next = Kubeconfig::read_from(path).map_err(|e| KubeError::Config {
+                        path: Some(path.clone()),
+                        source: Box::new(e),
+                    })?;
+                    merged = Some(match merged {
+                        None => next,
+                        Some(m) => m.merge(next).map_err(|e| config_error(Box::new(e)))?,
+                    });
+                }
+                let merged = merged.unwrap_or_default();
+                kube::Config::from_custom_kubeconfig(merged, &options)
                     .await
                     .map_err(|e| config_error(Box::new(e)))?
             }
@@ -340,6 +373,18 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::KubeError;
+
+    #[test]
+    fn kubeconfig_lists_skip_missing_files_and_empty_entries_as_kubectl_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "apiVersion: v1\nkind: Config\n").expect("write");
+        std::fs::write(&b, "apiVersion: v1\nkind: Config\n").expect("write");
+        let missing = dir.path().join("missing");
+        let value = std::env::join_paths([&missing, &a, std::path::Path::new(""), &b]).expect("join");
+        assert_eq!(super::existing_kubeconfigs(&value), [a, b]);
+        assert!(super::existing_kubeconfigs(missing.as_os_str()).is_empty());
+    }
 
     fn status(name: &str) -> kube::core::Status {
         let path = format!(
