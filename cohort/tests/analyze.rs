@@ -1,48 +1,15 @@
 //! `cohort analyze` and the judgement gate of `cohort promote`, on a real `cohort router`
 //! process in front of real loopback backends, read through its admin `/stats`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod router_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-/// A backend answering with its name; every `fail_every`-th request (0: none) gets a 500.
-fn backend(name: &'static str, fail_every: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let seen = Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-                let status = match fail_every {
-                    0 => "200 OK",
-                    k if n.is_multiple_of(k) => "500 Internal Server Error",
-                    _ => "200 OK",
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-            });
-        }
-    });
-    addr
-}
+use router_common::{RouterProcess, backend, start_router};
 
 /// A router config for account-service: FREE goes 20% to canary, 80% to production.
 fn config(canary: SocketAddr, production: SocketAddr) -> String {
@@ -52,17 +19,10 @@ fn config(canary: SocketAddr, production: SocketAddr) -> String {
 }
 
 struct Router {
-    child: Child,
+    _process: RouterProcess,
     traffic: SocketAddr,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn router(canary_fails_every: usize) -> Router {
@@ -73,25 +33,11 @@ fn router(canary_fails_every: usize) -> Router {
         config(backend("canary", canary_fails_every), backend("production", 0)),
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["router", "--config"])
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("router starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let addrs: Vec<SocketAddr> = first
-        .split([' ', '(', ')'])
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    assert_eq!(addrs.len(), 2, "{first}");
-    std::thread::spawn(move || for _ in lines {});
+    let process = start_router(&["--config".as_ref(), path.as_os_str()]);
     Router {
-        child,
-        traffic: addrs[0],
-        admin: addrs[1],
+        traffic: process.traffic,
+        admin: process.admin,
+        _process: process,
         _dir: dir,
     }
 }

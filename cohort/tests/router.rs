@@ -1,42 +1,13 @@
 //! `cohort router` as a process: serves, reloads on SIGHUP (refusing a bad config), drains on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod router_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::Duration;
 
-/// A backend answering every request with its name, one request per connection.
-fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if seen.starts_with(b"GET /slow ") {
-                    // Outlives the drain delay: only a graceful shutdown lets it finish.
-                    std::thread::sleep(Duration::from_millis(800));
-                }
-                let body = name.as_bytes();
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\nx-track: {name}\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(body);
-            });
-        }
-    });
-    addr
-}
+use router_common::{RouterProcess, backend, start_router};
 
 fn config(internal: SocketAddr, production: SocketAddr, production_weight: &str) -> String {
     format!(
@@ -61,51 +32,17 @@ fn http(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
     )
 }
 
-struct Running {
-    child: Child,
-    traffic: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn start(config_path: &std::path::Path) -> Running {
+fn start(config_path: &std::path::Path) -> RouterProcess {
     start_with("--config", config_path)
 }
 
-fn start_with(flag: &str, config_path: &std::path::Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["router", flag])
-        .arg(config_path)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--drain-delay",
-            "300ms",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("router starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    // "cohort router: account-service on 127.0.0.1:PORT (admin on 127.0.0.1:PORT)"
-    let addrs: Vec<SocketAddr> = first
-        .split([' ', '(', ')'])
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    assert_eq!(addrs.len(), 2, "{first}");
-    std::thread::spawn(move || for _ in lines {});
-    Running {
-        child,
-        traffic: addrs[0],
-        admin: addrs[1],
-    }
+fn start_with(flag: &str, config_path: &std::path::Path) -> RouterProcess {
+    start_router(&[
+        flag.as_ref(),
+        config_path.as_os_str(),
+        "--drain-delay".as_ref(),
+        "300ms".as_ref(),
+    ])
 }
 
 /// Starts the router with a config it must refuse; returns what it printed.
@@ -134,7 +71,7 @@ fn signal(pid: u32, sig: &str) {
 
 #[test]
 fn serves_reloads_refuses_a_bad_config_and_drains() {
-    let (internal, production) = (backend("internal"), backend("production"));
+    let (internal, production) = (backend("internal", 0), backend("production", 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("router.yaml");
     std::fs::write(&path, config(internal, production, "100%")).expect("write");
@@ -219,7 +156,7 @@ fn an_invalid_config_stops_the_start_with_file_line_col() {
 /// Kubernetes updates a ConfigMap volume by pointing the `..data` symlink at a new directory.
 #[test]
 fn a_configmap_style_symlink_swap_is_picked_up_without_a_signal() {
-    let (internal, production) = (backend("internal"), backend("production"));
+    let (internal, production) = (backend("internal", 0), backend("production", 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let version = |n: u32, text: String| {
         let v = dir.path().join(format!("..2026_{n}"));
@@ -248,7 +185,7 @@ fn a_configmap_style_symlink_swap_is_picked_up_without_a_signal() {
 /// Teams migrate by pointing the router at the haproxy.cfg they run: same routing.
 #[test]
 fn an_existing_haproxy_cfg_routes_the_same() {
-    let (internal, production) = (backend("internal"), backend("production"));
+    let (internal, production) = (backend("internal", 0), backend("production", 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("haproxy.cfg");
     let cfg = format!(
@@ -279,7 +216,7 @@ fn an_existing_haproxy_cfg_routes_the_same() {
 /// No request fails, and the router exits 0.
 #[test]
 fn sigterm_under_load_loses_no_accepted_request() {
-    let (internal, production) = (backend("internal"), backend("production"));
+    let (internal, production) = (backend("internal", 0), backend("production", 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("router.yaml");
     std::fs::write(&path, config(internal, production, "100%")).expect("write");

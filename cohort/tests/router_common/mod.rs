@@ -1,0 +1,93 @@
+//! What the tests of `cohort router` processes share: loopback backends that answer with
+//! their name, and a router process started on ephemeral ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A backend answering every request with its name (and an `x-track` header), one request
+/// per connection. Every `fail_every`-th request (0: none) gets a 500; `GET /slow` takes
+/// 800 ms, longer than the tests' drain delay.
+pub fn backend(name: &'static str, fail_every: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /slow ") {
+                    // Outlives the drain delay: only a graceful shutdown lets it finish.
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+                let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
+                let status = match fail_every {
+                    k if k > 0 && n.is_multiple_of(k) => "500 Internal Server Error",
+                    _ => "200 OK",
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\nx-track: {name}\r\n\r\n{name}",
+                    name.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// A `cohort router` process, killed when dropped.
+pub struct RouterProcess {
+    /// The process.
+    pub child: Child,
+    /// Where it takes traffic.
+    pub traffic: SocketAddr,
+    /// Its admin port.
+    pub admin: SocketAddr,
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cohort router ARGS --listen 127.0.0.1:0 --admin 127.0.0.1:0` and reads the two
+/// addresses from its first line.
+pub fn start_router(args: &[&std::ffi::OsStr]) -> RouterProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("router")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("router starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    // "cohort router: account-service on 127.0.0.1:PORT (admin on 127.0.0.1:PORT)"
+    let addrs: Vec<SocketAddr> = first
+        .split([' ', '(', ')'])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    RouterProcess {
+        child,
+        traffic: addrs[0],
+        admin: addrs[1],
+    }
+}
