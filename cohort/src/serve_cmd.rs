@@ -112,6 +112,9 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
     let control = Arc::new(Control::new(source, &prefix, tokens));
+    for warning in control.unknown_services() {
+        eprintln!("warning: {warning}");
+    }
     let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -309,6 +309,37 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         "{}",
         text(&missing)
     );
+    // A cluster given a service the repo does not have is warned about at start.
+    std::fs::write(
+        dir.join("typo.yaml"),
+        format!("clusters:\n  eu-west:\n    token: {EU}\n    services: [acount-service]\n"),
+    )
+    .expect("write");
+    let mut typo = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "-C",
+            "repo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "typo.yaml",
+        ])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let first = BufReader::new(typo.stderr.take().expect("stderr"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("utf-8");
+    let _ = typo.kill();
+    let _ = typo.wait();
+    assert_eq!(
+        first,
+        "warning: cluster eu-west names service acount-service, which the release repo does not have (yet)"
+    );
     let agent = cohort(dir, &["agent", "--once"]);
     assert_eq!(agent.status.code(), Some(2), "{}", text(&agent));
     assert!(

@@ -106,6 +106,36 @@ impl Control {
         }
     }
 
+    /// Services the tokens file gives a cluster that the release repo's current revision does
+    /// not have (a typo there would silently serve that cluster less), as sentences.
+    pub fn unknown_services(&self) -> Vec<String> {
+        let Ok(Some(revision)) = self.head() else {
+            return vec![];
+        };
+        let files = {
+            let repo = self.repo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match repo.files_at(&revision, &self.prefix) {
+                Ok(files) => files,
+                Err(_) => return vec![],
+            }
+        };
+        let Some(repo) = cohort_spec::repo::validate(&files).0 else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for cluster in &self.tokens.clusters {
+            for wanted in cluster.services.iter().flatten() {
+                if !repo.services.iter().any(|s| s.spec.name.as_str() == wanted) {
+                    out.push(format!(
+                        "cluster {} names service {wanted}, which the release repo does not have (yet)",
+                        cluster.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     fn head(&self) -> Result<Option<String>, ApiError> {
         let repo = self
             .repo
