@@ -150,8 +150,13 @@ async fn fetch(url: &str) -> Result<String> {
 }
 
 /// Every router's window, summed.
-async fn gather(repo: Option<&Repo>, service: &str, args: &JudgeArgs) -> Result<WindowStats> {
-    let window = args.window.as_secs().clamp(1, 600);
+async fn gather(
+    repo: Option<&Repo>,
+    service: &str,
+    args: &JudgeArgs,
+    window: cohort_core::Duration,
+) -> Result<WindowStats> {
+    let window = window.as_secs_ceil().clamp(1, 600);
     let query = format!("stats?window={window}s");
     let mut texts = vec![];
     if args.metrics_urls.is_empty() {
@@ -223,17 +228,33 @@ fn version_of(stats: &WindowStats, track: &str) -> String {
         .map_or_else(|| "-".to_string(), |(v, _)| v.to_string())
 }
 
-fn settings(args: &JudgeArgs) -> Result<Settings> {
-    if !(0.5..1.0).contains(&args.confidence) {
+/// The judgement's settings: each flag given, else cohort.yaml's `judgement:`, else the
+/// built-in value.
+fn effective(args: &JudgeArgs, repo: Option<&Repo>) -> cohort_core::JudgementSettings {
+    let from_repo = repo.map(|r| r.pipeline.judgement).unwrap_or_default();
+    cohort_core::JudgementSettings {
+        window: args
+            .window
+            .map(|w| cohort_core::Duration::from_millis(u64::try_from(w.as_millis()).unwrap_or(u64::MAX)))
+            .unwrap_or(from_repo.window),
+        confidence: args.confidence.unwrap_or(from_repo.confidence),
+        min_error_increase_percent: args
+            .min_error_increase
+            .unwrap_or(from_repo.min_error_increase_percent),
+    }
+}
+
+fn settings(judgement: &cohort_core::JudgementSettings) -> Result<Settings> {
+    if !(0.5..1.0).contains(&judgement.confidence) {
         return Err(UsageError(format!(
             "--confidence {}: give a value from 0.5 to below 1, e.g. 0.95",
-            args.confidence
+            judgement.confidence
         ))
         .into());
     }
     Ok(Settings {
-        confidence: args.confidence,
-        min_error_difference: args.min_error_increase / 100.0,
+        confidence: judgement.confidence,
+        min_error_difference: judgement.min_error_increase_percent / 100.0,
         ..Settings::default()
     })
 }
@@ -249,8 +270,9 @@ pub async fn judge(
     if track == baseline {
         return Err(UsageError(format!("--track and --baseline are both {track}")).into());
     }
-    let settings = settings(args)?;
-    let stats = gather(repo, service, args).await?;
+    let judgement = effective(args, repo);
+    let settings = settings(&judgement)?;
+    let stats = gather(repo, service, args, judgement.window).await?;
     let (t, b, cohorts) = cohort_judge::select(&stats, track, baseline);
     // The rate that says how long more requests take: over the time the track's counts took.
     let active = stats

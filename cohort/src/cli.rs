@@ -365,16 +365,18 @@ pub struct JudgeArgs {
     /// service. Without it the routers are found, and read, through the cluster.
     #[arg(long = "metrics-url", value_name = "URL")]
     pub metrics_urls: Vec<String>,
-    /// The window judged: the last DURATION, up to 10m.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
-    pub window: std::time::Duration,
-    /// Confidence a failing verdict needs (a healthy track fails at most 1 − this often).
-    #[arg(long, value_name = "P", default_value_t = 0.95)]
-    pub confidence: f64,
+    /// The window judged: the last DURATION, up to 10m (default: cohort.yaml's
+    /// `judgement.window`, else 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub window: Option<std::time::Duration>,
+    /// Confidence a failing verdict needs (a healthy track fails at most 1 − this often;
+    /// default: cohort.yaml's `judgement.confidence`, else 0.95).
+    #[arg(long, value_name = "P")]
+    pub confidence: Option<f64>,
     /// The smallest error-rate increase, in percentage points, a pass must rule out (besides
-    /// twice the baseline's rate).
-    #[arg(long, value_name = "PERCENT", default_value = "0.5%", value_parser = parse_percent)]
-    pub min_error_increase: f64,
+    /// twice the baseline's rate; default: cohort.yaml's `judgement.min_error_increase`, else 0.5%).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub min_error_increase: Option<f64>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

@@ -144,7 +144,7 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
     let yaml = yaml.replace(
         "  paid:\n    min_time_in_previous: 1h\n",
         "  paid:\n    require_judgement: true\n",
-    );
+    ) + "\njudgement:\n  window: 2m\n  min_error_increase: 5%\n  confidence: 0.999\n";
     assert!(yaml.contains("require_judgement: true"));
     std::fs::write(&path, yaml).expect("write");
     let commit = Command::new("git")
@@ -166,28 +166,39 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
     let bad = router(3);
     traffic(bad.traffic, 1_000);
     let url = format!("http://{}", bad.admin);
-    let promote = [
-        "promote",
-        "account-service",
-        "--to",
-        "paid",
-        "--window",
-        "1m",
-        "--min-error-increase",
-        "5%",
-        "--confidence",
-        "0.999",
-    ];
+    let promote = ["promote", "account-service", "--to", "paid"];
     let refused = cohort(&repo, &[&promote[..], &["--metrics-url", &url]].concat());
     let said = text(&refused);
     assert_ne!(refused.status.code(), Some(0), "{said}");
     assert!(said.contains("verdict: FAIL"), "{said}");
     assert!(said.contains("a passing canary judgement is required"), "{said}");
 
-    // A healthy one does, and the commit carries the evidence.
+    // A healthy one does (with the settings of cohort.yaml's `judgement:`; the built-in
+    // 0.5% would need more traffic), and the commit carries the evidence.
     let good = router(0);
     traffic(good.traffic, 2_000);
     let url = format!("http://{}", good.admin);
+    let analyze = [
+        "analyze",
+        "account-service",
+        "--track",
+        "canary",
+        "--metrics-url",
+        &url,
+        "-o",
+        "json",
+    ];
+    let window = |extra: &[&str]| {
+        let out = cohort(&repo, &[&analyze[..], extra].concat());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        report["window_seconds"].as_u64()
+    };
+    assert_eq!(window(&[]), Some(120), "cohort.yaml's judgement.window");
+    assert_eq!(
+        window(&["--window", "1m"]),
+        Some(60),
+        "a flag overrides cohort.yaml"
+    );
     let promoted = cohort(&repo, &[&promote[..], &["--metrics-url", &url]].concat());
     assert_eq!(promoted.status.code(), Some(0), "{}", text(&promoted));
     let log = Command::new("git")

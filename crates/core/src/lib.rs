@@ -15,8 +15,8 @@ pub mod weight;
 pub use duration::Duration;
 pub use gate::{GateBlock, GateInput, check_gate};
 pub use model::{
-    Defaults, EmailChannel, Gate, HealthCheck, Notifications, Pipeline, PreStop, ReleaseState,
-    RouterSettings, SecretRef, ServiceSpec, SlackChannel, SmtpSecurity, Sticky,
+    Defaults, EmailChannel, Gate, HealthCheck, JudgementSettings, Notifications, Pipeline, PreStop,
+    ReleaseState, RouterSettings, SecretRef, ServiceSpec, SlackChannel, SmtpSecurity, Sticky,
 };
 pub use names::{NameError, ServiceName, TrackName, Version};
 pub use route::{Redistribution, Route, RouteError};

@@ -31,6 +31,29 @@ pub struct Pipeline {
     pub gates: BTreeMap<TrackName, Gate>,
     /// Where `cohort status --watch` sends problems opened and resolved.
     pub notifications: Notifications,
+    /// How strict canary judgements are (`cohort analyze`, judgement gates of `promote`).
+    pub judgement: JudgementSettings,
+}
+
+/// How strict canary judgements are; flags of `analyze` and `promote` override each.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct JudgementSettings {
+    /// The window judged: the routers keep ten minutes.
+    pub window: Duration,
+    /// Confidence a failing verdict needs, in [0.5, 1).
+    pub confidence: f64,
+    /// The smallest error-rate increase a pass must rule out, in percentage points.
+    pub min_error_increase_percent: f64,
+}
+
+impl Default for JudgementSettings {
+    fn default() -> Self {
+        JudgementSettings {
+            window: Duration::from_secs(600),
+            confidence: 0.95,
+            min_error_increase_percent: 0.5,
+        }
+    }
 }
 
 /// Notification channels. Secrets (a webhook URL, a password) are never written here, only
@@ -261,6 +284,7 @@ mod tests {
             },
             gates: BTreeMap::new(),
             notifications: Notifications::default(),
+            judgement: JudgementSettings::default(),
         }
     }
 

@@ -85,6 +85,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             "router",
             "gates",
             "notifications",
+            "judgement",
         ] {
             m.opt(key);
         }
@@ -132,6 +133,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
     let router = read_router(m.opt("router"), root, sink);
     let gates = read_gates(m.opt("gates"), &stages, sink);
     let notifications = crate::notifications::read_notifications(m.opt("notifications"), sink);
+    let judgement = read_judgement(m.opt("judgement"), sink);
     m.finish(sink);
 
     // Parts with errors get the built-in defaults so that service files can still be checked
@@ -153,8 +155,69 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             .unwrap_or_else(|| unreachable!("built-in router settings are valid")),
         gates: gates.unwrap_or_default(),
         notifications: notifications.unwrap_or_default(),
+        judgement: judgement.unwrap_or_default(),
         stages,
     })
+}
+
+/// `judgement`: how strict canary judgements are (absent keys keep the built-in values).
+fn read_judgement(n: Option<&Node>, sink: &mut Sink<'_>) -> Option<cohort_core::JudgementSettings> {
+    let mut settings = cohort_core::JudgementSettings::default();
+    let Some(n) = n else { return Some(settings) };
+    let mut m = MapReader::new(n, "`judgement`", sink);
+    let (window, confidence, increase) = (m.opt("window"), m.opt("confidence"), m.opt("min_error_increase"));
+    m.finish(sink);
+    let mut ok = true;
+    if let Some(w) = window {
+        match read::duration(w, "`judgement.window`", sink) {
+            Some(d) if (1_000..=600_000).contains(&d.as_millis()) => settings.window = d,
+            Some(_) => {
+                sink.error(
+                    w.pos,
+                    Kind::OutOfRange,
+                    "`judgement.window` must be between 1s and 10m: the routers keep ten minutes".to_string(),
+                    None,
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(c) = confidence {
+        match read::text(c, "`judgement.confidence`", sink).map(|t| (t, t.parse::<f64>())) {
+            Some((_, Ok(v))) if (0.5..1.0).contains(&v) => settings.confidence = v,
+            Some((t, _)) => {
+                sink.error(
+                    c.pos,
+                    Kind::OutOfRange,
+                    format!("`judgement.confidence` is `{t}`; give a value from 0.5 to below 1"),
+                    Some("e.g. `0.95`: a healthy canary then fails at most 1 time in 20".into()),
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(i) = increase {
+        let parsed = read::text(i, "`judgement.min_error_increase`", sink)
+            .map(|t| (t, t.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok())));
+        match parsed {
+            Some((_, Some(p))) if p > 0.0 && p <= 100.0 => settings.min_error_increase_percent = p,
+            Some((t, _)) => {
+                sink.error(
+                    i.pos,
+                    Kind::OutOfRange,
+                    format!(
+                        "`judgement.min_error_increase` is `{t}`; give percentage points above 0, like `0.5%`"
+                    ),
+                    None,
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(settings)
 }
 
 pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &mut Sink<'_>) -> bool {
@@ -655,4 +718,61 @@ fn read_gates(
     }
     m.finish(sink);
     ok.then_some(out)
+}
+
+#[cfg(test)]
+mod judgement_tests {
+    use cohort_core::{Duration, JudgementSettings};
+
+    use crate::repo::validate;
+
+    fn with(section: &str) -> (Option<crate::Repo>, Vec<crate::diag::Diagnostic>) {
+        let mut files = crate::scaffold::repo_files();
+        files.pipeline = files.pipeline.map(|p| format!("{p}\n{section}"));
+        validate(&files)
+    }
+
+    #[test]
+    fn judgement_settings_come_from_cohort_yaml_and_default_to_the_built_in_ones() {
+        let (repo, diags) = with("");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(
+            repo.expect("valid").pipeline.judgement,
+            JudgementSettings::default()
+        );
+        let (repo, diags) = with("judgement:\n  window: 5m\n  confidence: 0.999\n  min_error_increase: 1%\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let j = repo.expect("valid").pipeline.judgement;
+        assert_eq!(j.window, Duration::from_secs(300));
+        assert_eq!(j.confidence, 0.999);
+        assert_eq!(j.min_error_increase_percent, 1.0);
+        let (repo, _) = with("judgement:\n  confidence: 0.99\n");
+        let j = repo.expect("valid").pipeline.judgement;
+        assert_eq!((j.window, j.confidence), (Duration::from_secs(600), 0.99));
+    }
+
+    #[test]
+    fn every_mistake_in_the_judgement_section_is_reported_where_it_is() {
+        let (repo, diags) =
+            with("judgement:\n  window: 1h\n  confidence: 1.5\n  min_error_increase: 0.5\n  windw: 5m\n");
+        assert!(repo.is_none());
+        let messages: Vec<String> = diags
+            .iter()
+            .map(|d| format!("{}: {}", d.pos.col, d.message))
+            .collect();
+        assert_eq!(diags.len(), 4, "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains("between 1s and 10m")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("`judgement.confidence` is `1.5`")),
+            "{messages:?}"
+        );
+        assert!(messages.iter().any(|m| m.contains("like `0.5%`")), "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("windw")), "{messages:?}");
+        assert!(diags.iter().all(|d| d.file.to_string_lossy() == "cohort.yaml"));
+    }
 }
