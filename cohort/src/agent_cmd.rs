@@ -70,12 +70,16 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
             max_backoff: args.max_backoff,
             shutdown_grace: args.shutdown_grace,
         };
-        match (&args.git, &args.control) {
+        match (&args.remote.git, &args.control) {
             (Some(url), _) => {
-                let dir = args.mirror_dir.clone().unwrap_or_else(|| default_mirror_dir(url));
-                let prefix = args.path.clone().unwrap_or_default();
+                let dir = args
+                    .remote
+                    .mirror_dir
+                    .clone()
+                    .unwrap_or_else(|| default_mirror_dir(url));
+                let prefix = args.remote.path.clone().unwrap_or_default();
                 let only = (!args.services.is_empty()).then(|| args.services.clone());
-                let source = GitSource::new(url, &args.branch, &dir, &prefix, &cluster_name, only)
+                let source = GitSource::new(url, &args.remote.branch, &dir, &prefix, &cluster_name, only)
                     .map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?;
                 drive(source, target, settings, args).await
             }

@@ -495,19 +495,10 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (behind a proxy that terminates TLS).
     #[arg(long, conflicts_with = "tls_cert")]
     pub plain_http: bool,
-    /// Serve what is pushed to this git remote of the release repo (mirrored and fetched every
-    /// --fetch-every) instead of the clone at -C.
-    #[arg(long, value_name = "URL")]
-    pub git: Option<String>,
-    /// With --git: the branch.
-    #[arg(long, value_name = "NAME", default_value = "main", requires = "git")]
-    pub branch: String,
-    /// With --git: where the release repo sits in the git repository.
-    #[arg(long, value_name = "DIR", requires = "git")]
-    pub path: Option<PathBuf>,
-    /// With --git: where to keep the mirror (default: under the system's temp dir).
-    #[arg(long, value_name = "DIR", requires = "git")]
-    pub mirror_dir: Option<PathBuf>,
+    /// Serve what is pushed to a git remote (mirrored and fetched every --fetch-every)
+    /// instead of the clone at -C.
+    #[command(flatten)]
+    pub remote: GitRemoteArgs,
     /// With --git: how often to fetch.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "git")]
     pub fetch_every: std::time::Duration,
@@ -516,19 +507,9 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["git", "control"]))]
 pub struct AgentArgs {
-    /// Pull from this git remote of the release repo (https://..., a path or file:// URL).
-    #[arg(long, value_name = "URL")]
-    pub git: Option<String>,
-    /// With --git: the branch to follow.
-    #[arg(long, value_name = "NAME", default_value = "main", requires = "git")]
-    pub branch: String,
-    /// With --git: where the release repo sits in the git repository.
-    #[arg(long, value_name = "DIR", requires = "git")]
-    pub path: Option<PathBuf>,
-    /// With --git: where to keep the local mirror (kept between restarts, only changes are
-    /// fetched). Default: a directory under the system's temp dir named after the remote.
-    #[arg(long, value_name = "DIR", requires = "git")]
-    pub mirror_dir: Option<PathBuf>,
+    /// Pull from a git remote of the release repo.
+    #[command(flatten)]
+    pub remote: GitRemoteArgs,
     /// With --git: only these services (repeat; default: all).
     #[arg(long = "service", value_name = "NAME", requires = "git")]
     pub services: Vec<String>,
@@ -568,6 +549,25 @@ pub struct AgentArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub cluster_args: ClusterArgs,
+}
+
+/// A git remote of the release repo, mirrored locally (`serve --git`, `agent --git`).
+#[derive(Debug, Args)]
+pub struct GitRemoteArgs {
+    /// Follow this git remote of the release repo (https://..., a path or file:// URL) rather
+    /// than a local clone.
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// With --git: the branch to follow.
+    #[arg(long, value_name = "NAME", default_value = "main", requires = "git")]
+    pub branch: String,
+    /// With --git: where the release repo sits in the git repository.
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub path: Option<PathBuf>,
+    /// With --git: where to keep the local mirror (kept between restarts, only changes are
+    /// fetched). Default: a directory under the system's temp dir named after the remote.
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub mirror_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -45,24 +45,25 @@ struct Served {
 }
 
 fn served(cli: &Cli, args: &ServeArgs) -> Result<Served> {
-    if let Some(url) = &args.git {
+    if let Some(url) = &args.remote.git {
         let dir = args
+            .remote
             .mirror_dir
             .clone()
             .unwrap_or_else(|| crate::agent_cmd::default_mirror_dir(url));
-        let mut fetcher = Mirror::open(&dir, url, &args.branch).map_err(usage)?;
+        let mut fetcher = Mirror::open(&dir, url, &args.remote.branch).map_err(usage)?;
         // The first fetch says at once whether the remote can be read at all.
         let revision = fetcher
             .fetch(&AtomicBool::new(false))
             .map_err(|e| crate::CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
-        let reader = Mirror::open(&dir, url, &args.branch).map_err(usage)?;
+        let reader = Mirror::open(&dir, url, &args.remote.branch).map_err(usage)?;
         return Ok(Served {
             source: RepoSource::Mirror {
                 reader,
                 head: Some(revision.clone()),
             },
-            prefix: args.path.clone().unwrap_or_default(),
-            name: format!("{url} branch {}", args.branch),
+            prefix: args.remote.path.clone().unwrap_or_default(),
+            name: format!("{url} branch {}", args.remote.branch),
             revision,
             fetcher: Some(fetcher),
         });

@@ -50,8 +50,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `git commit` of what is staged, by a test identity.
-fn commit_staged(dir: &Path, message: &str) {
+/// `git commit` by a test identity: of what is staged, or with `-a` of every tracked file's edits.
+fn commit(dir: &Path, all: bool, message: &str) {
+    let flags = if all { "-qam" } else { "-qm" };
     git(
         dir,
         &[
@@ -60,23 +61,7 @@ fn commit_staged(dir: &Path, message: &str) {
             "-c",
             "user.email=ops@example.com",
             "commit",
-            "-qm",
-            message,
-        ],
-    );
-}
-
-/// `git commit -a`: every tracked file's edits, by a test identity.
-fn commit_all(dir: &Path, message: &str) {
-    git(
-        dir,
-        &[
-            "-c",
-            "user.name=Ops",
-            "-c",
-            "user.email=ops@example.com",
-            "commit",
-            "-qam",
+            flags,
             message,
         ],
     );
@@ -506,7 +491,7 @@ fn a_release_repo_inside_a_larger_repository_works_from_any_subdirectory() {
     git(&mono, &["init", "-q", "-b", "main"]);
     std::fs::write(mono.join("app/main.rs"), "fn main() {}\n").expect("write");
     git(&mono, &["add", "."]);
-    commit_staged(&mono, "app");
+    commit(&mono, false, "app");
     let o = cohort_in(&mono, &["init", "deploy"], None);
     assert!(o.status.success(), "{}", text(&o));
     let o = cohort_in(
@@ -587,7 +572,7 @@ fn changes_are_checked_against_the_committed_specs_not_the_worktree() {
         "{err}"
     );
     git(&r.dir, &["add", "services/billing.yaml"]);
-    commit_staged(&r.dir, "add billing");
+    commit(&r.dir, false, "add billing");
     r.ok(&["deploy", "billing", "1.0.0"]);
     r.clean();
 }
@@ -622,7 +607,7 @@ fn status_watch_takes_its_channels_from_cohort_yaml_and_checks_their_secrets_fir
     let mut config = std::fs::read_to_string(&path).expect("read");
     config.push_str("\nnotifications:\n  slack:\n    webhook_env: COHORT_TEST_UNSET_WEBHOOK\n");
     std::fs::write(&path, config).expect("write");
-    commit_all(&repo.dir, "notify");
+    commit(&repo.dir, true, "notify");
     repo.ok(&["validate"]);
 
     // The channel cohort.yaml names is checked before anything else: its secret is missing.
@@ -677,7 +662,7 @@ fn apply_and_diff_refuse_an_invalid_repo_or_another_namespace_before_any_cluster
         "namespace: elsewhere",
         "namespace: shop\nnamespce: typo",
     );
-    commit_all(&repo.dir, "typo");
+    commit(&repo.dir, true, "typo");
     for command in ["apply", "diff"] {
         let err = repo.fails(&[command, "--kubeconfig", kubeconfig], 2);
         assert!(err.contains("unknown key `namespce`"), "{command}: {err}");
