@@ -106,51 +106,42 @@ impl Cluster {
             namespace: self.namespace.clone(),
             held: Box::new(held),
         };
-        match api.get_opt(&name).await.map_err(|e| err("get", e))? {
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(self.namespace.clone()),
-                        labels: Some(
-                            [(cohort_render::LABEL_PART_OF.to_string(), service.to_string())].into(),
-                        ),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(spec),
-                };
-                match api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => {}
-                    // Someone created it between our read and our create: theirs.
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        let theirs = api.get(&name).await.map_err(|e| err("get", e))?;
-                        return Err(busy(may_take(&theirs, me, Timestamp::now()).err().unwrap_or(
-                            Held {
-                                holder: "another process".into(),
-                                since: None,
-                                until: Timestamp::now(),
-                            },
-                        )));
-                    }
-                    Err(e) => return Err(err("create", e)),
+        // Create it, or take it over by resourceVersion; losing a race (409) to another cohort
+        // means reading again: it now holds the lease, or let it go already.
+        for _ in 0..3 {
+            let taken = match api.get_opt(&name).await.map_err(|e| err("get", e))? {
+                None => {
+                    let lease = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            namespace: Some(self.namespace.clone()),
+                            labels: Some(
+                                [(cohort_render::LABEL_PART_OF.to_string(), service.to_string())].into(),
+                            ),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(spec.clone()),
+                    };
+                    api.create(&PostParams::default(), &lease).await
                 }
-            }
-            Some(mut lease) => {
-                may_take(&lease, me, now).map_err(busy)?;
-                lease.spec = Some(spec);
-                // resourceVersion from the read: if anyone changed it since, the replace fails.
-                match api.replace(&name, &PostParams::default(), &lease).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        let theirs = api.get(&name).await.map_err(|e| err("get", e))?;
-                        may_take(&theirs, me, Timestamp::now()).map_err(busy)?;
-                        return Err(err("take", kube::Error::Api(s)));
-                    }
-                    Err(e) => return Err(err("take", e)),
+                Some(mut lease) => {
+                    may_take(&lease, me, Timestamp::now()).map_err(busy)?;
+                    lease.spec = Some(spec.clone());
+                    api.replace(&name, &PostParams::default(), &lease).await
                 }
+            };
+            match taken {
+                Ok(_) => return Ok(ApplyLease { name }),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err("take", e)),
             }
         }
-        Ok(ApplyLease { name })
+        let now = Timestamp::now();
+        Err(busy(Held {
+            holder: "another cohort (the lease kept changing hands)".into(),
+            since: None,
+            until: now,
+        }))
     }
 
     /// Gives the lease back (deletes it, unless someone else took it meanwhile).
