@@ -9,7 +9,9 @@ use cohort_agent::metrics::Metrics;
 use cohort_agent::{Agent, ControlSource, GitSource, KubeTarget, Settings, Source};
 use cohort_kube::{Cluster, Target as KubeTargetArgs};
 
-use crate::cli::{AgentArgs, LogFormat};
+use cohort_release::mirror::{ExtraRoots, Mirror};
+
+use crate::cli::{AgentArgs, GitRemoteArgs, LogFormat};
 use crate::serve_cmd::stop_signal;
 use crate::{CouldNotApply, CouldNotCheck, Reported, UsageError};
 
@@ -23,6 +25,20 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The local mirror of `--git URL`: in `--mirror-dir` or the default one, trusting
+/// `--git-ca-file` for https.
+pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
+    let dir = remote
+        .mirror_dir
+        .clone()
+        .unwrap_or_else(|| default_mirror_dir(url));
+    let mut mirror = Mirror::open(&dir, url, &remote.branch).map_err(crate::usage)?;
+    if let Some(path) = &remote.git_ca_file {
+        mirror.trust(ExtraRoots::from_pem_file(path).map_err(crate::usage)?);
+    }
+    Ok(mirror)
 }
 
 /// A mirror directory named after the remote, so two remotes never share one.
@@ -72,15 +88,9 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
         };
         match (&args.remote.git, &args.control) {
             (Some(url), _) => {
-                let dir = args
-                    .remote
-                    .mirror_dir
-                    .clone()
-                    .unwrap_or_else(|| default_mirror_dir(url));
                 let prefix = args.remote.path.clone().unwrap_or_default();
                 let only = (!args.services.is_empty()).then(|| args.services.clone());
-                let source = GitSource::new(url, &args.remote.branch, &dir, &prefix, &cluster_name, only)
-                    .map_err(|e| UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+                let source = GitSource::new(open_mirror(url, &args.remote)?, &prefix, &cluster_name, only);
                 drive(source, target, settings, args).await
             }
             (None, Some(url)) => {

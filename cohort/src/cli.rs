@@ -568,6 +568,10 @@ pub struct GitRemoteArgs {
     /// fetched). Default: a directory under the system's temp dir named after the remote.
     #[arg(long, value_name = "DIR", requires = "git")]
     pub mirror_dir: Option<PathBuf>,
+    /// With an https --git remote: also trust the CA certificates in this PEM file (besides
+    /// the system's).
+    #[arg(long, value_name = "FILE", requires = "git")]
+    pub git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -33,6 +33,11 @@ use cli::{Cli, Command};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// `e`, with its causes, as a usage error (exit status 2).
+pub fn usage(e: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+    UsageError(format!("{:#}", anyhow::Error::new(e))).into()
+}
+
 /// The cluster could not be checked (unreachable, forbidden, misconfigured): exit status 2.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]

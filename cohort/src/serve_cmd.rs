@@ -10,9 +10,9 @@ use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_release::mirror::Mirror;
 
-use crate::UsageError;
 use crate::cli::{Cli, ServeArgs};
 use crate::repo_cmds::{load_valid, prefix_in, repo_dir, repo_root};
+use crate::{UsageError, usage};
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn stop_signal() {
@@ -30,10 +30,6 @@ pub async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-fn usage(e: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
-    UsageError(format!("{:#}", anyhow::Error::new(e))).into()
-}
-
 /// What is served: the repo, where its files sit, what it is called in messages, its
 /// revision now, and (for a remote) the mirror handle that fetches.
 struct Served {
@@ -46,16 +42,12 @@ struct Served {
 
 fn served(cli: &Cli, args: &ServeArgs) -> Result<Served> {
     if let Some(url) = &args.remote.git {
-        let dir = args
-            .remote
-            .mirror_dir
-            .clone()
-            .unwrap_or_else(|| crate::agent_cmd::default_mirror_dir(url));
-        let mut fetcher = Mirror::open(&dir, url, &args.remote.branch).map_err(usage)?;
+        let mut fetcher = crate::agent_cmd::open_mirror(url, &args.remote)?;
         // The first fetch says at once whether the remote can be read at all.
         let revision = fetcher
             .fetch(&AtomicBool::new(false))
             .map_err(|e| crate::CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
+        let dir = fetcher.git_dir().to_owned();
         let reader = Mirror::open(&dir, url, &args.remote.branch).map_err(usage)?;
         return Ok(Served {
             source: RepoSource::Mirror {

@@ -309,6 +309,27 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         "{}",
         text(&missing)
     );
+    // A CA file for the git remote that cannot be read is named before anything is fetched.
+    let no_ca = cohort(
+        dir,
+        &[
+            "serve",
+            "--tokens",
+            "tokens.yaml",
+            "--git",
+            "https://git.example.com/release.git",
+            "--mirror-dir",
+            "mirror",
+            "--git-ca-file",
+            "company-ca.pem",
+        ],
+    );
+    assert_eq!(no_ca.status.code(), Some(2), "{}", text(&no_ca));
+    assert!(
+        text(&no_ca).contains("cannot use company-ca.pem as CA certificates"),
+        "{}",
+        text(&no_ca)
+    );
     // A cluster given a service the repo does not have is warned about at start.
     std::fs::write(
         dir.join("typo.yaml"),

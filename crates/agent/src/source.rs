@@ -96,28 +96,21 @@ pub struct GitSource {
 }
 
 impl GitSource {
-    /// Mirrors `branch` of `url` in `dir`; the release repo sits at `prefix` in it; `only`
-    /// limits the services.
-    pub fn new(
-        url: &str,
-        branch: &str,
-        dir: &Path,
-        prefix: &Path,
-        cluster: &str,
-        only: Option<Vec<String>>,
-    ) -> Result<GitSource, SourceError> {
+    /// Polls `mirror` (its branch of its remote); the release repo sits at `prefix` in it;
+    /// `only` limits the services.
+    pub fn new(mirror: Mirror, prefix: &Path, cluster: &str, only: Option<Vec<String>>) -> GitSource {
         // gix's https transport (reqwest) takes the process's default rustls provider; the
         // one every TLS client of cohort uses is ring. Installed already is fine too.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mirror = Mirror::open(dir, url, branch)?;
-        Ok(GitSource {
+        let description = format!("git {} branch {}", mirror.url(), mirror.branch());
+        GitSource {
             mirror: Arc::new(Mutex::new(mirror)),
             prefix: prefix.to_owned(),
             cluster: cluster.to_string(),
             only,
             last: None,
-            description: format!("git {url} branch {branch}"),
-        })
+            description,
+        }
     }
 }
 

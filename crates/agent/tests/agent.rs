@@ -13,6 +13,7 @@ use cohort_control::ServiceHealth;
 use cohort_control::server::{Control, RepoSource, app, serve};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
+use cohort_release::mirror::Mirror;
 use cohort_render::Rendered;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -432,8 +433,8 @@ async fn from_a_git_remote_the_agent_fetches_applies_skips_invalid_and_resumes()
     let mirror = tempfile::tempdir().expect("tempdir");
     let url = repo.path().display().to_string();
     let git_agent = |cluster: Recording| {
-        let source =
-            GitSource::new(&url, "main", mirror.path(), Path::new(""), "eu-west", None).expect("mirror");
+        let mirror = Mirror::open(mirror.path(), &url, "main").expect("mirror");
+        let source = GitSource::new(mirror, Path::new(""), "eu-west", None);
         Agent::start(source, cluster, settings("eu-west"), Default::default())
     };
     let cluster = Recording::default();

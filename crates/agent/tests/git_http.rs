@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cohort_agent::Source;
 use cohort_agent::source::{GitSource, Polled};
+use cohort_release::mirror::{ExtraRoots, Mirror};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -90,25 +91,90 @@ async fn cgi(
     Ok(response)
 }
 
-async fn git_http_server(root: &Path) -> String {
+/// Serves the git repositories under `root` on 127.0.0.1: over TLS with `tls`, else plain.
+async fn git_http_server(root: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let root = Arc::new(root.to_path_buf());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let root = root.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| cgi(root.clone(), req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match acceptor {
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                };
             });
         }
     });
-    format!("http://{addr}")
+    format!("{scheme}://{addr}")
+}
+
+/// A test CA (its certificate in PEM) and a server configuration with a certificate it
+/// signed for 127.0.0.1.
+fn test_ca() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "cohort test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(vec![server.der().clone()], key)
+            .expect("server config");
+    (ca_cert.pem(), Arc::new(config))
+}
+
+/// A release repo committed in `work` and served bare from `served/release.git`.
+fn served_release_repo(tmp: &Path) -> (PathBuf, PathBuf) {
+    let work = tmp.join("work");
+    std::fs::create_dir_all(work.join("services")).expect("dirs");
+    std::fs::create_dir_all(work.join("releases")).expect("dirs");
+    let files = cohort_spec::scaffold::repo_files();
+    std::fs::write(work.join("cohort.yaml"), files.pipeline.expect("pipeline")).expect("write");
+    for (path, text) in files.services.iter().chain(&files.releases) {
+        std::fs::write(work.join(path), text).expect("write");
+    }
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "seed"]);
+    let served = tmp.join("served");
+    std::fs::create_dir_all(&served).expect("dir");
+    git(
+        &served,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8"),
+            "release.git",
+        ],
+    );
+    (work, served)
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -135,34 +201,11 @@ fn git(dir: &Path, args: &[&str]) {
 #[tokio::test]
 async fn the_git_source_fetches_over_gits_smart_http_protocol() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(work.join("services")).expect("dirs");
-    std::fs::create_dir_all(work.join("releases")).expect("dirs");
-    let files = cohort_spec::scaffold::repo_files();
-    std::fs::write(work.join("cohort.yaml"), files.pipeline.expect("pipeline")).expect("write");
-    for (path, text) in files.services.iter().chain(&files.releases) {
-        std::fs::write(work.join(path), text).expect("write");
-    }
-    git(&work, &["init", "-q"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-qm", "seed"]);
-    let served = tmp.path().join("served");
-    std::fs::create_dir_all(&served).expect("dir");
-    git(
-        &served,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().expect("utf-8"),
-            "release.git",
-        ],
-    );
-
-    let base = git_http_server(&served).await;
+    let (work, served) = served_release_repo(tmp.path());
+    let base = git_http_server(&served, None).await;
     let url = format!("{base}/release.git");
-    let mirror = tmp.path().join("mirror");
-    let mut source = GitSource::new(&url, "main", &mirror, Path::new(""), "eu-west", None).expect("source");
+    let mirror = Mirror::open(&tmp.path().join("mirror"), &url, "main").expect("mirror");
+    let mut source = GitSource::new(mirror, Path::new(""), "eu-west", None);
     let first = match source.poll().await.expect("fetch over http") {
         Polled::Changed(state) => state,
         Polled::Unchanged => panic!("the first poll brings the revision"),
@@ -188,4 +231,46 @@ async fn the_git_source_fetches_over_gits_smart_http_protocol() {
         Polled::Changed(state) => assert_ne!(state.revision, first.revision),
         Polled::Unchanged => panic!("the pushed commit was not fetched"),
     }
+}
+
+#[tokio::test]
+async fn over_https_the_git_source_trusts_the_system_roots_and_the_ca_file_it_is_given() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_work, served) = served_release_repo(tmp.path());
+    let (ca_pem, tls) = test_ca();
+    let base = git_http_server(&served, Some(tls)).await;
+    assert!(base.starts_with("https://"));
+    let url = format!("{base}/release.git");
+
+    // The test CA is in no system store: refused, nothing fetched.
+    let mirror = Mirror::open(&tmp.path().join("untrusting"), &url, "main").expect("mirror");
+    let mut source = GitSource::new(mirror, Path::new(""), "eu-west", None);
+    let refused = source.poll().await.expect_err("a certificate from an unknown CA");
+    let chain = error_chain(&refused);
+    assert!(chain.contains("certificate"), "{chain}");
+
+    let ca_file = tmp.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write");
+    let mut mirror = Mirror::open(&tmp.path().join("trusting"), &url, "main").expect("mirror");
+    mirror.trust(ExtraRoots::from_pem_file(&ca_file).expect("the CA file"));
+    let mut source = GitSource::new(mirror, Path::new(""), "eu-west", None);
+    match source.poll().await.expect("fetch over https") {
+        Polled::Changed(state) => {
+            assert!(state.problems.is_empty(), "{:?}", state.problems);
+            assert_eq!(state.services[0].name, "account-service");
+        }
+        Polled::Unchanged => panic!("the first poll brings the revision"),
+    }
+    assert!(matches!(source.poll().await.expect("poll"), Polled::Unchanged));
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }

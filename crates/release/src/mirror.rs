@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use cohort_spec::repo::RepoFiles;
 use gix::ObjectId;
+use gix::protocol::transport::client::blocking_io::http::Options as HttpOptions;
+use gix::protocol::transport::client::blocking_io::http::reqwest::Options as ReqwestOptions;
 use gix::remote::Direction;
 
 use crate::git::GitError;
@@ -16,6 +18,48 @@ pub struct Mirror {
     repo: gix::Repository,
     url: String,
     branch: String,
+    extra_roots: Option<ExtraRoots>,
+}
+
+/// CA certificates an https remote's certificate may chain to, besides those the system
+/// trusts: a company CA in front of an internal git server.
+#[derive(Clone)]
+pub struct ExtraRoots {
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for ExtraRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraRoots")
+            .field("certs", &self.certs.len())
+            .finish()
+    }
+}
+
+/// Why a CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {} as CA certificates: {reason}", path.display())]
+pub struct CaFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ExtraRoots {
+    /// The certificates in a PEM file (one or more `BEGIN CERTIFICATE` blocks).
+    pub fn from_pem_file(path: &Path) -> Result<ExtraRoots, CaFileError> {
+        let error = |reason: String| CaFileError {
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(error("no PEM certificate in it".to_string()));
+        }
+        Ok(ExtraRoots { certs })
+    }
 }
 
 impl std::fmt::Debug for Mirror {
@@ -80,12 +124,28 @@ impl Mirror {
             repo,
             url: url.to_string(),
             branch: branch.to_string(),
+            extra_roots: None,
         })
+    }
+
+    /// Also trusts these CA certificates when fetching over https.
+    pub fn trust(&mut self, roots: ExtraRoots) {
+        self.extra_roots = Some(roots);
     }
 
     /// The remote's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The mirror's directory.
+    pub fn git_dir(&self) -> &Path {
+        self.repo.git_dir()
+    }
+
+    /// The branch it follows.
+    pub fn branch(&self) -> &str {
+        &self.branch
     }
 
     /// The local reference the branch is fetched into.
@@ -119,9 +179,30 @@ impl Mirror {
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs(["+refs/heads/*:refs/remotes/origin/*"], Direction::Fetch)
             .map_err(|e| remote_err(Box::new(e)))?;
-        let connection = remote
+        let mut connection = remote
             .connect(Direction::Fetch)
             .map_err(|e| remote_err(Box::new(e)))?;
+        if let Some(roots) = &self.extra_roots {
+            // The repository's http settings (proxy, timeouts from git config) with our CA
+            // certificates merged into the reqwest client's roots. Local and ssh remotes
+            // have no http settings and need none.
+            let options = self
+                .repo
+                .transport_options(self.url.as_str(), None)
+                .map_err(|e| remote_err(Box::new(e)))?;
+            if let Some(Ok(http)) = options.map(|o| o.downcast::<HttpOptions>()) {
+                let mut http = *http;
+                let certs = roots.certs.clone();
+                let backend = ReqwestOptions {
+                    configure_client: Some(Box::new(move |builder| {
+                        Ok(builder.tls_certs_merge(certs.clone()))
+                    })),
+                    configure_request: None,
+                };
+                http.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+                connection = connection.with_transport_options(Box::new(http));
+            }
+        }
         let outcome = connection
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| remote_err(Box::new(e)))?
@@ -214,7 +295,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::AtomicBool;
 
-    use super::{FetchError, Mirror};
+    use super::{ExtraRoots, FetchError, Mirror};
     use crate::git::ReleaseRepo;
 
     fn commit(repo: &ReleaseRepo, path: &str, text: &str) -> String {
@@ -301,5 +382,27 @@ mod tests {
         let err = mirror.fetch(&stop).expect_err("no remote");
         assert!(matches!(err, FetchError::Remote { .. }), "{err:?}");
         assert!(err.to_string().contains(&gone), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let error = ExtraRoots::from_pem_file(&missing).expect_err("missing");
+        assert_eq!(error.path, missing);
+        assert!(error.to_string().contains("missing.pem"), "{error}");
+
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let error = ExtraRoots::from_pem_file(&key_only).expect_err("no certificate");
+        assert_eq!(error.reason, "no PEM certificate in it");
+
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a certificate\n").expect("write");
+        assert!(ExtraRoots::from_pem_file(&text).is_err());
     }
 }
