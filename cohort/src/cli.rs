@@ -474,6 +474,10 @@ pub struct RenderArgs {
     /// With --agent --git: the branch.
     #[arg(long, value_name = "NAME", default_value = "main")]
     pub branch: String,
+    /// With --agent: also trust the CA certificates under key `ca.crt` of this ConfigMap (a
+    /// company CA signed the control API's or the git server's certificate).
+    #[arg(long, value_name = "NAME", requires = "agent")]
+    pub ca_configmap: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -239,7 +239,7 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
                 .into());
             }
         };
-        let objects = cohort_render::agent(&repo.pipeline, &source)?;
+        let objects = cohort_render::agent(&repo.pipeline, &source, args.ca_configmap.as_deref())?;
         let text = match args.output {
             YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
             YamlOrJson::Json => cohort_render::to_json(&objects),
@@ -250,6 +250,13 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
                 "note: the agent reads its token from the Secret {secret}; create it first:\n  \
                  kubectl -n {ns} create secret generic {secret} --from-file=token=TOKEN_FILE",
                 secret = cohort_render::AGENT_TOKEN_SECRET,
+                ns = repo.pipeline.namespace
+            );
+        }
+        if let Some(name) = &args.ca_configmap {
+            eprintln!(
+                "note: the agent trusts the CA certificates in the ConfigMap {name} (key ca.crt); create it first:\n  \
+                 kubectl -n {ns} create configmap {name} --from-file=ca.crt=CA_PEM_FILE",
                 ns = repo.pipeline.namespace
             );
         }

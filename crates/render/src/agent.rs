@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use cohort_core::Pipeline;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext, ServiceAccount,
-    Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext,
+    ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -58,8 +58,17 @@ fn meta(name: &str, namespace: &str) -> ObjectMeta {
     }
 }
 
-/// The agent's objects, in the order `kubectl apply` should create them.
-pub fn agent(pipeline: &Pipeline, source: &AgentSource) -> Result<Vec<Rendered>, RenderError> {
+/// Where the agent finds the CA certificates in the ConfigMap `--ca-configmap` names.
+pub const AGENT_CA_FILE: &str = "/etc/cohort/ca/ca.crt";
+
+/// The agent's objects, in the order `kubectl apply` should create them. With `ca_config_map`,
+/// the agent also trusts the CA certificates under key `ca.crt` of that ConfigMap (a company
+/// CA in front of the control API or the git server).
+pub fn agent(
+    pipeline: &Pipeline,
+    source: &AgentSource,
+    ca_config_map: Option<&str>,
+) -> Result<Vec<Rendered>, RenderError> {
     let ns = pipeline.namespace.as_str();
     let account = ServiceAccount {
         metadata: meta(AGENT_NAME, ns),
@@ -121,6 +130,27 @@ pub fn agent(pipeline: &Pipeline, source: &AgentSource) -> Result<Vec<Rendered>,
                 "/var/cache/cohort/mirror".into(),
             ]);
         }
+    }
+    if let Some(name) = ca_config_map {
+        let flag = match source {
+            AgentSource::Control { .. } => "--ca-file",
+            AgentSource::Git { .. } => "--git-ca-file",
+        };
+        args.extend([flag.into(), AGENT_CA_FILE.into()]);
+        mounts.push(VolumeMount {
+            name: "ca".into(),
+            mount_path: "/etc/cohort/ca".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "ca".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.into(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
     args.extend(["--admin".into(), format!("0.0.0.0:{AGENT_ADMIN_PORT}")]);
     mounts.push(VolumeMount {
@@ -232,7 +262,7 @@ mod tests {
             url: "https://cohort.example.com".into(),
             cluster: "eu-west".into(),
         };
-        let objects = agent(&pipeline, &source).expect("renders");
+        let objects = agent(&pipeline, &source, None).expect("renders");
         let kinds: Vec<&str> = objects.iter().map(|o| o.kind).collect();
         assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "Deployment"]);
         for o in &objects {
@@ -308,11 +338,53 @@ mod tests {
                 url: "https://git.example.com/release.git".into(),
                 branch: "main".into(),
             },
+            None,
         )
         .expect("renders");
         let pod = &git[3].value["spec"]["template"]["spec"];
         let args = pod["containers"][0]["args"].to_string();
         assert!(args.contains("--git") && args.contains("--mirror-dir"), "{args}");
         assert!(!pod.to_string().contains("cohort-agent-token"));
+        assert!(!pod.to_string().contains("ca.crt"), "no CA unless asked");
+    }
+
+    #[test]
+    fn a_ca_config_map_is_mounted_and_given_to_the_sources_ca_flag() {
+        let pipeline = seed();
+        let control = AgentSource::Control {
+            url: "https://cohort.example.com".into(),
+            cluster: "eu-west".into(),
+        };
+        let git = AgentSource::Git {
+            url: "https://git.example.com/release.git".into(),
+            branch: "main".into(),
+        };
+        for (source, flag) in [(control, "--ca-file"), (git, "--git-ca-file")] {
+            let objects = agent(&pipeline, &source, Some("company-ca")).expect("renders");
+            let pod = &objects[3].value["spec"]["template"]["spec"];
+            let args: Vec<&str> = pod["containers"][0]["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let at = args.iter().position(|a| *a == flag).expect("the CA flag");
+            assert_eq!(args[at + 1], "/etc/cohort/ca/ca.crt");
+            let volume = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == "ca")
+                .expect("the CA volume");
+            assert_eq!(volume["configMap"]["name"], "company-ca");
+            let mount = pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .find(|m| m["name"] == "ca")
+                .expect("the CA mount");
+            assert_eq!(mount["mountPath"], "/etc/cohort/ca");
+            assert_eq!(mount["readOnly"], true);
+        }
     }
 }
