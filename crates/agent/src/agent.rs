@@ -284,8 +284,9 @@ impl<S: Source, T: Target> Agent<S, T> {
             at: 0,
             ..report.clone()
         };
-        let due =
-            self.last_report.as_ref() != Some(&unchanged) || self.passes_since_report + 1 >= HEARTBEAT_PASSES;
+        let due = self.last_report.as_ref() != Some(&unchanged)
+            || self.passes_since_report + 1 >= HEARTBEAT_PASSES
+            || self.source.report_wanted();
         self.passes_since_report += 1;
         if pass.reached_source && due {
             match self.source.report(&report).await {

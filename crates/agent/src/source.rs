@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_control::{DesiredState, Report};
+use cohort_control::{DesiredState, REPORT_WANTED, Report};
 use cohort_release::mirror::{FetchError, Mirror};
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -81,6 +81,11 @@ pub trait Source: Send {
     fn poll(&mut self) -> impl Future<Output = Result<Polled, SourceError>> + Send;
     /// Sends a report (a source with nowhere to send it does nothing).
     fn report(&mut self, report: &Report) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Whether the last poll's answer asked for a report now (the control API holds none from
+    /// this cluster, after its restart).
+    fn report_wanted(&self) -> bool {
+        false
+    }
     /// The source in words, for logs.
     fn describe(&self) -> String;
 }
@@ -162,6 +167,7 @@ pub struct ControlSource {
     cluster: String,
     token: String,
     etag: Option<String>,
+    report_wanted: bool,
     timeout: Duration,
 }
 
@@ -228,6 +234,7 @@ impl ControlSource {
             cluster: cluster.to_string(),
             token: token.to_string(),
             etag: None,
+            report_wanted: false,
             timeout: Duration::from_secs(30),
         })
     }
@@ -315,6 +322,7 @@ impl Source for ControlSource {
             request.headers_mut().insert(header::IF_NONE_MATCH, etag);
         }
         let (status, headers, body) = self.send(request, &url).await?;
+        self.report_wanted = headers.contains_key(REPORT_WANTED);
         match status {
             StatusCode::NOT_MODIFIED => Ok(Polled::Unchanged),
             StatusCode::OK => {
@@ -345,6 +353,10 @@ impl Source for ControlSource {
             true => Ok(()),
             false => Err(refused(&url, status, &body)),
         }
+    }
+
+    fn report_wanted(&self) -> bool {
+        self.report_wanted
     }
 
     fn describe(&self) -> String {

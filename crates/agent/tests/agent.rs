@@ -399,6 +399,53 @@ async fn the_agent_waits_out_a_server_outage_and_then_applies() {
 }
 
 #[tokio::test]
+async fn a_restarted_server_is_sent_a_report_at_the_next_poll_not_the_next_heartbeat() {
+    let repo = Repo::new();
+    let (addr, server) = start_server(&repo, None).await;
+    let cluster = Recording::default();
+    let mut agent = control_agent(addr, EU, cluster.clone()).await;
+    assert!(agent.pass().await.reported, "the first pass reports");
+    assert!(!agent.pass().await.reported, "an idle pass does not");
+
+    // The server restarts (reports are kept in memory): its fleet view has nothing from us.
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_addr, _server) = start_server(&repo, Some(addr)).await;
+    let fleet = |body: String| -> cohort_control::Fleet { serde_json::from_str(&body).expect("fleet json") };
+    let (_, body) = http_get(addr, "/v1/fleet", FLEET).await;
+    assert!(fleet(body).clusters.iter().all(|c| c.report.is_none()));
+
+    // Same revision, so the poll is a 304, but it asks for a report: sent at once.
+    let pass = agent.pass().await;
+    assert!(
+        pass.reached_source && !pass.new_revision && pass.applied.is_empty(),
+        "{pass:?}"
+    );
+    assert!(pass.reported, "{pass:?}");
+    let (_, body) = http_get(addr, "/v1/fleet", FLEET).await;
+    let eu = fleet(body)
+        .clusters
+        .into_iter()
+        .find(|c| c.name == "eu-west")
+        .expect("eu-west");
+    assert_eq!(
+        eu.report.expect("the report").services[0].applied_revision,
+        Some(repo.head())
+    );
+    // Held now: the next idle pass is quiet again.
+    assert!(!agent.pass().await.reported);
+    assert_eq!(
+        cluster.applies().len(),
+        1,
+        "a restart of the server applies nothing"
+    );
+}
+
+#[tokio::test]
 async fn an_apply_cut_short_by_shutdown_is_not_recorded_and_the_next_start_does_it() {
     let repo = Repo::new();
     let (addr, _server) = start_server(&repo, None).await;

@@ -14,7 +14,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use wire::{
-    DesiredService, DesiredState, Fleet, FleetCluster, Report, ServiceHealth, ServiceReport, ServiceState,
+    DesiredService, DesiredState, Fleet, FleetCluster, REPORT_WANTED, Report, ServiceHealth, ServiceReport,
+    ServiceState,
 };
 
 /// The kinds cohort renders for a service, and so the only ones an agent applies.

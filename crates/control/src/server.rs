@@ -20,7 +20,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::tokens::{Caller, Tokens};
-use crate::wire::{Fleet, FleetCluster, Report};
+use crate::wire::{Fleet, FleetCluster, REPORT_WANTED, Report};
 
 /// The OpenAPI document describing this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -311,7 +311,11 @@ async fn desired_state(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     own_cluster(&control, &headers, &cluster)?;
-    control.note(&cluster, |s| s.last_poll = Some(now()));
+    let mut has_report = false;
+    control.note(&cluster, |s| {
+        s.last_poll = Some(now());
+        has_report = s.report.is_some();
+    });
     let Some(revision) = control.head()? else {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -323,18 +327,27 @@ async fn desired_state(
         .await
         .map_err(|e| ApiError::internal(&e.to_string()))??;
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(&e.to_string()))?;
-    if none_match(headers.get(header::IF_NONE_MATCH), &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    let mut response = if none_match(headers.get(header::IF_NONE_MATCH), &etag) {
+        (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [
+                (header::ETAG, etag_value),
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    // Reports live in memory: after a restart the server asks each agent for one at its next
+    // poll, so the fleet view fills within one interval rather than one heartbeat.
+    if !has_report {
+        response
+            .headers_mut()
+            .insert(REPORT_WANTED, HeaderValue::from_static("1"));
     }
-    Ok((
-        StatusCode::OK,
-        [
-            (header::ETAG, etag_value),
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(response)
 }
 
 async fn post_report(

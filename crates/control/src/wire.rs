@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A header on a desired-state answer (value `1`) when the server holds no report from the
+/// cluster: the agent reports at once rather than at its next heartbeat.
+pub const REPORT_WANTED: &str = "cohort-report-wanted";
+
 /// What one cluster should run, at one revision of the release repo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
