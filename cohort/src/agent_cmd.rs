@@ -36,6 +36,12 @@ pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
         .unwrap_or_else(|| default_mirror_dir(url));
     let mut mirror = Mirror::open(&dir, url, &remote.branch).map_err(crate::usage)?;
     if let Some(path) = &remote.git_ca_file {
+        if !url.starts_with("https://") {
+            return Err(UsageError(format!(
+                "--git-ca-file is for an https remote; {url} is not one (drop the flag, or give the https:// URL)"
+            ))
+            .into());
+        }
         mirror.trust(ExtraRoots::from_pem_file(path).map_err(crate::usage)?);
     }
     Ok(mirror)

@@ -330,6 +330,27 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         "{}",
         text(&no_ca)
     );
+    std::fs::write(dir.join("company-ca.pem"), "").expect("write");
+    let local = cohort(
+        dir,
+        &[
+            "serve",
+            "--tokens",
+            "tokens.yaml",
+            "--git",
+            "repo",
+            "--mirror-dir",
+            "mirror",
+            "--git-ca-file",
+            "company-ca.pem",
+        ],
+    );
+    assert_eq!(local.status.code(), Some(2), "{}", text(&local));
+    assert!(
+        text(&local).contains("--git-ca-file is for an https remote; repo is not one"),
+        "{}",
+        text(&local)
+    );
     // A cluster given a service the repo does not have is warned about at start.
     std::fs::write(
         dir.join("typo.yaml"),
