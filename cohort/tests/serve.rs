@@ -459,3 +459,54 @@ fn serve_follows_what_is_pushed_to_a_git_remote() {
         }
     }
 }
+
+/// schemathesis (installed by the README's test command) sends what the OpenAPI document
+/// allows, and some of what it does not, and checks every answer against the document:
+/// status codes, headers, content types and bodies.
+#[test]
+fn the_openapi_document_describes_what_serve_answers() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let server = start_serve(dir, &[]);
+    let schema = format!("{}/openapi.json", server.url);
+    for (name, token, paths) in [
+        ("cluster", EU, ["--exclude-path", "/v1/fleet"]),
+        ("fleet", FLEET, ["--include-path", "/v1/fleet"]),
+    ] {
+        let config = dir.join(format!("schemathesis-{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "headers = {{ Authorization = \"Bearer {token}\" }}\n\
+                 [parameters]\n\"path.cluster\" = \"eu-west\"\n"
+            ),
+        )
+        .expect("config");
+        let out = run(
+            dir,
+            "python3",
+            &[
+                "-c",
+                "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'schemathesis'; schemathesis()",
+                "--config-file",
+                config.to_str().expect("utf-8"),
+                "run",
+                &schema,
+                "--checks",
+                "all",
+                "--max-examples",
+                "30",
+                paths[0],
+                paths[1],
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "schemathesis with the {name} token (install it with `python3 -m pip install schemathesis`):\n{}",
+            text(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(" passed"), "{stdout}");
+        assert!(!stdout.contains("Authentication failed"), "{stdout}");
+    }
+}
