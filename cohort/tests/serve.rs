@@ -310,20 +310,23 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         text(&missing)
     );
     // A CA file for the git remote that cannot be read is named before anything is fetched.
-    let no_ca = cohort(
-        dir,
-        &[
-            "serve",
-            "--tokens",
-            "tokens.yaml",
-            "--git",
-            "https://git.example.com/release.git",
-            "--mirror-dir",
-            "mirror",
-            "--git-ca-file",
-            "company-ca.pem",
-        ],
-    );
+    let serve_git = |url: &str| {
+        cohort(
+            dir,
+            &[
+                "serve",
+                "--tokens",
+                "tokens.yaml",
+                "--git",
+                url,
+                "--mirror-dir",
+                "mirror",
+                "--git-ca-file",
+                "company-ca.pem",
+            ],
+        )
+    };
+    let no_ca = serve_git("https://git.example.com/release.git");
     assert_eq!(no_ca.status.code(), Some(2), "{}", text(&no_ca));
     assert!(
         text(&no_ca).contains("cannot use company-ca.pem as CA certificates"),
@@ -331,20 +334,7 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         text(&no_ca)
     );
     std::fs::write(dir.join("company-ca.pem"), "").expect("write");
-    let local = cohort(
-        dir,
-        &[
-            "serve",
-            "--tokens",
-            "tokens.yaml",
-            "--git",
-            "repo",
-            "--mirror-dir",
-            "mirror",
-            "--git-ca-file",
-            "company-ca.pem",
-        ],
-    );
+    let local = serve_git("repo");
     assert_eq!(local.status.code(), Some(2), "{}", text(&local));
     assert!(
         text(&local).contains("--git-ca-file is for an https remote; repo is not one"),

@@ -160,6 +160,16 @@ async fn start_server(
     (addr, tx)
 }
 
+/// Stops the server started on `addr` and waits until its listener is closed.
+async fn stop_server(addr: SocketAddr, server: tokio::sync::oneshot::Sender<()>) {
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn settings(cluster: &str) -> Settings {
     Settings {
         cluster: cluster.into(),
@@ -358,13 +368,7 @@ async fn a_wrong_token_is_401_and_another_clusters_token_is_403() {
 async fn the_agent_waits_out_a_server_outage_and_then_applies() {
     let repo = Repo::new();
     let (addr, server) = start_server(&repo, None).await;
-    drop(server);
-    // Until the server task has closed its listener.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the server did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_server(addr, server).await;
     let cluster = Recording::default();
     let mut agent = control_agent(addr, EU, cluster.clone()).await;
     let pass = agent.pass().await;
@@ -408,12 +412,7 @@ async fn a_restarted_server_is_sent_a_report_at_the_next_poll_not_the_next_heart
     assert!(!agent.pass().await.reported, "an idle pass does not");
 
     // The server restarts (reports are kept in memory): its fleet view has nothing from us.
-    drop(server);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the server did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_server(addr, server).await;
     let (_addr, _server) = start_server(&repo, Some(addr)).await;
     let fleet = |body: String| -> cohort_control::Fleet { serde_json::from_str(&body).expect("fleet json") };
     let (_, body) = http_get(addr, "/v1/fleet", FLEET).await;

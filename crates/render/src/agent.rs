@@ -249,6 +249,20 @@ mod tests {
 
     use super::{AgentSource, agent};
 
+    fn control() -> AgentSource {
+        AgentSource::Control {
+            url: "https://cohort.example.com".into(),
+            cluster: "eu-west".into(),
+        }
+    }
+
+    fn git() -> AgentSource {
+        AgentSource::Git {
+            url: "https://git.example.com/release.git".into(),
+            branch: "main".into(),
+        }
+    }
+
     fn seed() -> cohort_core::Pipeline {
         let (repo, diags) = cohort_spec::repo::validate(&cohort_spec::scaffold::repo_files());
         assert!(diags.is_empty(), "{diags:?}");
@@ -258,11 +272,7 @@ mod tests {
     #[test]
     fn the_agent_gets_a_namespaced_role_its_token_from_a_secret_and_probes() {
         let pipeline = seed();
-        let source = AgentSource::Control {
-            url: "https://cohort.example.com".into(),
-            cluster: "eu-west".into(),
-        };
-        let objects = agent(&pipeline, &source, None).expect("renders");
+        let objects = agent(&pipeline, &control(), None).expect("renders");
         let kinds: Vec<&str> = objects.iter().map(|o| o.kind).collect();
         assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "Deployment"]);
         for o in &objects {
@@ -332,16 +342,8 @@ mod tests {
         );
         assert_eq!(pod["containers"][0]["image"], pipeline.router.image.as_str());
 
-        let git = agent(
-            &pipeline,
-            &AgentSource::Git {
-                url: "https://git.example.com/release.git".into(),
-                branch: "main".into(),
-            },
-            None,
-        )
-        .expect("renders");
-        let pod = &git[3].value["spec"]["template"]["spec"];
+        let objects = agent(&pipeline, &git(), None).expect("renders");
+        let pod = &objects[3].value["spec"]["template"]["spec"];
         let args = pod["containers"][0]["args"].to_string();
         assert!(args.contains("--git") && args.contains("--mirror-dir"), "{args}");
         assert!(!pod.to_string().contains("cohort-agent-token"));
@@ -351,15 +353,7 @@ mod tests {
     #[test]
     fn a_ca_config_map_is_mounted_and_given_to_the_sources_ca_flag() {
         let pipeline = seed();
-        let control = AgentSource::Control {
-            url: "https://cohort.example.com".into(),
-            cluster: "eu-west".into(),
-        };
-        let git = AgentSource::Git {
-            url: "https://git.example.com/release.git".into(),
-            branch: "main".into(),
-        };
-        for (source, flag) in [(control, "--ca-file"), (git, "--git-ca-file")] {
+        for (source, flag) in [(control(), "--ca-file"), (git(), "--git-ca-file")] {
             let objects = agent(&pipeline, &source, Some("company-ca")).expect("renders");
             let pod = &objects[3].value["spec"]["template"]["spec"];
             let args: Vec<&str> = pod["containers"][0]["args"]
