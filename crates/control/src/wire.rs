@@ -43,6 +43,7 @@ pub struct Report {
     /// The agent's version.
     pub agent_version: String,
     /// When the agent wrote the report (seconds since the Unix epoch).
+    #[serde(deserialize_with = "whole_seconds")]
     pub at: i64,
     /// The newest revision the agent has seen from its source.
     pub seen_revision: Option<String>,
@@ -112,4 +113,43 @@ pub struct FleetCluster {
     pub last_report_at: Option<i64>,
     /// Its last report.
     pub report: Option<Report>,
+}
+
+/// An integer, also written as a number with no fraction (`11.0`), which JSON Schema (and so
+/// the OpenAPI document) counts as an integer and some clients' JSON writers produce.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    match serde_json::Number::deserialize(deserializer)? {
+        n if n.is_i64() => n.as_i64().ok_or_else(|| D::Error::custom("not an integer")),
+        n => match n.as_f64() {
+            // i64::MAX as f64 rounds up to 2^63, which is out of range: hence the strict `<`.
+            Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+            _ => Err(D::Error::custom(format!(
+                "invalid value: {n}, expected whole seconds since the Unix epoch (a 64-bit integer)"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    fn at(text: &str) -> Result<i64, serde_json::Error> {
+        serde_json::from_str::<Report>(&format!(
+            r#"{{"cluster": "eu-west", "agent_version": "1", "at": {text}, "seen_revision": null, "services": []}}"#
+        ))
+        .map(|r| r.at)
+    }
+
+    #[test]
+    fn a_report_time_written_as_a_whole_float_is_taken_and_a_fraction_or_overflow_is_not() {
+        assert_eq!(at("1763800000").expect("integer"), 1_763_800_000);
+        assert_eq!(at("11.0").expect("whole float"), 11);
+        assert_eq!(at("-5").expect("negative"), -5);
+        assert!(at("11.5").is_err());
+        assert!(at("9223372036854775808").is_err());
+        assert!(at("-2.7475073341026986e24").is_err());
+        assert!(at("\"11\"").is_err());
+    }
 }

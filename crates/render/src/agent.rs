@@ -263,6 +263,15 @@ mod tests {
         }
     }
 
+    fn container_args(pod: &Value) -> Vec<&str> {
+        pod["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect()
+    }
+
     fn seed() -> cohort_core::Pipeline {
         let (repo, diags) = cohort_spec::repo::validate(&cohort_spec::scaffold::repo_files());
         assert!(diags.is_empty(), "{diags:?}");
@@ -315,12 +324,7 @@ mod tests {
         assert_eq!(binding["roleRef"]["kind"], "Role");
         let pod = &objects[3].value["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], "cohort-agent");
-        let args: Vec<&str> = pod["containers"][0]["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let args = container_args(pod);
         assert_eq!(
             args,
             [
@@ -356,12 +360,7 @@ mod tests {
         for (source, flag) in [(control(), "--ca-file"), (git(), "--git-ca-file")] {
             let objects = agent(&pipeline, &source, Some("company-ca")).expect("renders");
             let pod = &objects[3].value["spec"]["template"]["spec"];
-            let args: Vec<&str> = pod["containers"][0]["args"]
-                .as_array()
-                .expect("args")
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
+            let args = container_args(pod);
             let at = args.iter().position(|a| *a == flag).expect("the CA flag");
             assert_eq!(args[at + 1], "/etc/cohort/ca/ca.crt");
             let volume = pod["volumes"]
