@@ -30,19 +30,24 @@ fn init_logging(format: LogFormat) {
 /// The local mirror of `--git URL`: in `--mirror-dir` or the default one, trusting
 /// `--git-ca-file` for https.
 pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
-    let dir = remote
-        .mirror_dir
-        .clone()
-        .unwrap_or_else(|| default_mirror_dir(url));
-    let mut mirror = Mirror::open(&dir, url, &remote.branch).map_err(crate::usage)?;
-    if let Some(path) = &remote.git_ca_file {
-        if !url.starts_with("https://") {
+    // The flags are checked before the mirror directory is made.
+    let roots = match &remote.git_ca_file {
+        Some(_) if !url.starts_with("https://") => {
             return Err(UsageError(format!(
                 "--git-ca-file is for an https remote; {url} is not one (drop the flag, or give the https:// URL)"
             ))
             .into());
         }
-        mirror.trust(ExtraRoots::from_pem_file(path).map_err(crate::usage)?);
+        Some(path) => Some(ExtraRoots::from_pem_file(path).map_err(crate::usage)?),
+        None => None,
+    };
+    let dir = remote
+        .mirror_dir
+        .clone()
+        .unwrap_or_else(|| default_mirror_dir(url));
+    let mut mirror = Mirror::open(&dir, url, &remote.branch).map_err(crate::usage)?;
+    if let Some(roots) = roots {
+        mirror.trust(roots);
     }
     Ok(mirror)
 }

@@ -239,6 +239,17 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
                 .into());
             }
         };
+        let url = match &source {
+            cohort_render::AgentSource::Control { url, .. } | cohort_render::AgentSource::Git { url, .. } => {
+                url
+            }
+        };
+        if args.ca_configmap.is_some() && !url.starts_with("https://") {
+            return Err(UsageError(format!(
+                "--ca-configmap is for an https source; {url} is not one (drop the flag, or give the https:// URL)"
+            ))
+            .into());
+        }
         let objects = cohort_render::agent(&repo.pipeline, &source, args.ca_configmap.as_deref())?;
         let text = match args.output {
             YamlOrJson::Yaml => cohort_render::to_yaml(&objects),

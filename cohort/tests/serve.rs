@@ -1,6 +1,6 @@
 //! `cohort serve` and its clients as processes: HTTPS with a certificate from a test CA,
-//! `cohort status --fleet`, tokens refused, and the agent's exit status when the cluster
-//! cannot be reached. (The agent's whole loop against serve is in crates/agent/tests and,
+//! `cohort status --fleet`, tokens refused, the agent's exit status when the cluster cannot
+//! be reached, and the agent's manifests (`render --agent`). (The agent's whole loop against serve is in crates/agent/tests and,
 //! against a real API server, in agent_e2e.rs.)
 
 use std::io::{BufRead, BufReader};
@@ -341,6 +341,10 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         "{}",
         text(&local)
     );
+    assert!(
+        !dir.join("mirror").exists(),
+        "nothing made before the flags are checked"
+    );
     // A cluster given a service the repo does not have is warned about at start.
     std::fs::write(
         dir.join("typo.yaml"),
@@ -499,4 +503,68 @@ fn the_openapi_document_describes_what_serve_answers() {
         assert!(stdout.contains(" passed"), "{stdout}");
         assert!(!stdout.contains("Authentication failed"), "{stdout}");
     }
+}
+
+#[test]
+fn render_agent_mounts_a_ca_configmap_for_an_https_source_and_refuses_it_for_another() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let rendered = cohort(
+        dir,
+        &[
+            "-C",
+            "repo",
+            "render",
+            "--agent",
+            "--git",
+            "https://git.example.com/release.git",
+            "--ca-configmap",
+            "company-ca",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+    let deployment = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the agent's Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(r#""--git-ca-file","/etc/cohort/ca/ca.crt""#),
+        "{args}"
+    );
+    assert!(pod["volumes"].to_string().contains("company-ca"));
+    assert!(
+        text(&rendered).contains("kubectl -n shop create configmap company-ca --from-file=ca.crt="),
+        "{}",
+        text(&rendered)
+    );
+
+    let plain = cohort(
+        dir,
+        &[
+            "-C",
+            "repo",
+            "render",
+            "--agent",
+            "--control",
+            "http://cohort.internal:8443",
+            "--cluster",
+            "eu-west",
+            "--ca-configmap",
+            "company-ca",
+        ],
+    );
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain));
+    assert!(
+        text(&plain)
+            .contains("--ca-configmap is for an https source; http://cohort.internal:8443 is not one"),
+        "{}",
+        text(&plain)
+    );
 }
