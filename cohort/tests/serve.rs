@@ -568,3 +568,77 @@ fn render_agent_mounts_a_ca_configmap_for_an_https_source_and_refuses_it_for_ano
         text(&plain)
     );
 }
+
+/// `cohort serve --git https://…` panicked inside gix's reqwest transport: no rustls provider
+/// was installed outside the agent's git source. Now the mirror installs it, and a company CA
+/// given with --git-ca-file is trusted.
+#[test]
+fn serve_fetches_an_https_git_remote_instead_of_panicking_for_want_of_a_tls_provider() {
+    use cohort_agent::Source;
+    use cohort_agent::source::{ControlSource, Polled};
+    let tmp = setup();
+    let dir = tmp.path();
+    certificates(dir);
+    std::fs::create_dir_all(dir.join("served")).expect("dir");
+    let clone = run(
+        dir,
+        "git",
+        &["clone", "-q", "--bare", "repo", "served/release.git"],
+    );
+    assert!(clone.status.success(), "{}", text(&clone));
+    let mut git_server = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/git_https_server.py"))
+        .args(["served", "server.pem", "server.key"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let port = BufReader::new(git_server.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("the port")
+        .expect("utf-8");
+    let git_server = Server {
+        child: git_server,
+        url: format!("https://127.0.0.1:{port}/release.git"),
+    };
+    let url = git_server.url.as_str();
+
+    // The test CA is in no system store: refused, saying why, exit 2.
+    let untrusted = cohort(
+        dir,
+        &[
+            "serve",
+            "--tokens",
+            "tokens.yaml",
+            "--git",
+            url,
+            "--mirror-dir",
+            "m1",
+        ],
+    );
+    assert_eq!(untrusted.status.code(), Some(2), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        text(&untrusted)
+    );
+
+    let server = start_serve(
+        dir,
+        &["--git", url, "--mirror-dir", "m2", "--git-ca-file", "ca.pem"],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut agent = ControlSource::new(&server.url, "eu-west", EU, None).expect("client");
+    let head = run(&dir.join("repo"), "git", &["rev-parse", "HEAD"]);
+    match runtime.block_on(agent.poll()).expect("poll") {
+        Polled::Changed(state) => {
+            assert_eq!(state.revision, String::from_utf8_lossy(&head.stdout).trim());
+            assert_eq!(state.services[0].name, "account-service");
+        }
+        Polled::Unchanged => panic!("the first poll brings the state"),
+    }
+}

@@ -104,9 +104,6 @@ impl GitSource {
     /// Polls `mirror` (its branch of its remote); the release repo sits at `prefix` in it;
     /// `only` limits the services.
     pub fn new(mirror: Mirror, prefix: &Path, cluster: &str, only: Option<Vec<String>>) -> GitSource {
-        // gix's https transport (reqwest) takes the process's default rustls provider; the
-        // one every TLS client of cohort uses is ring. Installed already is fine too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let description = format!("git {} branch {}", mirror.url(), mirror.branch());
         GitSource {
             mirror: Arc::new(Mutex::new(mirror)),

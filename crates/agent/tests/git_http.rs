@@ -1,6 +1,6 @@
-//! The git source over HTTP: git's smart protocol served by the real `git http-backend`
-//! (behind a small CGI bridge on 127.0.0.1), fetched by the agent's mirror through gix's
-//! HTTP transport, the one `https://` remotes use.
+//! The git source over HTTP and HTTPS: git's smart protocol served by the real
+//! `git http-backend` (behind a small CGI bridge on 127.0.0.1, with TLS from a CA made in the
+//! test), fetched by the agent's mirror through gix's HTTP transport.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};

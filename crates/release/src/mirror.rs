@@ -102,6 +102,10 @@ pub enum FetchError {
 impl Mirror {
     /// Opens the bare mirror in `dir`, creating it if it does not exist yet. Nothing is fetched.
     pub fn open(dir: &Path, url: &str, branch: &str) -> Result<Mirror, GitError> {
+        // gix's https transport (reqwest, built without a provider of its own) takes the
+        // process's default rustls provider and panics without one; the one every TLS client
+        // of cohort uses is ring. Installed already (by an earlier mirror) is fine too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let io = |what: &'static str| {
             let path = dir.to_owned();
             move |source| GitError::Io { what, path, source }

@@ -1,0 +1,77 @@
+"""A git server over HTTPS for cohort's tests: git's smart HTTP protocol from the real
+`git http-backend`, behind TLS with the certificate it is given.
+
+It listens on 127.0.0.1 on a port the OS picks and prints that port on its first line of
+output (binding port 0 here leaves no window for another process to take the port).
+
+Usage: git_https_server.py ROOT CERT KEY
+  ROOT  the directory holding the bare repositories served (https://127.0.0.1:PORT/NAME.git)
+  CERT  the server's certificate chain (PEM); KEY its private key (PEM)
+"""
+
+import http.server
+import os
+import ssl
+import subprocess
+import sys
+
+
+class GitBackend(http.server.BaseHTTPRequestHandler):
+    # Content-Length on every answer keeps connections alive and ends each body cleanly.
+    protocol_version = "HTTP/1.1"
+    root = ""
+
+    def answer(self):
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = dict(
+            os.environ,
+            GIT_PROJECT_ROOT=self.root,
+            GIT_HTTP_EXPORT_ALL="1",
+            PATH_INFO=path,
+            QUERY_STRING=query,
+            REQUEST_METHOD=self.command,
+            CONTENT_TYPE=self.headers.get("Content-Type") or "",
+            CONTENT_LENGTH=str(len(body)),
+            HTTP_CONTENT_ENCODING=self.headers.get("Content-Encoding") or "",
+            HTTP_GIT_PROTOCOL=self.headers.get("Git-Protocol") or "",
+            REMOTE_ADDR="127.0.0.1",
+        )
+        out = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True
+        ).stdout
+        head, _, rest = out.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
+
+    do_GET = answer
+    do_POST = answer
+
+    def log_message(self, format, *args):
+        pass
+
+
+def main():
+    root, cert, key = sys.argv[1:4]
+    GitBackend.root = os.path.abspath(root)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GitBackend)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
