@@ -238,7 +238,14 @@ fn over_https_the_fleet_view_lists_every_cluster_and_wrong_tokens_are_refused() 
         &["status", "--fleet", &server.url, "--token-file", "fleet.token"],
     );
     assert_eq!(untrusted.status.code(), Some(2), "{}", text(&untrusted));
-    assert!(text(&untrusted).contains("cannot reach"), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains(
+            "the server's certificate is signed by a CA this client does not trust; \
+             if your own CA signed it, give that CA's certificate with --ca-file"
+        ),
+        "{}",
+        text(&untrusted)
+    );
 
     // The agent exits 2 when it cannot reach its cluster, before it applies anything.
     let kubeconfig = dir.join("kubeconfig");
@@ -619,7 +626,10 @@ fn serve_fetches_an_https_git_remote_instead_of_panicking_for_want_of_a_tls_prov
     );
     assert_eq!(untrusted.status.code(), Some(2), "{}", text(&untrusted));
     assert!(
-        text(&untrusted).contains("invalid peer certificate: UnknownIssuer"),
+        text(&untrusted).contains(
+            "the server's certificate is signed by a CA this client does not trust; \
+             if your own CA signed it, give that CA's certificate with --git-ca-file"
+        ),
         "{}",
         text(&untrusted)
     );

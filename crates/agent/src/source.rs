@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cohort_control::{DesiredState, REPORT_WANTED, Report};
 use cohort_release::mirror::{FetchError, Mirror};
+use cohort_release::tls::UntrustedCertificate;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -43,6 +44,17 @@ pub enum SourceError {
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The control API's certificate was refused.
+    #[error(
+        "cannot reach {url}: {certificate}{}",
+        if certificate.unknown_ca() { "; if your own CA signed it, give that CA's certificate with --ca-file" } else { "" }
+    )]
+    Untrusted {
+        /// What was asked.
+        url: String,
+        /// What was wrong with the certificate.
+        certificate: UntrustedCertificate,
     },
     /// The control API answered with an error.
     #[error("{url} answered {status}: {message}")]
@@ -245,10 +257,17 @@ impl ControlSource {
         request: Request<Full<Bytes>>,
         url: &str,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), SourceError> {
-        let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| SourceError::Unreachable {
-            url: url.to_string(),
-            source,
-        };
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| match UntrustedCertificate::find(&*source) {
+                Some(certificate) => SourceError::Untrusted {
+                    url: url.to_string(),
+                    certificate,
+                },
+                None => SourceError::Unreachable {
+                    url: url.to_string(),
+                    source,
+                },
+            };
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| unreachable(format!("no answer in {} s", self.timeout.as_secs()).into()))?

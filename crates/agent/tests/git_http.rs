@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cohort_agent::Source;
-use cohort_agent::source::{GitSource, Polled};
-use cohort_release::mirror::{ExtraRoots, Mirror};
+use cohort_agent::source::{GitSource, Polled, SourceError};
+use cohort_release::mirror::{ExtraRoots, FetchError, Mirror};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -246,8 +246,17 @@ async fn over_https_the_git_source_trusts_the_system_roots_and_the_ca_file_it_is
     let mirror = Mirror::open(&tmp.path().join("untrusting"), &url, "main").expect("mirror");
     let mut source = GitSource::new(mirror, Path::new(""), "eu-west", None);
     let refused = source.poll().await.expect_err("a certificate from an unknown CA");
-    let chain = error_chain(&refused);
-    assert!(chain.contains("certificate"), "{chain}");
+    match &refused {
+        SourceError::Fetch(FetchError::Untrusted { certificate, .. }) => assert!(certificate.unknown_ca()),
+        other => panic!("not a refused certificate: {other:?}"),
+    }
+    assert!(
+        refused.to_string().ends_with(
+            "the server's certificate is signed by a CA this client does not trust; \
+             if your own CA signed it, give that CA's certificate with --git-ca-file"
+        ),
+        "{refused}"
+    );
 
     let ca_file = tmp.path().join("ca.pem");
     std::fs::write(&ca_file, &ca_pem).expect("write");
@@ -262,15 +271,4 @@ async fn over_https_the_git_source_trusts_the_system_roots_and_the_ca_file_it_is
         Polled::Unchanged => panic!("the first poll brings the revision"),
     }
     assert!(matches!(source.poll().await.expect("poll"), Polled::Unchanged));
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }

@@ -7,3 +7,4 @@ pub mod mirror;
 pub mod plan;
 pub mod record;
 pub mod snapshot;
+pub mod tls;

@@ -12,6 +12,7 @@ use gix::protocol::transport::client::blocking_io::http::reqwest::Options as Req
 use gix::remote::Direction;
 
 use crate::git::GitError;
+use crate::tls::UntrustedCertificate;
 
 /// A bare repository that mirrors one branch of a remote.
 pub struct Mirror {
@@ -85,6 +86,19 @@ pub enum FetchError {
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The remote's https certificate was refused.
+    #[error(
+        "cannot fetch {branch} from {url}: {certificate}{}",
+        if certificate.unknown_ca() { "; if your own CA signed it, give that CA's certificate with --git-ca-file" } else { "" }
+    )]
+    Untrusted {
+        /// The remote.
+        url: String,
+        /// The branch.
+        branch: String,
+        /// What was wrong with the certificate.
+        certificate: UntrustedCertificate,
     },
     /// The remote has no such branch.
     #[error("{url} has no branch {branch}")]
@@ -169,11 +183,19 @@ impl Mirror {
     /// Fetches the branch and returns the commit it points at. The remote sends only the
     /// objects the mirror lacks.
     pub fn fetch(&mut self, interrupt: &AtomicBool) -> Result<String, FetchError> {
-        let remote_err = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Remote {
-            url: self.url.clone(),
-            branch: self.branch.clone(),
-            source,
-        };
+        let remote_err =
+            |source: Box<dyn std::error::Error + Send + Sync>| match UntrustedCertificate::find(&*source) {
+                Some(certificate) => FetchError::Untrusted {
+                    url: self.url.clone(),
+                    branch: self.branch.clone(),
+                    certificate,
+                },
+                None => FetchError::Remote {
+                    url: self.url.clone(),
+                    branch: self.branch.clone(),
+                    source,
+                },
+            };
         // All branches, so that a branch the remote lacks is told apart from an unreachable
         // remote without reading error text; the agent reads only its own.
         let remote = self
