@@ -29,7 +29,15 @@ url=$(sed -n 's/.*control API on \(http:\/\/[0-9.:]*\).*/\1/p' "$work/serve.log"
 path=/v1/clusters/eu-west/desired-state
 auth="Authorization: Bearer $token"
 
+# An idle agent has reported once; until then the server asks for a report on every answer
+# (a Cohort-Report-Wanted header), which an idle poll does not carry.
+report='{"cluster":"eu-west","agent_version":"bench","at":0,"seen_revision":null,"services":[]}'
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" -H 'Content-Type: application/json' -d "$report" "$url/v1/clusters/eu-west/reports")
+[[ $code == 2* ]] || { echo "the report was refused: $code" >&2; exit 1; }
 etag=$(curl -s -D - -o /dev/null -H "$auth" "$url$path" | tr -d '\r' | sed -n 's/^etag: //Ip')
+if curl -s -D - -o /dev/null -H "$auth" -H "If-None-Match: $etag" "$url$path" | grep -qi '^cohort-report-wanted'; then
+  echo "the server still asks for a report" >&2; exit 1
+fi
 full=$(curl -s -o /dev/null -H "$auth" -w '%{size_request} %{size_header} %{size_download} %{http_code}' "$url$path")
 idle=$(curl -s -o /dev/null -H "$auth" -H "If-None-Match: $etag" -w '%{size_request} %{size_header} %{size_download} %{http_code}' "$url$path")
 read -r fq fh fb fc <<<"$full"
