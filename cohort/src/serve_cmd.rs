@@ -105,7 +105,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
     let control = Arc::new(Control::new(source, &prefix, tokens));
-    for warning in control.unknown_services() {
+    for warning in control.warnings() {
         eprintln!("warning: {warning}");
     }
     let runtime = crate::two_thread_runtime()?;
@@ -158,11 +158,17 @@ async fn keep_fetching(fetcher: Mirror, control: Arc<Control>, every: std::time:
                     eprintln!("cohort serve: fetching works again");
                     failing = false;
                 }
-                if commit != last {
+                let new = commit != last;
+                if new {
                     eprintln!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
                     last.clone_from(&commit);
                 }
                 control.fetched(commit);
+                if new {
+                    for warning in control.warnings() {
+                        eprintln!("warning: {warning}");
+                    }
+                }
             }
             Err(e) if !failing => {
                 eprintln!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");

@@ -652,3 +652,88 @@ fn serve_fetches_an_https_git_remote_instead_of_panicking_for_want_of_a_tls_prov
         Polled::Unchanged => panic!("the first poll brings the state"),
     }
 }
+
+#[test]
+fn serve_warns_when_the_revision_it_serves_is_not_valid_at_start_and_when_fetched() {
+    let tmp = setup();
+    let dir = tmp.path();
+    // A --path with no release repo under it: said at start, before the address.
+    let mut wrong_path = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens", "tokens.yaml"])
+        .args(["--git", "repo", "--path", "sub", "--mirror-dir", "m1"])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let first = BufReader::new(wrong_path.stderr.take().expect("stderr"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("utf-8");
+    let _ = wrong_path.kill();
+    let _ = wrong_path.wait();
+    assert!(
+        first.starts_with("warning: the release repo at ")
+            && first.contains("is not valid, so agents skip it until a valid commit lands: cohort.yaml:1:1"),
+        "{first}"
+    );
+
+    // A bad commit pushed while serving: said when it is fetched.
+    let mut serving = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens", "tokens.yaml"])
+        .args(["--git", "repo", "--mirror-dir", "m2", "--fetch-every", "100ms"])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = serving.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Serving the good revision first.
+    let up = lines_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("serve starts");
+    assert!(up.starts_with("cohort serve: control API on"), "{up}");
+    let repo = dir.join("repo");
+    let pipeline = std::fs::read_to_string(repo.join("cohort.yaml")).expect("read");
+    std::fs::write(
+        repo.join("cohort.yaml"),
+        pipeline.replace("namespace: shop", "namespace: Shop!"),
+    )
+    .expect("write");
+    let commit = run(
+        &repo,
+        "git",
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qam",
+            "bad namespace",
+        ],
+    );
+    assert!(commit.status.success(), "{}", text(&commit));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = vec![];
+    let warning = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("warning: the release repo at ") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no warning about the bad commit; serve said: {seen:?}"),
+        }
+    };
+    let _ = serving.kill();
+    let _ = serving.wait();
+    assert!(warning.contains("cohort.yaml:"), "{warning}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("cohort serve: new revision ")),
+        "{seen:?}"
+    );
+}

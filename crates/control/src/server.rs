@@ -106,21 +106,38 @@ impl Control {
         }
     }
 
-    /// Services the tokens file gives a cluster that the release repo's current revision does
-    /// not have (a typo there would silently serve that cluster less), as sentences.
-    pub fn unknown_services(&self) -> Vec<String> {
+    /// What an operator should hear about the release repo's current revision, as sentences:
+    /// that it is not valid (agents skip it, so nothing reaches the clusters until a valid
+    /// commit lands), or the services the tokens file gives a cluster that it does not have (a
+    /// typo there would silently serve that cluster less).
+    pub fn warnings(&self) -> Vec<String> {
         let Ok(Some(revision)) = self.head() else {
             return vec![];
         };
+        let short = &revision[..revision.len().min(8)];
         let files = {
             let repo = self.repo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match repo.files_at(&revision, &self.prefix) {
                 Ok(files) => files,
-                Err(_) => return vec![],
+                Err(e) => {
+                    return vec![format!(
+                        "cannot read the release repo at {short}: {}",
+                        error_chain(&e)
+                    )];
+                }
             }
         };
-        let Some(repo) = cohort_spec::repo::validate(&files).0 else {
-            return vec![];
+        let (repo, diags) = cohort_spec::repo::validate(&files);
+        let Some(repo) = repo else {
+            let errors: Vec<String> = diags
+                .iter()
+                .filter(|d| d.severity == cohort_spec::diag::Severity::Error)
+                .map(|d| d.to_string().lines().next().unwrap_or_default().to_string())
+                .collect();
+            return vec![format!(
+                "the release repo at {short} is not valid, so agents skip it until a valid commit lands: {}",
+                errors.join("; ")
+            )];
         };
         let mut out = vec![];
         for cluster in &self.tokens.clusters {
