@@ -290,14 +290,8 @@ pub fn host_and_port(text: &str) -> Result<(String, Option<u16>), String> {
 #[cfg(test)]
 mod tests {
     use super::host_and_port;
-    use crate::repo::validate;
+    use crate::repo::seed_with as with;
     use cohort_core::{SecretRef, SmtpSecurity};
-
-    fn with(section: &str) -> (Option<crate::Repo>, Vec<crate::diag::Diagnostic>) {
-        let mut files = crate::scaffold::repo_files();
-        files.pipeline = files.pipeline.map(|p| format!("{p}\n{section}"));
-        validate(&files)
-    }
 
     #[test]
     fn channels_read_with_where_their_secrets_are() {

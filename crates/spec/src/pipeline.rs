@@ -724,13 +724,7 @@ fn read_gates(
 mod judgement_tests {
     use cohort_core::{Duration, JudgementSettings};
 
-    use crate::repo::validate;
-
-    fn with(section: &str) -> (Option<crate::Repo>, Vec<crate::diag::Diagnostic>) {
-        let mut files = crate::scaffold::repo_files();
-        files.pipeline = files.pipeline.map(|p| format!("{p}\n{section}"));
-        validate(&files)
-    }
+    use crate::repo::seed_with as with;
 
     #[test]
     fn judgement_settings_come_from_cohort_yaml_and_default_to_the_built_in_ones() {

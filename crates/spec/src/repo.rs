@@ -371,5 +371,14 @@ pub fn check_service(pipeline: &Pipeline, svc: &Service) -> Vec<Diagnostic> {
     diags
 }
 
+/// The seed release repo (`cohort init`'s) with `section` appended to its cohort.yaml,
+/// validated: how the tests of one cohort.yaml section read it in context.
+#[cfg(test)]
+pub(crate) fn seed_with(section: &str) -> (Option<Repo>, Vec<Diagnostic>) {
+    let mut files = crate::scaffold::repo_files();
+    files.pipeline = files.pipeline.map(|p| format!("{p}\n{section}"));
+    validate(&files)
+}
+
 #[cfg(test)]
 mod tests;
