@@ -46,10 +46,7 @@ pub enum SourceError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The control API's certificate was refused.
-    #[error(
-        "cannot reach {url}: {certificate}{}",
-        if certificate.unknown_ca() { "; if your own CA signed it, give that CA's certificate with --ca-file" } else { "" }
-    )]
+    #[error("cannot reach {url}: {}", certificate.advice("--ca-file"))]
     Untrusted {
         /// What was asked.
         url: String,

@@ -88,10 +88,7 @@ pub enum FetchError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The remote's https certificate was refused.
-    #[error(
-        "cannot fetch {branch} from {url}: {certificate}{}",
-        if certificate.unknown_ca() { "; if your own CA signed it, give that CA's certificate with --git-ca-file" } else { "" }
-    )]
+    #[error("cannot fetch {branch} from {url}: {}", certificate.advice("--git-ca-file"))]
     Untrusted {
         /// The remote.
         url: String,

@@ -39,6 +39,15 @@ impl UntrustedCertificate {
     pub fn unknown_ca(&self) -> bool {
         matches!(self.0, rustls::CertificateError::UnknownIssuer)
     }
+
+    /// The problem, and for an unknown CA how to fix it with `ca_flag` (the client's option
+    /// that takes a CA file).
+    pub fn advice(&self, ca_flag: &str) -> String {
+        match self.unknown_ca() {
+            true => format!("{self}; if your own CA signed it, give that CA's certificate with {ca_flag}"),
+            false => self.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for UntrustedCertificate {
@@ -76,6 +85,11 @@ mod tests {
             found.to_string(),
             "the server's certificate is signed by a CA this client does not trust"
         );
+        assert_eq!(
+            found.advice("--ca-file"),
+            "the server's certificate is signed by a CA this client does not trust; \
+             if your own CA signed it, give that CA's certificate with --ca-file"
+        );
 
         let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
         let found = UntrustedCertificate::find(&expired).expect("found");
@@ -83,6 +97,7 @@ mod tests {
             !found.unknown_ca(),
             "a CA file does not help an expired certificate"
         );
+        assert_eq!(found.advice("--ca-file"), "the server's certificate has expired");
 
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(UntrustedCertificate::find(&refused), None);
