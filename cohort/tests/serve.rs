@@ -135,6 +135,24 @@ fn start_serve(dir: &Path, extra: &[&str]) -> Server {
     Server { child, url }
 }
 
+/// What `cohort <args>` (a serve) says first on stderr; then it is stopped.
+fn first_line_of_serve(dir: &Path, args: &[&str]) -> String {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let first = BufReader::new(serve.stderr.take().expect("stderr"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("utf-8");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    first
+}
+
 fn setup() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
@@ -358,8 +376,9 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
         format!("clusters:\n  eu-west:\n    token: {EU}\n    services: [acount-service]\n"),
     )
     .expect("write");
-    let mut typo = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args([
+    let first = first_line_of_serve(
+        dir,
+        &[
             "-C",
             "repo",
             "serve",
@@ -367,18 +386,8 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
             "127.0.0.1:0",
             "--tokens",
             "typo.yaml",
-        ])
-        .current_dir(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let first = BufReader::new(typo.stderr.take().expect("stderr"))
-        .lines()
-        .next()
-        .expect("a line")
-        .expect("utf-8");
-    let _ = typo.kill();
-    let _ = typo.wait();
+        ],
+    );
     assert_eq!(
         first,
         "warning: cluster eu-west names service acount-service, which the release repo does not have (yet)"
@@ -658,20 +667,22 @@ fn serve_warns_when_the_revision_it_serves_is_not_valid_at_start_and_when_fetche
     let tmp = setup();
     let dir = tmp.path();
     // A --path with no release repo under it: said at start, before the address.
-    let mut wrong_path = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--tokens", "tokens.yaml"])
-        .args(["--git", "repo", "--path", "sub", "--mirror-dir", "m1"])
-        .current_dir(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let first = BufReader::new(wrong_path.stderr.take().expect("stderr"))
-        .lines()
-        .next()
-        .expect("a line")
-        .expect("utf-8");
-    let _ = wrong_path.kill();
-    let _ = wrong_path.wait();
+    let first = first_line_of_serve(
+        dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens.yaml",
+            "--git",
+            "repo",
+            "--path",
+            "sub",
+            "--mirror-dir",
+            "m1",
+        ],
+    );
     assert!(
         first.starts_with("warning: the release repo at ")
             && first.contains("is not valid, so agents skip it until a valid commit lands: cohort.yaml:1:1"),
