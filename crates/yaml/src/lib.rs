@@ -1,8 +1,9 @@
 //! YAML for cohort's files: reading into nodes that know their line and column (so every
 //! validation error can say file:line:col), and writing deterministic YAML from JSON values.
 //!
-//! Reading is built on saphyr's spanned loader; writing is our own small emitter because
-//! rendered output must be byte-identical across runs and versions, which we control here.
+//! Reading builds the tree from saphyr-parser's events without recursion, nesting bounded;
+//! writing is our own small emitter because rendered output must be byte-identical across
+//! runs and versions, which we control here.
 #![forbid(unsafe_code)]
 
 mod emit;
