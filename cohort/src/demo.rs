@@ -283,7 +283,7 @@ fn write_router_config(repo: &Path, pods: &BTreeMap<String, Vec<SocketAddr>>, pa
         .find(|s| s.spec.name.as_str() == SERVICE)
         .context("the demo's service")?;
     let mut config = cohort_render::router_config(&repo.pipeline, svc);
-    config.trusted_peers = vec!["127.0.0.0/8".parse().context("loopback")?];
+    config.trusted_peers = cohort_core::TrustedPeers::Only(vec!["127.0.0.0/8".parse().context("loopback")?]);
     for t in &mut config.tracks {
         t.backends = pods
             .get(t.name.as_str())

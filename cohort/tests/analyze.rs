@@ -14,7 +14,7 @@ use router_common::{RouterProcess, backend, start_router};
 /// A router config for account-service: FREE goes 20% to canary, 80% to production.
 fn config(canary: SocketAddr, production: SocketAddr) -> String {
     format!(
-        "service: account-service\ntracks:\n  - name: canary\n    version: 1.17.0\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
+        "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: 1.17.0\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
     )
 }
 

@@ -11,7 +11,7 @@ use cohort_core::router_config::{RouterConfig, RouterRoute};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
-use crate::decide::{BUCKETS, bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
+use crate::decide::{BUCKETS, bucket, cohort_index, pick_sticky, spread_cycle, trim_ows};
 
 /// One track: where its backends are.
 #[derive(Debug)]
@@ -250,7 +250,7 @@ impl Table {
     /// Decides where a request from `peer` with `headers` goes.
     pub fn decide(&self, peer: IpAddr, headers: &HeaderMap) -> Decision<'_> {
         let value = headers.get(&self.header).map(|v| v.as_bytes());
-        let trusted = header_trusted(peer, &self.config.trusted_peers);
+        let trusted = self.config.trusted_peers.trusts(peer);
         let spoofed = value.is_some() && !trusted;
         let believed = if trusted { value } else { None };
         let route_index = believed

@@ -37,6 +37,8 @@ pub enum Kind {
     Duplicate,
     /// A CIDR that does not parse.
     BadCidr,
+    /// Every caller may choose its cohort (`trusted_peers: any`, `0.0.0.0/0`), or nobody may.
+    OpenTrust,
     /// A duration that does not parse.
     BadDuration,
     /// A number out of range.

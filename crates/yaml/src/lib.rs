@@ -10,4 +10,4 @@ mod emit;
 mod node;
 
 pub use emit::{to_yaml, to_yaml_stream};
-pub use node::{Node, NodeKind, Pos, SyntaxError, parse};
+pub use node::{MAX_DEPTH, Node, NodeKind, Pos, SyntaxError, parse};
