@@ -23,7 +23,9 @@ pub fn repo_root(dir: &Path) -> PathBuf {
     let top = ReleaseRepo::open(dir).ok().map(|r| r.root().to_path_buf());
     let mut at = start.as_path();
     loop {
-        if at.join("cohort.yaml").is_file() {
+        // Whatever is there, without following it: a cohort.yaml that is a link or a pipe is
+        // this repo's (and refused when read), not a reason to climb to another one.
+        if at.join("cohort.yaml").symlink_metadata().is_ok() {
             return at.to_path_buf();
         }
         match at.parent() {
