@@ -112,3 +112,98 @@ pub(crate) fn tree_files(
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use cohort_spec::entry::MAX_FILE_BYTES;
+    use cohort_spec::repo::{RepoFiles, read_files};
+
+    use crate::git::ReleaseRepo;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    /// Refusals come in each reader's listing order; what matters is the set.
+    fn sorted(mut files: RepoFiles) -> RepoFiles {
+        files.refused.sort_by(|a, b| a.path().cmp(b.path()));
+        files
+    }
+
+    #[test]
+    fn the_worktree_and_git_readers_agree_on_every_kind_of_entry() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let top = tmp.path();
+        git(top, &["init", "-q", "-b", "main"]);
+        let write = |path: &str, bytes: &[u8]| {
+            let path = top.join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write");
+        };
+        let link = |target: &str, path: &str| {
+            let path = top.join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::os::unix::fs::symlink(target, path).expect("symlink");
+        };
+        // Release repo `a`: one of each entry a careless or hostile commit could hold.
+        write("a/cohort.yaml", b"namespace: shop\n");
+        write("a/services/account-service.yaml", b"name: account-service\n");
+        write("a/services/exec.yml", b"name: exec\n");
+        std::fs::set_permissions(
+            top.join("a/services/exec.yml"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        link("account-service.yaml", "a/services/link.yaml");
+        link("/dev/zero", "a/services/zero.yaml");
+        link("account-service.yaml", "a/services/README.md");
+        write("a/services/dir.yaml/inside", b"x\n");
+        write(
+            "a/services/big.yaml",
+            &vec![b'#'; usize::try_from(MAX_FILE_BYTES + 1).expect("fits")],
+        );
+        write("a/services/latin1.yaml", b"name: caf\xe9\n");
+        write("a/releases/account-service.yaml", b"tracks: {}\n");
+        // Release repo `b`: its cohort.yaml and a whole directory are links into `a`.
+        link("../a/cohort.yaml", "b/cohort.yaml");
+        link("../a/releases", "b/releases");
+        write("b/services/account-service.yaml", b"name: account-service\n");
+        git(top, &["add", "-A"]);
+        git(top, &["commit", "-qm", "every kind of entry"]);
+
+        let repo = ReleaseRepo::open(top).expect("open");
+        let head = repo.head_commit().expect("head").expect("a commit");
+        for prefix in ["a", "b"] {
+            let from_disk = read_files(&top.join(prefix)).expect("listed");
+            let from_git = repo.files_at(&head, Path::new(prefix)).expect("read");
+            assert_eq!(sorted(from_disk.clone()), sorted(from_git), "{prefix}");
+            let refused: Vec<String> = sorted(from_disk)
+                .refused
+                .iter()
+                .map(|r| r.path().display().to_string())
+                .collect();
+            let expected: &[&str] = match prefix {
+                "a" => &[
+                    "services/big.yaml",
+                    "services/dir.yaml",
+                    "services/latin1.yaml",
+                    "services/link.yaml",
+                    "services/zero.yaml",
+                ],
+                _ => &["cohort.yaml", "releases"],
+            };
+            assert_eq!(refused, expected, "{prefix}");
+        }
+    }
+}
