@@ -193,6 +193,29 @@ fn a_fifo_in_services_fails_validate_at_once_instead_of_hanging() {
 }
 
 #[test]
+fn a_fifo_in_place_of_the_state_file_makes_deploy_fail_at_once_instead_of_hanging() {
+    let r = Repo::init();
+    let before = r.head();
+    let state = r.dir.join("releases/account-service.yaml");
+    std::fs::remove_file(&state).expect("rm");
+    let made = run_within(
+        &r.dir,
+        "mkfifo",
+        &[state.to_str().expect("utf-8")],
+        Duration::from_secs(10),
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    // Git cannot hold a pipe, so it is an uncommitted edit of the state file: refused as
+    // one, without opening it.
+    let err = r.fails(&["deploy", "account-service", "1.19.0"], 1);
+    assert!(
+        err.contains("uncommitted changes to releases/account-service.yaml"),
+        "{err}"
+    );
+    assert_eq!(r.head(), before);
+}
+
+#[test]
 fn a_symlink_to_dev_zero_is_refused_without_reading_it() {
     let r = Repo::init();
     std::os::unix::fs::symlink("/dev/zero", r.dir.join("services/zero.yaml")).expect("symlink");
