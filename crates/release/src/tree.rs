@@ -175,6 +175,11 @@ mod tests {
         );
         write("a/services/latin1.yaml", b"name: caf\xe9\n");
         write("a/releases/account-service.yaml", b"tracks: {}\n");
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let name = std::ffi::OsStr::from_bytes(b"a/services/caf\xe9.yaml");
+            std::fs::write(top.join(name), b"name: cafe\n").expect("write");
+        }
         // Release repo `b`: its cohort.yaml and a whole directory are links into `a`.
         link("../a/cohort.yaml", "b/cohort.yaml");
         link("../a/releases", "b/releases");
@@ -188,6 +193,20 @@ mod tests {
             let from_disk = read_files(&top.join(prefix)).expect("listed");
             let from_git = repo.files_at(&head, Path::new(prefix)).expect("read");
             assert_eq!(sorted(from_disk.clone()), sorted(from_git), "{prefix}");
+            let read: Vec<String> = from_disk
+                .services
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            let expected: &[&str] = match prefix {
+                "a" => &[
+                    "services/account-service.yaml",
+                    "services/caf\u{fffd}.yaml",
+                    "services/exec.yml",
+                ],
+                _ => &["services/account-service.yaml"],
+            };
+            assert_eq!(read, expected, "{prefix}");
             let refused: Vec<String> = sorted(from_disk)
                 .refused
                 .iter()

@@ -89,15 +89,17 @@ pub fn read_files(root: &Path) -> Result<RepoFiles, Vec<Diagnostic>> {
                 continue;
             }
         };
-        let mut names: Vec<String> = entries
+        // Named as the git reader names them (lossily, were a name not UTF-8), opened by the
+        // name on disk.
+        let mut names: Vec<(String, std::ffi::OsString)> = entries
             .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| entry::is_spec_file_name(name))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.file_name()))
+            .filter(|(name, _)| entry::is_spec_file_name(name))
             .collect();
         names.sort();
-        for name in names {
+        for (name, on_disk) in names {
             let rel = Path::new(dir).join(&name);
-            match entry::read_disk_file(&full.join(&name), &rel) {
+            match entry::read_disk_file(&full.join(on_disk), &rel) {
                 Ok(Some(text)) => out.push((rel, text)),
                 // Removed since it was listed.
                 Ok(None) => {}
