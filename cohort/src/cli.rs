@@ -444,7 +444,8 @@ pub enum SmtpSecurityArg {
 pub struct RenderArgs {
     /// Only these services (default: all).
     pub services: Vec<String>,
-    /// Write one file per service into DIR instead of printing.
+    /// Write one file per service into DIR instead of printing. Each file is written anew and
+    /// renamed into place: a symbolic link already there is replaced, never written through.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Output format for Kubernetes objects.

@@ -23,7 +23,9 @@ pub fn repo_root(dir: &Path) -> PathBuf {
     let top = ReleaseRepo::open(dir).ok().map(|r| r.root().to_path_buf());
     let mut at = start.as_path();
     loop {
-        if at.join("cohort.yaml").is_file() {
+        // Whatever is there, without following it: a cohort.yaml that is a link or a pipe is
+        // this repo's (and refused when read), not a reason to climb to another one.
+        if at.join("cohort.yaml").symlink_metadata().is_ok() {
             return at.to_path_buf();
         }
         match at.parent() {
@@ -325,7 +327,8 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
         match &args.out {
             Some(dir) => {
                 let path = dir.join(&name);
-                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+                write_replacing(dir, &path, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
             None => {
@@ -339,6 +342,21 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     if args.output == YamlOrJson::Json && args.out.is_none() && args.format == RenderFormat::Kubernetes {
         stdout.write_all(cohort_render::to_json(&json_items).as_bytes())?;
     }
+    Ok(())
+}
+
+/// Writes `path` (in `dir`) as a new file put in place by rename: whatever was at `path` (a
+/// symbolic link to a file elsewhere, a named pipe) is replaced, never written through, and a
+/// reader never sees half a file.
+fn write_replacing(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".cohort-render-").suffix(".tmp");
+    // As `std::fs::write` would create it: 0666 minus the umask, not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(content)?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
