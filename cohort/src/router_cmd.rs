@@ -41,7 +41,9 @@ impl Source {
 /// (an haproxy.cfg's directives that cannot change routing) are printed as they are found.
 fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
     let path = source.path();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A ConfigMap's file is a symbolic link; a named pipe or a huge file put there instead
+    // must not hang or swamp the reload loop.
+    let text = cohort_spec::entry::read_named_file(path).context("cannot use the router config")?;
     let mut diags = vec![];
     if let Source::Haproxy(_) = source {
         let config = cohort_spec::haproxy::read_haproxy(

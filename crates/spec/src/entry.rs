@@ -63,7 +63,7 @@ pub enum Refusal {
     },
     /// Larger than [`MAX_FILE_BYTES`].
     #[error(
-        "{} is {size} bytes; cohort reads files of at most {MAX_FILE_BYTES} bytes (1 MiB, MAX_FILE_BYTES) from a release repo",
+        "{} is {size} bytes; cohort reads files of at most {MAX_FILE_BYTES} bytes (1 MiB, MAX_FILE_BYTES)",
         path.display()
     )]
     TooLarge {
@@ -318,6 +318,36 @@ pub fn read_disk_file(full: &Path, rel: &Path) -> Result<Option<String>, Refusal
     decode(rel, bytes).map(Some)
 }
 
+/// Reads a file named on the command line or in a flag (a router config, a tokens file).
+/// Symbolic links are followed, since Kubernetes mounts ConfigMaps and Secrets through them,
+/// but what they lead to must be a regular file of at most [`MAX_FILE_BYTES`]: a named pipe
+/// or a device is refused without waiting on it, and no more than the limit + 1 bytes are
+/// read whatever it turns out to be.
+pub fn read_named_file(path: &Path) -> Result<String, Refusal> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| unreadable(path, &e))?;
+    let meta = file.metadata().map_err(|e| unreadable(path, &e))?;
+    check(path, Expect::File, EntryKind::of(meta.file_type()), meta.len())?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(path, &e))?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > MAX_FILE_BYTES {
+        return Err(Refusal::TooLarge {
+            path: path.to_owned(),
+            size: read,
+        });
+    }
+    decode(path, bytes)
+}
+
 fn is_no_follow_refusal(e: &std::io::Error) -> bool {
     #[cfg(unix)]
     return e.raw_os_error() == Some(libc::ELOOP);
@@ -404,5 +434,33 @@ mod tests {
                 offset: 7
             }
         );
+    }
+
+    #[test]
+    fn a_named_file_is_followed_through_links_but_must_be_a_regular_file_within_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("..2026_12_02/router.yaml");
+        std::fs::create_dir_all(real.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&real, "service: s\n").expect("write");
+        let link = dir.path().join("router.yaml");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        assert_eq!(read_named_file(&link), Ok("service: s\n".to_string()));
+        std::fs::write(
+            &real,
+            vec![b'a'; usize::try_from(MAX_FILE_BYTES + 1).expect("size")],
+        )
+        .expect("write");
+        assert!(matches!(read_named_file(&link), Err(Refusal::TooLarge { .. })));
+        assert!(matches!(
+            read_named_file(dir.path()),
+            Err(Refusal::WrongKind {
+                kind: EntryKind::Directory,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_named_file(&dir.path().join("absent")),
+            Err(Refusal::Unreadable { .. })
+        ));
     }
 }
