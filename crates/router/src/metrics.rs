@@ -44,7 +44,8 @@ pub struct BackendLabels {
 pub struct ErrorLabels {
     /// Track name.
     pub track: String,
-    /// `connect` (no backend accepted) or `response` (failed after sending).
+    /// `connect` (no backend accepted), `response` (failed after sending) or `timeout` (no
+    /// response head within the track's time).
     pub kind: String,
 }
 

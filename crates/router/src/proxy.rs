@@ -31,7 +31,8 @@ pub struct Limits {
     /// The whole request head must arrive within this (slowloris guard); the connection is
     /// closed otherwise.
     pub header_read_timeout: Duration,
-    /// The largest request head accepted; larger ones get 431.
+    /// The largest request head accepted, exactly, as received (HTTP/1.1: request line and
+    /// header lines; HTTP/2: as HPACK counts a header list); larger ones get 431.
     pub max_header_bytes: usize,
     /// How long a track may take to send its response head; then 504 naming the track.
     pub response_timeout: Duration,
