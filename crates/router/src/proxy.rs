@@ -351,7 +351,7 @@ pub const MAX_HEADERS: usize = 100;
 enum Refusal {
     #[error("CONNECT is not supported: this router forwards requests to tracks, it opens no tunnels")]
     Connect,
-    #[error("an HTTP/1.1 request needs a Host header")]
+    #[error("an HTTP/1.1 request needs a Host header (HTTP/2: :authority)")]
     NoHost,
     #[error("the request has {0} Host headers; send exactly one")]
     Hosts(usize),
