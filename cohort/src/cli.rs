@@ -221,18 +221,29 @@ pub enum Command {
         /// A client must send its whole request head within this, or is disconnected (slowloris).
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
         header_timeout: std::time::Duration,
-        /// A track must send its response head within this, or the client gets 504.
+        /// A track must send its response head within this, or the client gets 504. Time spent
+        /// waiting for the client to send its request body does not count.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         response_timeout: std::time::Duration,
+        /// A client sending a request body must send more of it within this, or gets 408. Such
+        /// failures (and aborted or malformed bodies) are the client's: counted in
+        /// cohort_router_client_errors_total, never as the track's errors.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        client_body_timeout: std::time::Duration,
         /// Connections to tracks unused for this long are closed (they cost memory at both ends).
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         upstream_idle_timeout: std::time::Duration,
-        /// Largest request head accepted, in bytes; larger ones get 431.
+        /// Largest request head accepted, in bytes (request line and header lines, as
+        /// received); larger ones get 431. At most 100 header fields are accepted too.
         #[arg(long, value_name = "BYTES", default_value_t = 65536)]
         max_header_bytes: usize,
         /// Client connections served at once; more wait to be accepted.
         #[arg(long, value_name = "N", default_value_t = 10000)]
         max_connections: usize,
+        /// HTTP/2 requests in flight per client connection (more wait). Each holds at most one
+        /// connection to a track, so one client connection opens at most this many upstream.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        max_streams: u32,
         /// Threads serving traffic (default: one per CPU). 1 runs everything on one thread.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,

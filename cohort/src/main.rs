@@ -170,6 +170,8 @@ fn main() -> ExitCode {
             max_connections,
             threads,
             upstream_idle_timeout,
+            client_body_timeout,
+            max_streams,
         } => {
             let limits = cohort_router::proxy::Limits {
                 header_read_timeout: header_timeout,
@@ -178,6 +180,8 @@ fn main() -> ExitCode {
                 max_connections: max_connections.max(1),
                 grace,
                 upstream_idle_timeout,
+                client_body_timeout,
+                max_streams,
             };
             let source = match (config, haproxy_config) {
                 (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),

@@ -295,3 +295,60 @@ fn sigterm_under_load_loses_no_accepted_request() {
         ok + failed
     );
 }
+
+/// A client that stops sending its upload is cut off with 408 after --client-body-timeout, and
+/// it is counted as the client's error, not the track's (which would otherwise have waited for
+/// --response-timeout and answered 504 in the track's name).
+#[test]
+fn a_stalled_upload_is_the_clients_408_not_the_tracks_504() {
+    // A track that takes what it is sent and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let production = silent.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let internal = backend("internal", 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(&path, config(internal, production, "100%")).expect("write");
+    let r = start_router(&[
+        "--config".as_ref(),
+        path.as_os_str(),
+        "--client-body-timeout".as_ref(),
+        "300ms".as_ref(),
+        "--response-timeout".as_ref(),
+        "200ms".as_ref(),
+    ]);
+    let mut s = TcpStream::connect(r.traffic).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = std::time::Instant::now();
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.ends_with("account-service: the request body stopped arriving (nothing for 0.3s)\n"),
+        "{out}"
+    );
+    let (_, metrics) = http(r.admin, "/metrics", "");
+    assert!(
+        metrics.contains("cohort_router_client_errors_total{track=\"production\",kind=\"body_timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("cohort_router_upstream_errors_total{"),
+        "{metrics}"
+    );
+}

@@ -133,6 +133,10 @@ pub enum TableError {
     /// The cohort header is not a valid header name.
     #[error("`{0}` is not a valid header name")]
     BadHeader(String),
+    /// The header's name has a `_`: the router drops such headers from every request (as nginx
+    /// does), so it would never be seen.
+    #[error("header `{0}` has an underscore, and the router drops headers whose names have one: use `-`")]
+    Underscore(String),
 }
 
 /// Where a request goes.
@@ -156,12 +160,15 @@ impl Table {
     /// Builds a table, resolving every backend name now (names that do not resolve leave
     /// their track without backends until the next resolution).
     pub async fn build(config: RouterConfig) -> Result<Table, TableError> {
-        let header = HeaderName::from_bytes(config.cohort_header.as_bytes())
-            .map_err(|_| TableError::BadHeader(config.cohort_header.clone()))?;
+        let header_name = |name: &str| {
+            if name.contains('_') {
+                return Err(TableError::Underscore(name.to_string()));
+            }
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| TableError::BadHeader(name.to_string()))
+        };
+        let header = header_name(&config.cohort_header)?;
         let sticky_header = match &config.sticky {
-            Some(Sticky::Header(name)) => Some(
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| TableError::BadHeader(name.clone()))?,
-            ),
+            Some(Sticky::Header(name)) => Some(header_name(name)?),
             _ => None,
         };
         let mut tracks = vec![];
@@ -245,6 +252,11 @@ impl Table {
     /// The header that names the cohort.
     pub fn cohort_header(&self) -> &HeaderName {
         &self.header
+    }
+
+    /// The header holding the sticky key, if the key is a header.
+    pub fn sticky_header(&self) -> Option<&HeaderName> {
+        self.sticky_header.as_ref()
     }
 
     /// Decides where a request from `peer` with `headers` goes.
