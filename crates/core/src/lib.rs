@@ -8,6 +8,7 @@ pub mod duration;
 pub mod gate;
 pub mod model;
 pub mod names;
+pub mod printable;
 pub mod route;
 pub mod router_config;
 pub mod weight;
@@ -19,5 +20,6 @@ pub use model::{
     ReleaseState, RouterSettings, SecretRef, ServiceSpec, SlackChannel, SmtpSecurity, Sticky,
 };
 pub use names::{NameError, ServiceName, TrackName, Version};
+pub use printable::Printable;
 pub use route::{Redistribution, Route, RouteError};
 pub use weight::{Weight, WeightError};
