@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use cohort_control::server::{Control, RepoSource, app, serve as serve_api, tls_config};
+use cohort_control::conn::{Limits, serve as serve_api};
+use cohort_control::server::{Control, RepoSource, app, tls_config};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_release::mirror::Mirror;
@@ -104,7 +105,12 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         fetcher,
     } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
-    let control = Arc::new(Control::new(source, &prefix, tokens));
+    let control = Arc::new(Control::new(source, &prefix, tokens).with_body_timeout(args.body_timeout));
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+    };
     for warning in control.warnings() {
         eprintln!("warning: {warning}");
     }
@@ -131,7 +137,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
                 revision.clone(),
             ));
         }
-        serve_api(listener, app(control), tls, stop_signal()).await?;
+        serve_api(listener, app(control), tls, limits, stop_signal()).await?;
         eprintln!("cohort serve: stopped");
         Ok(())
     })

@@ -748,3 +748,221 @@ fn serve_warns_when_the_revision_it_serves_is_not_valid_at_start_and_when_fetche
         "{seen:?}"
     );
 }
+
+/// A socket to a plain-HTTP serve, for what a client that does not play along sends.
+fn raw(server: &Server) -> std::net::TcpStream {
+    let addr = server.url.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).expect("connect")
+}
+
+/// Everything the server sends until it closes the connection, and how long that took
+/// (`None`: still open after `wait`).
+fn until_closed(
+    stream: &mut std::net::TcpStream,
+    wait: std::time::Duration,
+) -> (String, Option<std::time::Duration>) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).into_owned(), None);
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), Some(start.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // Closed with a reset: closed all the same.
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), Some(start.elapsed())),
+        }
+    }
+}
+
+fn send(stream: &mut std::net::TcpStream, bytes: &[u8]) {
+    use std::io::Write;
+    stream.write_all(bytes).expect("send");
+}
+
+const REPORTS: &str = "/v1/clusters/eu-west/reports";
+
+/// serve read a report's whole body (axum's default limit, 2 MB) before it looked at the
+/// token: 300 unauthenticated uploads held open took it from 39 to 605 MiB. Now the token is
+/// checked on the head, the refusal comes at once, and the body is never read.
+#[test]
+fn an_unauthenticated_report_is_refused_before_its_body_is_read() {
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &[]);
+    let huge = "Content-Type: application/json\r\nContent-Length: 1073741824\r\n";
+    for (credentials, status) in [
+        ("", "401"),
+        ("Authorization: Bearer not-a-token-of-this-server\r\n", "401"),
+        (
+            "Authorization: Bearer not-a-token-of-this-server\r\nExpect: 100-continue\r\n",
+            "401",
+        ),
+        ("Authorization: Bearer us-east-token-0123456789abcdef\r\n", "403"),
+        (&format!("Authorization: Bearer {FLEET}\r\n") as &str, "403"),
+    ] {
+        let mut s = raw(&server);
+        send(
+            &mut s,
+            format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{credentials}{huge}\r\n").as_bytes(),
+        );
+        // A few bytes of the gigabyte; the rest never comes.
+        send(&mut s, b"{\"cluster\":");
+        let (answer, closed) = until_closed(&mut s, std::time::Duration::from_secs(10));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{credentials:?}: {answer:?}"
+        );
+        assert!(!answer.contains("100 Continue"), "{answer}");
+        assert!(answer.to_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            closed.is_some(),
+            "{credentials:?}: the connection stays open waiting for the body: {answer:?}"
+        );
+    }
+}
+
+/// A report over the limit is refused: at once when its length is declared, as soon as it
+/// passes the limit when it is chunked; one whose body stalls gets 408; each closes the
+/// connection.
+#[test]
+fn an_over_limit_report_gets_413_and_a_stalled_one_408() {
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--body-timeout", "1s"]);
+    let auth = format!("Authorization: Bearer {EU}\r\n");
+    let mut declared = raw(&server);
+    send(
+        &mut declared,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Content-Length: 2097152\r\n\r\n")
+            .as_bytes(),
+    );
+    let (answer, closed) = until_closed(&mut declared, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(
+        answer.contains("a report may be at most 1048576 bytes"),
+        "{answer}"
+    );
+    assert!(closed.is_some(), "{answer:?}");
+
+    let mut chunked = raw(&server);
+    send(
+        &mut chunked,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Transfer-Encoding: chunked\r\n\r\n")
+            .as_bytes(),
+    );
+    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+    for _ in 0..16 {
+        send(&mut chunked, chunk.as_bytes());
+    }
+    send(&mut chunked, b"1\r\n \r\n");
+    let (answer, closed) = until_closed(&mut chunked, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(closed.is_some(), "{answer:?}");
+
+    let mut stalled = raw(&server);
+    send(
+        &mut stalled,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Content-Length: 1000\r\n\r\n{{\"cluster\"")
+            .as_bytes(),
+    );
+    let (answer, closed) = until_closed(&mut stalled, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(answer.contains("did not arrive within 1s"), "{answer}");
+    let closed = closed.expect("closed after the 408");
+    assert!(closed >= std::time::Duration::from_millis(900), "{closed:?}");
+}
+
+/// serve never closed a connection that sent nothing, or half a request head, or a head one
+/// byte at a time, or that sat idle after a request: each held a file descriptor and memory
+/// for as long as the client liked.
+#[test]
+fn a_silent_connection_and_a_half_sent_head_are_closed_after_the_header_timeout() {
+    use std::time::Duration;
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--header-timeout", "1s", "--idle-timeout", "6s"]);
+    let closed_within = |s: &mut std::net::TcpStream, what: &str, low: u64, high: u64| {
+        let (answer, closed) = until_closed(s, Duration::from_secs(20));
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 20s"));
+        assert!(
+            closed >= Duration::from_millis(low) && closed <= Duration::from_millis(high),
+            "{what}: closed after {closed:?}"
+        );
+        answer
+    };
+
+    let mut silent = raw(&server);
+    let answer = closed_within(&mut silent, "silent", 800, 4000);
+    assert!(answer.is_empty(), "{answer:?}");
+
+    let mut half = raw(&server);
+    send(&mut half, b"GET /live HTTP/1.1\r\nHost: cohort\r\n");
+    closed_within(&mut half, "half a head", 800, 4000);
+
+    // A byte every 300 ms: each read is quick, the head never whole.
+    let mut trickle = raw(&server);
+    let start = std::time::Instant::now();
+    for b in b"GET /live HTTP/1.1\r\nHost: cohort\r\n" {
+        if std::io::Write::write_all(&mut trickle, &[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "trickled for {:?}",
+        start.elapsed()
+    );
+
+    // Kept alive: idle for the idle timeout, but a head once begun has the header timeout.
+    let mut kept = raw(&server);
+    send(&mut kept, b"GET /live HTTP/1.1\r\nHost: cohort\r\n\r\n");
+    let (answer, closed) = until_closed(&mut kept, Duration::from_millis(1500));
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("ok\n"),
+        "{answer:?}"
+    );
+    assert_eq!(closed, None, "kept alive past the header timeout");
+    closed_within(&mut kept, "kept alive and idle", 3000, 12000);
+
+    let mut kept = raw(&server);
+    send(&mut kept, b"GET /live HTTP/1.1\r\nHost: cohort\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    send(&mut kept, b"GET /live HTTP/1.1\r\n");
+    let answer = closed_within(&mut kept, "kept alive, then half a head", 500, 4000);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+}
+
+/// Past --max-connections, serve stops accepting: the next client waits until a connection
+/// closes, rather than the server taking file descriptors and memory without bound.
+#[test]
+fn serve_accepts_no_more_than_max_connections_and_the_rest_wait() {
+    use std::time::Duration;
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--max-connections", "2", "--header-timeout", "30s"]);
+    let first = raw(&server);
+    let _second = raw(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = raw(&server);
+    send(
+        &mut third,
+        b"GET /live HTTP/1.1\r\nHost: cohort\r\nConnection: close\r\n\r\n",
+    );
+    let (answer, closed) = until_closed(&mut third, Duration::from_secs(1));
+    assert!(
+        answer.is_empty() && closed.is_none(),
+        "answered past the limit: {answer:?}"
+    );
+    drop(first);
+    let (answer, closed) = until_closed(&mut third, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert!(closed.is_some(), "{answer:?}");
+}
