@@ -112,7 +112,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         idle_timeout: args.idle_timeout,
     };
     for warning in control.warnings() {
-        eprintln!("warning: {warning}");
+        eout!("warning: {warning}");
     }
     let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
@@ -121,14 +121,14 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!(
+        eout!(
             "cohort serve: control API on {scheme}://{addr} for {} cluster{} ({}), release repo {name} at {}",
             clusters.len(),
             if clusters.len() == 1 { "" } else { "s" },
             clusters.join(", "),
             &revision[..revision.len().min(8)],
         );
-        eprintln!("  GET {scheme}://{addr}/openapi.json describes the API; Ctrl-C stops");
+        eout!("  GET {scheme}://{addr}/openapi.json describes the API; Ctrl-C stops");
         if let Some(fetcher) = fetcher {
             tokio::spawn(keep_fetching(
                 fetcher,
@@ -138,7 +138,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
             ));
         }
         serve_api(listener, app(control), tls, limits, stop_signal()).await?;
-        eprintln!("cohort serve: stopped");
+        eout!("cohort serve: stopped");
         Ok(())
     })
 }
@@ -161,23 +161,23 @@ async fn keep_fetching(fetcher: Mirror, control: Arc<Control>, every: std::time:
         match fetched {
             Ok(commit) => {
                 if failing {
-                    eprintln!("cohort serve: fetching works again");
+                    eout!("cohort serve: fetching works again");
                     failing = false;
                 }
                 let new = commit != last;
                 if new {
-                    eprintln!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
+                    eout!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
                     last.clone_from(&commit);
                 }
                 control.fetched(commit);
                 if new {
                     for warning in control.warnings() {
-                        eprintln!("warning: {warning}");
+                        eout!("warning: {warning}");
                     }
                 }
             }
             Err(e) if !failing => {
-                eprintln!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");
+                eout!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");
                 failing = true;
             }
             Err(_) => {}

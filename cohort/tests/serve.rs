@@ -966,3 +966,93 @@ fn serve_accepts_no_more_than_max_connections_and_the_rest_wait() {
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
     assert!(closed.is_some(), "{answer:?}");
 }
+
+/// Whether `text` holds a character that could drive a terminal (a control character other
+/// than the line breaks between lines, or a bidi override).
+fn drives_a_terminal(text: &str) -> bool {
+    text.chars().any(|c| {
+        c != '\n' && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    })
+}
+
+/// A cluster's token holder could put ESC, CR and LF in its report's service names and
+/// problems and so forge rows of `cohort status --fleet`: a fake "in sync" line for another
+/// cluster, cursor moves that erase the real one. Now every cell and note is shown escaped;
+/// `-o json` keeps the exact text.
+#[test]
+fn a_report_with_terminal_escapes_cannot_forge_rows_of_status_fleet() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let server = start_serve(dir, &[]);
+    let forged_row =
+        "account-service\r\nus-east   in sync    1s ago     1s ago       aaaaaaaa  1/1 applied  healthy";
+    let erase = "\x1b[1A\x1b[2Kus-east   in sync";
+    let report = serde_json::json!({
+        "cluster": "eu-west",
+        "agent_version": "0.1.0\x1b]0;owned\x07",
+        "at": 1,
+        "seen_revision": "ab\rcd",
+        "services": [{
+            "name": forged_row,
+            "applied_revision": "ab\rcd",
+            "state": "failed",
+            "error": "\u{9b}2K boom",
+        }],
+        "problems": [erase, "two\nlines"],
+        "health": [{"service": "a\u{202e}b", "healthy": false, "findings": ["\u{2066}ko\u{2069}"]}],
+    })
+    .to_string();
+    let mut post = raw(&server);
+    send(
+        &mut post,
+        format!(
+            "POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\nAuthorization: Bearer {EU}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{report}",
+            report.len()
+        )
+        .as_bytes(),
+    );
+    let (answer, _) = until_closed(&mut post, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
+
+    let fleet = cohort(
+        dir,
+        &["status", "--fleet", &server.url, "--token-file", "fleet.token"],
+    );
+    assert_eq!(fleet.status.code(), Some(1), "{}", text(&fleet));
+    let shown = String::from_utf8_lossy(&fleet.stdout).into_owned();
+    assert!(!drives_a_terminal(&shown), "{shown:?}");
+    for escaped in [
+        r"account-service\r\nus-east   in sync",
+        r"\x1b[1A\x1b[2Kus-east   in sync",
+        r"\u{9b}2K boom",
+        r"two\nlines",
+        r"a\u{202e}b: \u{2066}ko\u{2069}",
+    ] {
+        assert!(shown.contains(escaped), "{escaped} not in {shown}");
+    }
+    let rows: Vec<&str> = shown.lines().filter(|l| !l.starts_with("    ")).collect();
+    assert_eq!(rows.len(), 4, "header, two clusters, the revision: {shown}");
+    assert!(rows[1].starts_with("eu-west  failing    never"), "{shown}");
+    assert!(rows[1].contains(r" ab\rcd "), "{shown}");
+    assert!(rows[2].starts_with("us-east  no report  never"), "{shown}");
+
+    let json = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "fleet.token",
+            "-o",
+            "json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let held = &doc["clusters"][0]["report"];
+    assert_eq!(held["services"][0]["name"], forged_row);
+    assert_eq!(held["problems"][0], erase);
+    assert_eq!(held["agent_version"], "0.1.0\x1b]0;owned\x07");
+    assert_eq!(held["health"][0]["findings"][0], "\u{2066}ko\u{2069}");
+}
