@@ -1056,3 +1056,75 @@ fn a_report_with_terminal_escapes_cannot_forge_rows_of_status_fleet() {
     assert_eq!(held["agent_version"], "0.1.0\x1b]0;owned\x07");
     assert_eq!(held["health"][0]["findings"][0], "\u{2066}ko\u{2069}");
 }
+
+/// Seconds of CPU a process has used (utime + stime from /proc, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// Out of file descriptors, serve's TLS accept loop retried at once, for ever: a core at 100%
+/// serving nothing. Now it waits, longer each time, and serves again once connections close
+/// (silent ones do, at the header timeout).
+#[test]
+fn out_of_file_descriptors_serve_backs_off_instead_of_spinning() {
+    use cohort_agent::Source;
+    use cohort_agent::source::{ControlSource, Polled};
+    use std::time::Duration;
+    let tmp = setup();
+    let dir = tmp.path();
+    certificates(dir);
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 64 && exec \"$0\" -C repo serve --listen 127.0.0.1:0 --tokens tokens.yaml \
+             --tls-cert server.pem --tls-key server.key --header-timeout 3s --max-connections 1000",
+            env!("CARGO_BIN_EXE_cohort"),
+        ])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let url = first
+        .split("control API on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, url };
+    let pid = server.child.id();
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let silent: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.5,
+        "serve used {used:.2}s of CPU in 2s while out of file descriptors"
+    );
+
+    // The silent connections are closed at the header timeout; an agent is served again.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut agent =
+        ControlSource::new(&server.url, "eu-west", EU, Some(&dir.join("ca.pem"))).expect("client");
+    let polled = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(15), agent.poll())
+            .await
+            .expect("answered within 15s")
+    });
+    assert!(matches!(polled.expect("poll"), Polled::Changed(_)));
+    drop(silent);
+}
