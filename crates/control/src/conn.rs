@@ -341,6 +341,9 @@ struct Activity {
     idle_since: AtomicU64,
     first_read_while_idle: AtomicU64,
     last_io: AtomicU64,
+    /// Wakes the watchdog when its deadline may have come closer (a head begins, a request
+    /// starts); otherwise it sleeps until the deadline it computed.
+    earlier: tokio::sync::Notify,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -355,6 +358,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             first_read_while_idle: AtomicU64::new(NEVER),
             last_io: AtomicU64::new(0),
+            earlier: tokio::sync::Notify::new(),
         }
     }
 
@@ -365,10 +369,13 @@ impl Activity {
     fn read(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ =
-                self.first_read_while_idle
-                    .compare_exchange(NEVER, now, Ordering::Relaxed, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self
+                .first_read_while_idle
+                .compare_exchange(NEVER, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.earlier.notify_one();
         }
     }
 
@@ -396,6 +403,7 @@ impl InFlight {
     fn start(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.moved();
+        activity.earlier.notify_one();
         InFlight(Arc::clone(activity))
     }
 }
@@ -447,8 +455,11 @@ async fn watchdog(activity: &Activity, limits: Limits) {
         if Instant::now() >= at {
             return;
         }
-        // The deadline may have moved while sleeping; it is looked at again on waking.
-        tokio::time::sleep_until(at).await;
+        // Later deadlines are found on waking; earlier ones are announced.
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = activity.earlier.notified() => {}
+        }
     }
 }
 
