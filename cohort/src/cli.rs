@@ -518,6 +518,21 @@ pub struct ServeArgs {
     /// With --git: how often to fetch.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "git")]
     pub fetch_every: std::time::Duration,
+    /// Connections served at once; more wait to be accepted. Each takes a file descriptor:
+    /// keep it well under `ulimit -n`.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A new connection must finish its TLS handshake and send a whole request head within
+    /// this (as must a kept-alive one once its next request begins), or is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A report's body must arrive whole within this once its token is checked, or gets 408.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// A kept-alive connection with no request (or a request moving no byte) is closed after
+    /// this. Longer than the agents' --interval keeps their connections open between polls.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -120,7 +120,7 @@ async fn serve(
     let admin_listener = TcpListener::bind(admin)
         .await
         .with_context(|| format!("cannot listen on {admin}"))?;
-    eprintln!(
+    eout!(
         "cohort router: {} on {} (admin on {})",
         router.table().config.service,
         traffic.local_addr()?,
@@ -168,7 +168,7 @@ async fn serve(
         }
     }
     router.set_unready();
-    eprintln!("cohort router: draining for {}ms", drain_delay.as_millis());
+    eout!("cohort router: draining for {}ms", drain_delay.as_millis());
     tokio::time::sleep(drain_delay).await;
     let _ = stop_tx.send(true);
     let _ = serving.await;
@@ -191,7 +191,7 @@ async fn re_resolve(router: &Router) {
     if let Ok(fresh) = Table::build(current.config.clone()).await
         && !fresh.same_backends(&current)
     {
-        eprintln!("cohort router: backend addresses changed; now using them");
+        eout!("cohort router: backend addresses changed; now using them");
         router.swap(fresh);
     }
 }
@@ -202,21 +202,21 @@ async fn reload(path: &Source, router: &Router) {
             Ok(table) => {
                 router.swap(table);
                 router.metrics.reloaded(true);
-                eprintln!("cohort router: reloaded {}", path.path().display());
+                eout!("cohort router: reloaded {}", path.path().display());
             }
             Err(e) => {
                 router.metrics.reloaded(false);
-                eprintln!("cohort router: reload refused: {e}");
+                eout!("cohort router: reload refused: {e}");
             }
         },
         Ok(Err(diags)) => {
             router.metrics.reloaded(false);
-            eprintln!("cohort router: reload refused, the config in force keeps serving:");
+            eout!("cohort router: reload refused, the config in force keeps serving:");
             print_diagnostics(&diags);
         }
         Err(e) => {
             router.metrics.reloaded(false);
-            eprintln!("cohort router: reload refused: {e:#}");
+            eout!("cohort router: reload refused: {e:#}");
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use cohort_agent::state::AppliedState;
 use cohort_agent::{Agent, ControlSource, GitSource, Settings, Target, TargetError};
 use cohort_control::ServiceHealth;
-use cohort_control::server::{Control, RepoSource, app, serve};
+use cohort_control::conn::{Limits, serve};
+use cohort_control::server::{Control, RepoSource, app};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_release::mirror::Mirror;
@@ -178,9 +179,15 @@ async fn start_server(
             .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app(control), None, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        app(control),
+        None,
+        Limits::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
 

@@ -10,6 +10,7 @@ pub mod image;
 pub mod model;
 pub mod names;
 pub mod peers;
+pub mod printable;
 pub mod route;
 pub mod router_config;
 pub mod weight;
@@ -22,5 +23,6 @@ pub use model::{
 };
 pub use names::{NameError, ServiceName, TrackName, Version};
 pub use peers::TrustedPeers;
+pub use printable::Printable;
 pub use route::{Redistribution, Route, RouteError};
 pub use weight::{Weight, WeightError};
