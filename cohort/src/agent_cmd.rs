@@ -130,7 +130,9 @@ async fn drive<S: Source>(source: S, target: KubeTarget, settings: Settings, arg
                 "{:<24} {:<8} {}{}",
                 s.name,
                 format!("{:?}", s.state).to_lowercase(),
-                &rev[..rev.len().min(12)],
+                // By characters: the revision came from the control API, and a byte slice
+                // through a multibyte character would panic.
+                rev.chars().take(12).collect::<String>(),
                 s.error
                     .as_deref()
                     .map(|e| format!("  {}", Printable(e)))

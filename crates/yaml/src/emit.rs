@@ -151,7 +151,7 @@ fn double_quoted(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{85}' || c == '\u{feff}' => {
+            c if must_escape(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -161,11 +161,20 @@ fn double_quoted(s: &str) -> String {
     out
 }
 
+/// Characters written only as `\uXXXX`: controls (C0, DEL and C1, which YAML does not allow
+/// raw), the byte-order mark, the line and paragraph separators some readers take for line
+/// breaks, and the bidirectional overrides that make text read in another order than it is
+/// (CVE-2021-42574) when rendered objects are reviewed.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 fn fits_literal_block(s: &str) -> bool {
-    s.contains('\n')
-        && !s.starts_with([' ', '\n'])
-        && s.chars().all(|c| c == '\n' || !c.is_control())
-        && !s.contains('\u{feff}')
+    s.contains('\n') && !s.starts_with([' ', '\n']) && s.chars().all(|c| c == '\n' || !must_escape(c))
 }
 
 fn is_plain_safe(s: &str) -> bool {
@@ -179,9 +188,7 @@ fn is_plain_safe(s: &str) -> bool {
         // `-x` and `-1` look harmless but `- ` starts a list item; keep the rule simple.
         return false;
     }
-    if s.chars()
-        .any(|c| c.is_control() || matches!(c, '\u{85}' | '\u{feff}' | '\u{2028}' | '\u{2029}'))
-    {
+    if s.chars().any(must_escape) {
         return false;
     }
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains(':') && looks_numeric(s) {
@@ -244,6 +251,26 @@ mod tests {
             text,
             "data:\n  router.yaml: |\n    a: 1\n    b: 2\nempty: {}\nkind: ConfigMap\nlist:\n  - name: x\n    port: 8080\n  - \"1.15\"\n  - \"1.18.0\"\n  - \"true\"\n  - \"\"\n\"n\": null\nnone: []\n"
         );
+    }
+
+    /// C1 controls were written raw, and bidi overrides too: a reviewer of rendered objects
+    /// could be shown text in another order than it is.
+    #[test]
+    fn c1_controls_and_bidi_overrides_are_escaped_and_read_back_the_same() {
+        for s in [
+            "a\u{9b}31m",
+            "x\u{202e}gnp.exe",
+            "line\u{2066}one\ntwo\n",
+            "\u{85}",
+            "\u{2028}",
+        ] {
+            let text = to_yaml(&json!({ "v": s }));
+            assert!(text.is_ascii(), "{text:?}");
+            let NodeKind::Map(entries) = parse(&text).expect("reads back").kind else {
+                panic!("map expected")
+            };
+            assert_eq!(entries[0].1.as_scalar(), Some(s), "{text:?}");
+        }
     }
 
     /// Turns a parsed node back into JSON the way a YAML 1.2 reader would, for round trips.
