@@ -8,8 +8,10 @@
 pub mod admin;
 pub mod decide;
 pub mod health;
+mod idle;
 pub mod metrics;
 pub mod proxy;
+pub mod resources;
 pub mod table;
 pub mod upstream;
 pub mod window;
