@@ -33,16 +33,21 @@ fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16, String)>
     Some((status, out.split_once("\r\n\r\n")?.1.to_string()))
 }
 
-/// `n` connections to `addr`, each sending `send` (maybe nothing) and then holding on.
+/// `n` connections to `addr`, each sending `send` (maybe nothing) and then holding on. Those
+/// the kernel does not complete at once (its listen queue full) are given up.
 fn flood(addr: SocketAddr, n: usize, send: &str) -> Vec<TcpStream> {
     (0..n)
-        .map(|_| {
-            let mut s = TcpStream::connect(addr).expect("the kernel queues the connection");
-            s.write_all(send.as_bytes()).expect("write");
-            s
+        .filter_map(|_| {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+            s.write_all(send.as_bytes()).ok()?;
+            Some(s)
         })
         .collect()
 }
+
+/// Generous for a process with nothing to do (health checks twice a second), and far below a
+/// spinning accept loop even when it shares a busy machine's cores.
+const IDLE_CPU: f64 = 0.15;
 
 /// The process's CPU time (user + system) in seconds, from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -117,7 +122,7 @@ fn out_of_file_descriptors_the_router_neither_spins_nor_marks_backends_down() {
         busy * 100.0,
         rss_kib(pid)
     );
-    assert!(busy < 0.3, "the router burns {busy:.2} s of CPU per second");
+    assert!(busy < IDLE_CPU, "the router burns {busy:.2} s of CPU per second");
     // Health checks over several intervals, on the descriptors kept for them.
     let during = metrics(&r);
     assert_backend_up(&during, production);
@@ -161,7 +166,7 @@ fn past_the_fd_limit_accepts_pause_and_requests_get_503_naming_the_router() {
     let held = flood(r.traffic, 400, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     std::thread::sleep(Duration::from_millis(500));
     let busy = cpu_rate(pid, Duration::from_secs(2));
-    assert!(busy < 0.3, "the router burns {busy:.2} s of CPU per second");
+    assert!(busy < IDLE_CPU, "the router burns {busy:.2} s of CPU per second");
 
     let mut answered = 0;
     for mut s in held {
