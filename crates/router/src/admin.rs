@@ -250,3 +250,25 @@ fn stats_window(query: Option<&str>) -> Result<u64, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigReaders;
+
+    #[test]
+    fn config_readers_are_loopback_and_the_networks_given() {
+        let none = ConfigReaders::default();
+        for ip in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(none.allow(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["10.0.0.7", "192.0.2.2", "fd00::2", "::ffff:10.0.0.7", "0.0.0.0"] {
+            assert!(!none.allow(ip.parse().expect("ip")), "{ip}");
+        }
+        let some = ConfigReaders {
+            networks: vec!["10.0.0.0/8".parse().expect("cidr")],
+        };
+        assert!(some.allow("10.1.2.3".parse().expect("ip")));
+        assert!(some.allow("::ffff:10.1.2.3".parse().expect("ip")), "a v4-mapped peer is its v4 address");
+        assert!(!some.allow("192.0.2.2".parse().expect("ip")));
+    }
+}
