@@ -74,8 +74,8 @@ pub async fn serve_admin_with(
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                // Full: the longest-idle connection closes and gives its slot back. When every
-                // one is in a request, this one waits (each is bounded by the timeouts).
+                // Full: the quietest connection closes and gives its slot back, which this one
+                // waits for (the ones already closing give theirs back at once too).
                 open.close_longest_idle();
                 tokio::select! {
                     slot = Arc::clone(&slots).acquire_owned() => match slot {
@@ -268,7 +268,10 @@ mod tests {
             networks: vec!["10.0.0.0/8".parse().expect("cidr")],
         };
         assert!(some.allow("10.1.2.3".parse().expect("ip")));
-        assert!(some.allow("::ffff:10.1.2.3".parse().expect("ip")), "a v4-mapped peer is its v4 address");
+        assert!(
+            some.allow("::ffff:10.1.2.3".parse().expect("ip")),
+            "a v4-mapped peer is its v4 address"
+        );
         assert!(!some.allow("192.0.2.2".parse().expect("ip")));
     }
 }
