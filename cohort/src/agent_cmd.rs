@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use cohort_agent::metrics::Metrics;
 use cohort_agent::{Agent, ControlSource, GitSource, KubeTarget, Settings, Source};
+use cohort_core::Printable;
 use cohort_kube::{Cluster, Target as KubeTargetArgs};
 
 use cohort_release::mirror::{ExtraRoots, Mirror};
@@ -130,11 +131,14 @@ async fn drive<S: Source>(source: S, target: KubeTarget, settings: Settings, arg
                 s.name,
                 format!("{:?}", s.state).to_lowercase(),
                 &rev[..rev.len().min(12)],
-                s.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+                s.error
+                    .as_deref()
+                    .map(|e| format!("  {}", Printable(e)))
+                    .unwrap_or_default()
             );
         }
         for p in &report.problems {
-            out!("problem: {p}");
+            out!("problem: {}", Printable(p));
         }
         if !pass.reached_source {
             return Err(

@@ -334,7 +334,7 @@ pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
     ))?;
     match args.output {
         TextOrJson::Text => out!("{}", judged.text()),
-        TextOrJson::Json => out!("{}", serde_json::to_string_pretty(&judged.json())?),
+        TextOrJson::Json => out_exact!("{}", serde_json::to_string_pretty(&judged.json())?),
     }
     match judged.judgement.verdict {
         Verdict::Pass => Ok(()),
@@ -361,7 +361,7 @@ pub fn judgement_for_promotion(
     let judged = runtime
         .block_on(judge(Some(repo), service, source, &baseline, args))
         .context("the gate requires a canary judgement, and it could not be made")?;
-    eprintln!("{}", judged.text());
+    eout!("{}", judged.text());
     Ok((judged.judgement.verdict == Verdict::Pass).then(|| judged.one_line()))
 }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use cohort_core::Printable;
+use cohort_core::printable::{escape, escape_lines};
 use cohort_kube::apply::{ApplyError, ApplyOptions, NotReady, Progress};
 use cohort_kube::compare::{self, Change};
 use cohort_kube::{Cluster, KubeError, Target};
@@ -33,7 +35,7 @@ fn valid_repo(cli: &Cli) -> Result<Repo> {
     if let Ok(worktree) = cohort_spec::repo::read_files(&root) {
         let uncommitted = uncommitted(&committed, &worktree);
         if !uncommitted.is_empty() {
-            eprintln!(
+            eout!(
                 "note: not committed, so not used: {} (cohort applies the last commit)",
                 uncommitted.join(", ")
             );
@@ -170,7 +172,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
             let say = |line: &str| {
                 if text {
                     use std::io::Write as _;
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    let _ = writeln!(std::io::stdout().lock(), "{}", escape_lines(line));
                 }
             };
             say(&format!("{service} (namespace {}){suffix}", cluster.namespace));
@@ -230,7 +232,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
         Ok(())
     });
     if !text {
-        out!(
+        out_exact!(
             "{}",
             serde_json::to_string_pretty(&json!({ "services": results }))?
         );
@@ -277,7 +279,7 @@ fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
                 "\nnothing was pruned and nothing after this step was changed: the versions \
                  already running keep serving",
             );
-            eprintln!("{msg}");
+            eout!("{msg}");
             Reported.into()
         }
         e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
@@ -406,7 +408,7 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
                     })
                 })
                 .collect();
-            out!(
+            out_exact!(
                 "{}",
                 serde_json::to_string_pretty(&json!({ "differences": list }))?
             );
@@ -424,12 +426,12 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
                     "update" => ("~", "33"),
                     _ => ("-", "31"),
                 };
-                out!(
+                out_exact!(
                     "{} {}/{} ({})",
                     paint(c, code, mark),
                     kind_lower(d.kind),
-                    d.name,
-                    d.note
+                    Printable(&d.name),
+                    Printable(&d.note)
                 );
                 for line in d.diff.iter().flat_map(|t| t.lines()) {
                     let code = match line.chars().next() {
@@ -438,7 +440,8 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
                         Some('@') => "36",
                         _ => "0",
                     };
-                    out!("    {}", paint(c && code != "0", code, line));
+                    // Live objects are the cluster's, and anyone who can edit them writes here.
+                    out_exact!("    {}", paint(c && code != "0", code, &escape(line)));
                 }
             }
         }

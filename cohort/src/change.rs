@@ -2,7 +2,7 @@
 //! validates, writes the state file atomically and makes exactly one commit.
 
 use anyhow::{Context, Result};
-use cohort_core::{GateBlock, ServiceName, Version};
+use cohort_core::{GateBlock, Printable, ServiceName, Version};
 use cohort_release::git::ReleaseRepo;
 use cohort_release::history::entries;
 use cohort_release::plan::{self, PlanError, Planned, PromoteRequest};
@@ -134,7 +134,7 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
     let problems = cohort_spec::repo::check_service(&repo.pipeline, &next);
     if problems.iter().any(|d| d.severity == Severity::Error) {
         print_diagnostics(&problems);
-        eprintln!(
+        eout!(
             "refused: `{}` would leave the release repo invalid",
             planned.change.subject()
         );
@@ -150,7 +150,7 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
         .with_context(|| format!("could not record `{}`", planned.change.subject()))?;
     match output {
         TextOrJson::Json => {
-            out!(
+            out_exact!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({"commit": id, "change": planned.change}))?
             );
@@ -160,7 +160,7 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
             if planned.change.forced {
                 out!(
                     "  gate overridden: {}",
-                    planned.change.reason.as_deref().unwrap_or_default()
+                    Printable(planned.change.reason.as_deref().unwrap_or_default())
                 );
             }
             print_diagnostics(&problems);

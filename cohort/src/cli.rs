@@ -222,13 +222,20 @@ pub enum Command {
         /// A client must send its whole request head within this, or is disconnected (slowloris).
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
         header_timeout: std::time::Duration,
-        /// A track must send its response head within this, or the client gets 504.
+        /// A track must send its response head within this, or the client gets 504. Time spent
+        /// waiting for the client to send its request body does not count.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         response_timeout: std::time::Duration,
+        /// A client sending a request body must send more of it within this, or gets 408. Such
+        /// failures (and aborted or malformed bodies) are the client's: counted in
+        /// cohort_router_client_errors_total, never as the track's errors.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        client_body_timeout: std::time::Duration,
         /// Connections to tracks unused for this long are closed (they cost memory at both ends).
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         upstream_idle_timeout: std::time::Duration,
-        /// Largest request head accepted, in bytes; larger ones get 431.
+        /// Largest request head accepted, in bytes (request line and header lines, as
+        /// received); larger ones get 431. At most 100 header fields are accepted too.
         #[arg(long, value_name = "BYTES", default_value_t = 65536)]
         max_header_bytes: usize,
         /// Client connections served at once (WebSocket tunnels included); more wait to be
@@ -238,6 +245,10 @@ pub enum Command {
         /// A larger N than the limit allows is warned about at start.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: Option<u32>,
+        /// HTTP/2 requests in flight per client connection (more wait). Each holds at most one
+        /// connection to a track, so one client connection opens at most this many upstream.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        max_streams: u32,
         /// Threads serving traffic (default: one per CPU). 1 runs everything on one thread.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
@@ -458,7 +469,8 @@ pub enum SmtpSecurityArg {
 pub struct RenderArgs {
     /// Only these services (default: all).
     pub services: Vec<String>,
-    /// Write one file per service into DIR instead of printing.
+    /// Write one file per service into DIR instead of printing. Each file is written anew and
+    /// renamed into place: a symbolic link already there is replaced, never written through.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Output format for Kubernetes objects.
@@ -520,6 +532,21 @@ pub struct ServeArgs {
     /// With --git: how often to fetch.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "git")]
     pub fetch_every: std::time::Duration,
+    /// Connections served at once; more wait to be accepted. Each takes a file descriptor:
+    /// keep it well under `ulimit -n`.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A new connection must finish its TLS handshake and send a whole request head within
+    /// this (as must a kept-alive one once its next request begins), or is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A report's body must arrive whole within this once its token is checked, or gets 408.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// A kept-alive connection with no request (or a request moving no byte) is closed after
+    /// this. Longer than the agents' --interval keeps their connections open between polls.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -58,10 +58,13 @@ struct Screen {
     drawn: usize,
 }
 
+// The one place that drives the terminal on purpose (cursor up, clear); what it shows is
+// escaped like everything else.
+#[allow(clippy::disallowed_macros)]
 impl Screen {
     fn say(&mut self, text: &str) {
         self.clear();
-        println!("{text}");
+        println!("{}", cohort_core::printable::escape_lines(text));
     }
 
     fn clear(&mut self) {
@@ -84,7 +87,7 @@ impl Screen {
             .saturating_sub(1)
             .max(20);
         for l in lines {
-            let cut: String = l.chars().take(width).collect();
+            let cut: String = cohort_core::printable::escape(l).chars().take(width).collect();
             println!("{cut}");
         }
         self.drawn = lines.len();
@@ -283,7 +286,7 @@ fn write_router_config(repo: &Path, pods: &BTreeMap<String, Vec<SocketAddr>>, pa
         .find(|s| s.spec.name.as_str() == SERVICE)
         .context("the demo's service")?;
     let mut config = cohort_render::router_config(&repo.pipeline, svc);
-    config.trusted_peers = vec!["127.0.0.0/8".parse().context("loopback")?];
+    config.trusted_peers = cohort_core::TrustedPeers::Only(vec!["127.0.0.0/8".parse().context("loopback")?]);
     for t in &mut config.tracks {
         t.backends = pods
             .get(t.name.as_str())

@@ -2,11 +2,42 @@
 //! parses the command line, calls the library crates and prints what they return.
 #![forbid(unsafe_code)]
 
-/// `println!` that returns an error instead of panicking when stdout is gone (`| head`).
+// Human output goes through `out!` and `eout!`: what they print may hold text from outside
+// (reports, commit messages, reasons, file contents, names, errors from servers), so control
+// characters and bidi overrides are shown escaped and cannot drive the terminal. `println!`
+// and `eprintln!` are refused by clippy here (cohort/clippy.toml) so nothing slips past.
+
+/// `println!` for people: unsafe characters escaped (line breaks kept); returns an error
+/// instead of panicking when stdout is gone (`| head`).
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            cohort_core::printable::escape_lines(&format!($($arg)*))
+        )?
+    }};
+}
+
+/// `out!` for exact text: JSON (serde_json escapes what it must, and `-o json` keeps the
+/// text as it is), and lines cohort colours itself, whose text from outside is escaped first.
+macro_rules! out_exact {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
         writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `eprintln!` for people, escaped as `out!` is.
+macro_rules! eout {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            cohort_core::printable::escape_lines(&format!($($arg)*))
+        );
     }};
 }
 
@@ -172,6 +203,8 @@ fn main() -> ExitCode {
             upstream_idle_timeout,
             tunnel_timeout,
             ref admin_config_from,
+            client_body_timeout,
+            max_streams,
         } => 'router: {
             let max_connections = match router_cmd::max_connections(max_connections.map(|n| n as usize)) {
                 Ok(n) => n,
@@ -184,6 +217,8 @@ fn main() -> ExitCode {
                 max_connections,
                 grace,
                 upstream_idle_timeout,
+                client_body_timeout,
+                max_streams,
                 tunnel_idle_timeout: tunnel_timeout,
             };
             let source = match (config, haproxy_config) {
@@ -228,11 +263,11 @@ fn main() -> ExitCode {
         // The repo's problems were printed already; for apply and diff they mean "could not".
         Err(e) if e.is::<InvalidRepo>() => ExitCode::from(2),
         Err(e) if e.is::<UsageError>() || e.is::<CouldNotCheck>() || e.is::<CouldNotApply>() => {
-            eprintln!("error: {e:#}");
+            eout!("error: {e:#}");
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eout!("error: {e:#}");
             ExitCode::from(1)
         }
     }

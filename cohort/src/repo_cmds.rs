@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use cohort_core::printable::{escape, escape_lines};
 use cohort_release::git::ReleaseRepo;
 use cohort_spec::{Diagnostic, Repo, Severity, load_repo};
 
@@ -23,7 +24,9 @@ pub fn repo_root(dir: &Path) -> PathBuf {
     let top = ReleaseRepo::open(dir).ok().map(|r| r.root().to_path_buf());
     let mut at = start.as_path();
     loop {
-        if at.join("cohort.yaml").is_file() {
+        // Whatever is there, without following it: a cohort.yaml that is a link or a pipe is
+        // this repo's (and refused when read), not a reason to climb to another one.
+        if at.join("cohort.yaml").symlink_metadata().is_ok() {
             return at.to_path_buf();
         }
         match at.parent() {
@@ -46,7 +49,7 @@ pub fn prefix_in(git: &ReleaseRepo, root: &Path) -> PathBuf {
 pub fn print_diagnostics(diags: &[Diagnostic]) {
     let mut err = std::io::stderr().lock();
     for d in diags {
-        let _ = writeln!(err, "{d}");
+        let _ = writeln!(err, "{}", escape_lines(&d.to_string()));
     }
 }
 
@@ -69,7 +72,7 @@ pub fn valid_or_report(repo: Option<Repo>, diags: Vec<Diagnostic>) -> Result<Rep
     match repo {
         Some(r) => Ok(r),
         None => {
-            eprintln!(
+            eout!(
                 "{} in the release repo; `cohort validate` lists them",
                 plural(errors.len(), "error")
             );
@@ -117,7 +120,7 @@ pub fn init(dir: Option<PathBuf>) -> Result<()> {
     let anonymous = !git.has_identity();
     let git = git.with_fallback_identity("cohort init", "cohort@localhost")?;
     if anonymous {
-        eprintln!(
+        eout!(
             "note: git does not know who you are; the first commit is authored by `cohort init <cohort@localhost>`.\n      \
              Set `git config --global user.name/user.email` before deploying: every change is a commit."
         );
@@ -187,7 +190,7 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
                 "services": repo.as_ref().map(|r| r.services.len()),
                 "diagnostics": diags,
             });
-            out!("{}", serde_json::to_string_pretty(&doc)?);
+            out_exact!("{}", serde_json::to_string_pretty(&doc)?);
         }
         TextOrJson::Text => {
             print_diagnostics(&diags);
@@ -202,13 +205,13 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
                     plural(r.services.len(), "service")
                 ),
                 None if warnings > 0 => {
-                    eprintln!(
+                    eout!(
                         "{} and {} found",
                         plural(errors, "error"),
                         plural(warnings, "warning")
                     )
                 }
-                None => eprintln!("{} found", plural(errors, "error")),
+                None => eout!("{} found", plural(errors, "error")),
             }
         }
     }
@@ -257,7 +260,7 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
         };
         std::io::stdout().lock().write_all(text.as_bytes())?;
         if matches!(source, cohort_render::AgentSource::Control { .. }) {
-            eprintln!(
+            eout!(
                 "note: the agent reads its token from the Secret {secret}; create it first:\n  \
                  kubectl -n {ns} create secret generic {secret} --from-file=token=TOKEN_FILE",
                 secret = cohort_render::AGENT_TOKEN_SECRET,
@@ -265,7 +268,7 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
             );
         }
         if let Some(name) = &args.ca_configmap {
-            eprintln!(
+            eout!(
                 "note: the agent trusts the CA certificates in the ConfigMap {name} (key ca.crt); create it first:\n  \
                  kubectl -n {ns} create configmap {name} --from-file=ca.crt=CA_PEM_FILE",
                 ns = repo.pipeline.namespace
@@ -325,8 +328,9 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
         match &args.out {
             Some(dir) => {
                 let path = dir.join(&name);
-                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-                eprintln!("wrote {}", path.display());
+                write_replacing(dir, &path, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eout!("wrote {}", path.display());
             }
             None => {
                 if i > 0 {
@@ -342,6 +346,21 @@ pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes `path` (in `dir`) as a new file put in place by rename: whatever was at `path` (a
+/// symbolic link to a file elsewhere, a named pipe) is replaced, never written through, and a
+/// reader never sees half a file.
+fn write_replacing(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".cohort-render-").suffix(".tmp");
+    // As `std::fs::write` would create it: 0666 minus the umask, not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(content)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
     let repo = load_valid(&repo_root(&repo_dir(cli)))?;
     let services = pick(&repo, names)?;
@@ -351,7 +370,7 @@ pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
             .iter()
             .map(|s| serde_json::json!({"service": s.spec.name, "tracks": s.state.tracks, "approvals": s.state.approvals}))
             .collect();
-        out!("{}", serde_json::to_string_pretty(&doc)?);
+        out_exact!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let mut rows = vec![
@@ -372,7 +391,13 @@ pub fn tracks(cli: &Cli, names: &[String], output: TextOrJson) -> Result<()> {
     Ok(())
 }
 
+/// Prints `rows` as columns. Cells are escaped one by one (a line break in a reason or a name
+/// cannot start a row of its own) before their widths are taken.
 pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|cell| escape(cell).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -384,7 +409,7 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
         })
         .collect();
     let mut out = std::io::stdout().lock();
-    for r in rows {
+    for r in &rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
@@ -416,7 +441,7 @@ pub fn history(
         .take(limit.unwrap_or(usize::MAX))
         .collect();
     if output == TextOrJson::Json {
-        out!("{}", serde_json::to_string_pretty(&entries)?);
+        out_exact!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
     if entries.is_empty() {

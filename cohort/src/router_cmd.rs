@@ -43,7 +43,9 @@ impl Source {
 /// (an haproxy.cfg's directives that cannot change routing) are printed as they are found.
 fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
     let path = source.path();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A ConfigMap's file is a symbolic link; a named pipe or a huge file put there instead
+    // must not hang or swamp the reload loop.
+    let text = cohort_spec::entry::read_named_file(path).context("cannot use the router config")?;
     let mut diags = vec![];
     if let Source::Haproxy(_) = source {
         let config = cohort_spec::haproxy::read_haproxy(
@@ -98,7 +100,7 @@ pub fn max_connections(explicit: Option<usize>) -> Result<usize> {
         None => Ok(fits),
         Some(n) => {
             if n > fits {
-                eprintln!(
+                eout!(
                     "cohort router: warning: --max-connections {n} needs {} file descriptors (2 per \
                      connection, {} for the router and its admin port) but the limit is {limit} (hard \
                      limit {hard}), which fits {fits}; past that, accepting pauses and requests get 503 \
@@ -155,7 +157,7 @@ async fn serve(
     let router = Router::with_limits(table, limits);
     let traffic = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let admin_listener = bind(admin).with_context(|| format!("cannot listen on {admin}"))?;
-    eprintln!(
+    eout!(
         "cohort router: {} on {} (admin on {}), at most {} connections",
         router.table().config.service,
         traffic.local_addr()?,
@@ -210,7 +212,7 @@ async fn serve(
         }
     }
     router.set_unready();
-    eprintln!("cohort router: draining for {}ms", drain_delay.as_millis());
+    eout!("cohort router: draining for {}ms", drain_delay.as_millis());
     tokio::time::sleep(drain_delay).await;
     let _ = stop_tx.send(true);
     let _ = serving.await;
@@ -246,7 +248,7 @@ async fn re_resolve(router: &Router) {
     let current = router.table();
     match Table::build(current.config.clone()).await {
         Ok(fresh) if !fresh.same_backends(&current) => {
-            eprintln!("cohort router: backend addresses changed; now using them");
+            eout!("cohort router: backend addresses changed; now using them");
             router.swap(fresh);
         }
         Ok(_) => {}
@@ -264,26 +266,26 @@ async fn reload(path: &Source, router: &Router) -> bool {
             Ok(table) => {
                 router.swap(table);
                 router.metrics.reloaded(true);
-                eprintln!("cohort router: reloaded {}", path.path().display());
+                eout!("cohort router: reloaded {}", path.path().display());
             }
             Err(e @ TableError::OutOfResources { .. }) => {
                 router.metrics.exhausted(Exhausted::Resolve);
-                eprintln!("cohort router: reload postponed: {e}; the config in force keeps serving");
+                eout!("cohort router: reload postponed: {e}; the config in force keeps serving");
                 return false;
             }
             Err(e) => {
                 router.metrics.reloaded(false);
-                eprintln!("cohort router: reload refused: {e}");
+                eout!("cohort router: reload refused: {e}");
             }
         },
         Ok(Err(diags)) => {
             router.metrics.reloaded(false);
-            eprintln!("cohort router: reload refused, the config in force keeps serving:");
+            eout!("cohort router: reload refused, the config in force keeps serving:");
             print_diagnostics(&diags);
         }
         Err(e) => {
             router.metrics.reloaded(false);
-            eprintln!("cohort router: reload refused: {e:#}");
+            eout!("cohort router: reload refused: {e:#}");
         }
     }
     true

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use cohort_control::server::{Control, RepoSource, app, serve as serve_api, tls_config};
+use cohort_control::conn::{Limits, serve as serve_api};
+use cohort_control::server::{Control, RepoSource, app, tls_config};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_release::mirror::Mirror;
@@ -104,9 +105,14 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         fetcher,
     } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
-    let control = Arc::new(Control::new(source, &prefix, tokens));
+    let control = Arc::new(Control::new(source, &prefix, tokens).with_body_timeout(args.body_timeout));
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+    };
     for warning in control.warnings() {
-        eprintln!("warning: {warning}");
+        eout!("warning: {warning}");
     }
     let runtime = crate::two_thread_runtime()?;
     runtime.block_on(async {
@@ -115,14 +121,14 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!(
+        eout!(
             "cohort serve: control API on {scheme}://{addr} for {} cluster{} ({}), release repo {name} at {}",
             clusters.len(),
             if clusters.len() == 1 { "" } else { "s" },
             clusters.join(", "),
             &revision[..revision.len().min(8)],
         );
-        eprintln!("  GET {scheme}://{addr}/openapi.json describes the API; Ctrl-C stops");
+        eout!("  GET {scheme}://{addr}/openapi.json describes the API; Ctrl-C stops");
         if let Some(fetcher) = fetcher {
             tokio::spawn(keep_fetching(
                 fetcher,
@@ -131,8 +137,8 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
                 revision.clone(),
             ));
         }
-        serve_api(listener, app(control), tls, stop_signal()).await?;
-        eprintln!("cohort serve: stopped");
+        serve_api(listener, app(control), tls, limits, stop_signal()).await?;
+        eout!("cohort serve: stopped");
         Ok(())
     })
 }
@@ -155,23 +161,23 @@ async fn keep_fetching(fetcher: Mirror, control: Arc<Control>, every: std::time:
         match fetched {
             Ok(commit) => {
                 if failing {
-                    eprintln!("cohort serve: fetching works again");
+                    eout!("cohort serve: fetching works again");
                     failing = false;
                 }
                 let new = commit != last;
                 if new {
-                    eprintln!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
+                    eout!("cohort serve: new revision {}", &commit[..commit.len().min(8)]);
                     last.clone_from(&commit);
                 }
                 control.fetched(commit);
                 if new {
                     for warning in control.warnings() {
-                        eprintln!("warning: {warning}");
+                        eout!("warning: {warning}");
                     }
                 }
             }
             Err(e) if !failing => {
-                eprintln!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");
+                eout!("cohort serve: cannot fetch (agents keep getting the last revision fetched): {e}");
                 failing = true;
             }
             Err(_) => {}

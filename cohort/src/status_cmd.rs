@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
-use cohort_core::{EmailChannel, Notifications, SecretRef, SlackChannel, SmtpSecurity};
+use cohort_core::{EmailChannel, Notifications, Printable, SecretRef, SlackChannel, SmtpSecurity};
 use cohort_health::table::{self, Color};
 use cohort_health::{Expectations, ExpectedService, Report, Settings};
 use cohort_notify::send::secret::SecretSource;
@@ -107,8 +107,9 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
         &namespace,
     )?;
     match args.output {
-        TextOrJson::Json => out!("{}", serde_json::to_string_pretty(&report_json(&report))?),
-        TextOrJson::Text => out!("{}", text(&report)),
+        TextOrJson::Json => out_exact!("{}", serde_json::to_string_pretty(&report_json(&report))?),
+        // Coloured: cohort_health's table escapes the text it shows.
+        TextOrJson::Text => out_exact!("{}", text(&report)),
     }
     match report.healthy() {
         true => Ok(()),
@@ -172,7 +173,7 @@ fn notifier(args: &StatusArgs, repo: Option<&Repo>) -> Result<Option<Notifier>> 
     }
     let notifier = channels(&wanted)?;
     if !from.is_empty() {
-        eprintln!("notifying: {}", from.join(", "));
+        eout!("notifying: {}", from.join(", "));
     }
     Ok(notifier)
 }
@@ -279,7 +280,7 @@ async fn watch(
     let cluster = cohort_kube::Cluster::connect(target)
         .await
         .map_err(CouldNotCheck)?;
-    eprintln!("watching namespace {} (Ctrl-C to stop)", cluster.namespace);
+    eout!("watching namespace {} (Ctrl-C to stop)", cluster.namespace);
     let mut watch = cluster.watch();
     let notifier = notifier.map(std::sync::Arc::new);
     // A problem must be seen in two evaluations in a row to be announced, and gone from two
@@ -311,12 +312,12 @@ async fn watch(
         )?;
         let now = settings.now;
         match args.output {
-            TextOrJson::Json => out!("{}", serde_json::to_string(&report_json(&report))?),
+            TextOrJson::Json => out_exact!("{}", serde_json::to_string(&report_json(&report))?),
             TextOrJson::Text => {
                 let table = text(&report);
                 if table != shown {
                     out!("--- {}", now.strftime("%Y-%m-%d %H:%M:%S UTC"));
-                    out!("{table}");
+                    out_exact!("{table}");
                     shown = table;
                 }
             }
@@ -335,7 +336,7 @@ async fn watch(
         for e in &events {
             let p = e.problem();
             let what = if e.is_resolved() { "resolved" } else { "problem" };
-            eprintln!("{what}: {}: {}", p.service, p.summary);
+            eout!("{what}: {}: {}", Printable(&p.service), Printable(&p.summary));
         }
         if let (Some(n), false) = (&notifier, events.is_empty()) {
             // Sent in the background: a slow webhook or mail server must not hold up watching.
@@ -380,7 +381,7 @@ fn fleet(url: &str, args: &StatusArgs) -> Result<()> {
                     v
                 })
                 .collect();
-            out!(
+            out_exact!(
                 "{}",
                 serde_json::to_string_pretty(&json!({ "revision": fleet.revision, "clusters": clusters }))?
             );

@@ -14,7 +14,7 @@ use router_common::{RouterProcess, backend, start_router};
 /// A router config for account-service: FREE goes 20% to canary, 80% to production.
 fn config(canary: SocketAddr, production: SocketAddr) -> String {
     format!(
-        "service: account-service\ntracks:\n  - name: canary\n    version: 1.17.0\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
+        "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: 1.17.0\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
     )
 }
 
@@ -216,4 +216,126 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
         "{message}"
     );
     assert!(message.contains("Cohort-Judgement: pass: "), "{message}");
+}
+
+/// A backend that reads a request's whole body (as an application does) before answering
+/// with its name.
+fn body_reading_backend(name: &'static str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// An untrusted client picks a user id that lands on `paid` and aborts 60 uploads: its
+/// failures are its own, and the paid build is judged on what it answered.
+#[test]
+fn aborted_uploads_by_one_client_do_not_fail_the_paid_track() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    let (paid, production) = (body_reading_backend("paid"), body_reading_backend("production"));
+    std::fs::write(
+        &path,
+        format!(
+            "service: account-service\ntrusted_peers: [\"10.0.0.0/8\"]\nsticky:\n  header: X-User-Id\ntracks:\n  - name: paid\n    version: 1.16.0\n    backends: [\"{paid}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ndefault_route:\n  weights:\n    - track: paid\n      weight: 20%\n    - track: production\n      weight: 80%\n"
+        ),
+    )
+    .expect("write");
+    let r = start_router(&["--config".as_ref(), path.as_os_str()]);
+    // Without a user id, requests are spread: a fifth of them to paid.
+    for _ in 0..1_000 {
+        let mut s = TcpStream::connect(r.traffic).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    // Paid owns the first 20% of the sticky buckets.
+    let user = (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|u| cohort_router::decide::bucket(u.as_bytes()) < 2_000)
+        .expect("a user on paid");
+    let uploads: Vec<TcpStream> = (0..60)
+        .map(|_| {
+            let mut s = TcpStream::connect(r.traffic).expect("connect");
+            write!(
+                s,
+                "POST /upload HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\nContent-Length: 100000\r\n\r\n{}",
+                "a".repeat(1_000)
+            )
+            .expect("write");
+            s
+        })
+        .collect();
+    // The router has the uploads on their way to paid; then the client goes away.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(uploads);
+    let counted = "cohort_router_client_errors_total{track=\"paid\",kind=\"aborted\"} 60";
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(r.admin).expect("connect");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        metrics.clear();
+        let _ = s.read_to_string(&mut metrics);
+        if metrics.contains(counted) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{}", r.admin);
+    let args = [
+        "analyze",
+        "account-service",
+        "--track",
+        "paid",
+        "--metrics-url",
+        &url,
+        "--window",
+        "1m",
+        "-o",
+        "json",
+    ];
+    let judged = cohort(dir.path(), &args);
+    let report: serde_json::Value = serde_json::from_slice(&judged.stdout).expect("json");
+    let j = &report["judgement"];
+    assert_ne!(j["verdict"], "fail", "{}", text(&judged));
+    assert_ne!(judged.status.code(), Some(1), "{}", text(&judged));
+    assert_eq!(j["track"]["errors"], 0, "{}", text(&judged));
+    assert_eq!(j["track"]["requests"], 200, "{}", text(&judged));
+    assert!(metrics.contains(counted), "{metrics}");
 }

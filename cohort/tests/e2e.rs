@@ -669,3 +669,28 @@ fn apply_and_diff_refuse_an_invalid_repo_or_another_namespace_before_any_cluster
         assert!(!err.contains("no-such-kubeconfig"), "{command}: {err}");
     }
 }
+
+/// A --reason reached `cohort history` as it was typed: ESC sequences could recolour the
+/// terminal or erase the line, a bidi override reverse what follows. Now every cell is shown
+/// escaped, as is the change a command prints; `-o json` keeps the recorded text.
+#[test]
+fn a_reason_with_terminal_escapes_is_shown_escaped_by_history_and_exact_in_json() {
+    let r = Repo::init();
+    r.ok(&["deploy", "account-service", "1.19.0"]);
+    let reason = "\x1b[2K\x1b[1Abad build\x1b[31m \u{202e}dlrow";
+    let done = r.ok(&["rollback", "account-service", "internal", "--reason", reason]);
+    let controls = |t: &str| {
+        t.chars()
+            .any(|c| c != '\n' && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}')))
+    };
+    assert!(!controls(&done), "{done:?}");
+    let shown = r.ok(&["history"]);
+    assert!(!controls(&shown), "{shown:?}");
+    assert!(
+        shown.contains(r"\x1b[2K\x1b[1Abad build\x1b[31m \u{202e}dlrow"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&r.ok(&["history", "-o", "json"])).expect("json");
+    assert_eq!(json[0]["action"], "rollback", "{json}");
+    assert_eq!(json[0]["reason"], reason, "{json}");
+}

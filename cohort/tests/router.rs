@@ -11,7 +11,7 @@ use router_common::{RouterProcess, backend, start_router};
 
 fn config(internal: SocketAddr, production: SocketAddr, production_weight: &str) -> String {
     format!(
-        "service: account-service\ntracks:\n  - name: internal\n    version: 1.18.0\n    backends: [\"{internal}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: INTERNAL\n    weights:\n      - track: internal\n        weight: 100%\ndefault_route:\n  weights:\n    - track: production\n      weight: {production_weight}\n"
+        "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: internal\n    version: 1.18.0\n    backends: [\"{internal}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: INTERNAL\n    weights:\n      - track: internal\n        weight: 100%\ndefault_route:\n  weights:\n    - track: production\n      weight: {production_weight}\n"
     )
 }
 
@@ -137,6 +137,36 @@ fn serves_reloads_refuses_a_bad_config_and_drains() {
     assert!(TcpStream::connect(r.traffic).is_err(), "no longer accepting");
 }
 
+/// A router config without `trusted_peers` used to believe the cohort header from everybody:
+/// any caller could pick the internal build. Now nobody is trusted unless the config says so.
+#[test]
+fn a_router_without_trusted_peers_lets_nobody_choose_a_cohort() {
+    let (internal, production) = (backend("internal", 0), backend("production", 0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    let trusting = config(internal, production, "100%");
+    std::fs::write(&path, trusting.replace("trusted_peers: [127.0.0.0/8]\n", "")).expect("write");
+    let r = start(&path);
+    assert_eq!(
+        http(r.traffic, "/", "X-Traffic-Group: INTERNAL\r\n"),
+        (200, "production".into())
+    );
+    let (_, metrics) = http(r.admin, "/metrics", "");
+    assert!(
+        metrics.contains("cohort_router_spoofed_cohort_headers_total 1"),
+        "{metrics}"
+    );
+    drop(r);
+
+    // Everybody, written out, is believed as before.
+    std::fs::write(&path, trusting.replace("[127.0.0.0/8]", "any")).expect("write");
+    let r = start(&path);
+    assert_eq!(
+        http(r.traffic, "/", "X-Traffic-Group: INTERNAL\r\n"),
+        (200, "internal".into())
+    );
+}
+
 #[test]
 fn an_invalid_config_stops_the_start_with_file_line_col() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -189,7 +219,7 @@ fn an_existing_haproxy_cfg_routes_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("haproxy.cfg");
     let cfg = format!(
-        "global\n    log stdout format raw local0\n\ndefaults\n    mode http\n    timeout connect 5s\n\nfrontend account-service\n    bind *:8080\n    acl is_internal hdr(X-Traffic-Group) -m str -i INTERNAL\n    use_backend internal if is_internal\n    default_backend everyone\n\nbackend internal\n    balance roundrobin\n    server internal {internal} check inter 2000\n\nbackend everyone\n    balance roundrobin\n    server production {production} resolvers dns check inter 2000 weight 100\n"
+        "global\n    log stdout format raw local0\n\ndefaults\n    mode http\n    timeout connect 5s\n\nfrontend account-service\n    bind *:8080\n    acl trusted_peer src 127.0.0.0/8\n    http-request del-header X-Traffic-Group if !trusted_peer\n    acl is_internal hdr(X-Traffic-Group) -m str -i INTERNAL\n    use_backend internal if is_internal\n    default_backend everyone\n\nbackend internal\n    balance roundrobin\n    server internal {internal} check inter 2000\n\nbackend everyone\n    balance roundrobin\n    server production {production} resolvers dns check inter 2000 weight 100\n"
     );
     std::fs::write(&path, &cfg).expect("write");
     let r = start_with("--haproxy-config", &path);
@@ -206,7 +236,7 @@ fn an_existing_haproxy_cfg_routes_the_same() {
     std::fs::write(&path, bad).expect("write");
     let err = refused_at_start("--haproxy-config", &path);
     assert!(
-        err.contains("haproxy.cfg:12:5: error: `http-request` may change routing"),
+        err.contains("haproxy.cfg:14:5: error: `http-request` may change routing"),
         "{err}"
     );
 }
@@ -263,5 +293,62 @@ fn sigterm_under_load_loses_no_accepted_request() {
         0,
         "{failed} of {} accepted requests failed during the drain",
         ok + failed
+    );
+}
+
+/// A client that stops sending its upload is cut off with 408 after --client-body-timeout, and
+/// it is counted as the client's error, not the track's (which would otherwise have waited for
+/// --response-timeout and answered 504 in the track's name).
+#[test]
+fn a_stalled_upload_is_the_clients_408_not_the_tracks_504() {
+    // A track that takes what it is sent and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let production = silent.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let internal = backend("internal", 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(&path, config(internal, production, "100%")).expect("write");
+    let r = start_router(&[
+        "--config".as_ref(),
+        path.as_os_str(),
+        "--client-body-timeout".as_ref(),
+        "300ms".as_ref(),
+        "--response-timeout".as_ref(),
+        "200ms".as_ref(),
+    ]);
+    let mut s = TcpStream::connect(r.traffic).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = std::time::Instant::now();
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.ends_with("account-service: the request body stopped arriving (nothing for 0.3s)\n"),
+        "{out}"
+    );
+    let (_, metrics) = http(r.admin, "/metrics", "");
+    assert!(
+        metrics.contains("cohort_router_client_errors_total{track=\"production\",kind=\"body_timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("cohort_router_upstream_errors_total{"),
+        "{metrics}"
     );
 }

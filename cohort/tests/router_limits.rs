@@ -98,11 +98,14 @@ fn assert_no_track_errors(metrics: &str) {
     );
 }
 
+// The figures and the skip note below are the test's notes to whoever runs it, with no text from
+// outside: the binary's rule on printing (cohort/clippy.toml) is for what it shows operators.
 /// With `ulimit -n 256` and the old default of 10,000 connections, 400 connections drove the
 /// router to 100% CPU (accept failed with EMFILE and was retried at once) and its failed
 /// connects and health checks marked the healthy backend down: 503s after the flood. Now the
 /// limit is derived from the descriptors, so the flood waits in the listen backlog.
 #[test]
+#[allow(clippy::disallowed_macros)]
 fn out_of_file_descriptors_the_router_neither_spins_nor_marks_backends_down() {
     let production = backend("production", 0);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -256,6 +259,7 @@ fn silent_admin_connections_take_neither_the_traffic_port_nor_ready() {
 /// reads it unless `--admin-config-from` allows a network; the endpoints the kubelet,
 /// Prometheus and `cohort analyze` read stay open to every peer.
 #[test]
+#[allow(clippy::disallowed_macros)]
 fn config_is_served_to_loopback_and_allowed_networks_only() {
     let Some(outside) = non_loopback_address() else {
         eprintln!("SKIPPED: this machine has no non-loopback address to connect from");

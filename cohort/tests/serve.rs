@@ -748,3 +748,385 @@ fn serve_warns_when_the_revision_it_serves_is_not_valid_at_start_and_when_fetche
         "{seen:?}"
     );
 }
+
+/// A socket to a plain-HTTP serve, for what a client that does not play along sends.
+fn raw(server: &Server) -> std::net::TcpStream {
+    let addr = server.url.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).expect("connect")
+}
+
+/// Everything the server sends until it closes the connection, and how long that took
+/// (`None`: still open after `wait`).
+fn until_closed(
+    stream: &mut std::net::TcpStream,
+    wait: std::time::Duration,
+) -> (String, Option<std::time::Duration>) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).into_owned(), None);
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), Some(start.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // Closed with a reset: closed all the same.
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), Some(start.elapsed())),
+        }
+    }
+}
+
+fn send(stream: &mut std::net::TcpStream, bytes: &[u8]) {
+    use std::io::Write;
+    stream.write_all(bytes).expect("send");
+}
+
+const REPORTS: &str = "/v1/clusters/eu-west/reports";
+
+/// serve read a report's whole body (axum's default limit, 2 MB) before it looked at the
+/// token: 300 unauthenticated uploads held open took it from 39 to 605 MiB. Now the token is
+/// checked on the head, the refusal comes at once, and the body is never read.
+#[test]
+fn an_unauthenticated_report_is_refused_before_its_body_is_read() {
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &[]);
+    let huge = "Content-Type: application/json\r\nContent-Length: 1073741824\r\n";
+    for (credentials, status) in [
+        ("", "401"),
+        ("Authorization: Bearer not-a-token-of-this-server\r\n", "401"),
+        (
+            "Authorization: Bearer not-a-token-of-this-server\r\nExpect: 100-continue\r\n",
+            "401",
+        ),
+        ("Authorization: Bearer us-east-token-0123456789abcdef\r\n", "403"),
+        (&format!("Authorization: Bearer {FLEET}\r\n") as &str, "403"),
+    ] {
+        let mut s = raw(&server);
+        send(
+            &mut s,
+            format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{credentials}{huge}\r\n").as_bytes(),
+        );
+        // A few bytes of the gigabyte; the rest never comes.
+        send(&mut s, b"{\"cluster\":");
+        let (answer, closed) = until_closed(&mut s, std::time::Duration::from_secs(10));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{credentials:?}: {answer:?}"
+        );
+        assert!(!answer.contains("100 Continue"), "{answer}");
+        assert!(answer.to_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            closed.is_some(),
+            "{credentials:?}: the connection stays open waiting for the body: {answer:?}"
+        );
+    }
+}
+
+/// A report over the limit is refused: at once when its length is declared, as soon as it
+/// passes the limit when it is chunked; one whose body stalls gets 408; each closes the
+/// connection.
+#[test]
+fn an_over_limit_report_gets_413_and_a_stalled_one_408() {
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--body-timeout", "1s"]);
+    let auth = format!("Authorization: Bearer {EU}\r\n");
+    let mut declared = raw(&server);
+    send(
+        &mut declared,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Content-Length: 2097152\r\n\r\n")
+            .as_bytes(),
+    );
+    let (answer, closed) = until_closed(&mut declared, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(
+        answer.contains("a report may be at most 1048576 bytes"),
+        "{answer}"
+    );
+    assert!(closed.is_some(), "{answer:?}");
+
+    let mut chunked = raw(&server);
+    send(
+        &mut chunked,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Transfer-Encoding: chunked\r\n\r\n")
+            .as_bytes(),
+    );
+    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+    for _ in 0..16 {
+        send(&mut chunked, chunk.as_bytes());
+    }
+    send(&mut chunked, b"1\r\n \r\n");
+    let (answer, closed) = until_closed(&mut chunked, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(closed.is_some(), "{answer:?}");
+
+    let mut stalled = raw(&server);
+    send(
+        &mut stalled,
+        format!("POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\n{auth}Content-Length: 1000\r\n\r\n{{\"cluster\"")
+            .as_bytes(),
+    );
+    let (answer, closed) = until_closed(&mut stalled, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(answer.contains("did not arrive within 1s"), "{answer}");
+    let closed = closed.expect("closed after the 408");
+    assert!(closed >= std::time::Duration::from_millis(900), "{closed:?}");
+}
+
+/// serve never closed a connection that sent nothing, or half a request head, or a head one
+/// byte at a time, or that sat idle after a request: each held a file descriptor and memory
+/// for as long as the client liked.
+#[test]
+fn a_silent_connection_and_a_half_sent_head_are_closed_after_the_header_timeout() {
+    use std::time::Duration;
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--header-timeout", "1s", "--idle-timeout", "6s"]);
+    let closed_within = |s: &mut std::net::TcpStream, what: &str, low: u64, high: u64| {
+        let (answer, closed) = until_closed(s, Duration::from_secs(20));
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 20s"));
+        assert!(
+            closed >= Duration::from_millis(low) && closed <= Duration::from_millis(high),
+            "{what}: closed after {closed:?}"
+        );
+        answer
+    };
+
+    let mut silent = raw(&server);
+    let answer = closed_within(&mut silent, "silent", 800, 4000);
+    assert!(answer.is_empty(), "{answer:?}");
+
+    let mut half = raw(&server);
+    send(&mut half, b"GET /live HTTP/1.1\r\nHost: cohort\r\n");
+    closed_within(&mut half, "half a head", 800, 4000);
+
+    // A byte every 300 ms: each read is quick, the head never whole.
+    let mut trickle = raw(&server);
+    let start = std::time::Instant::now();
+    for b in b"GET /live HTTP/1.1\r\nHost: cohort\r\n" {
+        if std::io::Write::write_all(&mut trickle, &[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "trickled for {:?}",
+        start.elapsed()
+    );
+
+    // Kept alive: idle for the idle timeout, but a head once begun has the header timeout.
+    let mut kept = raw(&server);
+    send(&mut kept, b"GET /live HTTP/1.1\r\nHost: cohort\r\n\r\n");
+    let (answer, closed) = until_closed(&mut kept, Duration::from_millis(1500));
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("ok\n"),
+        "{answer:?}"
+    );
+    assert_eq!(closed, None, "kept alive past the header timeout");
+    closed_within(&mut kept, "kept alive and idle", 3000, 12000);
+
+    let mut kept = raw(&server);
+    send(&mut kept, b"GET /live HTTP/1.1\r\nHost: cohort\r\n\r\n");
+    // Past the first header timeout, so the connection waits on its idle timeout when the
+    // next head begins.
+    std::thread::sleep(Duration::from_millis(1500));
+    send(&mut kept, b"GET /live HTTP/1.1\r\n");
+    let answer = closed_within(&mut kept, "kept alive, then half a head", 500, 3000);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+}
+
+/// Past --max-connections, serve stops accepting: the next client waits until a connection
+/// closes, rather than the server taking file descriptors and memory without bound.
+#[test]
+fn serve_accepts_no_more_than_max_connections_and_the_rest_wait() {
+    use std::time::Duration;
+    let tmp = setup();
+    let server = start_serve(tmp.path(), &["--max-connections", "2", "--header-timeout", "30s"]);
+    let first = raw(&server);
+    let _second = raw(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = raw(&server);
+    send(
+        &mut third,
+        b"GET /live HTTP/1.1\r\nHost: cohort\r\nConnection: close\r\n\r\n",
+    );
+    let (answer, closed) = until_closed(&mut third, Duration::from_secs(1));
+    assert!(
+        answer.is_empty() && closed.is_none(),
+        "answered past the limit: {answer:?}"
+    );
+    drop(first);
+    let (answer, closed) = until_closed(&mut third, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert!(closed.is_some(), "{answer:?}");
+}
+
+/// Whether `text` holds a character that could drive a terminal (a control character other
+/// than the line breaks between lines, or a bidi override).
+fn drives_a_terminal(text: &str) -> bool {
+    text.chars().any(|c| {
+        c != '\n' && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    })
+}
+
+/// A cluster's token holder could put ESC, CR and LF in its report's service names and
+/// problems and so forge rows of `cohort status --fleet`: a fake "in sync" line for another
+/// cluster, cursor moves that erase the real one. Now every cell and note is shown escaped;
+/// `-o json` keeps the exact text.
+#[test]
+fn a_report_with_terminal_escapes_cannot_forge_rows_of_status_fleet() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let server = start_serve(dir, &[]);
+    let forged_row =
+        "account-service\r\nus-east   in sync    1s ago     1s ago       aaaaaaaa  1/1 applied  healthy";
+    let erase = "\x1b[1A\x1b[2Kus-east   in sync";
+    let report = serde_json::json!({
+        "cluster": "eu-west",
+        "agent_version": "0.1.0\x1b]0;owned\x07",
+        "at": 1,
+        "seen_revision": "ab\rcd",
+        "services": [{
+            "name": forged_row,
+            "applied_revision": "ab\rcd",
+            "state": "failed",
+            "error": "\u{9b}2K boom",
+        }],
+        "problems": [erase, "two\nlines"],
+        "health": [{"service": "a\u{202e}b", "healthy": false, "findings": ["\u{2066}ko\u{2069}"]}],
+    })
+    .to_string();
+    let mut post = raw(&server);
+    send(
+        &mut post,
+        format!(
+            "POST {REPORTS} HTTP/1.1\r\nHost: cohort\r\nAuthorization: Bearer {EU}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{report}",
+            report.len()
+        )
+        .as_bytes(),
+    );
+    let (answer, _) = until_closed(&mut post, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
+
+    let fleet = cohort(
+        dir,
+        &["status", "--fleet", &server.url, "--token-file", "fleet.token"],
+    );
+    assert_eq!(fleet.status.code(), Some(1), "{}", text(&fleet));
+    let shown = String::from_utf8_lossy(&fleet.stdout).into_owned();
+    assert!(!drives_a_terminal(&shown), "{shown:?}");
+    for escaped in [
+        r"account-service\r\nus-east   in sync",
+        r"\x1b[1A\x1b[2Kus-east   in sync",
+        r"\u{9b}2K boom",
+        r"two\nlines",
+        r"a\u{202e}b: \u{2066}ko\u{2069}",
+    ] {
+        assert!(shown.contains(escaped), "{escaped} not in {shown}");
+    }
+    let rows: Vec<&str> = shown.lines().filter(|l| !l.starts_with("    ")).collect();
+    assert_eq!(rows.len(), 4, "header, two clusters, the revision: {shown}");
+    assert!(rows[1].starts_with("eu-west  failing    never"), "{shown}");
+    assert!(rows[1].contains(r" ab\rcd "), "{shown}");
+    assert!(rows[2].starts_with("us-east  no report  never"), "{shown}");
+
+    let json = cohort(
+        dir,
+        &[
+            "status",
+            "--fleet",
+            &server.url,
+            "--token-file",
+            "fleet.token",
+            "-o",
+            "json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let held = &doc["clusters"][0]["report"];
+    assert_eq!(held["services"][0]["name"], forged_row);
+    assert_eq!(held["problems"][0], erase);
+    assert_eq!(held["agent_version"], "0.1.0\x1b]0;owned\x07");
+    assert_eq!(held["health"][0]["findings"][0], "\u{2066}ko\u{2069}");
+}
+
+/// Seconds of CPU a process has used (utime + stime from /proc, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// Out of file descriptors, serve's TLS accept loop retried at once, for ever: a core at 100%
+/// serving nothing. Now it waits, longer each time, and serves again once connections close
+/// (silent ones do, at the header timeout).
+#[test]
+fn out_of_file_descriptors_serve_backs_off_instead_of_spinning() {
+    use cohort_agent::Source;
+    use cohort_agent::source::{ControlSource, Polled};
+    use std::time::Duration;
+    let tmp = setup();
+    let dir = tmp.path();
+    certificates(dir);
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 64 && exec \"$0\" -C repo serve --listen 127.0.0.1:0 --tokens tokens.yaml \
+             --tls-cert server.pem --tls-key server.key --header-timeout 3s --max-connections 1000",
+            env!("CARGO_BIN_EXE_cohort"),
+        ])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let url = first
+        .split("control API on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, url };
+    let pid = server.child.id();
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let silent: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.5,
+        "serve used {used:.2}s of CPU in 2s while out of file descriptors"
+    );
+
+    // The silent connections are closed at the header timeout; an agent is served again.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut agent =
+        ControlSource::new(&server.url, "eu-west", EU, Some(&dir.join("ca.pem"))).expect("client");
+    let polled = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(15), agent.poll())
+            .await
+            .expect("answered within 15s")
+    });
+    assert!(matches!(polled.expect("poll"), Polled::Changed(_)));
+    drop(silent);
+}

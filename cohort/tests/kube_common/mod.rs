@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The kubeconfig to test against, or `None` (saying why the test is skipped).
+// A test's note to whoever runs it, with no text from outside: the binary's rule on printing
+// (cohort/clippy.toml) is for what it shows operators.
+#[allow(clippy::disallowed_macros)]
 pub fn kubeconfig(what: &str) -> Option<PathBuf> {
     match std::env::var_os("COHORT_E2E_KUBECONFIG") {
         Some(k) => Some(PathBuf::from(k)),

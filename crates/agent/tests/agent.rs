@@ -10,7 +10,8 @@ use std::time::Duration;
 use cohort_agent::state::AppliedState;
 use cohort_agent::{Agent, ControlSource, GitSource, Settings, Target, TargetError};
 use cohort_control::ServiceHealth;
-use cohort_control::server::{Control, RepoSource, app, serve};
+use cohort_control::conn::{Limits, serve};
+use cohort_control::server::{Control, RepoSource, app};
 use cohort_control::tokens::Tokens;
 use cohort_release::git::ReleaseRepo;
 use cohort_release::mirror::Mirror;
@@ -127,6 +128,30 @@ impl Repo {
     fn head(&self) -> String {
         self.git.head_commit().expect("head").expect("a commit")
     }
+
+    /// Commits `releases/account-service.yaml` as a symbolic link to the same text moved
+    /// elsewhere in the repo (with git itself: cohort never writes a link).
+    fn commit_symlinked_state(&self) -> String {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .current_dir(self.path())
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        std::fs::create_dir_all(self.path().join("elsewhere")).expect("mkdir");
+        git(&["mv", "releases/account-service.yaml", "elsewhere/state.yaml"]);
+        std::os::unix::fs::symlink(
+            "../elsewhere/state.yaml",
+            self.path().join("releases/account-service.yaml"),
+        )
+        .expect("symlink");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "state file moved behind a link"]);
+        self.head()
+    }
 }
 
 fn tokens_file() -> Tokens {
@@ -154,9 +179,15 @@ async fn start_server(
             .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app(control), None, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        app(control),
+        None,
+        Limits::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
 
@@ -516,4 +547,52 @@ async fn from_a_git_remote_the_agent_fetches_applies_skips_invalid_and_resumes()
     let pass = agent.pass().await;
     assert!(pass.reached_source && pass.applied.is_empty(), "{pass:?}");
     assert_eq!(cluster.applies().len(), 2);
+}
+
+#[tokio::test]
+async fn a_revision_whose_state_file_is_a_symlink_is_refused_not_applied_with_fewer_tracks() {
+    let repo = Repo::new();
+    let (addr, _server) = start_server(&repo, None).await;
+    let through_api = Recording::default();
+    let mut api_agent = control_agent(addr, EU, through_api.clone()).await;
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let mirror = Mirror::open(mirror.path(), &repo.path().display().to_string(), "main").expect("mirror");
+    let from_git = Recording::default();
+    let mut git_agent = Agent::start(
+        GitSource::new(mirror, Path::new(""), "eu-west", None),
+        from_git.clone(),
+        settings("eu-west"),
+        Default::default(),
+    )
+    .await
+    .expect("start");
+    for agent_pass in [api_agent.pass().await, git_agent.pass().await] {
+        assert_eq!(agent_pass.applied, ["account-service"], "{agent_pass:?}");
+    }
+    let good = repo.head();
+
+    // Read through the link, the state has all four tracks; skipped, it would have none but
+    // what a deploy then wrote. Either way the agent must not apply it.
+    let linked = repo.commit_symlinked_state();
+    for (pass, cluster) in [
+        (api_agent.pass().await, &through_api),
+        (git_agent.pass().await, &from_git),
+    ] {
+        let why = pass.invalid.clone().expect("refused");
+        assert!(
+            why.contains(&format!("revision {linked} is not valid"))
+                && why.contains(
+                    "releases/account-service.yaml is a symbolic link; cohort reads only regular files"
+                ),
+            "{why}"
+        );
+        assert!(pass.applied.is_empty(), "{pass:?}");
+        assert_eq!(
+            cluster.applies().len(),
+            1,
+            "nothing applied after the first revision"
+        );
+    }
+    assert_eq!(api_agent.applied()["account-service"].revision, good);
+    assert_eq!(git_agent.applied()["account-service"].revision, good);
 }

@@ -1,5 +1,7 @@
 //! The fleet at a glance (`cohort status --fleet`): one line per cluster.
 
+use cohort_core::printable::escape;
+
 use crate::wire::{Fleet, FleetCluster, ServiceState};
 
 /// Where one cluster stands, in a word.
@@ -151,6 +153,17 @@ pub fn table(fleet: &Fleet, now: i64) -> String {
         ]);
         notes.push(problems);
     }
+    // What agents report is theirs to write: each cell and note is escaped (a control
+    // character or line break in a report cannot move the cursor or forge a row) before the
+    // columns are measured.
+    let rows: Vec<[String; 7]> = rows
+        .into_iter()
+        .map(|row| row.map(|cell| escape(&cell).into_owned()))
+        .collect();
+    let notes: Vec<Vec<String>> = notes
+        .into_iter()
+        .map(|n| n.iter().map(|note| escape(note).into_owned()).collect())
+        .collect();
     let widths: Vec<usize> = (0..7)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
@@ -169,7 +182,10 @@ pub fn table(fleet: &Fleet, now: i64) -> String {
             out.push('\n');
         }
     }
-    out.push_str(&format!("release repo at {}\n", short(fleet.revision.as_deref())));
+    out.push_str(&format!(
+        "release repo at {}\n",
+        escape(&short(fleet.revision.as_deref()))
+    ));
     out
 }
 

@@ -3,6 +3,7 @@
 //! and the checks an agent makes before it applies anything it received.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod fleet;
 pub mod server;
 pub mod tokens;

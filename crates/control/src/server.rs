@@ -4,7 +4,6 @@
 //! tokens file, and a cluster's token reaches only that cluster's resources.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +25,10 @@ use crate::wire::{Fleet, FleetCluster, REPORT_WANTED, Report};
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The largest report accepted (a report lists services and findings; this is generous).
-const MAX_REPORT_BYTES: usize = 1 << 20;
+pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// How long a report's body may take to arrive, by default.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the API reads the release repo.
 pub enum RepoSource {
@@ -69,6 +71,7 @@ pub struct Control {
     tokens: Tokens,
     rendered: Mutex<Rendered>,
     seen: Mutex<BTreeMap<String, Seen>>,
+    body_timeout: std::time::Duration,
 }
 
 /// Bodies rendered for the current revision, per cluster.
@@ -94,7 +97,15 @@ impl Control {
             tokens,
             rendered: Mutex::new(Rendered::default()),
             seen: Mutex::new(BTreeMap::new()),
+            body_timeout: BODY_TIMEOUT,
         }
+    }
+
+    /// How long a report's body may take to arrive, from when its token has been checked
+    /// (then 408, and the connection is closed).
+    pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> Control {
+        self.body_timeout = timeout;
+        self
     }
 
     /// With a mirror: the commit its branch was fetched at, by whoever fetches it (off the
@@ -371,15 +382,11 @@ async fn post_report(
     State(control): State<Arc<Control>>,
     UrlPath(cluster): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
+    // The token first: whoever cannot show one gets no byte of their body read.
     own_cluster(&control, &headers, &cluster)?;
-    if body.len() > MAX_REPORT_BYTES {
-        return Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("a report may be at most {MAX_REPORT_BYTES} bytes"),
-        });
-    }
+    let body = read_body(body, &headers, control.body_timeout).await?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         message: format!("the report is not valid JSON of the Report schema (see /openapi.json): {e}"),
@@ -398,6 +405,44 @@ async fn post_report(
         s.report = Some(report);
     });
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A request body of at most [`MAX_REPORT_BYTES`], whole within `timeout`: a declared length
+/// over the limit is refused before any of it is read, a longer chunked body as soon as it
+/// passes the limit.
+async fn read_body(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("a report may be at most {MAX_REPORT_BYTES} bytes"),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REPORT_BYTES as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_REPORT_BYTES);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the report's body did not arrive within {}s; send it whole at once",
+                timeout.as_secs_f64()
+            ),
+        }),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("the report's body could not be read: {e}"),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
 }
 
 async fn fleet(State(control): State<Arc<Control>>, headers: HeaderMap) -> Result<Json<Fleet>, ApiError> {
@@ -497,67 +542,6 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsEr
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
-/// lets requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let Some(tls) = tls else {
-        return axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-            // Reap finished connections so the set does not grow with every client.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tasks.spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let mut app = app.clone();
-                async move { tower_service::Service::call(&mut app, req).await }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    // Requests in flight finish; idle keep-alive connections are not waited for past the grace.
-    let drained = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(std::time::Duration::from_secs(5), drained)
-        .await
-        .is_err()
-    {
-        tasks.abort_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -58,15 +58,10 @@ pub enum Caller<'a> {
 /// A tokens file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    /// It could not be read.
-    #[error("cannot read the tokens file {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// It could not be read, or is not a regular file of a sane size (a named pipe would
+    /// block the server's start; a link to /dev/zero would read for ever).
+    #[error("cannot use the tokens file: {0}")]
+    Read(#[from] cohort_spec::entry::Refusal),
     /// It is not what the format says.
     #[error("{}:{pos}: {message}", path.display())]
     Invalid {
@@ -82,10 +77,7 @@ pub enum TokensError {
 impl Tokens {
     /// Reads and checks the tokens file at `path`.
     pub fn read(path: &Path) -> Result<Tokens, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = cohort_spec::entry::read_named_file(path)?;
         Tokens::parse(path, &text)
     }
 

@@ -6,8 +6,11 @@
 
 pub mod duration;
 pub mod gate;
+pub mod image;
 pub mod model;
 pub mod names;
+pub mod peers;
+pub mod printable;
 pub mod route;
 pub mod router_config;
 pub mod weight;
@@ -19,5 +22,7 @@ pub use model::{
     ReleaseState, RouterSettings, SecretRef, ServiceSpec, SlackChannel, SmtpSecurity, Sticky,
 };
 pub use names::{NameError, ServiceName, TrackName, Version};
+pub use peers::TrustedPeers;
+pub use printable::Printable;
 pub use route::{Redistribution, Route, RouteError};
 pub use weight::{Weight, WeightError};

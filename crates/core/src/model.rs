@@ -22,7 +22,7 @@ pub struct Pipeline {
     /// Keeps each user on one track.
     pub sticky: Option<Sticky>,
     /// Peers whose cohort header is believed; from anyone else it is dropped.
-    pub trusted_peers: Vec<ipnet::IpNet>,
+    pub trusted_peers: crate::TrustedPeers,
     /// Settings each service inherits unless its spec overrides them.
     pub defaults: Defaults,
     /// The router fleet in front of each service.
@@ -262,7 +262,7 @@ mod tests {
             cohorts: vec![],
             default_route: whole,
             sticky: None,
-            trusted_peers: vec![],
+            trusted_peers: crate::TrustedPeers::default(),
             defaults: Defaults {
                 replicas: BTreeMap::new(),
                 port: 8080,

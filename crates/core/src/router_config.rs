@@ -1,7 +1,7 @@
 //! The router's configuration: what `cohort render` puts in the `<svc>-router` ConfigMap and
 //! what `cohort router --config` reads. One format, one source of truth for both.
 
-use crate::{Duration, Sticky, TrackName, Version, Weight};
+use crate::{Duration, Sticky, TrackName, TrustedPeers, Version, Weight};
 
 /// Everything one service's router needs to route by cohort.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -10,8 +10,8 @@ pub struct RouterConfig {
     pub service: String,
     /// Header naming the caller's cohort.
     pub cohort_header: String,
-    /// Peers whose cohort header is believed; empty means every peer.
-    pub trusted_peers: Vec<ipnet::IpNet>,
+    /// Peers whose cohort header is believed (nobody unless the config says so).
+    pub trusted_peers: TrustedPeers,
     /// What keeps a user on one track, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<Sticky>,

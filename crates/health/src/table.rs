@@ -1,6 +1,8 @@
 //! The report as a terminal table: one line per service, a column per track (version and
 //! ready/desired), the router, the state; what is wrong listed under the service.
 
+use cohort_core::printable::escape;
+
 use crate::evaluate::{Report, Severity, TrackHealth};
 
 /// How the state column is drawn.
@@ -53,19 +55,21 @@ pub fn render(report: &Report, color: Color) -> String {
         }
     }
     let mut header: Vec<String> = vec!["SERVICE".into(), "ROUTER".into()];
-    header.extend(tracks.iter().map(|t| t.to_uppercase()));
+    header.extend(tracks.iter().map(|t| escape(&t.to_uppercase()).into_owned()));
     header.push("STATE".into());
 
     let mut rows: Vec<Vec<String>> = vec![];
     for svc in &report.services {
+        // Names, versions and findings come from the cluster's objects, which whoever may
+        // edit them writes: escaped, so they cannot drive the terminal or forge a line.
         let mut row = vec![
-            svc.service.clone(),
+            escape(&svc.service).into_owned(),
             format!("{}/{}", svc.router.available, svc.router.expected),
         ];
         row.extend(
             tracks
                 .iter()
-                .map(|name| cell(svc.tracks.iter().find(|t| t.track == *name))),
+                .map(|name| escape(&cell(svc.tracks.iter().find(|t| t.track == *name))).into_owned()),
         );
         rows.push(row);
     }
@@ -117,7 +121,7 @@ pub fn render(report: &Report, color: Color) -> String {
                 Severity::Problem => paint("✗", "31", color),
                 Severity::Warning => paint("!", "33", color),
             };
-            out.push_str(&format!("  {mark} {f}\n"));
+            out.push_str(&format!("  {mark} {}\n", escape(&f.to_string())));
         }
     }
     out

@@ -256,10 +256,14 @@ impl Watch {
     /// first complete listing an error ends the watch (it is the configuration or RBAC that is
     /// wrong); after it, errors are retried by the watchers and only reported.
     pub async fn next(&mut self, settle: std::time::Duration) -> Result<Inventory, KubeError> {
+        // Errors quote the API server (and the objects it names): escaped for the terminal.
         match self.changed.recv().await {
             Some(Ok(())) => {}
             Some(Err(e)) if !self.synced => return Err(e),
-            Some(Err(e)) => eprintln!("cohort: watch: {e} (retrying)"),
+            Some(Err(e)) => eprintln!(
+                "cohort: watch: {} (retrying)",
+                cohort_core::Printable(&e.to_string())
+            ),
             None => return Err(KubeError::Ended),
         }
         if !self.synced {
@@ -278,7 +282,10 @@ impl Watch {
         loop {
             match tokio::time::timeout(settle, self.changed.recv()).await {
                 Err(_) => break,
-                Ok(Some(Err(e))) => eprintln!("cohort: watch: {e} (retrying)"),
+                Ok(Some(Err(e))) => eprintln!(
+                    "cohort: watch: {} (retrying)",
+                    cohort_core::Printable(&e.to_string())
+                ),
                 Ok(Some(Ok(()))) => {}
                 Ok(None) => return Err(KubeError::Ended),
             }

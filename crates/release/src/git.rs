@@ -174,6 +174,9 @@ pub enum GitError {
         #[source]
         source: io::Error,
     },
+    /// A file cohort reads is one it must not read (a symbolic link, a submodule, too large...).
+    #[error("{}: {}", .0, .0.help())]
+    Refused(cohort_spec::entry::Refusal),
     /// Any other failure inside git's data structures.
     #[error("git: could not {what}")]
     Git {
@@ -360,63 +363,29 @@ impl ReleaseRepo {
             what: format!("read commit {commit}"),
             source: gix::Error::from_error(e),
         })?;
-        crate::mirror::tree_files(&self.repo, id, prefix)
+        crate::tree::tree_files(&self.repo, id, prefix)
     }
 
-    /// Reads the content of the repo-relative `path` at HEAD; `None` if HEAD has no file there or no commit yet.
+    /// Reads the content of the repo-relative `path` at HEAD; `None` if HEAD has no file there
+    /// or no commit yet. What the worktree reader would refuse there (a symbolic link, a
+    /// submodule, a directory, a blob over the size limit) is [`GitError::Refused`].
     pub fn read_head(&self, path: &Path) -> Result<Option<Vec<u8>>, GitError> {
         rela_path(path)?;
         let Some(id) = self.head_id()? else {
             return Ok(None);
         };
         let what = || format!("read {} at HEAD", path.display());
-        let entry = self
+        let Some(entry) = self
             .commit_tree(id)?
             .lookup_entry_by_path(path)
-            .map_err(git(what()))?;
-        match entry {
-            Some(entry) if entry.mode().is_blob() => {
-                Ok(Some(entry.object().map_err(git(what()))?.detach().data))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The regular files directly inside `dir` at HEAD, with their content, in name order;
-    /// empty when HEAD is unborn or has no such directory. `dir` may be empty for the top.
-    pub fn read_head_dir(&self, dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, GitError> {
-        if !dir.as_os_str().is_empty() {
-            rela_path(dir)?;
-        }
-        let Some(id) = self.head_id()? else {
-            return Ok(vec![]);
+            .map_err(git(what()))?
+        else {
+            return Ok(None);
         };
-        let what = || format!("list {} at HEAD", dir.display());
-        let top = self.commit_tree(id)?;
-        let tree = if dir.as_os_str().is_empty() {
-            top
-        } else {
-            match top.lookup_entry_by_path(dir).map_err(git(what()))? {
-                Some(entry) if entry.mode().is_tree() => entry.object().map_err(git(what()))?.into_tree(),
-                _ => return Ok(vec![]),
-            }
-        };
-        let mut out = vec![];
-        for entry in tree.iter() {
-            let entry = entry.map_err(git(what()))?;
-            if !entry.inner.mode.is_blob() {
-                continue;
-            }
-            let name = entry.inner.filename.to_str_lossy().into_owned();
-            let data = self
-                .repo
-                .find_object(entry.inner.oid)
-                .map_err(git(what()))?
-                .detach()
-                .data;
-            out.push((dir.join(name), data));
+        match crate::tree::read_entry(&self.repo, path, entry.mode(), entry.object_id())? {
+            Ok(data) => Ok(Some(data)),
+            Err(refusal) => Err(GitError::Refused(refusal)),
         }
-        Ok(out)
     }
 
     /// All commits reachable from HEAD, in plain `git log` order: always the newest (by committer
@@ -713,24 +682,40 @@ impl ReleaseRepo {
     }
 
     /// The blob id git would store for the worktree file at `path`; `None` if there is nothing.
+    ///
+    /// Only what git can store is read: a pipe or device there (which git cannot commit, so
+    /// it differs from HEAD) counts as an edit without being opened, as a pipe would block the
+    /// read and a device never end it.
     fn worktree_blob_id(&self, path: &Path) -> Result<Option<ObjectId>, GitError> {
+        use cohort_spec::entry::EntryKind;
         let full = self.root.join(path);
         let meta = match fs::symlink_metadata(&full) {
             Ok(meta) => meta,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(io_err("stat", &full)(err)),
         };
-        let content: Vec<u8> = if meta.is_dir() {
-            // The null id matches no blob, so a directory where a file belongs counts as an edit.
-            return Ok(Some(ObjectId::null(self.repo.object_hash())));
-        } else if meta.is_symlink() {
-            let target = fs::read_link(&full).map_err(io_err("read", &full))?;
-            gix::path::into_bstr(target)
-                .map_err(git(format!("read {}", full.display())))?
-                .into_owned()
-                .into()
-        } else {
-            fs::read(&full).map_err(io_err("read", &full))?
+        // The null id matches no blob, so what git cannot hold where a file belongs is an edit.
+        let edited = Ok(Some(ObjectId::null(self.repo.object_hash())));
+        let content: Vec<u8> = match EntryKind::of(meta.file_type()) {
+            EntryKind::Symlink => {
+                let target = fs::read_link(&full).map_err(io_err("read", &full))?;
+                gix::path::into_bstr(target)
+                    .map_err(git(format!("read {}", full.display())))?
+                    .into_owned()
+                    .into()
+            }
+            EntryKind::File => {
+                let mut file = cohort_spec::entry::open_no_follow(&full).map_err(io_err("read", &full))?;
+                let opened = file.metadata().map_err(io_err("stat", &full))?;
+                if EntryKind::of(opened.file_type()) != EntryKind::File {
+                    // Swapped for something else since it was looked at.
+                    return edited;
+                }
+                let mut content = Vec::new();
+                io::Read::read_to_end(&mut file, &mut content).map_err(io_err("read", &full))?;
+                content
+            }
+            _ => return edited,
         };
         gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, &content)
             .map(Some)

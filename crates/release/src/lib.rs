@@ -8,3 +8,4 @@ pub mod plan;
 pub mod record;
 pub mod snapshot;
 pub mod tls;
+mod tree;

@@ -250,7 +250,7 @@ impl Mirror {
             what: format!("read commit {commit}"),
             source: gix::Error::from_error(e),
         })?;
-        tree_files(&self.repo, id, prefix)
+        crate::tree::tree_files(&self.repo, id, prefix)
     }
 }
 
@@ -258,59 +258,6 @@ fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
-}
-
-/// The release repo's files (cohort.yaml, services/, releases/) in `commit`'s tree under `prefix`.
-pub(crate) fn tree_files(
-    repo: &gix::Repository,
-    commit: ObjectId,
-    prefix: &Path,
-) -> Result<RepoFiles, GitError> {
-    let git = |what: String| move |source: gix::Error| GitError::Git { what, source };
-    let what = || format!("read the tree of commit {commit}");
-    let top = repo
-        .find_commit(commit)
-        .map_err(|e| git(what())(e))?
-        .tree()
-        .map_err(|e| git(what())(e))?;
-    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    let blob = |path: &Path| -> Result<Option<Vec<u8>>, GitError> {
-        let what = || format!("read {} at {commit}", path.display());
-        match top.lookup_entry_by_path(path).map_err(|e| git(what())(e))? {
-            Some(entry) if entry.mode().is_blob() => {
-                Ok(Some(entry.object().map_err(|e| git(what())(e))?.detach().data))
-            }
-            _ => Ok(None),
-        }
-    };
-    let yaml_files = |dir: &str| -> Result<Vec<(PathBuf, String)>, GitError> {
-        let path = prefix.join(dir);
-        let what = || format!("list {} at {commit}", path.display());
-        let tree = match top.lookup_entry_by_path(&path).map_err(|e| git(what())(e))? {
-            Some(entry) if entry.mode().is_tree() => entry.object().map_err(|e| git(what())(e))?.into_tree(),
-            _ => return Ok(vec![]),
-        };
-        let mut out = vec![];
-        for entry in tree.iter() {
-            let entry = entry.map_err(|e| git(what())(e))?;
-            let name = entry.inner.filename.to_string();
-            if !entry.inner.mode.is_blob() || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-                continue;
-            }
-            let data = repo
-                .find_object(entry.inner.oid)
-                .map_err(|e| git(what())(e))?
-                .detach()
-                .data;
-            out.push((Path::new(dir).join(name), text(data)));
-        }
-        Ok(out)
-    };
-    Ok(RepoFiles {
-        pipeline: blob(&prefix.join("cohort.yaml"))?.map(text),
-        services: yaml_files("services")?,
-        releases: yaml_files("releases")?,
-    })
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use cohort_core::Pipeline;
 use cohort_core::router_config::{RouterConfig, RouterRoute};
+use cohort_core::{Pipeline, TrustedPeers};
 use cohort_spec::Service;
 
 use crate::router_config;
@@ -49,11 +49,21 @@ pub fn haproxy_cfg(pipeline: &Pipeline, svc: &Service) -> Result<String, Haproxy
     );
     let _ = writeln!(out, "frontend {name}");
     let _ = writeln!(out, "    bind *:{}", pipeline.router.port);
-    if !cfg.trusted_peers.is_empty() {
-        let nets: Vec<String> = cfg.trusted_peers.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "    # the cohort header is only believed from trusted peers");
-        let _ = writeln!(out, "    acl trusted_peer src {}", nets.join(" "));
-        let _ = writeln!(out, "    http-request del-header {header} if !trusted_peer");
+    match &cfg.trusted_peers {
+        TrustedPeers::Any => {}
+        TrustedPeers::Only(nets) if nets.is_empty() => {
+            let _ = writeln!(
+                out,
+                "    # no trusted peers: nobody chooses a cohort with the header"
+            );
+            let _ = writeln!(out, "    http-request del-header {header}");
+        }
+        TrustedPeers::Only(nets) => {
+            let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "    # the cohort header is only believed from trusted peers");
+            let _ = writeln!(out, "    acl trusted_peer src {}", nets.join(" "));
+            let _ = writeln!(out, "    http-request del-header {header} if !trusted_peer");
+        }
     }
     let backend_of = |route: &RouterRoute| match &route.cohort {
         // Cohort names are unique case-insensitively and cannot make `default`.

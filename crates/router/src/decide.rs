@@ -1,7 +1,5 @@
-//! Routing decisions, pure: cohort matching, header trust, sticky buckets and an even
+//! Routing decisions, pure: cohort matching, sticky buckets and an even
 //! per-request spread. Nothing here does I/O or reads a clock.
-
-use std::net::IpAddr;
 
 /// Buckets a sticky key is hashed into: one per basis point, so 0.01% splits are exact.
 pub const BUCKETS: u32 = 10_000;
@@ -20,17 +18,6 @@ pub fn bucket(key: &[u8]) -> u32 {
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     (h % u64::from(BUCKETS)) as u32
-}
-
-/// Whether a peer may choose its cohort with the header: it is in one of `trusted` (an empty
-/// list trusts everybody, as a router without `trusted_peers` did before).
-pub fn header_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
-    let peer = match peer {
-        // A v4 client seen through a dual-stack socket is still that v4 client.
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    trusted.is_empty() || trusted.iter().any(|net| net.contains(&peer))
 }
 
 /// Which of `cohorts` (header values, `None` for the default route) the header `value` names,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client_body;
 pub mod decide;
 pub mod health;
 mod idle;

@@ -44,7 +44,19 @@ pub struct BackendLabels {
 pub struct ErrorLabels {
     /// Track name.
     pub track: String,
-    /// `connect` (no backend accepted) or `response` (failed after sending).
+    /// `connect` (no backend accepted), `response` (failed after sending) or `timeout` (no
+    /// response head within the track's time).
+    pub kind: String,
+}
+
+/// Labels of a request that failed or was refused because of the client.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientErrorLabels {
+    /// The track it was on its way to (`none` when refused before routing).
+    pub track: String,
+    /// `aborted` (the client went away mid-body: nginx's 499), `malformed_body`,
+    /// `body_timeout` (408), or why the request was refused: `bad_host`, `bad_target`,
+    /// `connect`, `too_many_headers`.
     pub kind: String,
 }
 
@@ -114,6 +126,9 @@ pub struct Metrics {
     pub spoofed: Counter,
     /// Upstream errors by track and kind.
     pub upstream_errors: Family<ErrorLabels, Counter>,
+    /// Requests that failed or were refused because of the client, by track and kind: never
+    /// a track's error.
+    pub client_errors: Family<ClientErrorLabels, Counter>,
     /// The last ten minutes per second, per track version and cohort (`/stats`).
     pub windows: crate::window::Windows,
     /// Times the router itself ran out of descriptors, buffers or memory, by what it was doing.
@@ -131,6 +146,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let spoofed = Counter::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let client_errors = Family::<ClientErrorLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests by cohort, track and status class",
@@ -153,6 +169,11 @@ impl Metrics {
             "Upstream errors by track and kind",
             upstream_errors.clone(),
         );
+        registry.register(
+            "client_errors",
+            "Requests failed or refused because of the client (not the track's errors), by track and kind",
+            client_errors.clone(),
+        );
         let resource_exhausted = Family::<ExhaustedLabels, Counter>::default();
         registry.register(
             "resource_exhausted",
@@ -167,9 +188,20 @@ impl Metrics {
             reloads,
             spoofed,
             upstream_errors,
+            client_errors,
             windows: crate::window::Windows::default(),
             resource_exhausted,
         })
+    }
+
+    /// Counts a request that failed or was refused because of the client.
+    pub fn client_error(&self, track: &str, kind: &str) {
+        self.client_errors
+            .get_or_create(&ClientErrorLabels {
+                track: track.into(),
+                kind: kind.into(),
+            })
+            .inc();
     }
 
     /// Counts one local resource shortage.

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client_body::{ClientBody, ClientFault};
 use crate::metrics::{ErrorLabels, Exhausted, Metrics};
 use crate::resources::{AcceptPause, Slot};
 use crate::table::Table;
@@ -31,7 +32,8 @@ pub struct Limits {
     /// The whole request head must arrive within this (slowloris guard); the connection is
     /// closed otherwise.
     pub header_read_timeout: Duration,
-    /// The largest request head accepted; larger ones get 431.
+    /// The largest request head accepted, exactly, as received (HTTP/1.1: request line and
+    /// header lines; HTTP/2: as HPACK counts a header list); larger ones get 431.
     pub max_header_bytes: usize,
     /// How long a track may take to send its response head; then 504 naming the track.
     pub response_timeout: Duration,
@@ -43,6 +45,13 @@ pub struct Limits {
     pub grace: Duration,
     /// How long a connection to a track may sit unused in the pool before it is closed.
     pub upstream_idle_timeout: Duration,
+    /// A client sending a request body must send more of it within this of asking; then 408
+    /// (the client's error, not the track's).
+    pub client_body_timeout: Duration,
+    /// HTTP/2 requests in flight per client connection; more wait for one to finish. Each
+    /// holds at most one connection to a track, so this caps what one client connection can
+    /// open upstream (an HTTP/1.1 connection has one request in flight).
+    pub max_streams: u32,
     /// How long an upgraded (WebSocket) tunnel may go with neither side sending before it is
     /// closed, as HAProxy's `timeout tunnel`.
     pub tunnel_idle_timeout: Duration,
@@ -57,6 +66,8 @@ impl Default for Limits {
             max_connections: 10_000,
             grace: Duration::from_secs(20),
             upstream_idle_timeout: Duration::from_secs(5),
+            client_body_timeout: Duration::from_secs(60),
+            max_streams: 100,
             tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
@@ -219,6 +230,7 @@ async fn serve_connection(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(limits.max_streams)
                 .serve_connection(io, service),
         );
         tokio::select! {
@@ -230,6 +242,9 @@ async fn serve_connection(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            // The head's exact size in bytes, as received: the read buffer's size is only a
+            // memory bound and let heads of nearly twice the limit through.
+            .max_header_size(limits.max_header_bytes)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .serve_connection(io, service)
             .with_upgrades();
@@ -311,8 +326,13 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
     .contains(&name)
 }
 
-/// Removes hop-by-hop headers: the fixed set and the ones `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers: the fixed set and the ones `Connection` names, except the
+/// end-to-end headers in `kept` (a client must not be able to take away what the router
+/// routes by or adds). With `underscores`, also every header whose name has a `_`, as nginx
+/// does by default: backends built on CGI's conventions (WSGI, Rack, PHP) read `-` and `_`
+/// alike, so `X_Traffic_Group` would pass for the cohort header and `Transfer_Encoding` for
+/// the body's framing there.
+fn strip_hop_by_hop(headers: &mut HeaderMap, kept: &[&HeaderName], underscores: bool) {
     // One pass over the few headers a message has, rather than a hash lookup per name that
     // might be there: this runs twice per request.
     let named: Vec<&str> = match headers.contains_key(header::CONNECTION) {
@@ -321,12 +341,120 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     };
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| always_hop_by_hop(name) || named.iter().any(|o| o.eq_ignore_ascii_case(name.as_str())))
+        .filter(|name| {
+            always_hop_by_hop(name)
+                || (underscores && name.as_str().contains('_'))
+                || (named.iter().any(|o| o.eq_ignore_ascii_case(name.as_str())) && !kept.contains(name))
+        })
         .cloned()
         .collect();
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// Header fields a request may have: hyper's cap for HTTP/1.1 (more get 431 there), applied
+/// to HTTP/2 as well.
+pub const MAX_HEADERS: usize = 100;
+
+/// Why a request is refused before it is routed; each is the client's error.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("CONNECT is not supported: this router forwards requests to tracks, it opens no tunnels")]
+    Connect,
+    #[error("an HTTP/1.1 request needs a Host header (HTTP/2: :authority)")]
+    NoHost,
+    #[error("the request has {0} Host headers; send exactly one")]
+    Hosts(usize),
+    #[error("the Host header is not a valid host[:port]")]
+    BadHost,
+    #[error("the request target must be an http or https URI without user info")]
+    BadTarget,
+    #[error("the request has more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::NoHost | Refusal::Hosts(_) | Refusal::BadHost | Refusal::BadTarget => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
+    /// Its `kind` label in `cohort_router_client_errors_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Connect => "connect",
+            Refusal::NoHost | Refusal::Hosts(_) | Refusal::BadHost => "bad_host",
+            Refusal::BadTarget => "bad_target",
+            Refusal::TooManyHeaders => "too_many_headers",
+        }
+    }
+}
+
+/// Refuses what a careful proxy does not forward: CONNECT (no tunnels to arbitrary hosts), a
+/// request without exactly one valid Host (RFC 9112 §3.2: 400), an absolute target that is not
+/// a plain http(s) URI.
+fn vet<B>(req: &Request<B>) -> Result<(), Refusal> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Refusal::Connect);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    let more = hosts.count();
+    if more > 0 {
+        return Err(Refusal::Hosts(more + 1));
+    }
+    let target = req.uri().authority();
+    if let Some(authority) = target
+        && (!matches!(req.uri().scheme_str(), Some("http" | "https")) || authority.as_str().contains('@'))
+    {
+        return Err(Refusal::BadTarget);
+    }
+    match (host, target) {
+        // An absolute target's authority is the host; the Host header gives way to it.
+        (_, Some(_)) => {}
+        (Some(h), None) => {
+            if h.is_empty()
+                || h.as_bytes().contains(&b'@')
+                || http::uri::Authority::try_from(h.as_bytes()).is_err()
+            {
+                return Err(Refusal::BadHost);
+            }
+        }
+        (None, None) if req.version() == http::Version::HTTP_10 => {}
+        (None, None) => return Err(Refusal::NoHost),
+    }
+    if req.version() == http::Version::HTTP_2 && req.headers().len() > MAX_HEADERS {
+        return Err(Refusal::TooManyHeaders);
+    }
+    Ok(())
+}
+
+/// An answer the router gives a client for the client's own error: it closes an HTTP/1.x
+/// connection, whose framing can no longer be trusted.
+fn client_error(
+    service: &str,
+    version: http::Version,
+    status: StatusCode,
+    why: &dyn std::fmt::Display,
+) -> Response<Body> {
+    let mut resp = text(status, format!("{service}: {why}\n"));
+    if version < http::Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"),
+        );
+    }
+    resp
 }
 
 async fn handle(
@@ -336,11 +464,30 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let table = router.table();
+    if let Err(refusal) = vet(&req) {
+        router.metrics.client_error("none", refusal.kind());
+        return Ok(client_error(
+            &table.config.service,
+            req.version(),
+            refusal.status(),
+            &refusal,
+        ));
+    }
     // Boxed for the length of the request: hyper keeps room for this future for as long as
     // the client connection lives, and inline it would be kilobytes per idle connection.
     let done = Box::pin(forward(&router, &table, peer, req)).await;
     let handles = table.handles(&router.metrics);
     let status = done.response.status().as_u16();
+    if let Some(fault) = done.client {
+        // The client's failure: counted as such, and neither the track's error nor its latency.
+        handles.request(done.route, None, status);
+        let track = done
+            .track
+            .and_then(|t| table.tracks.get(t))
+            .map_or("none", |t| t.name.as_str());
+        router.metrics.client_error(track, fault.label());
+        return Ok(done.response);
+    }
     handles.request(done.route, done.track, status);
     if let Some(track) = done.track {
         let answered = done.error.is_none().then(|| started.elapsed());
@@ -375,6 +522,8 @@ struct Done {
     track: Option<usize>,
     /// `connect`, `response` or `timeout` when the upstream failed.
     error: Option<&'static str>,
+    /// How the client failed to deliver the request, if it did (then nothing is the track's).
+    client: Option<ClientFault>,
 }
 
 async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<Incoming>) -> Done {
@@ -383,6 +532,13 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
     if decision.spoofed {
         req.headers_mut().remove(table.cohort_header());
         router.metrics.spoofed.inc();
+    } else {
+        // The track sees the cohort header and sticky key the decision used, and only those
+        // (`decide` reads the first of each).
+        keep_first(req.headers_mut(), table.cohort_header());
+    }
+    if let Some(sticky) = table.sticky_header() {
+        keep_first(req.headers_mut(), sticky);
     }
     let cohort = decision.cohort.unwrap_or("default");
     let route = decision.route;
@@ -391,6 +547,7 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         route,
         track,
         error,
+        client: None,
     };
     let Some(track) = decision.track.cloned() else {
         let why = if decision.down.is_empty() {
@@ -409,33 +566,52 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten();
     let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    strip_hop_by_hop(req.headers_mut());
+    let kept = [
+        &header::HOST,
+        &X_FORWARDED_FOR,
+        table.cohort_header(),
+        table.sticky_header().unwrap_or(&header::HOST),
+    ];
+    strip_hop_by_hop(req.headers_mut(), &kept, true);
     if let Some(protocol) = &upgrade {
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, protocol.clone());
     }
-    let forwarded_for = match req.headers().get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_maybe_shared(Bytes::from(format!("{prior}, {}", peer.ip))).ok(),
-        None => Some(peer.forwarded_for),
+    let forwarded_for = match req.headers().contains_key(&X_FORWARDED_FOR) {
+        // Every earlier hop, in order (several header lines are one comma-separated list), then
+        // this client.
+        true => {
+            let mut chain = Vec::new();
+            for prior in req.headers().get_all(&X_FORWARDED_FOR) {
+                chain.extend_from_slice(prior.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(peer.forwarded_for.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
+        }
+        false => Some(peer.forwarded_for),
     };
     if let Some(v) = forwarded_for {
         req.headers_mut().insert(X_FORWARDED_FOR, v);
     }
     req.headers_mut()
         .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if req.headers().get(header::HOST).is_none()
-        && let Some(authority) = req.uri().authority().cloned()
+    if let Some(authority) = req.uri().authority().cloned()
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
     {
-        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
+        // An absolute target's authority is the host, whatever Host says (RFC 9112 §3.2.3), and
+        // HTTP/2's :authority is its Host (RFC 9113 §8.3.1); the upstream is sent origin-form.
         req.headers_mut().insert(header::HOST, v);
     }
+    let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     aim(&mut parts);
+    let body = ClientBody::new(body, router.limits.client_body_timeout);
+    let watch = body.watch();
     let timeout = router.limits.response_timeout;
     let mut used = decision.track_index;
-    let mut attempt = upstream::send(&track, Request::from_parts(parts, body.boxed()), timeout).await;
+    let mut attempt = upstream::send(&track, Request::from_parts(parts, body), timeout).await;
     if let Sent::Refused(unsent) = attempt {
         // Every backend of the track refused and is now marked down, and the request was never
         // sent: decide again, so the track's share goes to the healthy tracks of the route.
@@ -451,6 +627,35 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
     // After a re-send, errors name the track that was tried last.
     let tried = used.and_then(|i| table.tracks.get(i)).unwrap_or(&track);
     let (name, version) = (&tried.name, &tried.version);
+    if !matches!(attempt, Sent::Answer(_))
+        && let Some(fault) = watch.fault()
+    {
+        // The upstream request failed because the client's body did: the client's error.
+        let (status, why) = match fault {
+            ClientFault::Stalled => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body stopped arriving (nothing for {}s)",
+                    router.limits.client_body_timeout.as_secs_f64()
+                ),
+            ),
+            ClientFault::Malformed => (
+                StatusCode::BAD_REQUEST,
+                "the request body's framing is invalid".into(),
+            ),
+            ClientFault::Aborted => (StatusCode::BAD_REQUEST, "the request body ended early".into()),
+        };
+        return Done {
+            response: client_error(service, client_version, status, &why),
+            route,
+            track: used,
+            error: None,
+            client: Some(fault),
+        };
+    }
+    // The version a track runs is for the operator, not for clients: the details go to stderr.
+    let failed =
+        |what: &dyn std::fmt::Display| eprintln!("cohort router: {service}: track {name} ({version}) {what}");
     match attempt {
         Sent::Answer(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let Some(client_side) = client_side else {
@@ -475,17 +680,20 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         }
         Sent::Answer(resp) => {
             let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, &[], false);
             local(Response::from_parts(parts, body.boxed()), used, None)
         }
-        Sent::Refused(_) => local(
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("{service}: no backend of track {name} ({version}) accepted a connection\n"),
-            ),
-            used,
-            Some("connect"),
-        ),
+        Sent::Refused(_) => {
+            failed(&"refused every connection");
+            local(
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{service}: no backend of track {name} accepted a connection\n"),
+                ),
+                used,
+                Some("connect"),
+            )
+        }
         Sent::Overloaded => {
             // The router's own shortage: counted apart, never in the track's errors or latency.
             router.metrics.exhausted(Exhausted::Connect);
@@ -500,25 +708,41 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             local(resp, None, None)
         }
-        Sent::Failed => local(
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("{service}: track {name} ({version}) failed to answer\n"),
-            ),
-            used,
-            Some("response"),
-        ),
-        Sent::TimedOut => local(
-            text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "{service}: track {name} ({version}) did not answer within {}s\n",
-                    router.limits.response_timeout.as_secs_f64()
+        Sent::Failed(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            failed(&format_args!("failed to answer: {e}{cause}"));
+            local(
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{service}: track {name} failed to answer\n"),
                 ),
-            ),
-            used,
-            Some("timeout"),
-        ),
+                used,
+                Some("response"),
+            )
+        }
+        Sent::TimedOut => {
+            let within = router.limits.response_timeout.as_secs_f64();
+            failed(&format_args!("did not answer within {within}s"));
+            local(
+                text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("{service}: track {name} did not answer within {within}s\n"),
+                ),
+                used,
+                Some("timeout"),
+            )
+        }
+    }
+}
+
+/// Leaves only the first of `name`'s header lines, if there are several.
+fn keep_first(headers: &mut HeaderMap, name: &HeaderName) {
+    let mut all = headers.get_all(name).iter();
+    if let (Some(first), Some(_)) = (all.next(), all.next()) {
+        let first = first.clone();
+        headers.insert(name, first);
     }
 }
 

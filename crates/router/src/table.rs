@@ -11,7 +11,7 @@ use cohort_core::router_config::{RouterConfig, RouterRoute};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
-use crate::decide::{BUCKETS, bucket, cohort_index, header_trusted, pick_sticky, spread_cycle, trim_ows};
+use crate::decide::{BUCKETS, bucket, cohort_index, pick_sticky, spread_cycle, trim_ows};
 
 /// One track: where its backends are.
 #[derive(Debug)]
@@ -133,6 +133,10 @@ pub enum TableError {
     /// The cohort header is not a valid header name.
     #[error("`{0}` is not a valid header name")]
     BadHeader(String),
+    /// The header's name has a `_`: the router drops such headers from every request (as nginx
+    /// does), so it would never be seen.
+    #[error("header `{0}` has an underscore, and the router drops headers whose names have one: use `-`")]
+    Underscore(String),
     /// Resolving a backend name failed for lack of a local resource (file descriptors...): the
     /// name says nothing about the backend, so the table in force is kept.
     #[error("cannot resolve backend `{backend}` now: the router is out of resources")]
@@ -166,12 +170,15 @@ impl Table {
     /// Builds a table, resolving every backend name now (names that do not resolve leave
     /// their track without backends until the next resolution).
     pub async fn build(config: RouterConfig) -> Result<Table, TableError> {
-        let header = HeaderName::from_bytes(config.cohort_header.as_bytes())
-            .map_err(|_| TableError::BadHeader(config.cohort_header.clone()))?;
+        let header_name = |name: &str| {
+            if name.contains('_') {
+                return Err(TableError::Underscore(name.to_string()));
+            }
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| TableError::BadHeader(name.to_string()))
+        };
+        let header = header_name(&config.cohort_header)?;
         let sticky_header = match &config.sticky {
-            Some(Sticky::Header(name)) => Some(
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| TableError::BadHeader(name.clone()))?,
-            ),
+            Some(Sticky::Header(name)) => Some(header_name(name)?),
             _ => None,
         };
         let mut tracks = vec![];
@@ -264,10 +271,15 @@ impl Table {
         &self.header
     }
 
+    /// The header holding the sticky key, if the key is a header.
+    pub fn sticky_header(&self) -> Option<&HeaderName> {
+        self.sticky_header.as_ref()
+    }
+
     /// Decides where a request from `peer` with `headers` goes.
     pub fn decide(&self, peer: IpAddr, headers: &HeaderMap) -> Decision<'_> {
         let value = headers.get(&self.header).map(|v| v.as_bytes());
-        let trusted = header_trusted(peer, &self.config.trusted_peers);
+        let trusted = self.config.trusted_peers.trusts(peer);
         let spoofed = value.is_some() && !trusted;
         let believed = if trusted { value } else { None };
         let route_index = believed

@@ -11,7 +11,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::proxy::Body;
+use crate::client_body::{ClientBody, Watch};
 use crate::table::{Table, Track};
 
 /// How long a backend may take to accept a connection before the next one is tried.
@@ -22,10 +22,11 @@ pub enum Sent {
     /// The response head arrived.
     Answer(Response<Incoming>),
     /// No backend of the track accepted a connection; here is the request, unsent.
-    Refused(Request<Body>),
-    /// It failed after it was sent.
-    Failed,
-    /// No response head within the response timeout.
+    Refused(Request<ClientBody>),
+    /// It failed after it was sent: the track's failure, unless the body's watch holds a
+    /// client fault.
+    Failed(hyper::Error),
+    /// The track took the response timeout without sending a response head.
     TimedOut,
     /// This router could not open a connection (out of descriptors, buffers, memory or local
     /// ports): no backend failed, and none was marked down.
@@ -45,7 +46,7 @@ const MAX_IDLE: usize = 64;
 
 /// A pooled connection and since when it has been unused.
 struct Idle {
-    sender: SendRequest<Body>,
+    sender: SendRequest<ClientBody>,
     since: Instant,
 }
 
@@ -69,14 +70,14 @@ impl Pool {
 
     /// The most recently used connection that can take a request: reusing the newest lets
     /// the oldest age out when traffic drops.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn checkout(&self) -> Option<SendRequest<ClientBody>> {
         let mut idle = self.lock();
         idle.retain(|c| !c.sender.is_closed());
         let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
         Some(idle.remove(ready).sender)
     }
 
-    fn checkin(&self, sender: SendRequest<Body>) {
+    fn checkin(&self, sender: SendRequest<ClientBody>) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -119,11 +120,14 @@ pub fn spawn_purge(table: &Arc<Table>, timeout: Duration) {
     });
 }
 
-/// Sends `req` to `track` over a pooled or new connection.
-pub async fn send(track: &Track, mut req: Request<Body>, timeout: Duration) -> Sent {
+/// Sends `req` to `track` over a pooled or new connection; `timeout` is the time the track may
+/// take to answer, not counting the time spent waiting for the client to send its body.
+pub async fn send(track: &Track, mut req: Request<ClientBody>, timeout: Duration) -> Sent {
+    let watch = req.body().watch();
     // Two tries: a pooled connection can turn out closed just as it is used (the backend
     // timed it out); hyper then gives the request back and a fresh connection is made.
-    for _ in 0..2 {
+    let mut retried = false;
+    loop {
         let mut sender = match track.pool.checkout() {
             Some(s) => s,
             // Boxed: connecting is rare with pooled connections, and inline its state would
@@ -135,27 +139,63 @@ pub async fn send(track: &Track, mut req: Request<Body>, timeout: Duration) -> S
                 Err(Unreached::Overloaded) => return Sent::Overloaded,
             },
         };
-        match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-            Err(_) => return Sent::TimedOut,
-            Ok(Ok(resp)) => {
+        match within_track_time(timeout, &watch, sender.try_send_request(req)).await {
+            None => return Sent::TimedOut,
+            Some(Ok(resp)) => {
                 // Busy until the body is read; `checkout` skips it until then.
                 track.pool.checkin(sender);
                 return Sent::Answer(resp);
             }
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(back) => req = back,
-                None => return Sent::Failed,
+            Some(Err(mut e)) => match e.take_message() {
+                Some(back) if !retried => {
+                    req = back;
+                    retried = true;
+                }
+                _ => return Sent::Failed(e.into_error()),
             },
         }
     }
-    Sent::Failed
+}
+
+/// Awaits `exchange` for at most `timeout` of the track's time: while the upstream connection
+/// waits for the client to send more of its body, the clock stops (a slow upload is the
+/// client's time; the client body timeout bounds it).
+async fn within_track_time<F: std::future::Future>(
+    timeout: Duration,
+    watch: &Watch,
+    exchange: F,
+) -> Option<F::Output> {
+    if watch.is_done() {
+        // No body, or all of it already read: the track's time is all the time from now.
+        return tokio::time::timeout(timeout, exchange).await.ok();
+    }
+    let started = Instant::now();
+    let mut exchange = std::pin::pin!(exchange);
+    loop {
+        if watch.is_waiting() {
+            tokio::select! {
+                out = &mut exchange => return Some(out),
+                () = watch.changed() => continue,
+            }
+        }
+        let deadline = started + timeout + watch.waited();
+        tokio::select! {
+            out = &mut exchange => return Some(out),
+            () = watch.changed() => {}
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if !watch.is_waiting() && Instant::now() >= started + timeout + watch.waited() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A new connection to one of the track's healthy backends, each tried in turn; a backend that
 /// refuses (or does not answer the handshake) is marked down at once. A socket this router
 /// cannot create (out of descriptors...) is its own failure: no backend is marked down, and the
 /// others are not tried, as they would fail the same way.
-async fn connect(track: &Track) -> Result<SendRequest<Body>, Unreached> {
+async fn connect(track: &Track) -> Result<SendRequest<ClientBody>, Unreached> {
     for (addr, health) in track.connect_order() {
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,

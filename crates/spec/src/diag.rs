@@ -13,6 +13,13 @@ pub enum Kind {
     Syntax,
     /// The file could not be read.
     Unreadable,
+    /// A symbolic link, pipe, device, submodule or directory where cohort reads a regular
+    /// file (or a non-directory where it reads a directory).
+    WrongFileType,
+    /// A file larger than cohort reads from a release repo.
+    TooLarge,
+    /// A file whose bytes are not UTF-8 text.
+    NotUtf8,
     /// A required file is missing.
     MissingFile,
     /// A key this file does not have.
@@ -37,6 +44,8 @@ pub enum Kind {
     Duplicate,
     /// A CIDR that does not parse.
     BadCidr,
+    /// Every caller may choose its cohort (`trusted_peers: any`, `0.0.0.0/0`), or nobody may.
+    OpenTrust,
     /// A duration that does not parse.
     BadDuration,
     /// A number out of range.

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
-use cohort_core::{Duration, TrackName, Version, Weight};
+use cohort_core::{Duration, TrackName, TrustedPeers, Version, Weight};
 use cohort_yaml::Pos;
 
 use crate::diag::{Kind, Sink};
@@ -34,6 +34,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
     let mut ok = true;
     let mut section: (String, String) = (String::new(), String::new());
     let mut frontend: Option<String> = None;
+    let mut frontend_pos = Pos { line: 1, col: 1 };
     let mut header_acls: BTreeMap<String, HeaderAcl> = BTreeMap::new();
     let mut src_acls: BTreeMap<String, Vec<ipnet::IpNet>> = BTreeMap::new();
     let mut uses: Vec<(String, String, Pos)> = vec![];
@@ -71,7 +72,10 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
                         );
                         ok = false;
                     }
-                    "frontend" => frontend = Some(name),
+                    "frontend" => {
+                        frontend = Some(name);
+                        frontend_pos = pos;
+                    }
                     "backend" if backends.contains_key(&name) => {
                         error(format!("backend `{name}` is defined twice"), None);
                         ok = false;
@@ -152,6 +156,8 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
                     };
                     match acl.and_then(|a| src_acls.get(a)) {
                         Some(nets) if words.len() == 5 => trusted = Some(nets.clone()),
+                        // Removed from everyone: nobody chooses a cohort.
+                        None if words.len() == 3 => trusted = Some(vec![]),
                         _ => {
                             error("cohort understands `http-request del-header HEADER if !SRC_ACL` (a src acl defined above)".into(), None);
                             ok = false;
@@ -356,10 +362,23 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
     if !ok {
         return None;
     }
+    if trusted.is_none() && !cohorts.is_empty() {
+        // HAProxy believes a header nothing removes; cohort's router trusts nobody unless told.
+        sink.warning(
+            frontend_pos,
+            Kind::OpenTrust,
+            format!(
+                "nothing here removes `{cohort_header}` from untrusted clients, so HAProxy believes it from everybody; cohort's router believes it from nobody unless the config says whom to trust"
+            ),
+            Some(format!(
+                "add `acl trusted_peer src <your gateway's range>` and `http-request del-header {cohort_header} if !trusted_peer` to the frontend"
+            )),
+        );
+    }
     Some(RouterConfig {
         service: service.map_or(front, str::to_string),
         cohort_header,
-        trusted_peers: trusted.unwrap_or_default(),
+        trusted_peers: TrustedPeers::Only(trusted.unwrap_or_default()),
         sticky: None,
         health_check: health,
         tracks,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+pub mod entry;
 pub mod haproxy;
 pub mod notifications;
 mod pipeline;
@@ -17,6 +18,7 @@ mod service;
 mod state;
 
 pub use diag::{Diagnostic, Kind, Severity};
+pub use entry::MAX_FILE_BYTES;
 pub use pipeline::{DEFAULT_ROUTER_IMAGE, DEFAULT_STAGES, read_pipeline, seed_cohorts, seed_default_route};
 pub use repo::{Repo, Service, load_repo, state_path};
 pub use service::read_service;

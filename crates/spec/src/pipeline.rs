@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use cohort_core::{
     Defaults, Duration, Gate, HealthCheck, Pipeline, PreStop, Route, RouterSettings, Sticky, TrackName,
-    Weight, names::check_dns_label,
+    TrustedPeers, Weight, names::check_dns_label,
 };
 use cohort_yaml::Node;
 
@@ -125,10 +125,18 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
     }
 
     let sticky = m.opt("sticky").and_then(|n| read_sticky(n, sink));
-    let trusted_peers = m
-        .opt("trusted_peers")
-        .map(|n| read_peers(n, sink))
-        .unwrap_or(Some(vec![]));
+    let trusted_peers = match m.opt("trusted_peers") {
+        Some(n) => read_peers(n, sink),
+        None => {
+            sink.warning(
+                m.pos(),
+                Kind::OpenTrust,
+                format!("no `trusted_peers`: `{}` is believed from nobody, so no request reaches a named cohort's route", cohort_header.as_deref().unwrap_or("X-Traffic-Group")),
+                Some("list the addresses of the gateway that sets the header, e.g. `trusted_peers: [10.0.0.0/8]`".into()),
+            );
+            Some(TrustedPeers::default())
+        }
+    };
     let defaults = read_defaults(m.opt("defaults"), root, &stages, sink);
     let router = read_router(m.opt("router"), root, sink);
     let gates = read_gates(m.opt("gates"), &stages, sink);
@@ -236,7 +244,68 @@ pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &m
 }
 
 pub(crate) fn header_name(n: &Node, t: &str, what: &str, sink: &mut Sink<'_>) -> Option<String> {
-    token_name(n, t, what, "X-Traffic-Group", sink)
+    let t = token_name(n, t, what, "X-Traffic-Group", sink)?;
+    request_header_ok(n, &t, what, &[HTTP_OWNED, ROUTER_OWNED], "X-Traffic-Group", sink).then_some(t)
+}
+
+/// Headers HTTP itself owns: hop-by-hop ones a proxy removes, and those that frame or address
+/// the request. A cohort or sticky header by one of these names would never arrive intact.
+const HTTP_OWNED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+
+/// Headers the router writes or reads for itself.
+const ROUTER_OWNED: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "via",
+    "cookie",
+];
+
+/// Whether `t` can name a request header that reaches the router as the client sent it: not one
+/// of `owned`, and without `_` (the router drops such headers, as nginx does, because proxies
+/// disagree on whether `X_Traffic_Group` is `X-Traffic-Group`).
+fn request_header_ok(
+    n: &Node,
+    t: &str,
+    what: &str,
+    owned: &[&[&str]],
+    example: &str,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let lower = t.to_ascii_lowercase();
+    if owned.iter().any(|list| list.contains(&lower.as_str())) {
+        sink.error(
+            n.pos,
+            Kind::BadName,
+            format!("{what} cannot be `{t}`: HTTP or the router itself owns that header"),
+            Some(format!("use a header of your own, e.g. `{example}`")),
+        );
+        return false;
+    }
+    if t.contains('_') {
+        sink.error(
+            n.pos,
+            Kind::BadName,
+            format!("{what} `{t}` has `_` in its name; the router drops such headers, as nginx does"),
+            Some(format!("use `-` instead: `{}`", t.replace('_', "-"))),
+        );
+        return false;
+    }
+    true
 }
 
 /// An HTTP token (RFC 9110), as header and cookie names must be.
@@ -403,7 +472,9 @@ pub(crate) fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
             .and_then(|t| token_name(node, t, kind, example, sink))
     };
     match (header, cookie) {
-        (Some(h), None) => token(h, "header", "X-User-Id", sink).map(Sticky::Header),
+        (Some(h), None) => token(h, "header", "X-User-Id", sink)
+            .filter(|t| request_header_ok(h, t, "the sticky header", &[HTTP_OWNED], "X-User-Id", sink))
+            .map(Sticky::Header),
         (None, Some(c)) => token(c, "cookie", "uid", sink).map(Sticky::Cookie),
         (Some(_), Some(_)) => {
             sink.error(
@@ -426,7 +497,27 @@ pub(crate) fn read_sticky(n: &Node, sink: &mut Sink<'_>) -> Option<Sticky> {
     }
 }
 
-pub(crate) fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpNet>> {
+/// `trusted_peers`: `any`, or a list of address ranges and single addresses. Trusting every
+/// peer is allowed but warned about, whether written `any` or as a range of every address.
+pub(crate) fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<TrustedPeers> {
+    if n.as_scalar() == Some(TrustedPeers::ANY) {
+        sink.warning(
+            n.pos,
+            Kind::OpenTrust,
+            "`trusted_peers: any` lets every caller that reaches the router choose its cohort, the internal build included",
+            Some("list the addresses of the gateway that sets the header instead, e.g. `[10.0.0.0/8]`".into()),
+        );
+        return Some(TrustedPeers::Any);
+    }
+    if n.as_scalar().is_some() {
+        sink.error(
+            n.pos,
+            Kind::WrongType,
+            "`trusted_peers` should be `any` or a list of address ranges",
+            Some("write e.g. `trusted_peers: [10.0.0.0/8]`".into()),
+        );
+        return None;
+    }
     let mut out = vec![];
     let mut ok = true;
     for item in read::list(n, "`trusted_peers`", sink) {
@@ -438,6 +529,15 @@ pub(crate) fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpN
             .parse::<ipnet::IpNet>()
             .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
+            Ok(net) if net.prefix_len() == 0 => {
+                sink.warning(
+                    item.pos,
+                    Kind::OpenTrust,
+                    format!("trusted peer `{t}` is every address: any caller can choose its cohort, the internal build included"),
+                    Some("list the addresses of the gateway that sets the header; write `trusted_peers: any` if you mean everybody".into()),
+                );
+                out.push(net);
+            }
             Ok(net) => out.push(net),
             Err(_) => {
                 sink.error(
@@ -450,7 +550,7 @@ pub(crate) fn read_peers(n: &Node, sink: &mut Sink<'_>) -> Option<Vec<ipnet::IpN
             }
         }
     }
-    ok.then_some(out)
+    ok.then_some(TrustedPeers::Only(out))
 }
 
 /// Reads a track → replicas mapping against the stages.
@@ -596,7 +696,21 @@ fn read_router(n: Option<&Node>, root: &Node, sink: &mut Sink<'_>) -> Option<Rou
     let image = m
         .opt("image")
         .map_or(Some(DEFAULT_ROUTER_IMAGE.to_string()), |i| {
-            read::text(i, "`router.image`", sink).map(str::to_string)
+            let t = read::text(i, "`router.image`", sink)?;
+            match cohort_core::image::check_reference(t) {
+                Ok(()) => Some(t.to_string()),
+                Err(e) => {
+                    sink.error(
+                        i.pos,
+                        Kind::BadName,
+                        format!("`router.image` `{t}` {e}"),
+                        Some(format!(
+                            "write an image reference as the kubelet reads it, e.g. `{DEFAULT_ROUTER_IMAGE}`"
+                        )),
+                    );
+                    None
+                }
+            }
         });
     let replicas = m.opt("replicas").map_or(Some(4), |r| {
         read::number(r, "`router.replicas`", 1, 1000, sink).map(|r| r as u32)
@@ -768,5 +882,212 @@ mod judgement_tests {
         assert!(messages.iter().any(|m| m.contains("like `0.5%`")), "{messages:?}");
         assert!(messages.iter().any(|m| m.contains("windw")), "{messages:?}");
         assert!(diags.iter().all(|d| d.file.to_string_lossy() == "cohort.yaml"));
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use cohort_core::TrustedPeers;
+
+    use crate::diag::{Diagnostic, Kind, Severity};
+    use crate::repo::{Repo, validate};
+
+    /// The seed repo with its `trusted_peers` replaced by `section` (nothing: removed).
+    fn with_trust(section: &str) -> (Option<Repo>, Vec<Diagnostic>) {
+        let mut files = crate::scaffold::repo_files();
+        let seed = files.pipeline.take().expect("cohort.yaml");
+        let seed_list = "trusted_peers:\n  - 10.0.0.0/8\n  - 172.16.0.0/12\n  - 192.168.0.0/16\n";
+        assert!(seed.contains(seed_list), "{seed}");
+        files.pipeline = Some(seed.replace(seed_list, section));
+        validate(&files)
+    }
+
+    fn open_trust(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
+        diags.iter().filter(|d| d.kind == Kind::OpenTrust).collect()
+    }
+
+    #[test]
+    fn no_trusted_peers_trusts_nobody_and_says_so() {
+        let (repo, diags) = with_trust("");
+        assert_eq!(
+            repo.expect("valid").pipeline.trusted_peers,
+            TrustedPeers::default()
+        );
+        let warned = open_trust(&diags);
+        assert_eq!(warned.len(), 1, "{diags:?}");
+        assert_eq!(warned[0].severity, Severity::Warning);
+        assert!(warned[0].message.contains("believed from nobody"), "{diags:?}");
+        let (repo, diags) = with_trust("trusted_peers: []\n");
+        assert!(repo.expect("valid").pipeline.trusted_peers.is_nobody());
+        assert!(
+            open_trust(&diags).is_empty(),
+            "an empty list is written on purpose: {diags:?}"
+        );
+    }
+
+    #[test]
+    fn trusting_everybody_must_be_written_out_and_is_warned_about() {
+        let (repo, diags) = with_trust("trusted_peers: any\n");
+        assert_eq!(repo.expect("valid").pipeline.trusted_peers, TrustedPeers::Any);
+        let warned = open_trust(&diags);
+        assert_eq!(warned.len(), 1, "{diags:?}");
+        assert!(
+            warned[0].message.contains("the internal build included"),
+            "{diags:?}"
+        );
+        for every in ["0.0.0.0/0", "::/0"] {
+            let (repo, diags) = with_trust(&format!("trusted_peers: [10.0.0.0/8, \"{every}\"]\n"));
+            assert!(repo.is_some(), "{diags:?}");
+            let warned = open_trust(&diags);
+            assert_eq!(warned.len(), 1, "{diags:?}");
+            assert_eq!(warned[0].severity, Severity::Warning);
+            assert!(warned[0].message.contains(every), "{diags:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_peers_that_are_neither_any_nor_a_list_are_errors() {
+        for bad in [
+            "trusted_peers: everybody\n",
+            "trusted_peers: 10.0.0.0/8\n",
+            "trusted_peers: [nowhere]\n",
+        ] {
+            let (repo, diags) = with_trust(bad);
+            assert!(repo.is_none(), "{bad}: {diags:?}");
+            assert!(diags.iter().any(|d| d.severity == Severity::Error), "{diags:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod header_and_image_tests {
+    use crate::diag::{Diagnostic, Severity};
+    use crate::repo::{Repo, validate};
+
+    /// The seed repo with `from` replaced by `to` in cohort.yaml, or in the service file.
+    fn seed_replacing(in_service: bool, from: &str, to: &str) -> (Option<Repo>, Vec<Diagnostic>) {
+        let mut files = crate::scaffold::repo_files();
+        let text = match in_service {
+            true => &mut files.services[0].1,
+            false => files.pipeline.as_mut().expect("cohort.yaml"),
+        };
+        assert!(text.contains(from), "{text}");
+        *text = text.replace(from, to);
+        validate(&files)
+    }
+
+    fn errors(diags: &[Diagnostic]) -> Vec<String> {
+        diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| format!("{}:{}: {}", d.file.display(), d.pos, d.message))
+            .collect()
+    }
+
+    /// `cohort_header: Host` (or a hop-by-hop name) passed `validate`; the header would be
+    /// rewritten or removed on the way and never choose a cohort.
+    #[test]
+    fn a_cohort_header_that_http_or_the_router_owns_is_refused() {
+        for name in [
+            "Host",
+            "x-forwarded-for",
+            "Connection",
+            "Transfer-Encoding",
+            "Upgrade",
+            "TE",
+            "Cookie",
+            "Forwarded",
+        ] {
+            let (repo, diags) = seed_replacing(
+                false,
+                "cohort_header: X-Traffic-Group",
+                &format!("cohort_header: {name}"),
+            );
+            assert!(repo.is_none(), "{name}");
+            let errors = errors(&diags);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with("cohort.yaml:8:16: the cohort header cannot be")
+                    && errors[0].contains("owns that header"),
+                "{errors:?}"
+            );
+        }
+        let (repo, diags) = seed_replacing(
+            false,
+            "cohort_header: X-Traffic-Group",
+            "cohort_header: X_Traffic_Group",
+        );
+        assert!(repo.is_none());
+        assert!(errors(&diags)[0].contains("has `_` in its name"), "{diags:?}");
+        assert_eq!(
+            diags[0].help.as_deref(),
+            Some("use `-` instead: `X-Traffic-Group`")
+        );
+    }
+
+    #[test]
+    fn a_sticky_header_that_http_owns_is_refused_and_an_ordinary_one_is_taken() {
+        let (repo, diags) = seed_replacing(
+            false,
+            "# sticky:\n#   header: X-User-Id",
+            "sticky:\n  header: Connection",
+        );
+        assert!(repo.is_none());
+        assert!(
+            errors(&diags)[0].contains("the sticky header cannot be `Connection`"),
+            "{diags:?}"
+        );
+        let (repo, diags) = seed_replacing(
+            false,
+            "# sticky:\n#   header: X-User-Id",
+            "sticky:\n  header: X-User-Id",
+        );
+        assert!(repo.is_some(), "{diags:?}");
+    }
+
+    /// Both passed `validate` and would have left every pod in `InvalidImageName`.
+    #[test]
+    fn image_references_are_checked_as_the_kubelet_reads_them() {
+        for image in [
+            "Registry.Example.com/SHOP/Account",
+            "-registry/..//x__y",
+            "registry.example.com/shop/account-service:1.0",
+        ] {
+            let (repo, diags) = seed_replacing(
+                true,
+                "image: registry.example.com/shop/account-service",
+                &format!("image: {image}"),
+            );
+            assert!(repo.is_none(), "{image}");
+            let errors = errors(&diags);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with("services/account-service.yaml:5:8: `image`"),
+                "{errors:?}"
+            );
+        }
+        let (repo, diags) = seed_replacing(
+            true,
+            "image: registry.example.com/shop/account-service",
+            "image: localhost:5000/shop/account-service",
+        );
+        assert!(repo.is_some(), "{diags:?}");
+    }
+
+    #[test]
+    fn the_router_image_is_a_whole_reference() {
+        for (image, ok) in [
+            ("ghcr.io/cohort-dev/cohort:0.1.0", true),
+            ("registry:5000/cohort", true),
+            ("ghcr.io/Cohort/cohort:1", false),
+            ("ghcr.io/cohort:.x", false),
+        ] {
+            let (repo, diags) = seed_replacing(
+                false,
+                "router:\n  replicas: 4\n",
+                &format!("router:\n  replicas: 4\n  image: \"{image}\"\n"),
+            );
+            assert_eq!(repo.is_some(), ok, "{image}: {diags:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use cohort_core::{Pipeline, ReleaseState, ServiceName, ServiceSpec, names::check
 use cohort_yaml::Pos;
 
 use crate::diag::{Diagnostic, Kind, Sink, has_errors};
+use crate::entry::{self, Expect, Refusal};
 
 /// A release repo that passed validation.
 #[derive(Clone, Debug)]
@@ -35,6 +36,8 @@ pub struct RepoFiles {
     pub services: Vec<(PathBuf, String)>,
     /// `(path, text)` of each `releases/*.yaml`.
     pub releases: Vec<(PathBuf, String)>,
+    /// What was not read, and why: each is an error of the repo, whichever reader found it.
+    pub refused: Vec<Refusal>,
 }
 
 /// Where a service's release state lives, relative to the repo root.
@@ -49,25 +52,31 @@ impl Repo {
     }
 }
 
-/// Reads the files of the repo at `root` (no git involved: what is on disk now).
+/// Reads the files of the repo at `root` (no git involved: what is on disk now). Files cohort
+/// will not read (symbolic links, pipes, devices, oversized or non-UTF-8 files: see
+/// [`crate::entry`]) are listed in [`RepoFiles::refused`], as the git readers list them.
 pub fn read_files(root: &Path) -> Result<RepoFiles, Vec<Diagnostic>> {
     let mut diags = vec![];
     let mut files = RepoFiles::default();
-    match std::fs::read_to_string(root.join("cohort.yaml")) {
-        Ok(t) => files.pipeline = Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => Sink::new("cohort.yaml", &mut diags).error(
-            Pos { line: 1, col: 1 },
-            Kind::Unreadable,
-            format!("cannot read: {e}"),
-            None,
-        ),
+    let pipeline = Path::new("cohort.yaml");
+    match entry::read_disk_file(&root.join(pipeline), pipeline) {
+        Ok(text) => files.pipeline = text,
+        Err(refusal) => files.refused.push(refusal),
     }
     for (dir, out) in [
         ("services", &mut files.services),
         ("releases", &mut files.releases),
     ] {
-        let entries = match std::fs::read_dir(root.join(dir)) {
+        let full = root.join(dir);
+        match entry::disk_entry(&full, Path::new(dir), Expect::Directory) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(refusal) => {
+                files.refused.push(refusal);
+                continue;
+            }
+        }
+        let entries = match std::fs::read_dir(&full) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
@@ -80,22 +89,21 @@ pub fn read_files(root: &Path) -> Result<RepoFiles, Vec<Diagnostic>> {
                 continue;
             }
         };
-        let mut paths: Vec<PathBuf> = entries
+        // Named as the git reader names them (lossily, were a name not UTF-8), opened by the
+        // name on disk.
+        let mut names: Vec<(String, std::ffi::OsString)> = entries
             .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.file_name()))
+            .filter(|(name, _)| entry::is_spec_file_name(name))
             .collect();
-        paths.sort();
-        for p in paths {
-            let rel = Path::new(dir).join(p.file_name().unwrap_or_default());
-            match std::fs::read_to_string(&p) {
-                Ok(t) => out.push((rel, t)),
-                Err(e) => Sink::new(rel, &mut diags).error(
-                    Pos { line: 1, col: 1 },
-                    Kind::Unreadable,
-                    format!("cannot read: {e}"),
-                    None,
-                ),
+        names.sort();
+        for (name, on_disk) in names {
+            let rel = Path::new(dir).join(&name);
+            match entry::read_disk_file(&full.join(on_disk), &rel) {
+                Ok(Some(text)) => out.push((rel, text)),
+                // Removed since it was listed.
+                Ok(None) => {}
+                Err(refusal) => files.refused.push(refusal),
             }
         }
     }
@@ -128,8 +136,14 @@ fn parse_file(path: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Option<co
 
 /// Validates a repo's files all together; every problem is reported.
 pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
-    let mut diags = vec![];
+    // A refused file is an error like any other; what depends on it is not checked further,
+    // so that its absence adds no misleading errors of its own.
+    let mut diags: Vec<Diagnostic> = files.refused.iter().map(Refusal::diagnostic).collect();
+    let refused = |path: &str| files.refused.iter().any(|r| r.path() == Path::new(path));
     let Some(text) = &files.pipeline else {
+        if refused("cohort.yaml") {
+            return (None, diags);
+        }
         Sink::new("cohort.yaml", &mut diags).error(
             Pos { line: 1, col: 1 },
             Kind::MissingFile,
@@ -147,6 +161,12 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
     // Keyed by name: repos of thousands of services stay linear, and come out sorted.
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let services_refused = refused("services");
+    for r in &files.refused {
+        if let Some(stem) = stem_in(r.path(), "services") {
+            seen.insert(stem, r.path().to_owned());
+        }
+    }
     // Every object name a service makes whatever its versions, to catch `a` and `a-internal`.
     let mut owners: BTreeMap<(&'static str, String), String> = BTreeMap::new();
     for (path, text) in &files.services {
@@ -206,6 +226,11 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
     // Services whose state could not be read are not checked further: an empty state would
     // only add misleading warnings on top of the real error.
     let mut unreadable_state: BTreeSet<ServiceName> = BTreeSet::new();
+    for r in &files.refused {
+        if let Some(name) = stem_in(r.path(), "releases").and_then(|s| ServiceName::new(&s).ok()) {
+            unreadable_state.insert(name);
+        }
+    }
     for (path, text) in &files.releases {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let Some(node) = parse_file(path, text, &mut diags) else {
@@ -217,7 +242,7 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         let Some(pipeline) = &pipeline else { continue };
         let mut sink = Sink::new(path, &mut diags);
         let Some(svc) = services.get_mut(stem) else {
-            if !seen.contains_key(stem) {
+            if !seen.contains_key(stem) && !services_refused {
                 sink.error(
                     Pos { line: 1, col: 1 },
                     Kind::Mismatch,
@@ -257,6 +282,13 @@ pub fn validate(files: &RepoFiles) -> (Option<Repo>, Vec<Diagnostic>) {
         }),
         diags,
     )
+}
+
+/// The service name of `path` if it is a file directly in `dir`.
+fn stem_in(path: &Path, dir: &str) -> Option<String> {
+    (path.parent() == Some(Path::new(dir)))
+        .then(|| path.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+        .flatten()
 }
 
 /// Where `key`'s value starts in a mapping (the mapping's own start if absent).

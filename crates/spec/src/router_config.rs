@@ -3,7 +3,7 @@
 //! bad reload is refused with a message that says where.
 
 use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
-use cohort_core::{Duration, TrackName, Version};
+use cohort_core::{Duration, TrackName, TrustedPeers, Version};
 use cohort_yaml::Node;
 
 use crate::diag::{Kind, Sink};
@@ -24,7 +24,7 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
         });
     let trusted_peers = m
         .opt("trusted_peers")
-        .map_or(Some(vec![]), |n| read_peers(n, sink));
+        .map_or(Some(TrustedPeers::default()), |n| read_peers(n, sink));
     let sticky = match m.opt("sticky") {
         Some(n) => {
             let s = read_sticky(n, sink);
@@ -279,7 +279,7 @@ mod tests {
         let cfg = cfg.expect("valid");
         assert_eq!(cfg.cohort_header, "X-Traffic-Group");
         assert_eq!(cfg.health_check.interval, Duration::from_secs(2));
-        assert!(cfg.trusted_peers.is_empty());
+        assert!(cfg.trusted_peers.is_nobody());
     }
 
     #[test]

@@ -47,12 +47,12 @@ pub fn read_service(
         .req("image", "add `image: <registry>/<repository>`; the version becomes the tag", sink)
         .and_then(|n| {
             let t = read::text(n, "`image`", sink)?;
-            if t.is_empty() || t.contains(char::is_whitespace) || t.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
+            if let Err(e) = cohort_core::image::check_repository(t) {
                 sink.error(
                     n.pos,
-                    Kind::WrongType,
-                    format!("`image` `{t}` should be a repository without tag or digest"),
-                    Some("cohort adds the version as the tag: write `registry.example.com/shop/account-service`".into()),
+                    Kind::BadName,
+                    format!("`image` `{t}` {e}"),
+                    Some("write a repository without tag or digest, as the kubelet reads it, e.g. `registry.example.com/shop/account-service`; cohort adds the version as the tag".into()),
                 );
                 return None;
             }

@@ -1,6 +1,6 @@
 //! Spanned YAML nodes.
 
-use saphyr::{MarkedYaml, Scalar, ScalarStyle, YamlData, YamlLoader};
+use saphyr_parser::{Event, ScalarStyle};
 
 /// A position in a file: line and column, both counted from 1, as editors show them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
@@ -55,88 +55,153 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How deeply lists and mappings may nest. cohort's own files nest a handful of levels; the
+/// bound keeps a hostile file from exhausting the stack of whatever walks the tree later.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses the first document of `source`. An empty file is a `Null` node at 1:1.
+///
+/// The tree is built from the parser's events with an explicit stack, never by recursion
+/// (saphyr's own loader recurses once per level of block nesting, and a few thousand `- - -`
+/// overflowed the stack), and nesting deeper than [`MAX_DEPTH`] is refused where it starts.
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
-    let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
-    // Keep scalars as written: we decide what `5%`, `1.15` or `yes` mean, not the YAML 1.2 core schema.
-    loader.early_parse(false);
-    let mut parser = saphyr_parser::Parser::new_from_str(source);
-    let scan = |e: saphyr::ScanError| SyntaxError {
-        pos: Pos {
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-        },
-        message: e.info().to_string(),
-    };
-    parser.load(&mut loader, false).map_err(scan)?;
-    if let Some(e) = loader.error() {
-        return Err(scan(e.clone()));
+    let mut builder = Builder::default();
+    for event in saphyr_parser::Parser::new_from_str(source) {
+        let (event, span) = event.map_err(|e| SyntaxError {
+            pos: pos_of(*e.marker()),
+            message: e.info().to_string(),
+        })?;
+        if let Some(root) = builder.take(event, pos_of(span.start))? {
+            return Ok(root);
+        }
     }
-    let docs = loader.into_documents();
-    match docs.into_iter().next() {
-        Some(doc) => convert(doc),
-        None => Ok(Node {
-            pos: Pos { line: 1, col: 1 },
-            kind: NodeKind::Null,
-        }),
+    Ok(Node {
+        pos: Pos { line: 1, col: 1 },
+        kind: NodeKind::Null,
+    })
+}
+
+fn pos_of(m: saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
     }
 }
 
-fn convert(y: MarkedYaml<'_>) -> Result<Node, SyntaxError> {
-    let pos = Pos {
-        line: y.span.start.line(),
-        col: y.span.start.col() + 1,
-    };
-    let kind = match y.data {
-        YamlData::Representation(text, style, _tag) => {
-            let quoted = !matches!(style, ScalarStyle::Plain);
-            if !quoted && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
-                NodeKind::Null
-            } else {
-                NodeKind::Scalar {
-                    text: text.into_owned(),
-                    quoted,
+/// Lists and mappings being read, innermost last; a mapping's entry waits for its value.
+#[derive(Default)]
+struct Builder {
+    open: Vec<Open>,
+}
+
+enum Open {
+    Seq(Node),
+    Map { node: Node, key: Option<Node> },
+}
+
+impl Builder {
+    /// Takes one event; gives the document's root once it is complete.
+    fn take(&mut self, event: Event<'_>, pos: Pos) -> Result<Option<Node>, SyntaxError> {
+        let done = match event {
+            Event::Nothing | Event::StreamStart | Event::DocumentStart(_) => return Ok(None),
+            // An empty document, or the end of the stream without one.
+            Event::DocumentEnd | Event::StreamEnd => Node {
+                pos: Pos { line: 1, col: 1 },
+                kind: NodeKind::Null,
+            },
+            Event::Alias(_) => {
+                return Err(SyntaxError {
+                    pos,
+                    message: "aliases (`*name`) are not supported in cohort files".into(),
+                });
+            }
+            Event::Scalar(text, style, _anchor, _tag) => {
+                let quoted = !matches!(style, ScalarStyle::Plain);
+                let kind = if !quoted && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
+                    NodeKind::Null
+                } else {
+                    NodeKind::Scalar {
+                        text: text.into_owned(),
+                        quoted,
+                    }
+                };
+                Node { pos, kind }
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if self.open.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!(
+                            "lists and mappings nest deeper than {MAX_DEPTH} levels here; cohort files need far fewer"
+                        ),
+                    });
                 }
+                let node = |kind| Node { pos, kind };
+                self.open.push(match event {
+                    Event::SequenceStart(..) => Open::Seq(node(NodeKind::Seq(vec![]))),
+                    _ => Open::Map {
+                        node: node(NodeKind::Map(vec![])),
+                        key: None,
+                    },
+                });
+                return Ok(None);
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.open.pop() {
+                Some(Open::Seq(node) | Open::Map { node, .. }) => node,
+                None => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "the end of a list or mapping that was never started".into(),
+                    });
+                }
+            },
+        };
+        self.place(done)
+    }
+
+    /// Puts a complete node into what is open; with nothing open, it is the root.
+    fn place(&mut self, node: Node) -> Result<Option<Node>, SyntaxError> {
+        match self.open.last_mut() {
+            None => Ok(Some(node)),
+            Some(Open::Seq(seq)) => {
+                if let NodeKind::Seq(items) = &mut seq.kind {
+                    items.push(node);
+                }
+                Ok(None)
+            }
+            Some(Open::Map { node: map, key }) => {
+                let Some(k) = key.take() else {
+                    if matches!(node.kind, NodeKind::Seq(_) | NodeKind::Map(_)) {
+                        return Err(SyntaxError {
+                            pos: node.pos,
+                            message: format!("a mapping key must be a plain value, not {}", node.describe()),
+                        });
+                    }
+                    *key = Some(node);
+                    return Ok(None);
+                };
+                if let NodeKind::Map(entries) = &mut map.kind {
+                    if entries.iter().any(|(seen, _)| same_key(seen, &k)) {
+                        return Err(SyntaxError {
+                            pos: k.pos,
+                            message: "duplicated key in mapping".into(),
+                        });
+                    }
+                    entries.push((k, node));
+                }
+                Ok(None)
             }
         }
-        YamlData::Value(Scalar::Null) => NodeKind::Null,
-        YamlData::Value(Scalar::String(s)) => NodeKind::Scalar {
-            text: s.into_owned(),
-            quoted: true,
-        },
-        YamlData::Value(Scalar::Boolean(b)) => NodeKind::Scalar {
-            text: b.to_string(),
-            quoted: false,
-        },
-        YamlData::Value(Scalar::Integer(i)) => NodeKind::Scalar {
-            text: i.to_string(),
-            quoted: false,
-        },
-        YamlData::Value(Scalar::FloatingPoint(f)) => NodeKind::Scalar {
-            text: f.into_inner().to_string(),
-            quoted: false,
-        },
-        YamlData::Sequence(items) => NodeKind::Seq(items.into_iter().map(convert).collect::<Result<_, _>>()?),
-        YamlData::Mapping(map) => NodeKind::Map(
-            map.into_iter()
-                .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
-                .collect::<Result<_, _>>()?,
-        ),
-        YamlData::Tagged(_, inner) => return convert(*inner),
-        YamlData::Alias(_) => {
-            return Err(SyntaxError {
-                pos,
-                message: "aliases (`*name`) are not supported in cohort files".into(),
-            });
-        }
-        YamlData::BadValue => {
-            return Err(SyntaxError {
-                pos,
-                message: "this value cannot be read".into(),
-            });
-        }
-    };
-    Ok(Node { pos, kind })
+    }
+}
+
+/// Whether two keys name the same entry: `a`, `"a"` and `'a'` are all the string a.
+fn same_key(a: &Node, b: &Node) -> bool {
+    match (&a.kind, &b.kind) {
+        (NodeKind::Null, NodeKind::Null) => true,
+        (NodeKind::Scalar { text: x, .. }, NodeKind::Scalar { text: y, .. }) => x == y,
+        _ => false,
+    }
 }
 
 impl Node {
@@ -160,50 +225,4 @@ impl Node {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_are_one_based_lines_and_columns() {
-        let n = parse("a: 1\nb:\n  c: 0.10\n  d: [x, \"y\"]\n").expect("parses");
-        let NodeKind::Map(entries) = &n.kind else {
-            panic!("map expected")
-        };
-        assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
-        assert_eq!(entries[0].1.pos, Pos { line: 1, col: 4 });
-        let NodeKind::Map(inner) = &entries[1].1.kind else {
-            panic!("map expected")
-        };
-        assert_eq!(inner[0].1.as_scalar(), Some("0.10"));
-        assert_eq!(inner[0].1.pos, Pos { line: 3, col: 6 });
-        let NodeKind::Seq(items) = &inner[1].1.kind else {
-            panic!("seq expected")
-        };
-        assert_eq!(
-            items[1].kind,
-            NodeKind::Scalar {
-                text: "y".into(),
-                quoted: true
-            }
-        );
-    }
-
-    #[test]
-    fn syntax_errors_say_where() {
-        let e = parse("a: 1\n  b: [\n").expect_err("bad yaml");
-        assert!(e.pos.line >= 2, "{e}");
-        let e = parse("a: 1\na: 2\n").expect_err("duplicate key");
-        assert_eq!(e.pos.line, 2, "{e}");
-    }
-
-    #[test]
-    fn empty_and_null() {
-        assert_eq!(parse("").expect("empty").kind, NodeKind::Null);
-        let n = parse("a: ~\nb:\n").expect("parses");
-        let NodeKind::Map(entries) = &n.kind else {
-            panic!("map expected")
-        };
-        assert_eq!(entries[0].1.kind, NodeKind::Null);
-        assert_eq!(entries[1].1.kind, NodeKind::Null);
-    }
-}
+mod tests;

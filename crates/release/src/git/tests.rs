@@ -589,7 +589,7 @@ fn child_fallback_identity() {
 }
 
 #[test]
-fn read_head_dir_lists_committed_files_only() {
+fn head_files_are_the_committed_files_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = ReleaseRepo::init(tmp.path()).expect("init");
     std::fs::write(
@@ -606,20 +606,14 @@ fn read_head_dir_lists_committed_files_only() {
     ];
     repo.commit_files(&lock, &files, "m").expect("commit");
     std::fs::write(tmp.path().join("services/untracked.yaml"), "u").expect("write");
-    let listed = repo.read_head_dir(Path::new("services")).expect("list");
+    let files = crate::snapshot::head_files(&repo, Path::new("")).expect("read");
     assert_eq!(
-        listed,
+        files.services,
         vec![
-            (PathBuf::from("services/a.yaml"), b"a".to_vec()),
-            (PathBuf::from("services/b.yaml"), b"b".to_vec())
+            (PathBuf::from("services/a.yaml"), "a".to_string()),
+            (PathBuf::from("services/b.yaml"), "b".to_string())
         ]
     );
-    assert_eq!(repo.read_head_dir(Path::new("releases")).expect("list"), vec![]);
-    let top: Vec<PathBuf> = repo
-        .read_head_dir(Path::new(""))
-        .expect("list")
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    assert_eq!(top, vec![PathBuf::from("cohort.yaml")]);
+    assert_eq!(files.pipeline.as_deref(), Some("c"));
+    assert!(files.releases.is_empty() && files.refused.is_empty());
 }

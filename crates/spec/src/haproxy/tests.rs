@@ -121,7 +121,7 @@ fn what_cannot_change_routing_is_a_warning() {
     assert!(cfg.is_some());
     let warnings: Vec<usize> = diags
         .iter()
-        .filter(|d| d.severity == Severity::Warning)
+        .filter(|d| d.severity == Severity::Warning && d.kind != Kind::OpenTrust)
         .map(|d| d.pos.line)
         .collect();
     assert_eq!(warnings, vec![10, 11]);
@@ -147,7 +147,32 @@ fn trusted_peers_come_from_del_header() {
         "    bind *:8080\n    acl trusted_peer src 10.0.0.0/8 192.168.0.0/16\n    http-request del-header X-Traffic-Group if !trusted_peer",
     );
     let cfg = read(&text).0.expect("valid");
-    assert_eq!(cfg.trusted_peers.len(), 2);
+    assert_eq!(
+        cfg.trusted_peers,
+        TrustedPeers::Only(vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "192.168.0.0/16".parse().expect("net")
+        ])
+    );
+}
+
+/// HAProxy believes a header nothing removes; the import used to carry that over as "trust
+/// everybody". Now the router trusts nobody, and the import says why INTERNAL stops matching.
+#[test]
+fn an_haproxy_cfg_that_removes_no_header_imports_as_trusting_nobody_with_a_warning() {
+    let (cfg, diags) = read(SEED);
+    assert!(cfg.expect("valid").trusted_peers.is_nobody());
+    let warned: Vec<_> = diags.iter().filter(|d| d.kind == Kind::OpenTrust).collect();
+    assert_eq!(warned.len(), 1, "{diags:?}");
+    assert_eq!(warned[0].severity, Severity::Warning);
+    assert_eq!(warned[0].pos, Pos { line: 8, col: 1 }, "at the frontend");
+    let removed = SEED.replace(
+        "    bind *:8080",
+        "    bind *:8080\n    http-request del-header X-Traffic-Group",
+    );
+    let (cfg, diags) = read(&removed);
+    assert!(cfg.expect("valid").trusted_peers.is_nobody());
+    assert!(diags.iter().all(|d| d.kind != Kind::OpenTrust), "{diags:?}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ fn files(pipeline: &str, service: &str, state: &str) -> RepoFiles {
             service.to_string(),
         )],
         releases: vec![(PathBuf::from("releases/account-service.yaml"), state.to_string())],
+        refused: vec![],
     }
 }
 
@@ -144,6 +145,7 @@ fn names_too_long_for_kubernetes() {
         pipeline: Some(PIPELINE.into()),
         services: vec![(PathBuf::from(format!("services/{long}.yaml")), s)],
         releases: vec![],
+        refused: vec![],
     };
     let errs = errors(&f);
     assert!(
