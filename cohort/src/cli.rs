@@ -209,7 +209,8 @@ pub enum Command {
         /// Where to accept traffic.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
-        /// Where to serve /live, /ready and /config.
+        /// Where to serve /live, /ready, /metrics, /stats and /config. At most 64 connections
+        /// there (the quietest is closed to make room), under the same --header-timeout.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9901")]
         admin: std::net::SocketAddr,
         /// How long to keep serving after SIGTERM, so Kubernetes can take the pod out of endpoints.
@@ -237,9 +238,13 @@ pub enum Command {
         /// received); larger ones get 431. At most 100 header fields are accepted too.
         #[arg(long, value_name = "BYTES", default_value_t = 65536)]
         max_header_bytes: usize,
-        /// Client connections served at once; more wait to be accepted.
-        #[arg(long, value_name = "N", default_value_t = 10000)]
-        max_connections: usize,
+        /// Client connections served at once (WebSocket tunnels included); more wait to be
+        /// accepted. Default: what the file-descriptor limit allows, (ulimit -n - 128 - 64) / 2
+        /// (128 for the router itself, 64 for the admin port, 2 per connection: the client's
+        /// and the track's), at most 10000; the soft limit is first raised toward the hard one.
+        /// A larger N than the limit allows is warned about at start.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: Option<u32>,
         /// HTTP/2 requests in flight per client connection (more wait). Each holds at most one
         /// connection to a track, so one client connection opens at most this many upstream.
         #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
@@ -247,6 +252,15 @@ pub enum Command {
         /// Threads serving traffic (default: one per CPU). 1 runs everything on one thread.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// An upgraded (WebSocket) connection is closed when neither side sends for this long
+        /// (HAProxy's `timeout tunnel`).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        tunnel_timeout: std::time::Duration,
+        /// Also serve /config (backends, trusted peers) to peers in this network; repeat for
+        /// more. By default only loopback may read it (`kubectl port-forward`); it answers 403
+        /// to others. /live, /ready, /metrics and /stats are open to every peer.
+        #[arg(long, value_name = "CIDR")]
+        admin_config_from: Vec<ipnet::IpNet>,
     },
     /// Serve the control API over the release repo: each cluster's desired state, agents'
     /// reports, the fleet view.

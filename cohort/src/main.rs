@@ -201,18 +201,25 @@ fn main() -> ExitCode {
             max_connections,
             threads,
             upstream_idle_timeout,
+            tunnel_timeout,
+            ref admin_config_from,
             client_body_timeout,
             max_streams,
-        } => {
+        } => 'router: {
+            let max_connections = match router_cmd::max_connections(max_connections.map(|n| n as usize)) {
+                Ok(n) => n,
+                Err(e) => break 'router Err(e),
+            };
             let limits = cohort_router::proxy::Limits {
                 header_read_timeout: header_timeout,
                 max_header_bytes,
                 response_timeout,
-                max_connections: max_connections.max(1),
+                max_connections,
                 grace,
                 upstream_idle_timeout,
                 client_body_timeout,
                 max_streams,
+                tunnel_idle_timeout: tunnel_timeout,
             };
             let source = match (config, haproxy_config) {
                 (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),
@@ -226,6 +233,9 @@ fn main() -> ExitCode {
                 drain_delay,
                 limits,
                 threads.map(usize::from),
+                cohort_router::admin::ConfigReaders {
+                    networks: admin_config_from.clone(),
+                },
             )
         }
         Command::Status(ref args) => status_cmd::status(&cli, args),

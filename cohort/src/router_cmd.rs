@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cohort_core::router_config::RouterConfig;
+use cohort_router::admin::ConfigReaders;
+use cohort_router::metrics::Exhausted;
 use cohort_router::proxy::{Limits, Router};
-use cohort_router::table::Table;
+use cohort_router::table::{Table, TableError};
 use cohort_spec::Diagnostic;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Reported;
@@ -75,6 +77,43 @@ fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>>
     Ok(config.ok_or(diags))
 }
 
+/// The connection limit: `explicit` (`--max-connections`), or what the file-descriptor limit
+/// allows once raised toward its hard limit (`resources::connections_within`). An explicit
+/// limit beyond what the descriptors allow is kept, with a warning: past the descriptors,
+/// accepts pause and requests get 503 naming the router, but no track is blamed.
+pub fn max_connections(explicit: Option<usize>) -> Result<usize> {
+    use cohort_router::resources::{
+        ADMIN_CONNECTIONS, MAX_DEFAULT_CONNECTIONS, PROCESS_RESERVE, connections_within, descriptors_for,
+        raise_fd_limit,
+    };
+    let fds = raise_fd_limit(explicit.unwrap_or(MAX_DEFAULT_CONNECTIONS));
+    let fits = connections_within(fds.soft);
+    let limit = fds.soft.map_or("unlimited".to_string(), |n| n.to_string());
+    let hard = fds.hard.map_or("unlimited".to_string(), |n| n.to_string());
+    match explicit {
+        None if fits == 0 => anyhow::bail!(
+            "the file-descriptor limit is {limit} (hard limit {hard}): the router needs {} for itself \
+             and its admin port, and 2 per client connection; raise it (ulimit -n, or the container \
+             runtime's default) to at least 1024",
+            PROCESS_RESERVE + ADMIN_CONNECTIONS as u64
+        ),
+        None => Ok(fits),
+        Some(n) => {
+            if n > fits {
+                eout!(
+                    "cohort router: warning: --max-connections {n} needs {} file descriptors (2 per \
+                     connection, {} for the router and its admin port) but the limit is {limit} (hard \
+                     limit {hard}), which fits {fits}; past that, accepting pauses and requests get 503 \
+                     (router overloaded). Raise the limit (ulimit -n) or lower --max-connections.",
+                    descriptors_for(n),
+                    PROCESS_RESERVE + ADMIN_CONNECTIONS as u64
+                );
+            }
+            Ok(n)
+        }
+    }
+}
+
 pub fn run(
     config: &Source,
     listen: SocketAddr,
@@ -82,6 +121,7 @@ pub fn run(
     drain_delay: Duration,
     limits: Limits,
     threads: Option<usize>,
+    config_readers: ConfigReaders,
 ) -> Result<()> {
     // One thread: everything on the calling thread, no hand-offs between workers (what a
     // router pod limited to one CPU wants). Otherwise a worker per CPU.
@@ -95,7 +135,7 @@ pub fn run(
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = builder.enable_all().build().context("cannot start the runtime")?;
-    runtime.block_on(serve(config, listen, admin, drain_delay, limits))
+    runtime.block_on(serve(config, listen, admin, drain_delay, limits, config_readers))
 }
 
 async fn serve(
@@ -104,6 +144,7 @@ async fn serve(
     admin: SocketAddr,
     drain_delay: Duration,
     limits: Limits,
+    config_readers: ConfigReaders,
 ) -> Result<()> {
     let config = match read_config(path)? {
         Ok(c) => c,
@@ -114,17 +155,14 @@ async fn serve(
     };
     let table = Table::build(config).await?;
     let router = Router::with_limits(table, limits);
-    let traffic = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let admin_listener = TcpListener::bind(admin)
-        .await
-        .with_context(|| format!("cannot listen on {admin}"))?;
+    let traffic = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listener = bind(admin).with_context(|| format!("cannot listen on {admin}"))?;
     eout!(
-        "cohort router: {} on {} (admin on {})",
+        "cohort router: {} on {} (admin on {}), at most {} connections",
         router.table().config.service,
         traffic.local_addr()?,
-        admin_listener.local_addr()?
+        admin_listener.local_addr()?,
+        limits.max_connections
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -135,9 +173,10 @@ async fn serve(
         Arc::clone(&router),
         stopped(stop_rx.clone()),
     ));
-    let admin_serving = tokio::spawn(cohort_router::admin::serve_admin(
+    let admin_serving = tokio::spawn(cohort_router::admin::serve_admin_with(
         admin_listener,
         Arc::clone(&router),
+        config_readers,
         stopped(stop_rx),
     ));
 
@@ -153,13 +192,18 @@ async fn serve(
         tokio::select! {
             _ = hangup.recv() => {
                 seen = fingerprint(path.path());
-                reload(path, &router).await;
+                if !reload(path, &router).await {
+                    seen = None;
+                }
             }
             _ = tick.tick() => {
                 let now = fingerprint(path.path());
                 if now != seen {
                     seen = now;
-                    reload(path, &router).await;
+                    // Refused for want of descriptors: try again at the next tick.
+                    if !reload(path, &router).await {
+                        seen = None;
+                    }
                 }
             }
             _ = resolve.tick() => re_resolve(&router).await,
@@ -176,6 +220,20 @@ async fn serve(
     Ok(())
 }
 
+/// Listens on `addr` with as long a queue of connections waiting to be accepted as the kernel
+/// allows (net.core.somaxconn, as Go does). At the connection limit, new connections wait there
+/// for a slot; with std's and mio's 128 the queue soon fills and further clients see their
+/// handshakes dropped and retried seconds later.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(65_535)
+}
+
 /// What identifies the file's content without reading it: the inode, size and mtime of what
 /// the path resolves to now (after symlinks).
 fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
@@ -188,21 +246,32 @@ fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
 /// takes over (health state starts afresh for it), the same addresses change nothing.
 async fn re_resolve(router: &Router) {
     let current = router.table();
-    if let Ok(fresh) = Table::build(current.config.clone()).await
-        && !fresh.same_backends(&current)
-    {
-        eout!("cohort router: backend addresses changed; now using them");
-        router.swap(fresh);
+    match Table::build(current.config.clone()).await {
+        Ok(fresh) if !fresh.same_backends(&current) => {
+            eout!("cohort router: backend addresses changed; now using them");
+            router.swap(fresh);
+        }
+        Ok(_) => {}
+        // Out of descriptors, a name may seem to resolve to nothing: keep the addresses in force.
+        Err(TableError::OutOfResources { .. }) => router.metrics.exhausted(Exhausted::Resolve),
+        Err(_) => {}
     }
 }
 
-async fn reload(path: &Source, router: &Router) {
+/// Reloads the config; false when it should be tried again (the router was out of resources
+/// and could not resolve the backends).
+async fn reload(path: &Source, router: &Router) -> bool {
     match read_config(path) {
         Ok(Ok(config)) => match Table::build(config).await {
             Ok(table) => {
                 router.swap(table);
                 router.metrics.reloaded(true);
                 eout!("cohort router: reloaded {}", path.path().display());
+            }
+            Err(e @ TableError::OutOfResources { .. }) => {
+                router.metrics.exhausted(Exhausted::Resolve);
+                eout!("cohort router: reload postponed: {e}; the config in force keeps serving");
+                return false;
             }
             Err(e) => {
                 router.metrics.reloaded(false);
@@ -219,4 +288,5 @@ async fn reload(path: &Source, router: &Router) {
             eout!("cohort router: reload refused: {e:#}");
         }
     }
+    true
 }

@@ -57,6 +57,10 @@ pub struct RouterProcess {
     pub traffic: SocketAddr,
     /// Its admin port.
     pub admin: SocketAddr,
+    /// Its first line: where it listens, how many connections it takes.
+    pub started: String,
+    /// What it printed before that line (warnings).
+    pub said_before: Vec<String>,
 }
 
 impl Drop for RouterProcess {
@@ -69,25 +73,53 @@ impl Drop for RouterProcess {
 /// Starts `cohort router ARGS --listen 127.0.0.1:0 --admin 127.0.0.1:0` and reads the two
 /// addresses from its first line.
 pub fn start_router(args: &[&std::ffi::OsStr]) -> RouterProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .arg("router")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("router starts");
+    start_router_within(None, args)
+}
+
+/// Starts `cohort router ARGS`, under `ulimit -n NOFILE` (soft and hard) when given, on
+/// ephemeral loopback ports (the admin port's address can be given in ARGS), and reads the
+/// two addresses from the line that names them.
+pub fn start_router_within(nofile: Option<u64>, args: &[&std::ffi::OsStr]) -> RouterProcess {
+    let mut command = match nofile {
+        None => Command::new(env!("CARGO_BIN_EXE_cohort")),
+        Some(n) => {
+            // `exec` keeps the pid, so the test can read the router's own /proc entries.
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_cohort"),
+            ]);
+            sh
+        }
+    };
+    command.arg("router").args(args).args(["--listen", "127.0.0.1:0"]);
+    if !args.iter().any(|a| *a == "--admin") {
+        command.args(["--admin", "127.0.0.1:0"]);
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().expect("router starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    // "cohort router: account-service on 127.0.0.1:PORT (admin on 127.0.0.1:PORT)"
-    let addrs: Vec<SocketAddr> = first
-        .split([' ', '(', ')'])
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    assert_eq!(addrs.len(), 2, "{first}");
-    std::thread::spawn(move || for _ in lines {});
-    RouterProcess {
-        child,
-        traffic: addrs[0],
-        admin: addrs[1],
+    let mut said_before = vec![];
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("the router stopped before listening; it said: {said_before:?}");
+        };
+        // "cohort router: account-service on 127.0.0.1:PORT (admin on 127.0.0.1:PORT), ..."
+        let addrs: Vec<SocketAddr> = line
+            .split([' ', '(', ')', ','])
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if addrs.len() != 2 {
+            said_before.push(line);
+            continue;
+        }
+        std::thread::spawn(move || for _ in lines {});
+        return RouterProcess {
+            child,
+            traffic: addrs[0],
+            admin: addrs[1],
+            started: line,
+            said_before,
+        };
     }
 }

@@ -8,22 +8,43 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::metrics::{Exhausted, Metrics};
 use crate::table::Table;
 
+/// What one health check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A 2xx or 3xx answer in time.
+    Healthy,
+    /// Refused, timed out, or any other answer.
+    Unhealthy,
+    /// This router could not open a socket (out of descriptors, buffers or memory): nothing
+    /// was learnt about the backend, and the check counts neither way.
+    NotRun,
+}
+
 /// Starts the checks of every backend of `table`; each stops once the table is dropped.
-pub fn spawn_checks(table: &Arc<Table>) {
+pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
     let hc = &table.config.health_check;
     let interval = Duration::from_millis(hc.interval.as_millis().max(100));
     for (t, track) in table.tracks.iter().enumerate() {
         for (b, addr) in track.backends.iter().enumerate() {
             let weak: Weak<Table> = Arc::downgrade(table);
+            let metrics = Arc::clone(metrics);
             let (addr, path, rise, fall) = (*addr, hc.path.clone(), hc.rise, hc.fall);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let ok = probe(addr, &path, interval.min(Duration::from_secs(2))).await;
+                    let ok = match probe(addr, &path, interval.min(Duration::from_secs(2))).await {
+                        Probe::Healthy => true,
+                        Probe::Unhealthy => false,
+                        Probe::NotRun => {
+                            metrics.exhausted(Exhausted::HealthCheck);
+                            continue;
+                        }
+                    };
                     let Some(table) = weak.upgrade() else { return };
                     if let Some(up) = table.tracks[t].health[b].record(ok, rise, fall) {
                         let state = if up { "up" } else { "down" };
@@ -39,9 +60,13 @@ pub fn spawn_checks(table: &Arc<Table>) {
 }
 
 /// One probe: a 2xx or 3xx answer within `timeout` is healthy.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Probe {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) if crate::resources::connect_failed_locally(&e) => return Some(Probe::NotRun),
+            Err(_) => return None,
+        };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cohort-health-check\r\nConnection: close\r\n\r\n"
         );
@@ -57,9 +82,12 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         }
         // "HTTP/1.1 200"
         let status: u16 = std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()?;
-        Some((200..400).contains(&status))
+        (200..400).contains(&status).then_some(Probe::Healthy)
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(_) => Probe::Unhealthy,
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,50 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Where the router ran out of a local resource (file descriptors, kernel buffers, memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Accepting a client connection on the traffic port (accepts pause).
+    Accept,
+    /// Accepting a connection on the admin port (accepts pause).
+    AdminAccept,
+    /// Opening a connection to a track: the client got 503 naming the router, and the track
+    /// and its backends were not blamed.
+    Connect,
+    /// Opening a health-check probe: the check was skipped, not counted as failed.
+    HealthCheck,
+    /// Resolving backend names: the addresses in force were kept.
+    Resolve,
+}
+
+impl Exhausted {
+    /// The `during` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Exhausted::Accept => "accept",
+            Exhausted::AdminAccept => "admin_accept",
+            Exhausted::Connect => "connect",
+            Exhausted::HealthCheck => "health_check",
+            Exhausted::Resolve => "resolve",
+        }
+    }
+
+    /// The listener an accept error happened on.
+    pub(crate) fn port_name(self) -> &'static str {
+        match self {
+            Exhausted::AdminAccept => "admin",
+            _ => "traffic",
+        }
+    }
+}
+
+/// Labels of a local resource shortage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExhaustedLabels {
+    /// What the router was doing: see [`Exhausted`].
+    pub during: &'static str,
+}
+
 /// Every metric the router exports.
 pub struct Metrics {
     registry: Registry,
@@ -87,6 +131,8 @@ pub struct Metrics {
     pub client_errors: Family<ClientErrorLabels, Counter>,
     /// The last ten minutes per second, per track version and cohort (`/stats`).
     pub windows: crate::window::Windows,
+    /// Times the router itself ran out of descriptors, buffers or memory, by what it was doing.
+    pub resource_exhausted: Family<ExhaustedLabels, Counter>,
 }
 
 impl Metrics {
@@ -128,6 +174,12 @@ impl Metrics {
             "Requests failed or refused because of the client (not the track's errors), by track and kind",
             client_errors.clone(),
         );
+        let resource_exhausted = Family::<ExhaustedLabels, Counter>::default();
+        registry.register(
+            "resource_exhausted",
+            "Times the router ran out of file descriptors, buffers or memory, by what it was doing (never counted against a track)",
+            resource_exhausted.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -138,6 +190,7 @@ impl Metrics {
             upstream_errors,
             client_errors,
             windows: crate::window::Windows::default(),
+            resource_exhausted,
         })
     }
 
@@ -147,6 +200,15 @@ impl Metrics {
             .get_or_create(&ClientErrorLabels {
                 track: track.into(),
                 kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one local resource shortage.
+    pub fn exhausted(&self, during: Exhausted) {
+        self.resource_exhausted
+            .get_or_create(&ExhaustedLabels {
+                during: during.label(),
             })
             .inc();
     }

@@ -18,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client_body::{ClientBody, ClientFault};
-use crate::metrics::{ErrorLabels, Metrics};
+use crate::metrics::{ErrorLabels, Exhausted, Metrics};
+use crate::resources::{AcceptPause, Slot};
 use crate::table::Table;
 use crate::upstream::{self, Sent};
 
@@ -36,7 +37,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long a track may take to send its response head; then 504 naming the track.
     pub response_timeout: Duration,
-    /// Client connections served at once; more wait in the listen backlog.
+    /// Client connections served at once, WebSocket tunnels included; more wait in the listen
+    /// backlog. `cohort router` derives it from the file-descriptor limit
+    /// (`resources::connections_within`).
     pub max_connections: usize,
     /// On shutdown, how long requests in flight may take to finish.
     pub grace: Duration,
@@ -49,6 +52,9 @@ pub struct Limits {
     /// holds at most one connection to a track, so this caps what one client connection can
     /// open upstream (an HTTP/1.1 connection has one request in flight).
     pub max_streams: u32,
+    /// How long an upgraded (WebSocket) tunnel may go with neither side sending before it is
+    /// closed, as HAProxy's `timeout tunnel`.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -62,6 +68,7 @@ impl Default for Limits {
             upstream_idle_timeout: Duration::from_secs(5),
             client_body_timeout: Duration::from_secs(60),
             max_streams: 100,
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -69,7 +76,7 @@ impl Default for Limits {
 /// The router: the table in force and the upstream connection pool.
 pub struct Router {
     table: RwLock<Arc<Table>>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
@@ -116,7 +123,7 @@ impl Router {
     /// force. (Its tracks hold their pooled connections, which go with the last table or
     /// request in flight using them.)
     fn adopt(&self, table: &Arc<Table>) {
-        crate::health::spawn_checks(table);
+        crate::health::spawn_checks(table, &self.metrics);
         upstream::spawn_purge(table, self.limits.upstream_idle_timeout);
     }
 
@@ -138,25 +145,25 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut pause = AcceptPause::default();
     loop {
         let accepted = tokio::select! {
             a = async {
                 // At the limit, stop accepting: new connections wait in the kernel's backlog.
                 let slot = Arc::clone(&slots).acquire_owned().await;
-                (listener.accept().await, slot)
+                (pause.accept(&listener, &router.metrics, Exhausted::Accept).await, slot)
             } => a,
             () = &mut shutdown => break,
         };
-        let (Ok((stream, peer)), Ok(slot)) = accepted else {
+        let (Some((stream, peer)), Ok(slot)) = accepted else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&router);
         let stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            serve_connection(stream, Peer::new(peer), router, limits, stopping).await;
-        });
+        // The connection's requests hold the slot too: an upgrade outlives the connection.
+        let peer = Peer::new(peer, Arc::new(slot));
+        tokio::spawn(serve_connection(stream, peer, router, limits, stopping));
     }
     drop(listener);
     // Idle keep-alive connections close now; busy ones after their current response. Every
@@ -271,15 +278,19 @@ struct Peer {
     /// Its address as an `X-Forwarded-For` value, written once per connection rather than
     /// per request.
     forwarded_for: HeaderValue,
+    /// The connection's place within `--max-connections`, released when the connection and
+    /// whatever it was upgraded to are done.
+    slot: Slot,
 }
 
 impl Peer {
-    fn new(addr: SocketAddr) -> Peer {
+    fn new(addr: SocketAddr, slot: Slot) -> Peer {
         let ip = addr.ip();
         Peer {
             ip,
             forwarded_for: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            slot,
         }
     }
 }
@@ -658,13 +669,8 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
                 );
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                            .await;
-                }
-            });
+            let idle = router.limits.tunnel_idle_timeout;
+            tokio::spawn(crate::idle::tunnel(client_side, upstream_side, peer.slot, idle));
             let (parts, _) = resp.into_parts();
             local(
                 Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed()),
@@ -687,6 +693,20 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
                 used,
                 Some("connect"),
             )
+        }
+        Sent::Overloaded => {
+            // The router's own shortage: counted apart, never in the track's errors or latency.
+            router.metrics.exhausted(Exhausted::Connect);
+            let mut resp = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{service}: the router is overloaded (out of file descriptors or memory) and \
+                     could not open a connection to a track; no track failed. Retry shortly.\n"
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            local(resp, None, None)
         }
         Sent::Failed(e) => {
             let cause = std::error::Error::source(&e)

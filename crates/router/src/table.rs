@@ -137,6 +137,16 @@ pub enum TableError {
     /// does), so it would never be seen.
     #[error("header `{0}` has an underscore, and the router drops headers whose names have one: use `-`")]
     Underscore(String),
+    /// Resolving a backend name failed for lack of a local resource (file descriptors...): the
+    /// name says nothing about the backend, so the table in force is kept.
+    #[error("cannot resolve backend `{backend}` now: the router is out of resources")]
+    OutOfResources {
+        /// The `host:port` being resolved.
+        backend: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where a request goes.
@@ -175,8 +185,15 @@ impl Table {
         for t in &config.tracks {
             let mut backends = vec![];
             for b in &t.backends {
-                if let Ok(addrs) = tokio::net::lookup_host(b.as_str()).await {
-                    backends.extend(addrs);
+                match tokio::net::lookup_host(b.as_str()).await {
+                    Ok(addrs) => backends.extend(addrs),
+                    Err(e) if crate::resources::out_of_resources(&e) => {
+                        return Err(TableError::OutOfResources {
+                            backend: b.to_string(),
+                            source: e,
+                        });
+                    }
+                    Err(_) => {}
                 }
             }
             tracks.push(Arc::new(Track {

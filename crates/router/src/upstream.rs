@@ -28,6 +28,17 @@ pub enum Sent {
     Failed(hyper::Error),
     /// The track took the response timeout without sending a response head.
     TimedOut,
+    /// This router could not open a connection (out of descriptors, buffers, memory or local
+    /// ports): no backend failed, and none was marked down.
+    Overloaded,
+}
+
+/// Why no new connection to a track was made.
+enum Unreached {
+    /// Every healthy backend refused or did not answer in time (each is now marked down).
+    Refused,
+    /// The router itself ran out of something before a backend could answer.
+    Overloaded,
 }
 
 /// Idle connections kept per track: enough for bursts; beyond that they cost memory.
@@ -123,8 +134,9 @@ pub async fn send(track: &Track, mut req: Request<ClientBody>, timeout: Duration
             // make every request's future (which lives as long as its client connection)
             // kilobytes bigger.
             None => match Box::pin(connect(track)).await {
-                Some(s) => s,
-                None => return Sent::Refused(req),
+                Ok(s) => s,
+                Err(Unreached::Refused) => return Sent::Refused(req),
+                Err(Unreached::Overloaded) => return Sent::Overloaded,
             },
         };
         match within_track_time(timeout, &watch, sender.try_send_request(req)).await {
@@ -180,21 +192,27 @@ async fn within_track_time<F: std::future::Future>(
 }
 
 /// A new connection to one of the track's healthy backends, each tried in turn; a backend that
-/// refuses (or does not answer the handshake) is marked down at once.
-async fn connect(track: &Track) -> Option<SendRequest<ClientBody>> {
+/// refuses (or does not answer the handshake) is marked down at once. A socket this router
+/// cannot create (out of descriptors...) is its own failure: no backend is marked down, and the
+/// others are not tried, as they would fail the same way.
+async fn connect(track: &Track) -> Result<SendRequest<ClientBody>, Unreached> {
     for (addr, health) in track.connect_order() {
-        let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await else {
-            health.mark_down();
-            continue;
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) if crate::resources::connect_failed_locally(&e) => return Err(Unreached::Overloaded),
+            Ok(Err(_)) | Err(_) => {
+                health.mark_down();
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok((sender, conn)) => {
                 tokio::spawn(conn.with_upgrades());
-                return Some(sender);
+                return Ok(sender);
             }
             Err(_) => health.mark_down(),
         }
     }
-    None
+    Err(Unreached::Refused)
 }
