@@ -330,7 +330,7 @@ fn serve_refuses_plain_http_off_loopback_and_a_bad_tokens_file_with_its_place() 
     let missing = cohort(dir, &["-C", "repo", "serve", "--tokens", "nope.yaml"]);
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
     assert!(
-        text(&missing).contains("cannot read the tokens file nope.yaml"),
+        text(&missing).contains("cannot use the tokens file: nope.yaml cannot be read"),
         "{}",
         text(&missing)
     );
