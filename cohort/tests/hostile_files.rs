@@ -1,7 +1,14 @@
-//! YAML nested thousands of levels deep, wherever cohort reads YAML: a located error from
-//! `validate` and the change commands, an invalid revision served by `serve` (which stays up),
-//! a reload the router refuses while it keeps serving, a tokens file refused with its place.
-//! Each of these aborted the process with a stack overflow (exit 134) before.
+//! Hostile files wherever cohort reads one, driving the real binary.
+//!
+//! YAML nested thousands of levels deep: a located error from `validate` and the change
+//! commands, an invalid revision served by `serve` (which stays up), a reload the router
+//! refuses while it keeps serving, a tokens file refused with its place. Each of these aborted
+//! the process with a stack overflow (exit 134) before.
+//!
+//! Files named in flags (the router's config, serve's tokens file): links are followed, as
+//! Kubernetes mounts ConfigMaps and Secrets through them, but a named pipe or a device is
+//! refused at once and nothing larger than 1 MiB is read. Before, a FIFO hung the router's
+//! start (and its reload loop) and serve's start; a link to /dev/zero read until memory ran out.
 
 mod router_common;
 
@@ -9,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use router_common::{backend, start_router};
 
@@ -28,8 +35,9 @@ fn nested_mappings(levels: usize) -> String {
         .collect()
 }
 
+/// Runs cohort with `args`, killed after 30 s: a hang is a failure, not a stuck test run.
 fn cohort(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cohort"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -37,8 +45,20 @@ fn cohort(dir: &Path, args: &[&str]) -> Output {
         .env("GIT_AUTHOR_EMAIL", "t@example.com")
         .env("GIT_COMMITTER_NAME", "t")
         .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("cohort runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cohort runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("cohort {args:?} still running after 30 s: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn text(o: &Output) -> String {
@@ -233,6 +253,26 @@ fn http(addr: SocketAddr, path: &str) -> (u16, String) {
     )
 }
 
+/// Waits until the router has refused one more reload than `refused` (which it updates).
+fn wait_for_a_refused_reload(admin: SocketAddr, refused: &mut u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http(admin, "/metrics");
+        let now = metrics
+            .lines()
+            .find(|l| l.starts_with("cohort_router_reloads_total{result=\"rejected\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if now > *refused {
+            *refused = now;
+            return;
+        }
+        assert!(Instant::now() < deadline, "no reload refused:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_deeply_nested_router_config_is_refused_on_reload_and_the_router_keeps_serving() {
     let production = backend("production", 0);
@@ -245,26 +285,10 @@ fn a_deeply_nested_router_config_is_refused_on_reload_and_the_router_keeps_servi
     let mut router = start_router(&["--config".as_ref(), path.as_os_str()]);
     assert_eq!(http(router.traffic, "/"), (200, "production".into()));
 
+    let mut refused = 0;
     for nested in [nested_lists(50_000), nested_mappings(1_000)] {
         std::fs::write(&path, format!("{good}extra:\n{nested}")).expect("write");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, metrics) = http(router.admin, "/metrics");
-            let rejected = metrics
-                .lines()
-                .find(|l| l.starts_with("cohort_router_reloads_total{result=\"rejected\"}"))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-            if rejected > 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no reload refused:\n{metrics}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_a_refused_reload(router.admin, &mut refused);
         assert!(
             router.child.try_wait().expect("wait").is_none(),
             "the router is still running"
@@ -316,6 +340,97 @@ fn a_deeply_nested_tokens_file_is_refused_with_its_place() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("tokens.yaml") && stderr.contains("nest deeper than 64 levels"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_router_config_is_refused_at_once_instead_of_hanging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("router.yaml");
+    mkfifo(&fifo);
+    let out = cohort(dir.path(), &["router", "--config", "router.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot use the router config: router.yaml is a named pipe"),
+        "{}",
+        text(&out)
+    );
+
+    let zero = dir.path().join("zero.yaml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let out = cohort(dir.path(), &["router", "--config", "zero.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("zero.yaml is a character device"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_router_config_swapped_for_a_fifo_is_refused_on_reload_and_the_router_keeps_serving() {
+    let production = backend("production", 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("router.real.yaml");
+    std::fs::write(
+        &real,
+        format!(
+            "service: account-service\ntracks:\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
+        ),
+    )
+    .expect("write");
+    // As a ConfigMap volume does it: the path is a link, swapped to point elsewhere.
+    let path = dir.path().join("router.yaml");
+    std::os::unix::fs::symlink(&real, &path).expect("symlink");
+    let mut router = start_router(&["--config".as_ref(), path.as_os_str()]);
+    assert_eq!(http(router.traffic, "/"), (200, "production".into()));
+
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let next = dir.path().join("router.next");
+    std::os::unix::fs::symlink(&fifo, &next).expect("symlink");
+    std::fs::rename(&next, &path).expect("swap");
+    wait_for_a_refused_reload(router.admin, &mut 0);
+    assert!(
+        router.child.try_wait().expect("wait").is_none(),
+        "the router is still running"
+    );
+    assert_eq!(http(router.traffic, "/"), (200, "production".into()));
+    assert_eq!(http(router.admin, "/ready").0, 200);
+}
+
+#[test]
+fn a_fifo_as_the_tokens_file_is_a_usage_error_at_once_instead_of_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = cohort(dir.path(), &["init", "repo"]);
+    assert!(init.status.success(), "{}", text(&init));
+    mkfifo(&dir.path().join("tokens.yaml"));
+    let out = cohort(
+        dir.path(),
+        &[
+            "-C",
+            "repo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot use the tokens file: tokens.yaml is a named pipe"),
         "{}",
         text(&out)
     );
