@@ -1,5 +1,7 @@
 //! The router against real HTTP backends on ephemeral loopback ports.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+use common::echo_upgrade_backend;
 
 /// A backend that says which track it is and which cohort header it saw.
 async fn backend(track: &'static str) -> SocketAddr {
@@ -543,39 +547,6 @@ async fn a_track_that_does_not_answer_in_time_gets_504_naming_it() {
         body.contains("track internal") && body.contains("did not answer within 0.3s"),
         "{body}"
     );
-}
-
-/// A backend that switches to an echo protocol on `Upgrade: echo`.
-async fn echo_upgrade_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| async move {
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        if let Ok(upgraded) = on.await {
-                            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
-                            let _ = tokio::io::copy(&mut r, &mut w).await;
-                        }
-                    });
-                    let mut resp = Response::new(Empty::<Bytes>::new());
-                    *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                    resp.headers_mut()
-                        .insert("upgrade", "echo".parse().expect("header"));
-                    resp.headers_mut()
-                        .insert("connection", "upgrade".parse().expect("header"));
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,52 +1,18 @@
 //! Upgraded (WebSocket) tunnels through the router on loopback: they count against the
 //! connection limit for as long as they are open, and close when neither side sends.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
 use cohort_core::{TrackName, Version, Weight};
 use cohort_router::proxy::{Limits, Router};
-use http::{Request, Response};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A backend that switches every request to an echo protocol.
-async fn echo_upgrade_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| async move {
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        if let Ok(upgraded) = on.await {
-                            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
-                            let _ = tokio::io::copy(&mut r, &mut w).await;
-                        }
-                    });
-                    let mut resp = Response::new(Empty::<Bytes>::new());
-                    *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                    resp.headers_mut()
-                        .insert("upgrade", "echo".parse().expect("header"));
-                    resp.headers_mut()
-                        .insert("connection", "upgrade".parse().expect("header"));
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use common::echo_upgrade_backend;
 
 /// A router sending everybody to the echo backend, within `limits`.
 async fn router_to_echo(limits: Limits) -> SocketAddr {
