@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client_body::{ClientBody, ClientFault};
+use crate::idle::{Activity, Watched};
 use crate::metrics::{ErrorLabels, Exhausted, Metrics};
 use crate::resources::{AcceptPause, Slot};
 use crate::table::Table;
@@ -217,13 +218,33 @@ async fn serve_connection(
         }
         _ = stopping.wait_for(|stop| *stop) => return,
     };
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
-    let io = TokioIo::new(stream);
     let stop_requested = async move {
         // A dropped sender means the server is gone: stop as well.
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     if h2 {
+        // HTTP/2 has no head timeout of its own once the preface is in: a connection with no
+        // request in flight that moves no bytes for the header timeout is closed, as an idle
+        // HTTP/1.1 one is, or silent connections would hold every slot.
+        let activity = Activity::new();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&in_flight);
+        let service = hyper::service::service_fn(move |req| {
+            let request = InFlight::enter(&counted);
+            let answer = handle(Arc::clone(&router), peer.clone(), req);
+            async move {
+                let Ok(resp) = answer.await;
+                // In flight until its body has gone out (or the stream was reset).
+                Ok::<_, Infallible>(resp.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _ = &request;
+                        frame
+                    })
+                    .boxed()
+                }))
+            }
+        });
+        let io = TokioIo::new(Watched::new(stream, &activity));
         // Boxed: HTTP/2 connections are few, and inline their state would make every
         // HTTP/1.1 connection's task as big.
         let mut conn = Box::pin(
@@ -233,12 +254,22 @@ async fn serve_connection(
                 .max_concurrent_streams(limits.max_streams)
                 .serve_connection(io, service),
         );
-        tokio::select! {
+        let wait = tokio::select! {
             _ = conn.as_mut() => return,
-            () = stop_requested => conn.as_mut().graceful_shutdown(),
-        }
-        let _ = conn.await;
-    } else {
+            () = stop_requested => limits.grace,
+            // The closing handshake waits for the peer to answer a PING, which a silent one
+            // never does: it gets as long as a head would.
+            () = idle_without_requests(&activity, &in_flight, limits.header_read_timeout) => {
+                limits.header_read_timeout
+            }
+        };
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(wait, conn).await;
+        return;
+    }
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
+    let io = TokioIo::new(stream);
+    {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -254,6 +285,34 @@ async fn serve_connection(
             () = stop_requested => conn.as_mut().graceful_shutdown(),
         }
         let _ = conn.await;
+    }
+}
+
+/// A request of an HTTP/2 connection that has not finished: counted while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes once the connection has had no request in flight and moved no bytes for `idle`.
+async fn idle_without_requests(activity: &Activity, in_flight: &AtomicUsize, idle: Duration) {
+    loop {
+        activity.quiet_for(idle).await;
+        if in_flight.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // A request is waiting on its track: look again once it could have gone quiet.
+        tokio::time::sleep(idle).await;
     }
 }
 

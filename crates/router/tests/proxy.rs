@@ -503,6 +503,102 @@ async fn a_slowloris_client_is_cut_off() {
     );
 }
 
+/// After the preface, an HTTP/2 connection had no timeout at all: silent ones held every
+/// connection slot and the router answered nobody else (found in review). Now one with no
+/// request in flight that moves no bytes for the header timeout is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_http2_connections_are_closed_instead_of_holding_every_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = cohort_router::proxy::Limits {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        max_connections: 2,
+        ..Default::default()
+    };
+    let addr = start_limited(seed_config(&[], None).await, limits).await;
+    let mut silent = vec![];
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The preface and an empty SETTINGS frame, then nothing.
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("write");
+        silent.push(s);
+    }
+    // Both slots are taken; a request gets its turn only once a silent connection is closed.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        get(&client(), addr, &[]).await.status()
+    })
+    .await;
+    assert_eq!(
+        answered.ok().map(|s| s.as_u16()),
+        Some(200),
+        "nobody else was answered"
+    );
+    for mut s in silent {
+        let mut buf = vec![0u8; 1024];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent HTTP/2 connection was not closed");
+    }
+}
+
+/// A request that takes longer than the header timeout keeps its HTTP/2 connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_slower_than_the_header_timeout_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A track that takes 800 ms to answer, four times the header timeout.
+    let slow = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let slow_addr = slow.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"GET /healthz") {
+                    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
+                    .await;
+            });
+        }
+    });
+    let mut config = seed_config(&[], None).await;
+    config.tracks[0].backends = vec![slow_addr.to_string()];
+    let limits = cohort_router::proxy::Limits {
+        header_read_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let addr = start_limited(config, limits).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://x/")
+        .header("x-traffic-group", "INTERNAL")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"slow");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_head_is_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
