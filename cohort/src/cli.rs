@@ -219,7 +219,8 @@ pub enum Command {
         /// After the drain delay, how long requests in flight may take to finish.
         #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
         grace: std::time::Duration,
-        /// A client must send its whole request head within this, or is disconnected (slowloris).
+        /// A client must send its whole request head within this, or is disconnected (slowloris);
+        /// a connection idle between requests (HTTP/2: nothing in flight, no bytes) is closed after it.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
         header_timeout: std::time::Duration,
         /// A track must send its response head within this, or the client gets 504. Time spent
