@@ -54,6 +54,8 @@ defaults
     option http-keep-alive
 frontend account-service
     bind 127.0.0.1:$p_haproxy
+    acl trusted_peer src 127.0.0.0/8
+    http-request del-header X-Traffic-Group if !trusted_peer
     acl is_internal hdr(X-Traffic-Group) -m str -i INTERNAL
     acl is_free hdr(X-Traffic-Group) -m str -i FREE
     acl is_enterprise hdr(X-Traffic-Group) -m str -i ENTERPRISE
