@@ -20,6 +20,17 @@ use std::time::{Duration, Instant};
 
 use router_common::{backend, start_router};
 
+/// `cohort serve` of the release repo in `repo/`, with the tokens in `tokens.yaml`, on any port.
+const SERVE_REPO: &[&str] = &[
+    "-C",
+    "repo",
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--tokens",
+    "tokens.yaml",
+];
+
 const TOKEN: &str = "eu-west-token-0123456789abcdef";
 
 /// A list nested `levels` deep in block style, as `- - - x` on one line.
@@ -169,15 +180,7 @@ fn serve_serves_a_deeply_nested_commit_as_invalid_and_stays_up() {
     )
     .expect("tokens");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args([
-            "-C",
-            "repo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            "tokens.yaml",
-        ])
+        .args(SERVE_REPO)
         .current_dir(dir)
         .stderr(Stdio::piped())
         .spawn()
@@ -220,18 +223,7 @@ fn serve_serves_a_deeply_nested_commit_as_invalid_and_stays_up() {
     let _ = serve.wait();
 
     // Started again on that commit: refused with the place, not killed by the file.
-    let again = cohort(
-        dir,
-        &[
-            "-C",
-            "repo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            "tokens.yaml",
-        ],
-    );
+    let again = cohort(dir, SERVE_REPO);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("nest deeper than 64 levels"),
@@ -324,18 +316,7 @@ fn a_deeply_nested_tokens_file_is_refused_with_its_place() {
         ),
     )
     .expect("tokens");
-    let out = cohort(
-        dir,
-        &[
-            "-C",
-            "repo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            "tokens.yaml",
-        ],
-    );
+    let out = cohort(dir, SERVE_REPO);
     assert_eq!(out.status.code(), Some(2), "a usage error: {}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -416,18 +397,7 @@ fn a_fifo_as_the_tokens_file_is_a_usage_error_at_once_instead_of_a_hang() {
     let init = cohort(dir.path(), &["init", "repo"]);
     assert!(init.status.success(), "{}", text(&init));
     mkfifo(&dir.path().join("tokens.yaml"));
-    let out = cohort(
-        dir.path(),
-        &[
-            "-C",
-            "repo",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            "tokens.yaml",
-        ],
-    );
+    let out = cohort(dir.path(), SERVE_REPO);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("cannot use the tokens file: tokens.yaml is a named pipe"),
