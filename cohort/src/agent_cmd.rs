@@ -97,6 +97,7 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
             interval: args.interval,
             max_backoff: args.max_backoff,
             shutdown_grace: args.shutdown_grace,
+            parallel: usize::from(args.parallel),
         };
         match (&args.remote.git, &args.control) {
             (Some(url), _) => {

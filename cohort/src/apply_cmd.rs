@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+
+use futures::StreamExt as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -147,7 +149,7 @@ fn kind_lower(kind: &str) -> String {
     kind.to_ascii_lowercase()
 }
 
-/// Runs `cohort apply`.
+/// Runs `cohort apply`: services at once up to `--parallel`, each service's objects in order.
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let repo = valid_repo(cli)?;
     let services = rendered(&repo, &args.services)?;
@@ -159,85 +161,177 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
         holder: cohort_kube::lease::identity("cohort apply"),
         ..ApplyOptions::default()
     };
-    let text = args.output == TextOrJson::Text;
-    let suffix = if args.dry_run { " (server dry run)" } else { "" };
+    let parallel = usize::from(args.parallel).clamp(1, services.len().max(1));
+    // Lines of services applied at once interleave, so each says whose it is.
+    let lines = Lines {
+        text: args.output == TextOrJson::Text,
+        width: (parallel > 1).then(|| services.iter().map(|(s, _)| s.len()).max().unwrap_or(0)),
+    };
     let runtime = runtime()?;
-    let mut results: Vec<Value> = vec![];
-    let outcome: Result<()> = runtime.block_on(async {
+    let (results, failures) = runtime.block_on(async {
         let cluster = connect(&target, &services).await?;
-        for (service, objects) in &services {
-            let started = Instant::now();
-            // Progress is for whoever watches; a closed stdout must not change what is applied
-            // or hide how it ended.
-            let say = |line: &str| {
-                if text {
-                    use std::io::Write as _;
-                    let _ = writeln!(std::io::stdout().lock(), "{}", escape_lines(line));
-                }
-            };
-            say(&format!("{service} (namespace {}){suffix}", cluster.namespace));
-            let mut applied: Vec<Value> = vec![];
-            let mut pruned: Vec<String> = vec![];
-            let mut on_progress = |p: Progress| {
-                let line = match &p {
-                    Progress::Step { what } => format!("  {what}"),
-                    Progress::Applied { kind, name, change } => {
-                        applied.push(json!({"kind": kind, "name": name, "change": change.verb()}));
-                        format!("    {}/{name} {}{suffix}", kind_lower(kind), change.verb())
+        let mut done: Vec<(usize, Value, Option<anyhow::Error>)> =
+            futures::stream::iter(services.iter().enumerate())
+                .map(|(i, (service, objects))| {
+                    let (cluster, options, lines) = (&cluster, &options, &lines);
+                    async move {
+                        let (entry, failure) = apply_one(cluster, service, objects, options, lines).await;
+                        (i, entry, failure)
                     }
-                    Progress::Waiting { deployment, progress } => format!(
-                        "    waiting for {deployment}: {progress} ({}s)",
-                        started.elapsed().as_secs()
-                    ),
-                    Progress::Ready { deployment, .. } => {
-                        format!("    {deployment} rolled out ({}s)", started.elapsed().as_secs())
-                    }
-                    Progress::Pruned { deployment } => {
-                        pruned.push(deployment.clone());
-                        format!("    deployment/{deployment} deleted{suffix}")
-                    }
-                };
-                say(&line);
-            };
-            let result = cluster
-                .apply_service(service, objects, &options, &mut on_progress)
+                })
+                .buffer_unordered(parallel)
+                .collect()
                 .await;
-            let mut entry = json!({
-                "service": service,
-                "dry_run": args.dry_run,
-                "applied": applied,
-                "pruned": pruned,
-                "ok": result.is_ok(),
-            });
-            match result {
-                Ok(()) => {
-                    results.push(entry);
-                    let verb = if args.dry_run {
-                        "checked by the server"
-                    } else {
-                        "applied"
-                    };
-                    say(&format!("{service} {verb} in {}s", started.elapsed().as_secs()));
-                }
-                Err(e) => {
-                    entry["error"] = json!(e.to_string());
-                    if let ApplyError::NotReady { not_ready, .. } = &e {
-                        entry["not_ready"] = json!(not_ready);
-                    }
-                    results.push(entry);
-                    return Err(apply_failed(service, e));
-                }
+        done.sort_by_key(|(i, _, _)| *i);
+        let mut results = vec![];
+        let mut failures = vec![];
+        for (i, entry, failure) in done {
+            results.push(entry);
+            if let Some(e) = failure {
+                failures.push((services[i].0.as_str(), e));
             }
         }
-        Ok(())
-    });
-    if !text {
+        anyhow::Ok((results, failures))
+    })?;
+    if !lines.text {
         out_exact!(
             "{}",
             serde_json::to_string_pretty(&json!({ "services": results }))?
         );
     }
-    outcome
+    failed_services(failures, services.len())
+}
+
+/// How `apply`'s lines are printed.
+struct Lines {
+    text: bool,
+    /// When services are applied at once: the width of the longest name, each line's prefix.
+    width: Option<usize>,
+}
+
+impl Lines {
+    /// Prints one line of `service`'s progress, if progress is shown: at depth 0 a line about
+    /// the whole service (after its name), deeper ones indented under it. A closed stdout must
+    /// not change what is applied or hide how it ended, so writing fails quietly.
+    fn say(&self, service: &str, depth: usize, text: &str) {
+        if !self.text {
+            return;
+        }
+        let line = match (self.width, depth) {
+            (None, 0) => format!("{service} {text}"),
+            (None, d) => format!("{}{text}", "  ".repeat(d)),
+            // The prefix stands for the first level of indentation.
+            (Some(width), d) => format!("{service:<width$}  {}{text}", "  ".repeat(d.saturating_sub(1))),
+        };
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{}", escape_lines(&line));
+    }
+}
+
+/// Applies one service, saying how it goes; its entry in the JSON document, and the error the
+/// command exits with if it failed.
+async fn apply_one(
+    cluster: &Cluster,
+    service: &str,
+    objects: &[Rendered],
+    options: &ApplyOptions,
+    lines: &Lines,
+) -> (Value, Option<anyhow::Error>) {
+    let started = Instant::now();
+    let suffix = if options.dry_run { " (server dry run)" } else { "" };
+    lines.say(service, 0, &format!("(namespace {}){suffix}", cluster.namespace));
+    let mut applied: Vec<Value> = vec![];
+    let mut pruned: Vec<String> = vec![];
+    let mut on_progress = |p: Progress| match &p {
+        Progress::Step { what } => lines.say(service, 1, what),
+        Progress::Applied { kind, name, change } => {
+            applied.push(json!({"kind": kind, "name": name, "change": change.verb()}));
+            lines.say(
+                service,
+                2,
+                &format!("{}/{name} {}{suffix}", kind_lower(kind), change.verb()),
+            );
+        }
+        Progress::Waiting { deployment, progress } => lines.say(
+            service,
+            2,
+            &format!(
+                "waiting for {deployment}: {progress} ({}s)",
+                started.elapsed().as_secs()
+            ),
+        ),
+        Progress::Ready { deployment, .. } => lines.say(
+            service,
+            2,
+            &format!("{deployment} rolled out ({}s)", started.elapsed().as_secs()),
+        ),
+        Progress::Pruned { deployment } => {
+            pruned.push(deployment.clone());
+            lines.say(service, 2, &format!("deployment/{deployment} deleted{suffix}"));
+        }
+    };
+    let result = cluster
+        .apply_service(service, objects, options, &mut on_progress)
+        .await;
+    let mut entry = json!({
+        "service": service,
+        "dry_run": options.dry_run,
+        "applied": applied,
+        "pruned": pruned,
+        "ok": result.is_ok(),
+    });
+    match result {
+        Ok(()) => {
+            let verb = if options.dry_run {
+                "checked by the server"
+            } else {
+                "applied"
+            };
+            lines.say(service, 0, &format!("{verb} in {}s", started.elapsed().as_secs()));
+            (entry, None)
+        }
+        Err(e) => {
+            entry["error"] = json!(e.to_string());
+            if let ApplyError::NotReady { not_ready, .. } = &e {
+                entry["not_ready"] = json!(not_ready);
+            }
+            lines.say(
+                service,
+                0,
+                &format!("failed after {}s", started.elapsed().as_secs()),
+            );
+            (entry, Some(apply_failed(service, e)))
+        }
+    }
+}
+
+/// What `apply` exits with once every service has had its turn: the error of the one that
+/// failed, or, when several did, each said and the gravest returned (one the cluster or repo
+/// caused, exit status 2, over a rollout that did not finish, 1).
+fn failed_services(failures: Vec<(&str, anyhow::Error)>, of: usize) -> Result<()> {
+    let count = failures.len();
+    let names: Vec<&str> = failures.iter().map(|(s, _)| *s).collect();
+    let names = names.join(", ");
+    let gravest = failures
+        .iter()
+        .position(|(_, e)| !e.is::<Reported>())
+        .unwrap_or(0);
+    let mut returned = None;
+    for (i, (_, e)) in failures.into_iter().enumerate() {
+        if i == gravest {
+            returned = Some(e);
+        } else if !e.is::<Reported>() {
+            // A rollout that did not finish was told in full already.
+            eout!("error: {e:#}");
+        }
+    }
+    if count > 1 {
+        eout!("{count} of {of} services failed: {names}; the others were applied");
+    }
+    match returned {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The error `cohort apply` exits with; a rollout that did not become ready is told here in

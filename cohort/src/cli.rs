@@ -442,6 +442,11 @@ pub struct ApplyArgs {
     /// How long each wait for rollouts may take before cohort stops (and prunes nothing).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// How many services are applied at once. Each service's objects still go in order, under
+    /// its own lease; a service that fails stops only itself (the others are applied, and the
+    /// exit status says one failed). 1 applies them one after another.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
 }
 
 #[derive(Debug, Args)]
@@ -584,6 +589,9 @@ pub struct AgentArgs {
     /// (not recorded, so the next start applies it again).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// How many services are applied at once (each in its own order, under its own lease).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
     /// Where to serve /live, /ready and /metrics.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9102")]
     pub admin: std::net::SocketAddr,

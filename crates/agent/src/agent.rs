@@ -3,6 +3,7 @@
 //! backoff while the source is unreachable). A revision that does not check out is skipped
 //! and the cluster keeps the last good one; an outage only delays work.
 
+use futures::StreamExt as _;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,18 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// On shutdown, how long an apply in progress may still take before it is abandoned.
     pub shutdown_grace: Duration,
+    /// How many services are applied at once (at least 1).
+    pub parallel: usize,
+}
+
+/// Applies one service, saying so in the log; the service comes back with the result.
+async fn apply_one<'a, T: Target>(
+    target: &T,
+    svc: &'a CheckedService,
+    revision: &str,
+) -> (&'a CheckedService, Result<(), TargetError>) {
+    tracing::info!(service = %svc.name, revision = %revision, "applying");
+    (svc, target.apply(&svc.name, &svc.objects).await)
 }
 
 /// The time until the next poll: the interval after a success, doubling with each failure
@@ -315,6 +328,7 @@ impl<S: Source, T: Target> Agent<S, T> {
     async fn reconcile(&mut self, pass: &mut Pass) {
         let Some(desired) = &self.desired else { return };
         let mut moved = false;
+        let mut changed = vec![];
         for svc in &desired.services {
             if let Some(applied) = self.state.get_mut(&svc.name)
                 && applied.digest == svc.digest
@@ -327,10 +341,27 @@ impl<S: Source, T: Target> Agent<S, T> {
                 self.failures.remove(&svc.name);
                 continue;
             }
-            tracing::info!(service = %svc.name, revision = %desired.revision, "applying");
-            match self.target.apply(&svc.name, &svc.objects).await {
+            changed.push(svc);
+        }
+        // Services are independent: up to `parallel` are applied at once, each in its own
+        // order under its own lease, and each recorded as soon as it is done.
+        let target = &self.target;
+        let revision = &desired.revision;
+        let parallel = self.settings.parallel.max(1);
+        let mut waiting = changed.into_iter();
+        let mut applies = futures::stream::FuturesUnordered::new();
+        loop {
+            while applies.len() < parallel
+                && let Some(svc) = waiting.next()
+            {
+                applies.push(apply_one(target, svc, revision));
+            }
+            let Some((svc, result)) = applies.next().await else {
+                break;
+            };
+            match result {
                 Ok(()) => {
-                    tracing::info!(service = %svc.name, revision = %desired.revision, "applied");
+                    tracing::info!(service = %svc.name, revision = %revision, "applied");
                     self.metrics
                         .applies
                         .get_or_create(&ApplyLabels {
@@ -342,20 +373,20 @@ impl<S: Source, T: Target> Agent<S, T> {
                     self.state.insert(
                         svc.name.clone(),
                         Applied {
-                            revision: desired.revision.clone(),
+                            revision: revision.clone(),
                             digest: svc.digest.clone(),
                             at: now(),
                         },
                     );
                     pass.applied.push(svc.name.clone());
                     // Recorded at once: a restart after this point does not apply it again.
-                    if let Err(e) = self.target.save(&self.state).await {
+                    if let Err(e) = target.save(&self.state).await {
                         tracing::error!(error = %chain(&e), "cannot save the agent's state; a restart applies this service again");
                     }
                 }
                 Err(e) => {
                     let why = chain(&e);
-                    tracing::error!(service = %svc.name, revision = %desired.revision, error = %why, "apply failed; retried on the next pass");
+                    tracing::error!(service = %svc.name, revision = %revision, error = %why, "apply failed; retried on the next pass");
                     self.metrics
                         .applies
                         .get_or_create(&ApplyLabels {
@@ -368,6 +399,7 @@ impl<S: Source, T: Target> Agent<S, T> {
                 }
             }
         }
+        drop(applies);
         let before = self.state.len();
         self.state
             .retain(|name, _| desired.services.iter().any(|s| &s.name == name));

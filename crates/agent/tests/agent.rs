@@ -36,6 +36,10 @@ struct Inner {
     state: AppliedState,
     applies: Vec<(String, Vec<Rendered>)>,
     hang: bool,
+    /// How long each apply takes.
+    slow: Duration,
+    in_flight: usize,
+    most_at_once: usize,
 }
 
 impl Recording {
@@ -44,6 +48,12 @@ impl Recording {
     }
     fn hang(&self, on: bool) {
         self.inner.lock().expect("lock").hang = on;
+    }
+    fn slow(&self, each: Duration) {
+        self.inner.lock().expect("lock").slow = each;
+    }
+    fn most_at_once(&self) -> usize {
+        self.inner.lock().expect("lock").most_at_once
     }
 }
 
@@ -64,6 +74,14 @@ impl Target for Recording {
             // A rollout that never finishes.
             std::future::pending::<()>().await;
         }
+        let slow = {
+            let mut inner = self.inner.lock().expect("lock");
+            inner.in_flight += 1;
+            inner.most_at_once = inner.most_at_once.max(inner.in_flight);
+            inner.slow
+        };
+        tokio::time::sleep(slow).await;
+        self.inner.lock().expect("lock").in_flight -= 1;
         self.inner
             .lock()
             .expect("lock")
@@ -207,6 +225,7 @@ fn settings(cluster: &str) -> Settings {
         interval: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_millis(200),
+        parallel: 4,
     }
 }
 
@@ -595,4 +614,51 @@ async fn a_revision_whose_state_file_is_a_symlink_is_refused_not_applied_with_fe
     }
     assert_eq!(api_agent.applied()["account-service"].revision, good);
     assert_eq!(git_agent.applied()["account-service"].revision, good);
+}
+
+#[tokio::test]
+async fn services_are_applied_at_once_up_to_the_parallel_setting_and_each_is_recorded() {
+    let repo = Repo::new();
+    let spec = repo.read("services/account-service.yaml");
+    let state = repo.read("releases/account-service.yaml");
+    let mut names = vec!["account-service".to_string()];
+    for i in 1..=6 {
+        let name = format!("service-{i}");
+        repo.commit(
+            &format!("services/{name}.yaml"),
+            &spec.replace("account-service", &name),
+        );
+        repo.commit(
+            &format!("releases/{name}.yaml"),
+            &state.replace("account-service", &name),
+        );
+        names.push(name);
+    }
+    names.sort();
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let url = repo.path().display().to_string();
+    for (parallel, expected) in [(4, 4), (1, 1)] {
+        let source = GitSource::new(
+            Mirror::open(mirror.path(), &url, "main").expect("mirror"),
+            Path::new(""),
+            "eu-west",
+            None,
+        );
+        let cluster = Recording::default();
+        cluster.slow(Duration::from_millis(100));
+        let settings = Settings {
+            parallel,
+            ..settings("eu-west")
+        };
+        let mut agent = Agent::start(source, cluster.clone(), settings, Default::default())
+            .await
+            .expect("start");
+        let mut pass = agent.pass().await;
+        pass.applied.sort();
+        assert_eq!(pass.applied, names, "{pass:?}");
+        assert_eq!(cluster.most_at_once(), expected, "--parallel {parallel}");
+        // Each was recorded: the next pass applies nothing.
+        assert_eq!(agent.applied().len(), names.len());
+        assert!(agent.pass().await.applied.is_empty());
+    }
 }
