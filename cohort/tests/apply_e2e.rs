@@ -284,11 +284,15 @@ fn a_rollout_that_cannot_finish_stops_apply_says_why_and_prunes_nothing() {
         said.contains("not ready after 15s: account-service-internal-v1-19-0"),
         "{said}"
     );
+    // Why the pods are not ready depends on the cluster: with nothing to run them, the pod
+    // patched above cannot pull its image and the other is not scheduled (the pure tests of
+    // `cohort_health::rollout` pin each reason's wording); on the real-pod lab's node both
+    // really try to pull, and the kubelet's own reason replaces the patched one.
     assert!(
-        said.contains("1 pod ImagePullBackOff: Back-off pulling image"),
+        said.contains("ImagePullBackOff: Back-off pulling image")
+            || said.contains("ErrImagePull: failed to pull"),
         "{said}"
     );
-    assert!(said.contains("1 pod Pending: not scheduled to a node"), "{said}");
     assert!(said.contains("nothing was pruned"), "{said}");
     // The running version stays, and the router still sends internal traffic to it.
     assert!(
