@@ -158,6 +158,19 @@ impl<'k> Namespace<'k> {
 
 impl Drop for Namespace<'_> {
     fn drop(&mut self) {
+        // Pods the fake kubelet took stay Terminating (and so the namespace) unless it still
+        // serves the namespace to finish their deletion; pods of a real node are not its.
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kc)
+            .args([
+                "label",
+                "--overwrite",
+                "namespace",
+                &self.name,
+                "k8s-lab/fake-kubelet=enabled",
+            ])
+            .output();
         let _ = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(self.kc)

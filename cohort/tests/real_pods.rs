@@ -1,0 +1,450 @@
+//! Zero downtime with real pods: cohort's own image (built by image/build.sh from the binary
+//! under test) runs the routers, a tiny versioned HTTP image runs the tracks, and real traffic
+//! goes through the front Service with the seed's cohort mix while cohort changes the cluster.
+//!
+//! Needs a cluster whose pods really run and whose node can be given images without a registry:
+//! `COHORT_E2E_KUBECONFIG` names its kubeconfig and `COHORT_E2E_REAL_LAB` the k8s-lab directory
+//! (`$LAB`, with `real/containerd/containerd.sock` and `real/buildah`, the images
+//! `localhost/lab-web:{1.15.0,1.17.0,1.18.0,1.19.0}` imported; see ../shared/k8s-lab/real/).
+//! Skipped, saying so, otherwise. What it measured is printed (`--nocapture` shows it).
+#![allow(clippy::disallowed_macros)]
+
+mod kube_common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube_common::{Namespace, kubectl, kubectl_json, release_repo, text, wait_for};
+
+const SERVICE: &str = "account-service";
+
+fn lab() -> Option<(PathBuf, PathBuf)> {
+    let kc = kube_common::kubeconfig("zero-downtime rollouts with real pods")?;
+    match std::env::var_os("COHORT_E2E_REAL_LAB") {
+        Some(lab) => Some((kc, PathBuf::from(lab))),
+        None => {
+            println!(
+                "SKIPPED: set COHORT_E2E_REAL_LAB to the k8s-lab directory whose real node runs pods \
+                 (../shared/k8s-lab/real/) to send real traffic through real pods"
+            );
+            None
+        }
+    }
+}
+
+fn run(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what}: {}", text(&out));
+    out
+}
+
+/// Builds cohort's image from the binary under test with the repository's own build script,
+/// and hands it to the node's containerd. Returns its reference.
+fn image(lab: &Path, dir: &Path) -> String {
+    let tag = format!("localhost/cohort:e2e-{}", std::process::id());
+    let archive = dir.join("cohort-image.tar");
+    let buildah = format!(
+        "--root {0}/real/buildah/storage --runroot {0}/real/buildah/run --storage-driver vfs",
+        lab.display()
+    );
+    run(
+        "image/build.sh",
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../image/build.sh"))
+            .args([
+                "--binary",
+                env!("CARGO_BIN_EXE_cohort"),
+                "--tag",
+                &tag,
+                "--archive",
+            ])
+            .arg(&archive)
+            .env("BUILDAH_ARGS", buildah),
+    );
+    let socket = lab.join("real/containerd/containerd.sock");
+    run(
+        "ctr images import",
+        Command::new("ctr")
+            .arg("-a")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive),
+    );
+    tag
+}
+
+/// The seed's release repo, made for the lab: tracks run `localhost/lab-web`, which answers
+/// `GET /` with its version; routers run the image under test.
+fn repo_for_real_pods(dir: &Path, ns: &str, kc: &Path, router_image: &str) -> PathBuf {
+    let repo = release_repo(dir, ns, kc);
+    let edit = |file: &str, f: &dyn Fn(String) -> String| {
+        let path = repo.join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, f(text)).expect("write");
+    };
+    edit("cohort.yaml", &|c| {
+        c.replace("path: /healthz", "path: /version")
+            .replace("    pause: 10s\n", "    pause: 5s\n")
+            .replace("    paid: 4\n", "    paid: 2\n")
+            .replace("router:\n", &format!("router:\n  image: {router_image}\n"))
+    });
+    edit("services/account-service.yaml", &|s| {
+        s.replace(
+            "image: registry.example.com/shop/account-service",
+            "image: localhost/lab-web",
+        )
+        .replace("path: /healthz", "path: /version")
+        // The lab's node has two cores; the scaffold asks a quarter of one per pod.
+        .replace("cpu: 250m", "cpu: 20m")
+    });
+    cohort_ok(&repo, None, &["validate"]);
+    let git = run(
+        "git commit",
+        Command::new("git")
+            .args(["commit", "-qam", "for the real-pod lab"])
+            .current_dir(&repo),
+    );
+    drop(git);
+    repo
+}
+
+fn cohort_ok(repo: &Path, kc: Option<&Path>, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
+    cmd.args(args).arg("-C").arg(repo).env("NO_COLOR", "1");
+    if let Some(kc) = kc {
+        cmd.arg("--kubeconfig").arg(kc);
+    }
+    text(&run(&format!("cohort {args:?}"), &mut cmd))
+}
+
+/// One answer seen by the load: the cohort asked for, and the version that answered (or why
+/// there was none).
+type Answer = (&'static str, Result<String, String>);
+
+/// Requests through the front Service from a few threads, each answer filed under the phase
+/// current when it came back.
+struct Load {
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicUsize>,
+    answers: Arc<Mutex<BTreeMap<usize, Vec<Answer>>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// The seed's mix: mostly free users, some enterprise ones, a few staff, the rest with no
+/// cohort header (the default route).
+const MIX: [&str; 10] = [
+    "FREE",
+    "FREE",
+    "FREE",
+    "FREE",
+    "FREE",
+    "ENTERPRISE",
+    "ENTERPRISE",
+    "INTERNAL",
+    "",
+    "",
+];
+
+fn get(addr: SocketAddr, cohort: &str) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let header = match cohort {
+        "" => String::new(),
+        c => format!("X-Traffic-Group: {c}\r\n"),
+    };
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {SERVICE}\r\n{header}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = response.split(' ').nth(1).unwrap_or("");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    match status {
+        "200" => Ok(body),
+        _ => Err(response.lines().next().unwrap_or("no response").to_string()),
+    }
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(Mutex::new(BTreeMap::new()));
+        let threads = (0..4)
+            .map(|t| {
+                let (stop, phase, answers) = (stop.clone(), phase.clone(), answers.clone());
+                std::thread::spawn(move || {
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let cohort = MIX[i % MIX.len()];
+                        i += 1;
+                        let answer = get(addr, cohort);
+                        let p = phase.load(Ordering::Relaxed);
+                        answers
+                            .lock()
+                            .expect("lock")
+                            .entry(p)
+                            .or_insert_with(Vec::new)
+                            .push((cohort, answer));
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            phase,
+            answers,
+            threads,
+        }
+    }
+
+    /// Starts phase `p`: answers from now on are filed under it.
+    fn phase(&self, p: usize) {
+        self.phase.store(p, Ordering::Relaxed);
+    }
+
+    fn answers(&self, p: usize) -> Vec<Answer> {
+        self.answers
+            .lock()
+            .expect("lock")
+            .get(&p)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a phase's answers come to: requests, failures (with a few examples), and how often
+/// each cohort was answered by each version.
+fn summary(answers: &[Answer]) -> (usize, Vec<String>, BTreeMap<(&'static str, String), usize>) {
+    let mut failed = vec![];
+    let mut by = BTreeMap::new();
+    for (cohort, a) in answers {
+        match a {
+            Ok(version) => *by.entry((*cohort, version.clone())).or_insert(0) += 1,
+            Err(e) => failed.push(format!("{cohort}: {e}")),
+        }
+    }
+    (answers.len(), failed, by)
+}
+
+fn front(kc: &Path, ns: &str) -> SocketAddr {
+    let svc = kubectl_json(kc, &["-n", ns, "get", "service", SERVICE]);
+    let ip = svc["spec"]["clusterIP"].as_str().expect("clusterIP");
+    let port = svc["spec"]["ports"][0]["port"].as_u64().expect("port");
+    format!("{ip}:{port}").parse().expect("address")
+}
+
+fn pods(kc: &Path, ns: &str, selector: &str) -> Vec<String> {
+    let list = kubectl_json(kc, &["-n", ns, "get", "pods", "-l", selector]);
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn deploys_promotions_weight_changes_rollbacks_and_pod_kills_under_load_lose_no_request() {
+    let Some((kc, lab)) = lab() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router_image = image(&lab, dir.path());
+    let ns = Namespace::new(&kc, "realpods");
+    // The pods really run: the lab's fake kubelet leaves this namespace to the real node.
+    ns.pods_become_ready(false);
+    let repo = repo_for_real_pods(dir.path(), &ns.name, &kc, &router_image);
+    let apply = |what: &str| {
+        let started = Instant::now();
+        let said = cohort_ok(&repo, Some(&kc), &["apply", "--timeout", "3m"]);
+        println!("{what}: applied in {:.1} s", started.elapsed().as_secs_f64());
+        said
+    };
+    apply("from nothing");
+    let addr = front(&kc, &ns.name);
+    wait_for("the front Service to answer", 60, || get(addr, "FREE").is_ok());
+
+    let load = Load::start(addr);
+    let mut phases: Vec<(&str, usize)> = vec![];
+    let mut phase = |name: &'static str, act: &mut dyn FnMut()| {
+        let p = phases.len() + 1;
+        load.phase(p);
+        act();
+        // The last answers of the old state and the first of the new both count.
+        std::thread::sleep(Duration::from_secs(3));
+        phases.push((name, p));
+    };
+
+    phase("steady (split)", &mut || {
+        std::thread::sleep(Duration::from_secs(40))
+    });
+    phase("deploy 1.19.0 to internal (routers roll)", &mut || {
+        cohort_ok(&repo, None, &["deploy", SERVICE, "1.19.0"]);
+        apply("deploy");
+    });
+    phase("promote to canary", &mut || {
+        cohort_ok(
+            &repo,
+            None,
+            &["promote", SERVICE, "--to", "canary", "--force", "--reason", "e2e"],
+        );
+        apply("promote to canary");
+    });
+    phase("weight change (routers reload)", &mut || {
+        let path = repo.join("cohort.yaml");
+        let config = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(
+            &path,
+            config.replace(
+                "    canary: 5%\n    production: 95%",
+                "    canary: 20%\n    production: 80%",
+            ),
+        )
+        .expect("write");
+        run(
+            "git commit",
+            Command::new("git")
+                .args(["commit", "-qam", "FREE: 20% canary"])
+                .current_dir(&repo),
+        );
+        apply("weight change");
+    });
+    // Routers reload a changed config when the kubelet updates the mounted ConfigMap, which
+    // can take its sync period (a minute or so) after apply returns: wait until FREE's canary
+    // share is clearly past the old 5%, then measure the new split.
+    phase("until the routers reloaded", &mut || {
+        wait_for("the routers to route FREE 20% to canary", 180, || {
+            let answers: Vec<_> = (0..100).map(|_| get(addr, "FREE")).collect();
+            answers.iter().filter(|a| a.as_deref() == Ok("1.19.0")).count() >= 12
+        });
+    });
+    phase("steady after the weight change (split)", &mut || {
+        std::thread::sleep(Duration::from_secs(40))
+    });
+    phase("promote to paid and production", &mut || {
+        cohort_ok(
+            &repo,
+            None,
+            &["promote", SERVICE, "--to", "paid", "--force", "--reason", "e2e"],
+        );
+        cohort_ok(
+            &repo,
+            None,
+            &[
+                "promote",
+                SERVICE,
+                "--to",
+                "production",
+                "--force",
+                "--reason",
+                "e2e",
+            ],
+        );
+        apply("promote to production");
+    });
+    phase("roll production back", &mut || {
+        cohort_ok(
+            &repo,
+            None,
+            &["rollback", SERVICE, "production", "--reason", "e2e"],
+        );
+        apply("rollback");
+    });
+    phase("kill a production pod", &mut || {
+        let victim = pods(&kc, &ns.name, "track=production")
+            .pop()
+            .expect("a production pod");
+        kubectl(
+            &kc,
+            &["-n", &ns.name, "delete", "pod", &victim, "--wait=false"],
+            None,
+        );
+        std::thread::sleep(Duration::from_secs(15));
+    });
+    phase("kill a router pod", &mut || {
+        let victim = pods(&kc, &ns.name, "tier=router").pop().expect("a router pod");
+        kubectl(
+            &kc,
+            &["-n", &ns.name, "delete", "pod", &victim, "--wait=false"],
+            None,
+        );
+        std::thread::sleep(Duration::from_secs(15));
+    });
+    let phases = phases;
+    load.phase(usize::MAX);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut report = String::new();
+    let mut lost = 0;
+    let mut splits = vec![];
+    for (name, p) in &phases {
+        let (sent, failed, by) = summary(&load.answers(*p));
+        lost += failed.len();
+        report.push_str(&format!(
+            "{name}: {sent} requests, {} failed {:?}\n",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        ));
+        for ((cohort, version), n) in &by {
+            report.push_str(&format!("    {cohort:<10} {version:<7} {n}\n"));
+        }
+        // ENTERPRISE is production's, always: never a canary's or internal's build. Production
+        // ran 1.15.0 throughout but for the promotion (1.19.0) and its rollback.
+        for (cohort, version) in by.keys() {
+            if *cohort == "ENTERPRISE" {
+                assert!(
+                    version == "1.15.0"
+                        || (version == "1.19.0" && (name.contains("production") || name.contains("back"))),
+                    "{name}: ENTERPRISE answered by {version}\n{report}"
+                );
+            }
+        }
+        let count = |v: &str| by.get(&("FREE", v.to_string())).copied().unwrap_or(0) as f64;
+        if name.starts_with("steady (split)") {
+            let (canary, production) = (count("1.17.0"), count("1.15.0"));
+            splits.push((name, 0.05, canary / (canary + production), canary + production));
+        }
+        if name.starts_with("steady after") {
+            let (canary, production) = (count("1.19.0"), count("1.15.0"));
+            splits.push((name, 0.20, canary / (canary + production), canary + production));
+        }
+    }
+    load.stop();
+    println!("{report}");
+    assert_eq!(lost, 0, "requests failed:\n{report}");
+    // The split measured at the answers (each track answers with its own version): FREE's
+    // canary share within a point of the configured weight, before and after the change.
+    for (name, configured, share, n) in splits {
+        println!(
+            "{name}: FREE to canary {:.2}% of {n} requests (configured {:.0}%)",
+            share * 100.0,
+            configured * 100.0
+        );
+        assert!(
+            (share - configured).abs() <= 0.01,
+            "{name}: FREE to canary {:.2}%\n{report}",
+            share * 100.0
+        );
+    }
+}
