@@ -52,4 +52,6 @@ for p in "${levels[@]}"; do
         printf '%-16s --parallel %-3s %3d services %4d pods  %7.2f s\n' "$run" "$p" "$n" "$pods" \
             "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
     done
+    # A lab's Service IP range (a /24) holds one fleet's Services, not two: free them first.
+    kubectl delete namespace "$ns" --timeout=5m >/dev/null
 done
