@@ -15,6 +15,7 @@ use kube::api::{
 };
 use serde_json::Value;
 
+use crate::applied;
 use crate::compare::{self, Change};
 use crate::plan::{self, Step};
 use crate::{Cluster, KubeError};
@@ -236,6 +237,61 @@ fn version_number(text: &str) -> Option<u32> {
         .ok()
 }
 
+/// A service's objects in the cluster, by kind and name, as the API server returns them.
+pub type LiveObjects = BTreeMap<(&'static str, String), Value>;
+
+/// The track Deployments among a service's live objects (what pruning looks at).
+fn track_deployments(live: &LiveObjects) -> Vec<String> {
+    live.iter()
+        .filter(|((kind, _), v)| *kind == "Deployment" && v["metadata"]["labels"]["tier"] == "service")
+        .map(|((_, name), _)| name.clone())
+        .collect()
+}
+
+/// Whether a Deployment, as the API server returned it, has rolled out.
+fn rolled_out(deployment: &Value) -> bool {
+    serde_json::from_value::<Deployment>(deployment.clone())
+        .is_ok_and(|d| matches!(rollout::rollout(&d), Rollout::Done))
+}
+
+/// What applying `objects` would say if every one of them is already as the repo renders it,
+/// every Deployment among them rolled out and nothing to prune; `None` when there is
+/// something to do.
+pub fn nothing_to_do(objects: &[Rendered], live: &LiveObjects) -> Option<Vec<Progress>> {
+    let mut said = vec![];
+    for step in plan::plan(objects, &track_deployments(live)) {
+        let Step::Apply { what, objects, wait } = step else {
+            return None;
+        };
+        said.push(Progress::Step { what });
+        let mut ready = vec![];
+        for o in objects {
+            let l = live.get(&(o.kind, o.name.clone()))?;
+            if !applied::up_to_date(l, &o.value) {
+                return None;
+            }
+            said.push(Progress::Applied {
+                kind: o.kind,
+                name: o.name.clone(),
+                change: Change::Unchanged,
+            });
+            if o.kind == "Deployment" {
+                if !rolled_out(l) {
+                    return None;
+                }
+                if wait {
+                    ready.push(Progress::Ready {
+                        deployment: o.name.clone(),
+                        after: Duration::ZERO,
+                    });
+                }
+            }
+        }
+        said.extend(ready);
+    }
+    Some(said)
+}
+
 impl Cluster {
     /// The API server's `major.minor`, when it says one that reads as numbers.
     pub async fn server_version(&self) -> Result<Option<(u32, u32)>, KubeError> {
@@ -278,7 +334,7 @@ impl Cluster {
         params.dry_run = dry_run;
         let stored = self
             .dynamic(o)?
-            .patch(&o.name, &params, &Patch::Apply(&o.value))
+            .patch(&o.name, &params, &Patch::Apply(&applied::marked(&o.value)))
             .await
             .map_err(|e| self.error(format!("apply {} {}", o.kind, o.name), e))?;
         Ok(serde_json::to_value(stored).unwrap_or(Value::Null))
@@ -301,6 +357,34 @@ impl Cluster {
             .await
             .map_err(|e| self.error("list deployments".into(), e))?;
         Ok(list.items.into_iter().filter_map(|d| d.metadata.name).collect())
+    }
+
+    /// The objects of `service` that cohort manages in the cluster, by kind and name: one LIST
+    /// a kind, in place of a GET an object.
+    pub async fn service_objects(&self, service: &str) -> Result<LiveObjects, KubeError> {
+        let selector = format!(
+            "{}={FIELD_MANAGER},{}={service}",
+            cohort_render::LABEL_MANAGED_BY,
+            cohort_render::LABEL_PART_OF
+        );
+        let mut out = LiveObjects::new();
+        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
+            let Some(ar) = resource(kind) else { continue };
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
+            for o in list.items {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+                // A LIST's items leave out what the list itself says; a GET has them.
+                v["apiVersion"] = Value::String(ar.api_version.clone());
+                v["kind"] = Value::String(kind.to_string());
+                out.insert((kind, name), v);
+            }
+        }
+        Ok(out)
     }
 
     /// Every object of the kinds render makes that carries cohort's `managed-by` label.
@@ -465,6 +549,17 @@ impl Cluster {
                 .apply_service_steps(service, objects, options, progress)
                 .await;
         }
+        // Where everything already is as the repo says, nothing is written, so no lease is
+        // needed: what was seen is said as an apply would say it.
+        if !options.force_conflicts {
+            let live = self.service_objects(service).await?;
+            if let Some(said) = nothing_to_do(objects, &live) {
+                for p in said {
+                    progress(p);
+                }
+                return Ok(());
+            }
+        }
         // Both waits at most, and a minute for the rest: a holder that died frees it by then.
         let hold = options.timeout.saturating_mul(2) + Duration::from_secs(60);
         let lease = self.take_apply_lease(service, &options.holder, hold).await?;
@@ -483,28 +578,56 @@ impl Cluster {
         options: &ApplyOptions,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), ApplyError> {
-        let live = self.managed_track_deployments(service).await?;
-        for step in plan::plan(objects, &live) {
+        let live = self.service_objects(service).await?;
+        for step in plan::plan(objects, &track_deployments(&live)) {
             match step {
                 Step::Apply { what, objects, wait } => {
                     progress(Progress::Step { what });
+                    let started = Instant::now();
                     let mut rollouts = vec![];
                     for o in objects {
-                        let before = self.live(o).await?;
-                        let after = self
-                            .server_side_apply(o, options.dry_run, options.force_conflicts)
-                            .await?;
+                        let before = match live.get(&(o.kind, o.name.clone())) {
+                            Some(v) => Some(v.clone()),
+                            // Not labelled as cohort's (made by hand, say): looked up by name.
+                            None => self.live(o).await?,
+                        };
+                        let unchanged = !options.dry_run
+                            && !options.force_conflicts
+                            && before.as_ref().is_some_and(|b| applied::up_to_date(b, &o.value));
+                        let after = match (unchanged, &before) {
+                            (true, Some(b)) => b.clone(),
+                            _ => {
+                                self.server_side_apply(o, options.dry_run, options.force_conflicts)
+                                    .await?
+                            }
+                        };
                         progress(Progress::Applied {
                             kind: o.kind,
                             name: o.name.clone(),
-                            change: compare::change(before.as_ref(), &after),
+                            change: match unchanged {
+                                true => Change::Unchanged,
+                                false => compare::change(before.as_ref(), &after),
+                            },
                         });
                         if o.kind == "Deployment" {
-                            rollouts.push(o.name.clone());
+                            rollouts.push((o.name.clone(), after));
                         }
                     }
                     if wait && !options.dry_run && !rollouts.is_empty() {
-                        self.wait_for_rollouts(&rollouts, options, progress).await?;
+                        // What the apply's answer already shows rolled out is not asked again.
+                        let mut pending = vec![];
+                        for (name, after) in rollouts {
+                            match rolled_out(&after) {
+                                true => progress(Progress::Ready {
+                                    deployment: name,
+                                    after: started.elapsed(),
+                                }),
+                                false => pending.push(name),
+                            }
+                        }
+                        if !pending.is_empty() {
+                            self.wait_for_rollouts(&pending, options, progress).await?;
+                        }
                     }
                 }
                 Step::Prune { deployments } => {
@@ -522,7 +645,12 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::{ApplyError, check_server_supports, resource, version_number};
+    use super::{
+        ApplyError, LiveObjects, Progress, check_server_supports, nothing_to_do, resource, version_number,
+    };
+    use crate::applied::marked;
+    use crate::compare::Change;
+    use serde_json::json;
 
     fn seed(exec: bool) -> Vec<cohort_render::Rendered> {
         let mut files = cohort_spec::scaffold::repo_files();
@@ -556,5 +684,84 @@ mod tests {
         }
         assert_eq!(version_number("28+"), Some(28));
         assert_eq!(version_number(""), None);
+    }
+
+    /// The seed's objects as the API server returns them once applied and rolled out.
+    fn applied_and_rolled_out(objects: &[cohort_render::Rendered]) -> LiveObjects {
+        objects
+            .iter()
+            .map(|o| {
+                let mut v = marked(&o.value);
+                v["metadata"]["generation"] = json!(2);
+                v["metadata"]["resourceVersion"] = json!("812");
+                if o.kind == "Deployment" {
+                    let replicas = v["spec"]["replicas"].clone();
+                    v["spec"]["progressDeadlineSeconds"] = json!(600);
+                    v["status"] = json!({
+                        "observedGeneration": 2, "replicas": replicas, "updatedReplicas": replicas,
+                        "readyReplicas": replicas, "availableReplicas": replicas,
+                        "conditions": [{"type": "Available", "status": "True"},
+                                       {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+                    });
+                }
+                ((o.kind, o.name.clone()), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_service_as_the_repo_says_and_rolled_out_needs_no_apply_and_is_said_unchanged() {
+        let objects = seed(false);
+        let said = nothing_to_do(&objects, &applied_and_rolled_out(&objects)).expect("nothing to do");
+        let unchanged = said
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    Progress::Applied {
+                        change: Change::Unchanged,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(unchanged, objects.len());
+        let deployments = objects.iter().filter(|o| o.kind == "Deployment").count();
+        let ready = said
+            .iter()
+            .filter(|p| matches!(p, Progress::Ready { .. }))
+            .count();
+        assert_eq!(ready, deployments);
+    }
+
+    #[test]
+    fn a_changed_missing_unrolled_or_prunable_object_means_an_apply() {
+        let objects = seed(false);
+        let deployment = objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.label("tier") == Some("service"))
+            .expect("a track Deployment");
+        let key = (deployment.kind, deployment.name.clone());
+
+        let mut scaled = applied_and_rolled_out(&objects);
+        scaled.get_mut(&key).expect("live")["spec"]["replicas"] = json!(1);
+        assert!(nothing_to_do(&objects, &scaled).is_none());
+
+        let mut missing = applied_and_rolled_out(&objects);
+        missing.remove(&key);
+        assert!(nothing_to_do(&objects, &missing).is_none());
+
+        let mut rolling = applied_and_rolled_out(&objects);
+        rolling.get_mut(&key).expect("live")["status"]["observedGeneration"] = json!(1);
+        assert!(nothing_to_do(&objects, &rolling).is_none());
+
+        let mut old_version = applied_and_rolled_out(&objects);
+        let mut leftover = old_version[&key].clone();
+        leftover["metadata"]["name"] = json!("account-service-internal-v1-17-0");
+        old_version.insert(
+            ("Deployment", "account-service-internal-v1-17-0".into()),
+            leftover,
+        );
+        assert!(nothing_to_do(&objects, &old_version).is_none());
     }
 }

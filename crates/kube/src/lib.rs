@@ -3,6 +3,7 @@
 //! kind, and telling API errors the way kubectl tells them.
 
 pub mod agent_state;
+pub mod applied;
 pub mod apply;
 pub mod compare;
 pub mod lease;
