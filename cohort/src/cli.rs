@@ -491,9 +491,25 @@ pub struct RenderArgs {
     pub rbac: bool,
     /// Render the in-cluster agent instead: ServiceAccount, Role and RoleBinding in the
     /// pipeline's namespace, and its Deployment. With --control it reads its token from the
-    /// Secret cohort-agent-token (key `token`), which you create.
+    /// Secret cohort-agent-token (key `token`), which you create. The namespace and image come
+    /// from the release repo when there is one (-C, or the current directory), else from
+    /// --namespace and --image.
     #[arg(long, conflicts_with_all = ["services", "format", "out", "rbac"])]
     pub agent: bool,
+    /// With --agent: the generic install that deploy/install.yaml is, for any namespace and git
+    /// remote. It names no namespace (`kubectl apply -n NS` places it) and reads the git
+    /// remote and branch from the keys `git` and `branch` of the ConfigMap cohort-agent, which
+    /// you create. Reads no release repo.
+    #[arg(long, requires = "agent", conflicts_with_all = ["control", "git", "namespace", "branch"])]
+    pub install: bool,
+    /// With --agent: the namespace to run it in, which must be the pipeline's (its Role is
+    /// namespaced). Needed without a release repo; with one, it may only repeat the repo's.
+    #[arg(long, short = 'n', value_name = "NAME", requires = "agent")]
+    pub namespace: Option<String>,
+    /// With --agent: the image (default: the release repo's `router.image`, else this
+    /// version's released image).
+    #[arg(long, value_name = "REF", requires = "agent")]
+    pub image: Option<String>,
     /// With --agent: the control API the agent polls, e.g. https://cohort.example.com.
     #[arg(long, value_name = "URL", requires_all = ["agent", "cluster"], conflicts_with = "git")]
     pub control: Option<String>,

@@ -1,15 +1,16 @@
-//! The in-cluster agent's objects (`cohort render --agent`): its ServiceAccount, a Role with
-//! what it uses in the pipeline's namespace and nothing cluster-wide, the RoleBinding, and
-//! its Deployment, whose token comes from a Secret the operator creates.
+//! The in-cluster agent's objects (`cohort render --agent`, and deploy/install.yaml): its
+//! ServiceAccount, a Role with what it uses in the pipeline's namespace and nothing
+//! cluster-wide, the RoleBinding, and its Deployment, whose token comes from a Secret the
+//! operator creates.
 
 use std::collections::BTreeMap;
 
 use cohort_core::Pipeline;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext,
-    ServiceAccount, Volume, VolumeMount,
+    ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -26,6 +27,9 @@ pub const AGENT_TOKEN_SECRET: &str = "cohort-agent-token";
 pub const AGENT_ADMIN_PORT: i32 = 9102;
 /// The label value marking the agent's own objects (not the release repo's).
 pub const AGENT_MANAGER: &str = "cohort-agent";
+/// The ConfigMap the generic install reads its git remote (key `git`) and branch (key
+/// `branch`) from; the operator creates it.
+pub const AGENT_CONFIG_MAP: &str = "cohort-agent";
 
 /// Where the agent pulls from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +48,43 @@ pub enum AgentSource {
         /// The branch.
         branch: String,
     },
+    /// A git remote and branch read when the pod starts from the keys `git` and `branch` of
+    /// the ConfigMap [`AGENT_CONFIG_MAP`] in the agent's namespace: one manifest serves every
+    /// remote, so it can be published as it is (deploy/install.yaml).
+    GitFromConfigMap,
 }
 
-fn meta(name: &str, namespace: &str) -> ObjectMeta {
+/// Where the agent runs, and from which image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentPlacement<'a> {
+    /// The pipeline's namespace, written into every object. `None` leaves it out, so that
+    /// `kubectl apply -n NS` places them; the RoleBinding's subject is then the ServiceAccount
+    /// of the binding's own namespace, which is what the API server assumes when a
+    /// RoleBinding's ServiceAccount subject names none.
+    pub namespace: Option<&'a str>,
+    /// The image, e.g. cohort.yaml's `router.image`: the agent is the same binary.
+    pub image: &'a str,
+}
+
+impl<'a> AgentPlacement<'a> {
+    /// In the pipeline's namespace, from its router image.
+    pub fn of(pipeline: &'a Pipeline) -> AgentPlacement<'a> {
+        AgentPlacement {
+            namespace: Some(pipeline.namespace.as_str()),
+            image: &pipeline.router.image,
+        }
+    }
+}
+
+/// The environment variables the generic install's container reads the ConfigMap into; its
+/// arguments name them as `$(VAR)`, which the kubelet expands.
+const GIT_ENV: &str = "COHORT_AGENT_GIT";
+const BRANCH_ENV: &str = "COHORT_AGENT_BRANCH";
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
-        namespace: Some(namespace.into()),
+        namespace: namespace.map(Into::into),
         labels: Some(BTreeMap::from([
             (LABEL_MANAGED_BY.to_string(), AGENT_MANAGER.to_string()),
             ("app".to_string(), AGENT_NAME.to_string()),
@@ -65,11 +100,11 @@ pub const AGENT_CA_FILE: &str = "/etc/cohort/ca/ca.crt";
 /// the agent also trusts the CA certificates under key `ca.crt` of that ConfigMap (a company
 /// CA in front of the control API or the git server).
 pub fn agent(
-    pipeline: &Pipeline,
+    place: AgentPlacement<'_>,
     source: &AgentSource,
     ca_config_map: Option<&str>,
 ) -> Result<Vec<Rendered>, RenderError> {
-    let ns = pipeline.namespace.as_str();
+    let ns = place.namespace;
     let account = ServiceAccount {
         metadata: meta(AGENT_NAME, ns),
         ..ServiceAccount::default()
@@ -88,11 +123,12 @@ pub fn agent(
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: AGENT_NAME.into(),
-            namespace: Some(ns.into()),
+            namespace: ns.map(Into::into),
             ..Subject::default()
         }]),
     };
     let mut args = vec!["agent".to_string()];
+    let mut env = vec![];
     let mut mounts = vec![];
     let mut volumes = vec![];
     match source {
@@ -130,11 +166,38 @@ pub fn agent(
                 "/var/cache/cohort/mirror".into(),
             ]);
         }
+        AgentSource::GitFromConfigMap => {
+            args.extend([
+                "--git".into(),
+                format!("$({GIT_ENV})"),
+                "--branch".into(),
+                format!("$({BRANCH_ENV})"),
+                "--mirror-dir".into(),
+                "/var/cache/cohort/mirror".into(),
+            ]);
+            // Both keys required: a reference to a variable that is not set would reach the
+            // agent as the literal `$(VAR)`, whereas a missing key stops the pod with
+            // CreateContainerConfigError naming it.
+            for (var, key) in [(GIT_ENV, "git"), (BRANCH_ENV, "branch")] {
+                env.push(EnvVar {
+                    name: var.into(),
+                    value_from: Some(EnvVarSource {
+                        config_map_key_ref: Some(ConfigMapKeySelector {
+                            name: AGENT_CONFIG_MAP.into(),
+                            key: key.into(),
+                            optional: None,
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    ..EnvVar::default()
+                });
+            }
+        }
     }
     if let Some(name) = ca_config_map {
         let flag = match source {
             AgentSource::Control { .. } => "--ca-file",
-            AgentSource::Git { .. } => "--git-ca-file",
+            AgentSource::Git { .. } | AgentSource::GitFromConfigMap => "--git-ca-file",
         };
         args.extend([flag.into(), AGENT_CA_FILE.into()]);
         mounts.push(VolumeMount {
@@ -202,8 +265,9 @@ pub fn agent(
                     }),
                     containers: vec![Container {
                         name: "agent".into(),
-                        image: Some(pipeline.router.image.clone()),
+                        image: Some(place.image.into()),
                         args: Some(args),
+                        env: (!env.is_empty()).then_some(env),
                         ports: Some(vec![ContainerPort {
                             name: Some("admin".into()),
                             container_port: AGENT_ADMIN_PORT,
@@ -244,140 +308,4 @@ pub fn agent(
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::{AgentSource, agent};
-
-    fn control() -> AgentSource {
-        AgentSource::Control {
-            url: "https://cohort.example.com".into(),
-            cluster: "eu-west".into(),
-        }
-    }
-
-    fn git() -> AgentSource {
-        AgentSource::Git {
-            url: "https://git.example.com/release.git".into(),
-            branch: "main".into(),
-        }
-    }
-
-    fn container_args(pod: &Value) -> Vec<&str> {
-        pod["containers"][0]["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect()
-    }
-
-    fn seed() -> cohort_core::Pipeline {
-        let (repo, diags) = cohort_spec::repo::validate(&cohort_spec::scaffold::repo_files());
-        assert!(diags.is_empty(), "{diags:?}");
-        repo.expect("valid").pipeline
-    }
-
-    #[test]
-    fn the_agent_gets_a_namespaced_role_its_token_from_a_secret_and_probes() {
-        let pipeline = seed();
-        let objects = agent(&pipeline, &control(), None).expect("renders");
-        let kinds: Vec<&str> = objects.iter().map(|o| o.kind).collect();
-        assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "Deployment"]);
-        for o in &objects {
-            assert_eq!(
-                o.value["metadata"]["namespace"],
-                pipeline.namespace.as_str(),
-                "{}",
-                o.kind
-            );
-            assert_eq!(
-                o.value["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-                "cohort-agent"
-            );
-        }
-        let role = &objects[1].value;
-        let text = role.to_string();
-        assert!(
-            !text.contains("pods/proxy") && !text.contains('*') && !text.contains("secrets"),
-            "{text}"
-        );
-        let configmaps = role["rules"]
-            .as_array()
-            .expect("rules")
-            .iter()
-            .find(|r| {
-                r["resources"]
-                    .as_array()
-                    .is_some_and(|rs| rs.iter().any(|x| x == "configmaps"))
-            })
-            .expect("configmaps rule");
-        assert!(
-            configmaps["verbs"]
-                .as_array()
-                .expect("verbs")
-                .iter()
-                .any(|v| v == "patch")
-        );
-        let binding = &objects[2].value;
-        assert_eq!(binding["subjects"][0]["name"], "cohort-agent");
-        assert_eq!(binding["roleRef"]["kind"], "Role");
-        let pod = &objects[3].value["spec"]["template"]["spec"];
-        assert_eq!(pod["serviceAccountName"], "cohort-agent");
-        let args = container_args(pod);
-        assert_eq!(
-            args,
-            [
-                "agent",
-                "--control",
-                "https://cohort.example.com",
-                "--cluster",
-                "eu-west",
-                "--token-file",
-                "/var/run/secrets/cohort/token",
-                "--admin",
-                "0.0.0.0:9102"
-            ]
-        );
-        assert_eq!(pod["volumes"][0]["secret"]["secretName"], "cohort-agent-token");
-        assert_eq!(
-            pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
-            "/ready"
-        );
-        assert_eq!(pod["containers"][0]["image"], pipeline.router.image.as_str());
-
-        let objects = agent(&pipeline, &git(), None).expect("renders");
-        let pod = &objects[3].value["spec"]["template"]["spec"];
-        let args = pod["containers"][0]["args"].to_string();
-        assert!(args.contains("--git") && args.contains("--mirror-dir"), "{args}");
-        assert!(!pod.to_string().contains("cohort-agent-token"));
-        assert!(!pod.to_string().contains("ca.crt"), "no CA unless asked");
-    }
-
-    #[test]
-    fn a_ca_config_map_is_mounted_and_given_to_the_sources_ca_flag() {
-        let pipeline = seed();
-        for (source, flag) in [(control(), "--ca-file"), (git(), "--git-ca-file")] {
-            let objects = agent(&pipeline, &source, Some("company-ca")).expect("renders");
-            let pod = &objects[3].value["spec"]["template"]["spec"];
-            let args = container_args(pod);
-            let at = args.iter().position(|a| *a == flag).expect("the CA flag");
-            assert_eq!(args[at + 1], "/etc/cohort/ca/ca.crt");
-            let volume = pod["volumes"]
-                .as_array()
-                .expect("volumes")
-                .iter()
-                .find(|v| v["name"] == "ca")
-                .expect("the CA volume");
-            assert_eq!(volume["configMap"]["name"], "company-ca");
-            let mount = pod["containers"][0]["volumeMounts"]
-                .as_array()
-                .expect("mounts")
-                .iter()
-                .find(|m| m["name"] == "ca")
-                .expect("the CA mount");
-            assert_eq!(mount["mountPath"], "/etc/cohort/ca");
-            assert_eq!(mount["readOnly"], true);
-        }
-    }
-}
+mod tests;

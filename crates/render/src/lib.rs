@@ -10,7 +10,9 @@ mod haproxy;
 mod objects;
 mod rbac;
 
-pub use agent::{AGENT_ADMIN_PORT, AGENT_NAME, AGENT_TOKEN_SECRET, AgentSource, agent};
+pub use agent::{
+    AGENT_ADMIN_PORT, AGENT_CONFIG_MAP, AGENT_NAME, AGENT_TOKEN_SECRET, AgentPlacement, AgentSource, agent,
+};
 pub use haproxy::{HaproxyError, haproxy_cfg};
 pub use objects::{
     LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, render_service,
