@@ -54,7 +54,7 @@ mod status_cmd;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
 
@@ -119,8 +119,27 @@ fn two_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// What kubectl runs for `kubectl cohort ...`: an executable of this name on the PATH.
+const KUBECTL_PLUGIN: &str = "kubectl-cohort";
+
+/// The command line, parsed. Run as kubectl's plugin, help and usage name the command as its
+/// user typed it (`kubectl cohort status`), not as the file kubectl found.
+fn parse_command_line() -> Cli {
+    let mut command = Cli::command();
+    let argv0 = std::env::args_os().next();
+    let file = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name());
+    if file.is_some_and(|f| f == KUBECTL_PLUGIN) {
+        command = command.bin_name("kubectl cohort");
+    }
+    let mut matches = command.clone().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let result = match cli.command {
         Command::Demo { fast, keep } => demo::run(&demo::DemoOptions { fast, keep }),
         Command::Init { ref dir } => repo_cmds::init(dir.clone().or(cli.repo.clone())),
