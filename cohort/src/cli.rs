@@ -290,6 +290,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages: cohort.1, and cohort-COMMAND.1 for each command.
+    ///
+    /// From the same definitions as --help. Each file is written anew and renamed into place.
+    /// E.g. `cohort man --out ~/.local/share/man/man1`, then `man cohort-apply`.
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

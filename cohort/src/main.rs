@@ -47,6 +47,7 @@ mod apply_cmd;
 mod change;
 mod cli;
 mod demo;
+mod man_cmd;
 mod repo_cmds;
 mod router_cmd;
 mod serve_cmd;
@@ -267,6 +268,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "cohort", &mut std::io::stdout());
             Ok(())
         }
+        Command::Man { ref out } => man_cmd::man(out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

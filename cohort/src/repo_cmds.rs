@@ -431,7 +431,7 @@ fn agent_repo(cli: &Cli) -> Result<Option<Repo>> {
 /// Writes `path` (in `dir`) as a new file put in place by rename: whatever was at `path` (a
 /// symbolic link to a file elsewhere, a named pipe) is replaced, never written through, and a
 /// reader never sees half a file.
-fn write_replacing(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
+pub fn write_replacing(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".cohort-render-").suffix(".tmp");
     // As `std::fs::write` would create it: 0666 minus the umask, not tempfile's private 0600.
