@@ -358,9 +358,9 @@ fn render_agent(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let namespace = match (&repo, &args.namespace) {
         (Some(repo), Some(ns)) if *ns != repo.pipeline.namespace => {
             return Err(UsageError(format!(
-                "the release repo's namespace is {repo_ns} (cohort.yaml), and the agent must run in it: \
-                 it applies the repo's objects there with a Role of that namespace; drop --namespace, \
-                 or give -C DIR for another release repo",
+                "--namespace {ns}: the release repo's namespace is {repo_ns} (cohort.yaml), and the agent \
+                 must run in it: it applies the repo's objects there with a Role of that namespace; drop \
+                 --namespace, or give -C DIR for another release repo",
                 repo_ns = repo.pipeline.namespace
             ))
             .into());
