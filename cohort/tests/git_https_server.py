@@ -1,12 +1,14 @@
 """A git server over HTTPS for cohort's tests: git's smart HTTP protocol from the real
 `git http-backend`, behind TLS with the certificate it is given.
 
-It listens on 127.0.0.1 on a port the OS picks and prints that port on its first line of
-output (binding port 0 here leaves no window for another process to take the port).
+It listens on 127.0.0.1 (or the address in GIT_SERVER_BIND, e.g. a bridge's address that pods
+can reach) on a port the OS picks and prints that port on its first line of output (binding
+port 0 here leaves no window for another process to take the port).
 
-Usage: git_https_server.py ROOT CERT KEY
+Usage: git_https_server.py ROOT [CERT KEY]
   ROOT  the directory holding the bare repositories served (https://127.0.0.1:PORT/NAME.git)
-  CERT  the server's certificate chain (PEM); KEY its private key (PEM)
+  CERT  the server's certificate chain (PEM); KEY its private key (PEM); without them it
+        speaks plain HTTP
 """
 
 import http.server
@@ -63,12 +65,14 @@ class GitBackend(http.server.BaseHTTPRequestHandler):
 
 
 def main():
-    root, cert, key = sys.argv[1:4]
+    root = sys.argv[1]
     GitBackend.root = os.path.abspath(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GitBackend)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    bind = os.environ.get("GIT_SERVER_BIND", "127.0.0.1")
+    server = http.server.ThreadingHTTPServer((bind, 0), GitBackend)
+    if len(sys.argv) >= 4:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube_common::{Namespace, kubectl, kubectl_json, release_repo, text, wait_for};
+use kube_common::{Namespace, kubectl, kubectl_json, kubectl_may_fail, release_repo, text, wait_for};
 
 const SERVICE: &str = "account-service";
 
@@ -47,7 +47,12 @@ fn run(what: &str, cmd: &mut Command) -> Output {
 /// Builds cohort's image from the binary under test with the repository's own build script,
 /// and hands it to the node's containerd. Returns its reference.
 fn image(lab: &Path, dir: &Path) -> String {
-    let tag = format!("localhost/cohort:e2e-{}", std::process::id());
+    image_as(lab, dir, &format!("localhost/cohort:e2e-{}", std::process::id()))
+}
+
+/// `image`, tagged `tag`.
+fn image_as(lab: &Path, dir: &Path, tag: &str) -> String {
+    let tag = tag.to_string();
     let archive = dir.join("cohort-image.tar");
     let buildah = format!(
         "--root {0}/real/buildah/storage --runroot {0}/real/buildah/run --storage-driver vfs",
@@ -447,4 +452,136 @@ fn deploys_promotions_weight_changes_rollbacks_and_pod_kills_under_load_lose_no_
             share * 100.0
         );
     }
+}
+
+/// A git remote served over HTTP where the node's pods reach the host, killed when dropped.
+struct GitRemote {
+    child: std::process::Child,
+    url: String,
+}
+
+impl GitRemote {
+    /// Serves `root`'s bare repositories on the lab's bridge address (`COHORT_E2E_NODE_IP`,
+    /// default the real-pod lab's 10.88.0.1).
+    fn start(root: &Path) -> GitRemote {
+        use std::io::BufRead;
+        let ip = std::env::var("COHORT_E2E_NODE_IP").unwrap_or_else(|_| "10.88.0.1".into());
+        let mut child = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/git_https_server.py"))
+            .arg(root)
+            .env("GIT_SERVER_BIND", &ip)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let port = std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .next()
+            .expect("the port")
+            .expect("utf-8");
+        GitRemote {
+            child,
+            url: format!("http://{ip}:{port}/release.git"),
+        }
+    }
+}
+
+impl Drop for GitRemote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_ships_a_push_losing_no_request() {
+    let Some((kc, lab)) = lab() else { return };
+    // The committed install.yaml, unchanged: its image is built from the binary under test
+    // under the very reference the file names, so the node finds it without a registry.
+    let install = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/install.yaml");
+    let manifest = std::fs::read_to_string(install).expect("deploy/install.yaml");
+    let reference = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .expect("install.yaml names an image")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    image_as(&lab, dir.path(), &reference);
+    let ns = Namespace::new(&kc, "agentreal");
+    ns.pods_become_ready(false);
+    let repo = repo_for_real_pods(dir.path(), &ns.name, &kc, &reference);
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    run(
+        "git clone --bare",
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&repo)
+            .arg(served.join("release.git")),
+    );
+    run(
+        "git branch -m",
+        Command::new("git")
+            .args(["symbolic-ref", "HEAD", "refs/heads/main"])
+            .current_dir(served.join("release.git")),
+    );
+    run(
+        "git push main",
+        Command::new("git")
+            .args(["push", "-q"])
+            .arg(served.join("release.git"))
+            .arg("HEAD:refs/heads/main")
+            .current_dir(&repo),
+    );
+    let remote = GitRemote::start(&served);
+
+    // The whole install: the remote in a ConfigMap, then install.yaml.
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "configmap",
+            "cohort-agent",
+            &format!("--from-literal=git={}", remote.url),
+            "--from-literal=branch=main",
+        ],
+        None,
+    );
+    let started = Instant::now();
+    kubectl(&kc, &["-n", &ns.name, "apply", "-f", install], None);
+    let mut addr = None;
+    wait_for("the agent to apply the release repo", 300, || {
+        let found = kubectl_may_fail(&kc, &["-n", &ns.name, "get", "service", SERVICE], None);
+        if found.status.success() && addr.is_none() {
+            addr = Some(front(&kc, &ns.name));
+        }
+        addr.is_some_and(|a| get(a, "INTERNAL").as_deref() == Ok("1.18.0") && get(a, "FREE").is_ok())
+    });
+    let addr = addr.expect("the front Service");
+    println!("install.yaml to the repo's state: {:.1} s", started.elapsed().as_secs_f64());
+
+    // A push reaches the cluster through the agent alone, under load.
+    let load = Load::start(addr);
+    load.phase(1);
+    cohort_ok(&repo, None, &["deploy", SERVICE, "1.19.0"]);
+    run(
+        "git push",
+        Command::new("git")
+            .args(["push", "-q"])
+            .arg(served.join("release.git"))
+            .arg("HEAD:refs/heads/main")
+            .current_dir(&repo),
+    );
+    let pushed = Instant::now();
+    wait_for("the agent to ship the push", 240, || get(addr, "INTERNAL").as_deref() == Ok("1.19.0"));
+    println!("push to INTERNAL on 1.19.0: {:.1} s", pushed.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(3));
+    load.phase(2);
+    let (sent, failed, by) = summary(&load.answers(1));
+    load.stop();
+    println!("while the agent shipped the push: {sent} requests, {} failed {failed:?} {by:?}", failed.len());
+    assert_eq!(failed.len(), 0, "{failed:?}");
+    assert!(sent > 100, "{sent} requests");
+    drop(remote);
 }
