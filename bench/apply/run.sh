@@ -5,6 +5,9 @@
 #
 # Usage: KUBECONFIG=... bench/apply/run.sh [SERVICES] [PARALLEL...]
 #   e.g. KUBECONFIG=$LAB/kubeconfig bench/apply/run.sh 30 1 8
+# Last, for the floor the cluster sets, the same objects with no order and no waits between
+# them: `kubectl apply --server-side` of everything `cohort render` prints, then
+# `kubectl wait` until every Deployment is Available.
 # Pods are made Ready by the k8s-lab's fake kubelet (../shared/k8s-lab/): the namespaces are
 # labelled for it, so the figures are the API server's and cohort's, not a node's.
 # Needs: cargo, git, kubectl; the namespaces are deleted on exit.
@@ -55,3 +58,22 @@ for p in "${levels[@]}"; do
     # A lab's Service IP range (a /24) holds one fleet's Services, not two: free them first.
     kubectl delete namespace "$ns" --timeout=5m >/dev/null
 done
+
+ns="bench-apply-$n-kubectl-$$"
+repo="$work/repo-kubectl"
+"$bin/gen-repo" "$n" "$repo" 2>/dev/null
+sed -i "s/^namespace: shop/namespace: $ns/" "$repo/cohort.yaml"
+if [ "${minor:-99}" -lt 30 ]; then
+    sed -i 's/^  pre_stop:$/  pre_stop:\n    exec: true/' "$repo/cohort.yaml"
+fi
+kubectl create namespace "$ns" >/dev/null
+kubectl label namespace "$ns" k8s-lab/fake-kubelet=enabled >/dev/null
+namespaces+=("$ns")
+"$bin/cohort" -C "$repo" render >"$work/all.yaml"
+start=$(date +%s.%N)
+kubectl apply --server-side -f "$work/all.yaml" >/dev/null
+kubectl -n "$ns" wait --for=condition=Available deployment --all --timeout=10m >/dev/null
+end=$(date +%s.%N)
+pods=$(kubectl -n "$ns" get pods --no-headers 2>/dev/null | wc -l)
+printf '%-16s %-14s %3d services %4d pods  %7.2f s\n' "kubectl, no order" "" "$n" "$pods" \
+    "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"

@@ -493,7 +493,8 @@ impl Drop for GitRemote {
 }
 
 #[test]
-fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_ships_a_push_losing_no_request() {
+fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_ships_a_push_losing_no_request()
+{
     let Some((kc, lab)) = lab() else { return };
     // The committed install.yaml, unchanged: its image is built from the binary under test
     // under the very reference the file names, so the node finds it without a registry.
@@ -559,7 +560,10 @@ fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_sh
         addr.is_some_and(|a| get(a, "INTERNAL").as_deref() == Ok("1.18.0") && get(a, "FREE").is_ok())
     });
     let addr = addr.expect("the front Service");
-    println!("install.yaml to the repo's state: {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "install.yaml to the repo's state: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // A push reaches the cluster through the agent alone, under load.
     let load = Load::start(addr);
@@ -574,13 +578,21 @@ fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_sh
             .current_dir(&repo),
     );
     let pushed = Instant::now();
-    wait_for("the agent to ship the push", 240, || get(addr, "INTERNAL").as_deref() == Ok("1.19.0"));
-    println!("push to INTERNAL on 1.19.0: {:.1} s", pushed.elapsed().as_secs_f64());
+    wait_for("the agent to ship the push", 240, || {
+        get(addr, "INTERNAL").as_deref() == Ok("1.19.0")
+    });
+    println!(
+        "push to INTERNAL on 1.19.0: {:.1} s",
+        pushed.elapsed().as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(3));
     load.phase(2);
     let (sent, failed, by) = summary(&load.answers(1));
     load.stop();
-    println!("while the agent shipped the push: {sent} requests, {} failed {failed:?} {by:?}", failed.len());
+    println!(
+        "while the agent shipped the push: {sent} requests, {} failed {failed:?} {by:?}",
+        failed.len()
+    );
     assert_eq!(failed.len(), 0, "{failed:?}");
     assert!(sent > 100, "{sent} requests");
     drop(remote);
