@@ -15,6 +15,9 @@
 # Needs: cargo, buildah (Debian: apt-get install -y buildah), strip and ldd (binutils, libc-bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What the context holds must be readable by the image's non-root user whatever the caller's
+# umask: COPY keeps the modes it finds.
+umask 022
 
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag="localhost/cohort:${version}"
@@ -45,12 +48,17 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 root="$context/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
+mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$context/home/nonroot"
 chmod 1777 "$root/tmp"
-chown 65532:65532 "$root/home/nonroot" 2>/dev/null || true
 strip -o "$root/usr/local/bin/cohort" "$bin"
 
-# The libraries the dynamic loader will look for, at the paths ldd resolves them to.
+# The libraries the dynamic loader will look for, at the paths ldd resolves them to; one this
+# machine lacks would make an image that cannot start.
+if ldd "$bin" | grep -q 'not found'; then
+    echo "build.sh: $bin needs libraries this machine lacks:" >&2
+    ldd "$bin" | grep 'not found' >&2
+    exit 1
+fi
 ldd "$bin" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' | sort -u | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"

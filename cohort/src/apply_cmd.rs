@@ -168,7 +168,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
         width: (parallel > 1).then(|| services.iter().map(|(s, _)| s.len()).max().unwrap_or(0)),
     };
     let runtime = runtime()?;
-    let (results, failures) = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let cluster = connect(&target, &services).await?;
         let mut done: Vec<(usize, Value, Option<anyhow::Error>)> =
             futures::stream::iter(services.iter().enumerate())
@@ -192,7 +192,17 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
             }
         }
         anyhow::Ok((results, failures))
-    })?;
+    });
+    let (results, failures) = match outcome {
+        Ok(done) => done,
+        // Scripts reading -o json get a document however it ended: here, nothing was applied.
+        Err(e) => {
+            if !lines.text {
+                out_exact!("{}", serde_json::to_string_pretty(&json!({ "services": [] }))?);
+            }
+            return Err(e);
+        }
+    };
     if !lines.text {
         out_exact!(
             "{}",

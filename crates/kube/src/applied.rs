@@ -41,7 +41,17 @@ pub fn marked(rendered: &Value) -> Value {
 /// and with every value it sets still in place.
 pub fn up_to_date(live: &Value, rendered: &Value) -> bool {
     let applied = live["metadata"]["annotations"][APPLIED_ANNOTATION].as_str();
-    applied == Some(fingerprint(rendered).as_str()) && holds(live, rendered)
+    applied == Some(fingerprint(rendered).as_str()) && applied_by_cohort(live) && holds(live, rendered)
+}
+
+/// Whether cohort's field manager applied the object: an annotation copied onto an object
+/// someone else made (a restore, `kubectl replace`) must not stand for cohort owning its fields.
+fn applied_by_cohort(live: &Value) -> bool {
+    live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["manager"] == crate::apply::FIELD_MANAGER && m["operation"] == "Apply")
 }
 
 /// Whether `live` holds every value `wanted` sets: maps may hold more keys (the server's
@@ -78,6 +88,10 @@ mod tests {
     /// another manager's annotation, a status.
     fn live(applied: &Value) -> Value {
         let mut v = applied.clone();
+        v["metadata"]["managedFields"] = json!([
+            {"manager": "cohort", "operation": "Apply", "apiVersion": "apps/v1"},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"}
+        ]);
         v["metadata"]["uid"] = json!("4f1c");
         v["metadata"]["resourceVersion"] = json!("812");
         v["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("1");
@@ -145,5 +159,13 @@ mod tests {
         let mut normalized = live(&marked(&r));
         normalized["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("1");
         assert!(!up_to_date(&normalized, &r));
+    }
+
+    #[test]
+    fn an_annotation_copied_onto_an_object_cohort_did_not_apply_is_not_trusted() {
+        let r = rendered();
+        let mut restored = live(&marked(&r));
+        restored["metadata"]["managedFields"] = json!([{"manager": "velero", "operation": "Update"}]);
+        assert!(!up_to_date(&restored, &r));
     }
 }

@@ -578,7 +578,7 @@ impl Cluster {
         options: &ApplyOptions,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), ApplyError> {
-        let live = self.service_objects(service).await?;
+        let mut live = self.service_objects(service).await?;
         for step in plan::plan(objects, &track_deployments(&live)) {
             match step {
                 Step::Apply { what, objects, wait } => {
@@ -627,6 +627,8 @@ impl Cluster {
                         }
                         if !pending.is_empty() {
                             self.wait_for_rollouts(&pending, options, progress).await?;
+                            // A wait may take minutes: the next steps judge what is live then.
+                            live = self.service_objects(service).await?;
                         }
                     }
                 }
@@ -692,6 +694,7 @@ mod tests {
             .iter()
             .map(|o| {
                 let mut v = marked(&o.value);
+                v["metadata"]["managedFields"] = json!([{"manager": "cohort", "operation": "Apply"}]);
                 v["metadata"]["generation"] = json!(2);
                 v["metadata"]["resourceVersion"] = json!("812");
                 if o.kind == "Deployment" {

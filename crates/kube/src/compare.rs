@@ -13,8 +13,12 @@ const SERVER_METADATA: &[&str] = &[
     "uid",
     "selfLink",
 ];
-/// Annotations controllers write on objects cohort applies.
-const SERVER_ANNOTATIONS: &[&str] = &["deployment.kubernetes.io/revision"];
+/// Annotations controllers write on objects cohort applies, and the fingerprint cohort adds
+/// (`crate::applied`), which says how an object was applied, not what it is.
+const SERVER_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    crate::applied::APPLIED_ANNOTATION,
+];
 
 /// `object` without its status and the metadata only the server writes.
 pub fn normalize(object: &Value) -> Value {
