@@ -121,6 +121,15 @@ mod tests {
     }
 
     #[test]
+    fn an_object_an_older_cohort_applied_differs_only_by_the_fingerprint_which_is_no_difference() {
+        // `cohort diff` after an upgrade: the dry run adds the fingerprint, nothing else.
+        let live = live_deployment();
+        let mut dry_run = live.clone();
+        dry_run["metadata"]["annotations"][crate::applied::APPLIED_ANNOTATION] = json!("0123abcd");
+        assert_eq!(change(Some(&live), &dry_run), Change::Unchanged);
+    }
+
+    #[test]
     fn a_changed_field_shows_as_a_diff_of_the_yaml() {
         let live = live_deployment();
         let mut desired = live.clone();
