@@ -6,7 +6,9 @@
 //! `COHORT_E2E_KUBECONFIG` names its kubeconfig and `COHORT_E2E_REAL_LAB` the k8s-lab directory
 //! (`$LAB`, with `real/containerd/containerd.sock` and `real/buildah`, the images
 //! `localhost/lab-web:{1.15.0,1.17.0,1.18.0,1.19.0}` imported; see ../shared/k8s-lab/real/).
-//! Skipped, saying so, otherwise. What it measured is printed (`--nocapture` shows it).
+//! The agent's git remote is served on the node's bridge address, `COHORT_E2E_NODE_IP`
+//! (default the lab's 10.88.0.1), which pods reach and loopback is not. Skipped, saying so,
+//! otherwise. What it measured is printed (`--nocapture` shows it).
 #![allow(clippy::disallowed_macros)]
 
 mod kube_common;
