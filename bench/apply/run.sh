@@ -33,9 +33,9 @@ cleanup() {
 trap cleanup EXIT
 
 minor=$(kubectl version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -1)
-for p in "${levels[@]}"; do
-    ns="bench-apply-$n-p$p-$$"
-    repo="$work/repo-p$p"
+# A fleet of $n services in repo $1 for namespace $2 (made, and served by the fake kubelet).
+fleet() {
+    local repo=$1 ns=$2
     "$bin/gen-repo" "$n" "$repo" 2>/dev/null
     sed -i "s/^namespace: shop/namespace: $ns/" "$repo/cohort.yaml"
     if [ "${minor:-99}" -lt 30 ]; then
@@ -46,6 +46,12 @@ for p in "${levels[@]}"; do
     kubectl create namespace "$ns" >/dev/null
     kubectl label namespace "$ns" k8s-lab/fake-kubelet=enabled >/dev/null
     namespaces+=("$ns")
+}
+
+for p in "${levels[@]}"; do
+    ns="bench-apply-$n-p$p-$$"
+    repo="$work/repo-p$p"
+    fleet "$repo" "$ns"
     for run in "from nothing" "nothing changed"; do
         start=$(date +%s.%N)
         "$bin/cohort" -C "$repo" apply --parallel "$p" --timeout 10m >"$work/apply.log" 2>&1 \
@@ -61,14 +67,7 @@ done
 
 ns="bench-apply-$n-kubectl-$$"
 repo="$work/repo-kubectl"
-"$bin/gen-repo" "$n" "$repo" 2>/dev/null
-sed -i "s/^namespace: shop/namespace: $ns/" "$repo/cohort.yaml"
-if [ "${minor:-99}" -lt 30 ]; then
-    sed -i 's/^  pre_stop:$/  pre_stop:\n    exec: true/' "$repo/cohort.yaml"
-fi
-kubectl create namespace "$ns" >/dev/null
-kubectl label namespace "$ns" k8s-lab/fake-kubelet=enabled >/dev/null
-namespaces+=("$ns")
+fleet "$repo" "$ns"
 "$bin/cohort" -C "$repo" render >"$work/all.yaml"
 start=$(date +%s.%N)
 kubectl apply --server-side -f "$work/all.yaml" >/dev/null

@@ -359,6 +359,24 @@ impl Cluster {
         Ok(list.items.into_iter().filter_map(|d| d.metadata.name).collect())
     }
 
+    /// The objects of every kind render makes whose labels match `selector`: one LIST a kind.
+    async fn list_rendered_kinds(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<(&'static str, DynamicObject)>, KubeError> {
+        let mut out = vec![];
+        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
+            let Some(ar) = resource(kind) else { continue };
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+            let list = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
+            out.extend(list.items.into_iter().map(|o| (kind, o)));
+        }
+        Ok(out)
+    }
+
     /// The objects of `service` that cohort manages in the cluster, by kind and name: one LIST
     /// a kind, in place of a GET an object.
     pub async fn service_objects(&self, service: &str) -> Result<LiveObjects, KubeError> {
@@ -368,21 +386,15 @@ impl Cluster {
             cohort_render::LABEL_PART_OF
         );
         let mut out = LiveObjects::new();
-        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
-            let Some(ar) = resource(kind) else { continue };
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
-            let list = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
-            for o in list.items {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
-                // A LIST's items leave out what the list itself says; a GET has them.
-                v["apiVersion"] = Value::String(ar.api_version.clone());
-                v["kind"] = Value::String(kind.to_string());
-                out.insert((kind, name), v);
+        for (kind, o) in self.list_rendered_kinds(&selector).await? {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+            // A LIST's items leave out what the list itself says; a GET has them.
+            if let Some(ar) = resource(kind) {
+                v["apiVersion"] = Value::String(ar.api_version);
             }
+            v["kind"] = Value::String(kind.to_string());
+            out.insert((kind, name), v);
         }
         Ok(out)
     }
@@ -390,25 +402,19 @@ impl Cluster {
     /// Every object of the kinds render makes that carries cohort's `managed-by` label.
     pub async fn managed_objects(&self) -> Result<Vec<ManagedObject>, KubeError> {
         let selector = format!("{}={FIELD_MANAGER}", cohort_render::LABEL_MANAGED_BY);
-        let mut out = vec![];
-        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
-            let Some(ar) = resource(kind) else { continue };
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
-            let list = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| self.error(format!("list {}", ar.plural), e))?;
-            for o in list.items {
+        let listed = self.list_rendered_kinds(&selector).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(kind, o)| {
                 let label = |key: &str| o.metadata.labels.as_ref().and_then(|l| l.get(key).cloned());
-                out.push(ManagedObject {
+                ManagedObject {
                     kind,
                     service: label(cohort_render::LABEL_PART_OF).unwrap_or_default(),
                     tier: label("tier"),
                     name: o.metadata.name.clone().unwrap_or_default(),
-                });
-            }
-        }
-        Ok(out)
+                }
+            })
+            .collect())
     }
 
     async fn delete_deployment(&self, name: &str, dry_run: bool) -> Result<(), KubeError> {
