@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-
-use futures::StreamExt as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -19,6 +17,7 @@ use cohort_release::snapshot::head_files;
 use cohort_render::Rendered;
 use cohort_spec::Repo;
 use cohort_spec::repo::RepoFiles;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::cli::{ApplyArgs, Cli, ClusterArgs, DiffArgs, TextOrJson};

@@ -549,14 +549,18 @@ fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_sh
             .args(["symbolic-ref", "HEAD", "refs/heads/main"])
             .current_dir(served.join("release.git")),
     );
-    run(
-        "git push main",
-        Command::new("git")
-            .args(["push", "-q"])
-            .arg(served.join("release.git"))
-            .arg("HEAD:refs/heads/main")
-            .current_dir(&repo),
-    );
+    // What the agent pulls: the repo's HEAD as the remote's main.
+    let push = || {
+        run(
+            "git push",
+            Command::new("git")
+                .args(["push", "-q"])
+                .arg(served.join("release.git"))
+                .arg("HEAD:refs/heads/main")
+                .current_dir(&repo),
+        )
+    };
+    push();
     let remote = GitRemote::start(&served);
 
     // The whole install: the remote in a ConfigMap, then install.yaml.
@@ -593,14 +597,7 @@ fn the_agent_installed_from_install_yaml_brings_the_namespace_to_the_repo_and_sh
     let load = Load::start(addr);
     load.phase(1);
     cohort_ok(&repo, None, &["deploy", SERVICE, "1.19.0"]);
-    run(
-        "git push",
-        Command::new("git")
-            .args(["push", "-q"])
-            .arg(served.join("release.git"))
-            .arg("HEAD:refs/heads/main")
-            .current_dir(&repo),
-    );
+    push();
     let pushed = Instant::now();
     wait_for("the agent to ship the push", 240, || {
         get(addr, "INTERNAL").as_deref() == Ok("1.19.0")

@@ -3,7 +3,6 @@
 //! backoff while the source is unreachable). A revision that does not check out is skipped
 //! and the cluster keeps the last good one; an outage only delays work.
 
-use futures::StreamExt as _;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use std::time::Duration;
 
 use cohort_control::{DesiredState, Report, ServiceHealth, ServiceReport, ServiceState};
 use cohort_render::Rendered;
+use futures::StreamExt as _;
 
 use crate::metrics::{ApplyLabels, Metrics, PollLabels};
 use crate::source::{Polled, Source};

@@ -344,21 +344,6 @@ impl Cluster {
         KubeError::from_kube(format!("{doing} in namespace {}", self.namespace), e)
     }
 
-    /// The track Deployments of `service` that cohort manages in the cluster.
-    pub async fn managed_track_deployments(&self, service: &str) -> Result<Vec<String>, KubeError> {
-        let selector = format!(
-            "{}={FIELD_MANAGER},{}={service},tier=service",
-            cohort_render::LABEL_MANAGED_BY,
-            cohort_render::LABEL_PART_OF
-        );
-        let list = self
-            .api::<Deployment>()
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| self.error("list deployments".into(), e))?;
-        Ok(list.items.into_iter().filter_map(|d| d.metadata.name).collect())
-    }
-
     /// The objects of every kind render makes whose labels match `selector`: one LIST a kind.
     async fn list_rendered_kinds(
         &self,
