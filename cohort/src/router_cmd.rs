@@ -146,6 +146,10 @@ async fn serve(
     limits: Limits,
     config_readers: ConfigReaders,
 ) -> Result<()> {
+    // Taken before the first read, so a change made while the router starts (the kubelet
+    // updating its ConfigMap, say) is seen at the first tick instead of being taken for the
+    // config in force.
+    let read_at_start = fingerprint(path.path());
     let config = match read_config(path)? {
         Ok(c) => c,
         Err(diags) => {
@@ -184,7 +188,7 @@ async fn serve(
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     // A ConfigMap volume updates by swapping a symlink, which inotify on the file misses;
     // comparing what the path resolves to each second sees every kind of update.
-    let mut seen = fingerprint(path.path());
+    let mut seen = read_at_start;
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     let mut resolve = tokio::time::interval(RESOLVE_INTERVAL);
     resolve.tick().await;
