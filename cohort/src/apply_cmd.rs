@@ -251,6 +251,7 @@ async fn apply_one(
     lines.say(service, 0, &format!("(namespace {}){suffix}", cluster.namespace));
     let mut applied: Vec<Value> = vec![];
     let mut pruned: Vec<String> = vec![];
+    let mut reload = Value::Null;
     let mut on_progress = |p: Progress| match &p {
         Progress::Step { what } => lines.say(service, 1, what),
         Progress::Applied { kind, name, change } => {
@@ -274,6 +275,39 @@ async fn apply_one(
             2,
             &format!("{deployment} rolled out ({}s)", started.elapsed().as_secs()),
         ),
+        Progress::Reloaded { routers, after } => {
+            reload["routers"] = json!(routers);
+            reload["seconds"] = json!(after.as_secs_f64());
+            lines.say(
+                service,
+                2,
+                &format!(
+                    "{} the new config ({}s)",
+                    match routers {
+                        1 => "the router runs".to_string(),
+                        n => format!("all {n} routers run"),
+                    },
+                    started.elapsed().as_secs()
+                ),
+            )
+        }
+        Progress::ReloadUnconfirmed { pods } => {
+            reload["unconfirmed"] = json!(
+                pods.iter()
+                    .map(|(pod, why)| json!({"pod": pod, "why": why}))
+                    .collect::<Vec<_>>()
+            );
+            for (pod, why) in pods {
+                lines.say(
+                    service,
+                    2,
+                    &format!(
+                        "warning: cannot ask pod {pod} which config it runs ({why}); the kubelet brings \
+                         it the new one within a minute or so"
+                    ),
+                );
+            }
+        }
         Progress::Pruned { deployment } => {
             pruned.push(deployment.clone());
             lines.say(service, 2, &format!("deployment/{deployment} deleted{suffix}"));
@@ -289,6 +323,9 @@ async fn apply_one(
         "pruned": pruned,
         "ok": result.is_ok(),
     });
+    if !reload.is_null() {
+        entry["routers_reload"] = reload;
+    }
     match result {
         Ok(()) => {
             let verb = if options.dry_run {
@@ -303,6 +340,15 @@ async fn apply_one(
             entry["error"] = json!(e.to_string());
             if let ApplyError::NotReady { not_ready, .. } = &e {
                 entry["not_ready"] = json!(not_ready);
+            }
+            if let ApplyError::NotReloaded { stale, digest, .. } = &e {
+                entry["routers_reload"]["wanted"] = json!(digest);
+                entry["routers_reload"]["stale"] = json!(
+                    stale
+                        .iter()
+                        .map(|(pod, runs)| json!({"pod": pod, "runs": runs}))
+                        .collect::<Vec<_>>()
+                );
             }
             lines.say(
                 service,
@@ -386,6 +432,13 @@ fn apply_failed(service: &str, e: ApplyError) -> anyhow::Error {
             Reported.into()
         }
         e @ ApplyError::Unsupported { .. } => UsageError(e.to_string()).into(),
+        e @ ApplyError::NotReloaded { .. } => {
+            eout!(
+                "error: {service}: {e}\nnothing after this step was changed and nothing was pruned: \
+                 the versions already running keep serving"
+            );
+            Reported.into()
+        }
         e @ (ApplyError::UnknownKind { .. } | ApplyError::Busy { .. }) => CouldNotApply(e.to_string()).into(),
     }
 }

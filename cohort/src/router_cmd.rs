@@ -41,11 +41,13 @@ impl Source {
 
 /// Reads and validates the config; every problem is reported with file:line:col. Warnings
 /// (an haproxy.cfg's directives that cannot change routing) are printed as they are found.
-fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>> {
+/// A valid config comes with the digest of its text, which the admin port reports.
+fn read_config(source: &Source) -> Result<Result<(RouterConfig, String), Vec<Diagnostic>>> {
     let path = source.path();
     // A ConfigMap's file is a symbolic link; a named pipe or a huge file put there instead
     // must not hang or swamp the reload loop.
     let text = cohort_spec::entry::read_named_file(path).context("cannot use the router config")?;
+    let digest = cohort_spec::router_config::digest(text.as_bytes());
     let mut diags = vec![];
     if let Source::Haproxy(_) = source {
         let config = cohort_spec::haproxy::read_haproxy(
@@ -57,7 +59,7 @@ fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>>
             .into_iter()
             .partition(|d| d.severity == cohort_spec::Severity::Warning);
         print_diagnostics(&warnings);
-        return Ok(config.ok_or(errors));
+        return Ok(config.map(|c| (c, digest)).ok_or(errors));
     }
     let config = match cohort_yaml::parse(&text) {
         Ok(node) => cohort_spec::router_config::read_router_config(
@@ -74,7 +76,7 @@ fn read_config(source: &Source) -> Result<Result<RouterConfig, Vec<Diagnostic>>>
             None
         }
     };
-    Ok(config.ok_or(diags))
+    Ok(config.map(|c| (c, digest)).ok_or(diags))
 }
 
 /// The connection limit: `explicit` (`--max-connections`), or what the file-descriptor limit
@@ -150,8 +152,8 @@ async fn serve(
     // updating its ConfigMap, say) is seen at the first tick instead of being taken for the
     // config in force.
     let read_at_start = fingerprint(path.path());
-    let config = match read_config(path)? {
-        Ok(c) => c,
+    let (config, digest) = match read_config(path)? {
+        Ok(loaded) => loaded,
         Err(diags) => {
             print_diagnostics(&diags);
             return Err(Reported.into());
@@ -159,6 +161,7 @@ async fn serve(
     };
     let table = Table::build(config).await?;
     let router = Router::with_limits(table, limits);
+    router.set_config_digest(digest);
     let traffic = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let admin_listener = bind(admin).with_context(|| format!("cannot listen on {admin}"))?;
     eout!(
@@ -266,9 +269,10 @@ async fn re_resolve(router: &Router) {
 /// and could not resolve the backends).
 async fn reload(path: &Source, router: &Router) -> bool {
     match read_config(path) {
-        Ok(Ok(config)) => match Table::build(config).await {
+        Ok(Ok((config, digest))) => match Table::build(config).await {
             Ok(table) => {
                 router.swap(table);
+                router.set_config_digest(digest);
                 router.metrics.reloaded(true);
                 eout!("cohort router: reloaded {}", path.path().display());
             }

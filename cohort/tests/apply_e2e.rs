@@ -188,6 +188,43 @@ fn apply_rolls_out_in_order_diff_sees_drift_and_a_new_version_prunes_the_old_one
         !names.contains(&"account-service-internal-v1-18-0".to_string()),
         "{names:?}"
     );
+    // The router config changed, so the router pods were told to look again (annotated with
+    // the digest of what was written) and asked for what they run. The lab's pods run no
+    // router and cannot answer: that is a warning, not a failure and not a wait to the end.
+    let config = kubectl_json(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "configmap",
+            "account-service-router",
+            "-o",
+            "json",
+        ],
+    );
+    let written = config["data"]["router.yaml"].as_str().expect("router.yaml");
+    let digest = cohort_spec::router_config::digest(written.as_bytes());
+    let routers = kubectl_json(
+        &kc,
+        &["-n", &ns.name, "get", "pods", "-l", "tier=router", "-o", "json"],
+    );
+    let annotated: Vec<&str> = routers["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|p| p["metadata"]["annotations"]["cohort.dev/router-config"].as_str())
+        .collect();
+    assert!(
+        !annotated.is_empty() && annotated.iter().all(|d| *d == digest),
+        "{annotated:?} {said}"
+    );
+    assert!(
+        position(&said, "routers reload")
+            < position(&said, "deployment/account-service-internal-v1-18-0 deleted")
+            && said.contains("warning: cannot ask pod account-service-router-"),
+        "{said}"
+    );
 
     // A managed object of a service the repo no longer has is drift too (apply leaves it).
     let orphan = format!(

@@ -355,17 +355,16 @@ fn deploys_promotions_weight_changes_rollbacks_and_pod_kills_under_load_lose_no_
                 .args(["commit", "-qam", "FREE: 20% canary"])
                 .current_dir(&repo),
         );
-        apply("weight change");
-    });
-    // Routers reload a changed config when the kubelet updates the mounted ConfigMap, which
-    // can take its sync period (a minute or so) after apply returns: wait until FREE's canary
-    // share is clearly past the old 5%, then measure the new split.
-    phase("until the routers reloaded", &mut || {
-        wait_for("every router to reload the new config", 180, || {
-            reloads_before
-                .iter()
-                .all(|(pod, before)| router_reloads(&kc, &ns.name, pod) > *before)
-        });
+        let said = apply("weight change");
+        assert!(said.contains("the new config ("), "{said}");
+        // In force when apply returns: every router has reloaded by then, not when the
+        // kubelet's sync period next comes round.
+        for (pod, before) in &reloads_before {
+            assert!(
+                router_reloads(&kc, &ns.name, pod) > *before,
+                "router {pod} had not reloaded when apply returned:\n{said}"
+            );
+        }
     });
     phase("steady after the weight change (split)", &mut || {
         std::thread::sleep(Duration::from_secs(40))

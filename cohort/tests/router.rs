@@ -82,12 +82,16 @@ fn serves_reloads_refuses_a_bad_config_and_drains() {
         (200, "internal".into())
     );
     assert_eq!(http(r.traffic, "/", ""), (200, "production".into()));
+    // What `cohort apply` waits for: the digest of the text in force.
+    let first = cohort_spec::router_config::digest(config(internal, production, "100%").as_bytes());
+    assert_eq!(http(r.admin, "/config-digest", ""), (200, format!("{first}\n")));
 
-    // A bad config is refused and the old one keeps serving.
+    // A bad config is refused and the old one keeps serving, and is still the one reported.
     std::fs::write(&path, config(internal, production, "90%")).expect("write");
     signal(r.child.id(), "-HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(http(r.traffic, "/", ""), (200, "production".into()));
+    assert_eq!(http(r.admin, "/config-digest", ""), (200, format!("{first}\n")));
 
     // A good one takes over: everybody else now goes to the internal build's backend.
     std::fs::write(&path, config(internal, internal, "100%")).expect("write");
@@ -101,6 +105,9 @@ fn serves_reloads_refuses_a_bad_config_and_drains() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(switched, "the reloaded config is in force");
+    let second = cohort_spec::router_config::digest(config(internal, internal, "100%").as_bytes());
+    assert_ne!(first, second);
+    assert_eq!(http(r.admin, "/config-digest", ""), (200, format!("{second}\n")));
     let (status, metrics) = http(r.admin, "/metrics", "");
     assert_eq!(status, 200);
     for family in [

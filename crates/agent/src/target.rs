@@ -89,6 +89,19 @@ fn log_progress(service: &str, p: Progress) {
         Progress::Ready { deployment, after } => {
             tracing::info!(service, deployment = %deployment, seconds = after.as_secs_f64(), "rolled out")
         }
+        Progress::Reloaded { routers, after } => {
+            tracing::info!(
+                service,
+                routers,
+                seconds = after.as_secs_f64(),
+                "routers run the new config"
+            )
+        }
+        Progress::ReloadUnconfirmed { pods } => {
+            for (pod, why) in pods {
+                tracing::warn!(service, pod = %pod, why = %why, "cannot confirm the router runs the new config")
+            }
+        }
         Progress::Pruned { deployment } => tracing::info!(service, deployment = %deployment, "pruned"),
     }
 }

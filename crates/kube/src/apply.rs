@@ -85,6 +85,19 @@ pub enum Progress {
         /// How long it took.
         after: Duration,
     },
+    /// Every ready router runs the router config just applied.
+    Reloaded {
+        /// How many router pods were asked.
+        routers: usize,
+        /// How long it took from the router step's end.
+        after: Duration,
+    },
+    /// These router pods could not be asked which config they run (pod, why); the kubelet
+    /// brings it to them within its sync period.
+    ReloadUnconfirmed {
+        /// Pod and why.
+        pods: Vec<(String, String)>,
+    },
     /// A managed Deployment the repo no longer names was deleted (or, dry run, would be).
     Pruned {
         /// Its name.
@@ -140,6 +153,29 @@ pub enum ApplyError {
         timeout: Duration,
         /// Whether the controller gave up (rather than time running out).
         failed: bool,
+    },
+    /// Router pods still ran another config when the wait ended; nothing after was changed.
+    #[error(
+        "router pods of {service} still run another config after {}s: {}; a router keeps the config \
+         in force when it cannot use a new one and says why in its log (kubectl -n {namespace} logs \
+         POD); they should run {digest}",
+        timeout.as_secs(),
+        stale.iter().map(|(pod, runs)| match runs.is_empty() {
+            true => pod.clone(),
+            false => format!("{pod} ({runs})"),
+        }).collect::<Vec<_>>().join(", ")
+    )]
+    NotReloaded {
+        /// The service.
+        service: String,
+        /// Its namespace.
+        namespace: String,
+        /// The digest of the config applied.
+        digest: String,
+        /// The pods, with the digest each runs (empty: not known).
+        stale: Vec<(String, String)>,
+        /// The wait's limit.
+        timeout: Duration,
     },
     /// The rendered objects use something this API server does not know.
     #[error("the cluster runs Kubernetes {server}, which has no {feature} (it needs {needs}); {fix}")]
@@ -260,8 +296,11 @@ fn rolled_out(deployment: &Value) -> bool {
 pub fn nothing_to_do(objects: &[Rendered], live: &LiveObjects) -> Option<Vec<Progress>> {
     let mut said = vec![];
     for step in plan::plan(objects, &track_deployments(live)) {
-        let Step::Apply { what, objects, wait } = step else {
-            return None;
+        let (what, objects, wait) = match step {
+            Step::Apply { what, objects, wait } => (what, objects, wait),
+            // An unchanged router config needs no reload.
+            Step::ReloadRouters { .. } => continue,
+            Step::Prune { .. } => return None,
         };
         said.push(Progress::Step { what });
         let mut ready = vec![];
@@ -570,6 +609,8 @@ impl Cluster {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), ApplyError> {
         let mut live = self.service_objects(service).await?;
+        // Whether the router's ConfigMap was changed by this apply.
+        let mut config_changed = false;
         for step in plan::plan(objects, &track_deployments(&live)) {
             match step {
                 Step::Apply { what, objects, wait } => {
@@ -600,6 +641,9 @@ impl Cluster {
                                 false => compare::change(before.as_ref(), &after),
                             },
                         });
+                        if o.kind == "ConfigMap" && !unchanged {
+                            config_changed = compare::change(before.as_ref(), &after) != Change::Unchanged;
+                        }
                         if o.kind == "Deployment" {
                             rollouts.push((o.name.clone(), after));
                         }
@@ -622,6 +666,19 @@ impl Cluster {
                             live = self.service_objects(service).await?;
                         }
                     }
+                }
+                Step::ReloadRouters { config } => {
+                    if !config_changed || options.dry_run {
+                        continue;
+                    }
+                    let text = config.value["data"][cohort_render::ROUTER_CONFIG_KEY]
+                        .as_str()
+                        .unwrap_or_default();
+                    progress(Progress::Step {
+                        what: "routers reload",
+                    });
+                    let digest = cohort_spec::router_config::digest(text.as_bytes());
+                    self.reload_routers(service, &digest, options, progress).await?;
                 }
                 Step::Prune { deployments } => {
                     progress(Progress::Step { what: "prune" });

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod compare;
 pub mod lease;
 pub mod plan;
+pub mod reload;
 pub mod stats;
 
 use std::path::PathBuf;

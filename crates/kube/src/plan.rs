@@ -17,6 +17,11 @@ pub enum Step<'r> {
         /// Whether to wait for the Deployments among them.
         wait: bool,
     },
+    /// Wait until the routers run the router config applied before (if it changed).
+    ReloadRouters {
+        /// The router's ConfigMap.
+        config: &'r Rendered,
+    },
     /// Delete these managed Deployments: versions the release repo no longer names.
     Prune {
         /// Their names.
@@ -27,8 +32,8 @@ pub enum Step<'r> {
 /// The steps for one service's rendered objects, given the names of the Deployments of that
 /// service that cohort manages in the cluster now: versioned track Deployments first (and
 /// waited for), then the track Services, the router's ConfigMap, the router Deployment
-/// (waited for), the front Service, and only then the pruning of track Deployments the repo
-/// no longer names. Empty steps are left out.
+/// (waited for), the routers' reload of their config, the front Service, and only then the
+/// pruning of track Deployments the repo no longer names. Empty steps are left out.
 pub fn plan<'r>(rendered: &'r [Rendered], live_track_deployments: &[String]) -> Vec<Step<'r>> {
     let pick =
         |f: &dyn Fn(&Rendered) -> bool| -> Vec<&'r Rendered> { rendered.iter().filter(|o| f(o)).collect() };
@@ -69,11 +74,17 @@ pub fn plan<'r>(rendered: &'r [Rendered], live_track_deployments: &[String]) -> 
             false,
         ),
     ];
-    let mut out: Vec<Step<'r>> = steps
-        .into_iter()
-        .filter(|(_, objects, _)| !objects.is_empty())
-        .map(|(what, objects, wait)| Step::Apply { what, objects, wait })
-        .collect();
+    let mut out: Vec<Step<'r>> = vec![];
+    for (what, objects, wait) in steps {
+        if objects.is_empty() {
+            continue;
+        }
+        let router = what == "router";
+        out.push(Step::Apply { what, objects, wait });
+        if router && let Some(config) = rendered.iter().find(|o| o.kind == "ConfigMap") {
+            out.push(Step::ReloadRouters { config });
+        }
+    }
     if !prune.is_empty() {
         out.push(Step::Prune { deployments: prune });
     }
@@ -97,6 +108,7 @@ mod tests {
                 format!("{what}{}", if *wait { " (wait)" } else { "" }),
                 objects.iter().map(|o| format!("{} {}", o.kind, o.name)).collect(),
             ),
+            Step::ReloadRouters { config } => ("reload".into(), vec![format!("ConfigMap {}", config.name)]),
             Step::Prune { deployments } => ("prune".into(), deployments.clone()),
         }
     }
@@ -118,6 +130,7 @@ mod tests {
                 "track Services",
                 "router config",
                 "router (wait)",
+                "reload",
                 "front Service",
                 "prune"
             ]
@@ -134,17 +147,22 @@ mod tests {
                 .contains(&"Deployment account-service-production-v1-15-0".to_string())
         );
         assert_eq!(steps[3].1[0], "Deployment account-service-router");
-        assert_eq!(steps[4].1, ["Service account-service"]);
+        assert_eq!(steps[4].1, ["ConfigMap account-service-router"]);
+        assert_eq!(steps[5].1, ["Service account-service"]);
         // Only versions the repo no longer names go, and only at the end.
         assert_eq!(
-            steps[5].1,
+            steps[6].1,
             [
                 "account-service-canary-v1-16-0",
                 "account-service-production-v1-14-0"
             ]
         );
         // Every rendered object is applied exactly once.
-        let applied: usize = steps[..5].iter().map(|(_, o)| o.len()).sum();
+        let applied: usize = steps[..6]
+            .iter()
+            .filter(|(w, _)| w != "reload")
+            .map(|(_, o)| o.len())
+            .sum();
         assert_eq!(applied, objects.len());
     }
 

@@ -55,7 +55,12 @@ fn manage_rules() -> Vec<PolicyRule> {
         rule("", &["services", "configmaps"], MANAGE),
         rule("apps", &["deployments"], MANAGE),
         rule("policy", &["poddisruptionbudgets"], MANAGE),
-        rule("", &["pods", "events"], READ),
+        rule("", &["events"], READ),
+        // A changed router config is waited for: each router pod is annotated, which makes the
+        // kubelet refresh its ConfigMap volume at once, and asked through the API server which
+        // config it runs.
+        rule("", &["pods"], &["get", "list", "watch", "patch"]),
+        rule("", &["pods/proxy"], &["get"]),
         rule("apps", &["replicasets"], READ),
         rule("discovery.k8s.io", &["endpointslices"], READ),
         // One apply of a service at a time: the apply lease.
@@ -74,14 +79,12 @@ fn sorted(mut rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
 
 /// The Role `cohort apply` (and `analyze`, through the API server) needs.
 fn apply_rules() -> Vec<PolicyRule> {
-    let mut rules = manage_rules();
-    // The canary judgement reads the routers' counts through the API server.
-    rules.push(rule("", &["pods/proxy"], &["get"]));
-    sorted(rules)
+    // The canary judgement, too, reads the routers' counts through the pod proxy.
+    sorted(manage_rules())
 }
 
 /// The agent's Role: what apply manages (its state ConfigMap among it) and what `status`
-/// reads for its reports, in the namespace only; no pod proxy, since it judges nothing.
+/// reads for its reports, in the namespace only.
 pub(crate) fn agent_rules() -> Vec<PolicyRule> {
     sorted(manage_rules())
 }
@@ -155,11 +158,10 @@ mod tests {
             verbs_on(apply, "coordination.k8s.io", "leases"),
             ["get", "create", "update", "delete"]
         );
-        assert!(
-            verbs_on(apply, "", "pods")
-                .iter()
-                .all(|v| ["get", "list", "watch"].contains(&v.as_str()))
-        );
+        // Pods are read, and annotated to make the kubelet refresh a router's config at once;
+        // never created or deleted (that is the Deployments' business).
+        assert_eq!(verbs_on(apply, "", "pods"), ["get", "list", "watch", "patch"]);
+        assert_eq!(verbs_on(apply, "", "pods/proxy"), ["get"]);
         // Nothing broader: no wildcards, no secrets, no cluster-wide writes.
         let text = format!("{status}{apply}");
         assert!(!text.contains('*') && !text.contains("secrets"), "{text}");

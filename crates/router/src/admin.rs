@@ -1,5 +1,7 @@
 //! The admin port: `/live`, `/ready`, `/metrics` (Prometheus text), `/config` (the config
-//! in force, as JSON) and `/stats?window=` (per-second counts for the canary judgement).
+//! in force, as JSON), `/config-digest` (the digest of its text, which `cohort apply` waits
+//! for after changing the router's ConfigMap) and `/stats?window=` (per-second counts for the
+//! canary judgement).
 //!
 //! It is guarded as the traffic port is (a request head within `--header-timeout`, and the same
 //! time between requests), plus an inactivity timeout, within a budget of its own
@@ -32,7 +34,7 @@ pub use crate::resources::ADMIN_CONNECTIONS;
 
 /// Who may read `/config`, which lists the backends and the trusted peers: loopback always
 /// (`kubectl port-forward` and `kubectl exec` arrive there), and the networks given. `/live`,
-/// `/ready`, `/metrics` and `/stats` are open to all: the kubelet, Prometheus and `cohort
+/// `/ready`, `/metrics`, `/config-digest` and `/stats` are open to all: the kubelet, Prometheus and `cohort
 /// analyze` (through the API server's pod proxy) read them from other addresses.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigReaders {
@@ -191,6 +193,15 @@ fn answer(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             router.metrics.render(&router.table()),
         ),
+        // A digest says nothing of what the config holds, so anyone may compare it.
+        "/config-digest" => match router.config_digest() {
+            d if d.is_empty() => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "this router's config was read from no file\n".to_string(),
+            ),
+            d => (StatusCode::OK, "text/plain", d + "\n"),
+        },
         "/stats" => match stats_window(req.uri().query()) {
             Ok(window) => {
                 let table = router.table();
@@ -220,7 +231,7 @@ fn answer(
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /live /ready /metrics /config /stats?window=10m\n".to_string(),
+            "admin endpoints: /live /ready /metrics /config /config-digest /stats?window=10m\n".to_string(),
         ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

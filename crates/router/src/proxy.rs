@@ -81,6 +81,9 @@ pub struct Router {
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// The digest of the config text in force (`/config-digest`), empty when the table came
+    /// from no file.
+    config_digest: RwLock<String>,
 }
 
 impl Router {
@@ -97,6 +100,7 @@ impl Router {
             limits,
             metrics: Metrics::new(),
             ready: AtomicBool::new(true),
+            config_digest: RwLock::new(String::new()),
         });
         router.adopt(&table);
         router
@@ -107,6 +111,23 @@ impl Router {
         match self.table.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Records the digest of the config text the table in force was read from
+    /// (`cohort_spec::router_config::digest`).
+    pub fn set_config_digest(&self, digest: String) {
+        match self.config_digest.write() {
+            Ok(mut d) => *d = digest,
+            Err(poisoned) => *poisoned.into_inner() = digest,
+        }
+    }
+
+    /// The digest of the config text in force; empty when the table came from no file.
+    pub fn config_digest(&self) -> String {
+        match self.config_digest.read() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 

@@ -10,6 +10,17 @@ use crate::diag::{Kind, Sink};
 use crate::pipeline::{header_name, read_peers, read_sticky};
 use crate::read::{self, MapReader};
 
+/// What identifies a router config's text: `sha256:` and the hex digest of its bytes. A
+/// router reports the digest of the config it runs on its admin port (`/config-digest`), and
+/// `cohort apply` computes it from the ConfigMap it wrote, so it can wait until every router
+/// runs what it wrote.
+pub fn digest(text: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::digest(text);
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Reads a router config. `None` when there is any error (all of them are in `sink`).
 pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConfig> {
     let mut m = MapReader::new(root, "the router config", sink);
@@ -271,6 +282,19 @@ mod tests {
     }
 
     const MINIMAL: &str = "service: s\ntracks:\n  - name: production\n    version: 1.0.0\n    backends: [\"127.0.0.1:9000\"]\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n";
+
+    #[test]
+    fn the_digest_is_sha256_of_the_bytes_and_changes_with_any_of_them() {
+        // sha256("") from FIPS 180-2's test vectors.
+        assert_eq!(
+            digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_ne!(
+            digest(MINIMAL.as_bytes()),
+            digest(MINIMAL.replace("100%", "100 %").as_bytes())
+        );
+    }
 
     #[test]
     fn a_minimal_config_gets_defaults() {
