@@ -176,7 +176,7 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
     // A healthy one does (with the settings of cohort.yaml's `judgement:`; the built-in
     // 0.5% would need more traffic), and the commit carries the evidence.
     let good = router(0);
-    traffic(good.traffic, 2_000);
+    traffic(good.traffic, 3_000);
     let url = format!("http://{}", good.admin);
     let analyze = [
         "analyze",

@@ -6,6 +6,7 @@
 //! have caught the degradation it is set to catch.
 
 pub mod normal;
+pub mod sequential;
 
 use std::collections::BTreeSet;
 
@@ -128,7 +129,16 @@ pub struct Settings {
     pub latency_ratio: f64,
     /// Fewest requests on each side before anything is said.
     pub min_requests: u64,
+    /// Fail only past the always-valid boundary of [`sequential`], so that a track looked at
+    /// again and again (the autopilot, `analyze` in a loop) fails no more often than the
+    /// confidence says; `false` is the single-look test, valid for one look only.
+    pub sequential: bool,
 }
+
+/// The mixture width of the latency test, in units of the Mann-Whitney z per √information:
+/// a 1.25× slower log-normal track of spread 0.5 drifts about 0.4; tuned a little below so
+/// smaller slowdowns are not left to the end of time.
+const LATENCY_TAU: f64 = 0.3;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -140,6 +150,7 @@ impl Default for Settings {
             error_margin: 0.001,
             latency_ratio: 1.25,
             min_requests: 50,
+            sequential: true,
         }
     }
 }
@@ -307,7 +318,8 @@ fn rate(c: &Counts) -> f64 {
 
 /// One-sided two-proportion test of "the track's error rate exceeds the baseline's by more
 /// than `margin`" (unpooled standard error, as the hypothesis is not equality).
-pub fn error_test(track: &Counts, baseline: &Counts, margin: f64, alpha: f64) -> ErrorTest {
+pub fn error_test(track: &Counts, baseline: &Counts, settings: &Settings) -> ErrorTest {
+    let (margin, alpha) = (settings.error_margin, 1.0 - settings.confidence);
     let (pt, pb) = (rate(track), rate(baseline));
     let var = |p: f64, n: u64| if n == 0 { 0.0 } else { p * (1.0 - p) / n as f64 };
     // A side with no variance yet (no errors at all) still has the uncertainty of its size:
@@ -325,11 +337,38 @@ pub fn error_test(track: &Counts, baseline: &Counts, margin: f64, alpha: f64) ->
     let se = (floor(pt, track.requests) + floor(pb, baseline.requests)).sqrt();
     let diff = pt - pb - margin;
     let z = if se > 0.0 { diff / se } else { 0.0 };
-    let p_value = normal::upper_tail(z);
+    let p_value = match settings.sequential {
+        true => sequential::p_value(
+            z,
+            sequential::information(track.requests as f64, baseline.requests as f64),
+            error_drift(pb, settings),
+        ),
+        false => normal::upper_tail(z),
+    };
     ErrorTest {
         z,
         p_value,
         worse: p_value < alpha,
+    }
+}
+
+/// The rate the error test is set to catch above a baseline rate `p1`: `error_ratio` times
+/// it, or `min_error_difference` more, whichever is more.
+fn alternative(p1: f64, settings: &Settings) -> f64 {
+    (p1 * settings.error_ratio)
+        .max(p1 + settings.min_error_difference)
+        .min(1.0)
+}
+
+/// The error test's z drift per unit of information at the alternative (two equal samples),
+/// which is also the mixture width its sequential boundary is tuned for.
+fn error_drift(baseline_rate: f64, settings: &Settings) -> f64 {
+    let p1 = baseline_rate.clamp(0.0, 0.5);
+    let p2 = alternative(p1, settings);
+    let spread = (p1 * (1.0 - p1) + p2 * (1.0 - p2)).sqrt();
+    match spread > 0.0 {
+        true => ((p2 - p1 - settings.error_margin) * std::f64::consts::SQRT_2 / spread).max(0.0),
+        false => 0.0,
     }
 }
 
@@ -365,7 +404,10 @@ pub fn latency_test(track: &Counts, baseline: &Counts, bounds: &[f64], settings:
     } else {
         0.0
     };
-    let p_value = normal::upper_tail(z);
+    let p_value = match settings.sequential {
+        true => sequential::p_value(z, sequential::information(nt, nb), LATENCY_TAU),
+        false => normal::upper_tail(z),
+    };
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             a / b
@@ -404,10 +446,13 @@ pub const P99_EVIDENCE: f64 = 1000.0;
 /// `min_error_difference` above it) would be caught with `power`, at `confidence`.
 pub fn needed_requests(baseline_rate: f64, settings: &Settings) -> u64 {
     let p1 = baseline_rate.clamp(0.0, 0.5);
-    let p2 = (p1 * settings.error_ratio)
-        .max(p1 + settings.min_error_difference)
-        .min(1.0);
+    let p2 = alternative(p1, settings);
     let effect = p2 - p1 - settings.error_margin;
+    if settings.sequential {
+        let drift = error_drift(p1, settings);
+        let alpha = 1.0 - settings.confidence;
+        return sequential::needed_requests(drift, drift, alpha, settings.power).max(settings.min_requests);
+    }
     if effect <= 0.0 {
         return u64::MAX;
     }
@@ -427,8 +472,7 @@ pub fn judge(
     bounds: &[f64],
     settings: &Settings,
 ) -> Judgement {
-    let alpha = 1.0 - settings.confidence;
-    let errors = error_test(track, baseline, settings.error_margin, alpha);
+    let errors = error_test(track, baseline, settings);
     let latency = latency_test(track, baseline, bounds, settings);
     let (t, b) = (side(track, bounds), side(baseline, bounds));
     let needed = needed_requests(b.error_rate, settings);
