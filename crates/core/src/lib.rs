@@ -4,6 +4,7 @@
 //! network live in other crates that depend on this one.
 #![forbid(unsafe_code)]
 
+pub mod autopilot;
 pub mod duration;
 pub mod gate;
 pub mod image;
@@ -15,6 +16,7 @@ pub mod route;
 pub mod router_config;
 pub mod weight;
 
+pub use autopilot::{AutopilotPolicy, ChangeWindow, StagePolicy};
 pub use duration::Duration;
 pub use gate::{GateBlock, GateInput, check_gate};
 pub use model::{

@@ -33,6 +33,8 @@ pub struct Pipeline {
     pub notifications: Notifications,
     /// How strict canary judgements are (`cohort analyze`, judgement gates of `promote`).
     pub judgement: JudgementSettings,
+    /// What the autopilot may do by itself (nothing unless written).
+    pub autopilot: crate::AutopilotPolicy,
 }
 
 /// How strict canary judgements are; flags of `analyze` and `promote` override each.
@@ -285,6 +287,7 @@ mod tests {
             gates: BTreeMap::new(),
             notifications: Notifications::default(),
             judgement: JudgementSettings::default(),
+            autopilot: crate::AutopilotPolicy::default(),
         }
     }
 

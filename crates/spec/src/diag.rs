@@ -52,6 +52,8 @@ pub enum Kind {
     OutOfRange,
     /// A service file whose name does not match its file name, or a state file for no service.
     Mismatch,
+    /// A change window that does not parse or names an unknown time zone.
+    BadWindow,
 }
 
 /// How serious a diagnostic is.

@@ -5,6 +5,7 @@
 //! file:line:col, what is wrong and how to fix it, so `cohort validate` shows them all at once.
 #![forbid(unsafe_code)]
 
+mod autopilot;
 pub mod diag;
 pub mod entry;
 pub mod haproxy;

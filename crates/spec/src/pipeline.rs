@@ -86,6 +86,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             "gates",
             "notifications",
             "judgement",
+            "autopilot",
         ] {
             m.opt(key);
         }
@@ -142,6 +143,13 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
     let gates = read_gates(m.opt("gates"), &stages, sink);
     let notifications = crate::notifications::read_notifications(m.opt("notifications"), sink);
     let judgement = read_judgement(m.opt("judgement"), sink);
+    let routes: Vec<&Route> = cohorts
+        .iter()
+        .flatten()
+        .map(|(_, r)| r)
+        .chain(default_route.iter())
+        .collect();
+    let autopilot = crate::autopilot::read_autopilot(m.opt("autopilot"), &stages, &routes, sink);
     m.finish(sink);
 
     // Parts with errors get the built-in defaults so that service files can still be checked
@@ -164,6 +172,7 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
         gates: gates.unwrap_or_default(),
         notifications: notifications.unwrap_or_default(),
         judgement: judgement.unwrap_or_default(),
+        autopilot: autopilot.unwrap_or_default(),
         stages,
     })
 }
