@@ -216,6 +216,14 @@ pub struct ReleaseState {
     pub tracks: BTreeMap<TrackName, Version>,
     /// Checks recorded with `cohort approve`, per version.
     pub approvals: BTreeMap<Version, BTreeMap<String, String>>,
+    /// Tracks part-way through their ramp (`autopilot.stages.<track>.ramp`): the index of the
+    /// step in force. A track that is absent gets its configured weights.
+    pub ramp: BTreeMap<TrackName, usize>,
+    /// Why the autopilot leaves this service alone (`cohort pause`), if it does.
+    pub paused: Option<String>,
+    /// Why promotions and ramps of this service are frozen (`cohort freeze`), if they are;
+    /// rollbacks go on.
+    pub frozen: Option<String>,
 }
 
 impl ReleaseState {

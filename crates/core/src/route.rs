@@ -76,6 +76,33 @@ impl Route {
             .unwrap_or_default()
     }
 
+    /// The route with `track`'s weight held to at most `max`, what it gives up going to
+    /// `receiver` (a ramp: the rest of a growing canary's share stays with the track the
+    /// traffic came from). Unchanged when `track` is within `max` or `receiver` is not in the
+    /// route. The order of the legs is kept, so sticky users on `track` stay there as it grows.
+    pub fn cap(&self, track: &TrackName, max: Weight, receiver: &TrackName) -> Route {
+        let surplus = self
+            .weight_of(track)
+            .basis_points()
+            .saturating_sub(max.basis_points());
+        if surplus == 0 || track == receiver || !self.legs.iter().any(|(t, _)| t == receiver) {
+            return self.clone();
+        }
+        let legs = self
+            .legs
+            .iter()
+            .map(|(t, w)| {
+                let bp = match t {
+                    t if t == track => max.basis_points(),
+                    t if t == receiver => w.basis_points() + surplus,
+                    _ => w.basis_points(),
+                };
+                (t.clone(), Weight::from_basis_points(bp).unwrap_or(*w))
+            })
+            .collect();
+        Route { legs }
+    }
+
     /// Takes out the tracks for which `present` says false and gives their share to the tracks
     /// left, in proportion to their weights, exact to the basis point (largest remainder; ties go
     /// to the track written first). Tracks with weight 0 stay at 0.
@@ -126,6 +153,20 @@ mod tests {
     }
     fn w(bp: u32) -> Weight {
         Weight::from_basis_points(bp).expect("valid weight")
+    }
+
+    #[test]
+    fn a_capped_track_gives_the_rest_to_the_receiver_and_keeps_the_order() {
+        let r = Route::new(vec![(t("canary"), w(500)), (t("production"), w(9500))]).expect("route");
+        let capped = r.cap(&t("canary"), w(100), &t("production"));
+        assert_eq!(capped.legs(), [(t("canary"), w(100)), (t("production"), w(9900))]);
+        assert_eq!(r.cap(&t("canary"), w(500), &t("production")), r);
+        assert_eq!(
+            r.cap(&t("canary"), w(100), &t("paid")),
+            r,
+            "no receiver in the route"
+        );
+        assert_eq!(r.cap(&t("paid"), w(100), &t("production")), r, "not in the route");
     }
 
     #[test]

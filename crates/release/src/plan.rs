@@ -154,6 +154,7 @@ fn stage(pipeline: &Pipeline, track: &str) -> Result<TrackName, PlanError> {
 }
 
 fn set(
+    pipeline: &Pipeline,
     svc: &Service,
     track: &TrackName,
     version: &Version,
@@ -173,6 +174,17 @@ fn set(
     change.to = Some(version.to_string());
     state.tracks.insert(track.clone(), version.clone());
     state.forget_unused_approvals();
+    // A new version on a ramped stage starts at the ramp's first step; one rolled back to
+    // has served there before and gets the configured weights.
+    let steps = pipeline.autopilot.stage(track).ramp.len();
+    match change.action {
+        Action::Deploy | Action::Promote if steps > 1 => {
+            state.ramp.insert(track.clone(), 0);
+        }
+        _ => {
+            state.ramp.remove(track);
+        }
+    }
     Ok(Planned { state, change })
 }
 
@@ -183,6 +195,7 @@ pub fn deploy(pipeline: &Pipeline, svc: &Service, version: &Version) -> Result<P
         stages: String::new(),
     })?;
     set(
+        pipeline,
         svc,
         first,
         version,
@@ -267,7 +280,7 @@ pub fn promote(
     change.forced = !blocks.is_empty();
     change.reason = req.reason.map(str::to_string);
     change.judgement = req.judgement.clone();
-    set(svc, &target, version, change)
+    set(pipeline, svc, &target, version, change)
 }
 
 /// `cohort rollback SERVICE TRACK [--to VERSION]`.
@@ -315,7 +328,7 @@ pub fn rollback(
     };
     let mut change = Change::new(Action::Rollback, &name);
     change.reason = reason.map(str::to_string);
-    set(svc, &track, &target, change)
+    set(pipeline, svc, &track, &target, change)
 }
 
 /// `cohort approve SERVICE VERSION --check NAME [--note ...]`.

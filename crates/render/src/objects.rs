@@ -148,6 +148,7 @@ pub fn router_config(pipeline: &Pipeline, svc: &Service) -> RouterConfig {
         })
         .collect();
     let route = |cohort: Option<&str>, r: &Route| {
+        let r = &ramped(pipeline, svc, r);
         let present = |t: &TrackName| svc.state.tracks.contains_key(t);
         let (weights, redistributed) = match r.redistribute(present) {
             Ok(out) => (out.route.legs().to_vec(), out.gave_up),
@@ -179,6 +180,27 @@ pub fn router_config(pipeline: &Pipeline, svc: &Service) -> RouterConfig {
         cohorts: svc.spec.cohorts.iter().map(|(c, r)| route(Some(c), r)).collect(),
         default_route: route(None, &svc.spec.default_route),
     }
+}
+
+/// `r` with each track part-way through its ramp held to its current step; what it gives up
+/// stays with the route's most promoted other track (the one its traffic came from).
+fn ramped(pipeline: &Pipeline, svc: &Service, r: &Route) -> Route {
+    let mut out = r.clone();
+    for (track, step) in &svc.state.ramp {
+        let Some(max) = pipeline.autopilot.stage(track).ramp.get(*step).copied() else {
+            continue;
+        };
+        let receiver = r
+            .legs()
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| *t != track)
+            .max_by_key(|t| pipeline.stages.iter().position(|s| s == *t));
+        if let Some(receiver) = receiver {
+            out = out.cap(track, max, receiver);
+        }
+    }
+    out
 }
 
 /// Renders one service, in the order objects should be applied: the router's front door

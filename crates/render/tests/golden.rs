@@ -275,3 +275,42 @@ fn routers_roll_when_their_tracks_change_and_reload_when_only_versions_do() {
         "internal paid production"
     );
 }
+
+/// A canary part-way through its ramp gets its current step, the rest staying with
+/// production; once the ramp is done (no step recorded) it gets the configured 5%.
+#[test]
+fn a_ramping_canary_gets_its_step_and_production_the_rest() {
+    let mut files = cohort_spec::scaffold::repo_files();
+    files.pipeline = files.pipeline.map(|t| {
+        format!("autopilot:\n  stages:\n    canary:\n      promote: auto\n      ramp: [1%, 2.5%, 5%]\n{t}")
+    });
+    files.releases[0].1.push_str("ramp:\n  canary: 1\n");
+    let (repo, diags) = validate(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let repo = repo.expect("valid");
+    let svc = &repo.services[0];
+    let free = |svc: &cohort_spec::Service| -> Vec<(String, u32)> {
+        let config = cohort_render::router_config(&repo.pipeline, svc);
+        let (_, route) = config
+            .cohorts
+            .iter()
+            .map(|r| (r.cohort.clone(), r))
+            .find(|(c, _)| c.as_deref() == Some("FREE"))
+            .expect("FREE");
+        route
+            .weights
+            .iter()
+            .map(|w| (w.track.to_string(), w.weight.basis_points()))
+            .collect()
+    };
+    assert_eq!(
+        free(svc),
+        [("canary".to_string(), 250), ("production".to_string(), 9_750)]
+    );
+    let mut done = svc.clone();
+    done.state.ramp.clear();
+    assert_eq!(
+        free(&done),
+        [("canary".to_string(), 500), ("production".to_string(), 9_500)]
+    );
+}

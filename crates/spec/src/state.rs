@@ -84,6 +84,37 @@ pub fn read_state(
         }
         am.finish(sink);
     }
+    if let Some(r) = m.opt("ramp") {
+        let mut rm = MapReader::new(r, "`ramp`", sink);
+        for (k, v) in rm.rest() {
+            let name = read::text(k, "a track name", sink).unwrap_or_default();
+            let Some(track) = TrackName::new(name).ok().filter(|t| pipeline.stages.contains(t)) else {
+                sink.error(
+                    k.pos,
+                    Kind::UnknownTrack,
+                    format!("the release state ramps track `{name}`, which is not a stage"),
+                    None,
+                );
+                ok = false;
+                continue;
+            };
+            match read::number(v, "a ramp step", 0, 1_000, sink) {
+                Some(step) => {
+                    state.ramp.insert(track, step as usize);
+                }
+                None => ok = false,
+            }
+        }
+        rm.finish(sink);
+    }
+    for (key, slot) in [("paused", &mut state.paused), ("frozen", &mut state.frozen)] {
+        if let Some(n) = m.opt(key) {
+            match read::text(n, "a reason", sink) {
+                Some(reason) => *slot = Some(reason.to_string()),
+                None => ok = false,
+            }
+        }
+    }
     m.finish(sink);
     ok.then_some(state)
 }
@@ -130,5 +161,41 @@ pub fn write_state(service: &ServiceName, state: &ReleaseState) -> String {
             .collect();
         doc.insert("approvals".into(), Value::Object(approvals));
     }
+    if !state.ramp.is_empty() {
+        let ramp: Map<String, Value> = state
+            .ramp
+            .iter()
+            .map(|(t, step)| (t.to_string(), json!(step)))
+            .collect();
+        doc.insert("ramp".into(), Value::Object(ramp));
+    }
+    if let Some(reason) = &state.paused {
+        doc.insert("paused".into(), json!(reason));
+    }
+    if let Some(reason) = &state.frozen {
+        doc.insert("frozen".into(), json!(reason));
+    }
     format!("{HEADER}{}", cohort_yaml::to_yaml(&Value::Object(doc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::repo::validate;
+    use crate::scaffold::repo_files;
+
+    #[test]
+    fn ramp_steps_pauses_and_freezes_are_written_and_read_back() {
+        let mut files = repo_files();
+        let (repo, _) = validate(&files);
+        let svc = &repo.expect("valid").services[0];
+        let mut state = svc.state.clone();
+        let canary = cohort_core::TrackName::new("canary").expect("track");
+        state.ramp.insert(canary.clone(), 1);
+        state.paused = Some("incident 42: \"db\" failover\nsecond line".into());
+        state.frozen = Some("black friday".into());
+        files.releases[0].1 = super::write_state(&svc.spec.name, &state);
+        let (again, diags) = validate(&files);
+        assert!(diags.is_empty(), "{diags:?}\n{}", files.releases[0].1);
+        assert_eq!(again.expect("valid").services[0].state, state);
+    }
 }

@@ -190,3 +190,35 @@ fn deploy_sets_the_first_stage_and_refuses_the_same_version() {
         Err(PlanError::Unchanged { .. })
     ));
 }
+
+#[test]
+fn a_version_promoted_into_a_ramped_stage_starts_at_the_first_step_and_a_rollback_ends_the_ramp() {
+    let mut files = cohort_spec::scaffold::repo_files();
+    files.pipeline = files
+        .pipeline
+        .map(|t| format!("autopilot:\n  stages:\n    canary:\n      ramp: [1%, 5%]\n{t}"));
+    let mut repo = validate(&files).0.expect("valid");
+    let p = repo.pipeline.clone();
+    let svc = &mut repo.services[0];
+    let canary = TrackName::new("canary").expect("track");
+    let history = vec![
+        arrival(0, "internal", None, "1.18.0"),
+        arrival(0, "canary", None, "1.17.0"),
+    ];
+    let req = PromoteRequest {
+        to: Some("canary"),
+        force: true,
+        reason: Some("test"),
+        now: DAY,
+        ..PromoteRequest::default()
+    };
+    let planned = promote(&p, svc, &history, &req).expect("promotes");
+    assert_eq!(planned.state.ramp.get(&canary), Some(&0));
+    svc.state = planned.state;
+    // Newest first, as git log gives it.
+    let mut history = history;
+    history.insert(0, arrival(DAY, "canary", Some("1.17.0"), "1.18.0"));
+    let back = rollback(&p, svc, &history, "canary", None, Some("bad")).expect("rolls back");
+    assert_eq!(back.state.version(&canary), Some(&v("1.17.0")));
+    assert!(back.state.ramp.is_empty(), "{:?}", back.state.ramp);
+}
