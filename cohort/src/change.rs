@@ -168,3 +168,60 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
     }
     Ok(())
 }
+
+/// `pause`, `resume`, `freeze` and `unfreeze`: one commit for the service named, or, for
+/// `freeze`/`unfreeze` without one, a commit for each service not already so.
+pub fn hold(
+    cli: &Cli,
+    name: Option<&str>,
+    action: cohort_release::record::Action,
+    reason: Option<&str>,
+    output: TextOrJson,
+) -> Result<()> {
+    if reason.is_some_and(|r| r.trim().is_empty()) {
+        return Err(UsageError("--reason is empty; say why, it is recorded in the commit".into()).into());
+    }
+    let dir = repo_dir(cli);
+    let git = ReleaseRepo::open(&dir)?;
+    let root = repo_root(&dir);
+    let prefix = prefix_in(&git, &root);
+    let lock = git.lock()?;
+    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    let repo = valid_or_report(repo, diags)?;
+    let targets: Vec<&Service> = match name {
+        Some(n) => vec![service(&repo, n)?],
+        None => repo.services.iter().collect(),
+    };
+    let mut planned = vec![];
+    for svc in targets {
+        let path = prefix.join(state_path(&svc.spec.name));
+        git.check_clean(&[path.as_path()])?;
+        match plan::hold(svc, action, reason) {
+            Ok(p) => planned.push((svc, path, p)),
+            // Every service: the ones already so are left as they are.
+            Err(PlanError::AlreadyHeld { .. }) if name.is_none() => {}
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    if planned.is_empty() {
+        return Err(anyhow::anyhow!("nothing to change: every service is already so").context("refused"));
+    }
+    let mut done = vec![];
+    for (svc, path, p) in planned {
+        let text = write_state(&svc.spec.name, &p.state);
+        let id = git
+            .commit_files(&lock, &[(path, text.into_bytes())], &commit_message(&p.change))
+            .with_context(|| format!("could not record `{}`", p.change.subject()))?;
+        if output == TextOrJson::Text {
+            out!("{} ({})", p.change.subject(), &id[..id.len().min(9)]);
+        }
+        done.push(serde_json::json!({"commit": id, "change": p.change}));
+    }
+    if output == TextOrJson::Json {
+        out_exact!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"changes": done}))?
+        );
+    }
+    Ok(())
+}

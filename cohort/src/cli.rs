@@ -130,6 +130,44 @@ pub enum Command {
         #[command(flatten)]
         out: ChangeOutput,
     },
+    /// Stop the autopilot acting for a service (one commit); its rollbacks go on.
+    ///
+    /// Nothing else changes: people can still deploy, promote and roll back. `cohort resume`
+    /// takes it up again.
+    Pause {
+        /// The service.
+        service: String,
+        /// Why; recorded in the commit and the release state.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Let the autopilot act for a paused service again (one commit).
+    Resume {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// Stop automatic promotions and ramp steps of a service, or of every service (one
+    /// commit); automatic rollbacks go on.
+    Freeze {
+        /// The service (default: every service in the repo).
+        service: Option<String>,
+        /// Why; recorded in the commit and the release state.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
+    /// End a freeze of a service, or of every frozen service (one commit).
+    Unfreeze {
+        /// The service (default: every frozen service).
+        service: Option<String>,
+        #[command(flatten)]
+        out: ChangeOutput,
+    },
     /// Show what each service's tracks run now.
     Tracks {
         /// Only these services.

@@ -58,6 +58,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
+use cohort_release::record::Action;
 
 /// A mistake in how cohort was called (an unknown service, a track that is not a stage):
 /// exit status 2, like a usage error found by the argument parser.
@@ -192,6 +193,22 @@ fn main() -> ExitCode {
             },
             out.output,
         ),
+        Command::Pause {
+            ref service,
+            ref reason,
+            ref out,
+        } => change::hold(&cli, Some(service), Action::Pause, Some(reason), out.output),
+        Command::Resume { ref service, ref out } => {
+            change::hold(&cli, Some(service), Action::Resume, None, out.output)
+        }
+        Command::Freeze {
+            ref service,
+            ref reason,
+            ref out,
+        } => change::hold(&cli, service.as_deref(), Action::Freeze, Some(reason), out.output),
+        Command::Unfreeze { ref service, ref out } => {
+            change::hold(&cli, service.as_deref(), Action::Unfreeze, None, out.output)
+        }
         Command::Approve {
             ref service,
             ref build,

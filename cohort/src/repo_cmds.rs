@@ -541,8 +541,13 @@ pub fn history(
     ];
     for e in &entries {
         let c = &e.change;
+        use cohort_release::record::Action;
         let what = match c.action {
-            cohort_release::record::Action::Approve => {
+            Action::Pause => "autopilot paused".to_string(),
+            Action::Resume => "autopilot resumed".to_string(),
+            Action::Freeze => "promotions and ramps frozen".to_string(),
+            Action::Unfreeze => "promotions and ramps unfrozen".to_string(),
+            Action::Approve => {
                 format!(
                     "{} passed {}",
                     c.to.as_deref().unwrap_or("?"),

@@ -694,3 +694,41 @@ fn a_reason_with_terminal_escapes_is_shown_escaped_by_history_and_exact_in_json(
     assert_eq!(json[0]["action"], "rollback", "{json}");
     assert_eq!(json[0]["reason"], reason, "{json}");
 }
+
+#[test]
+fn pause_and_freeze_are_commits_with_their_reasons_and_refuse_what_is_already_so() {
+    let r = Repo::init();
+    let said = r.ok(&["pause", "account-service", "--reason", "db migration"]);
+    assert!(said.starts_with("pause account-service ("), "{said}");
+    let state = std::fs::read_to_string(r.dir.join("releases/account-service.yaml")).expect("state");
+    assert!(state.contains("paused: db migration"), "{state}");
+    let refused = r.fails(&["pause", "account-service", "--reason", "again"], 1);
+    assert!(refused.contains("account-service is already paused"), "{refused}");
+    // A reason is required, and must say something.
+    r.fails(&["pause", "account-service"], 2);
+    r.fails(&["freeze", "--reason", "  "], 2);
+
+    // Without a service: every service.
+    r.ok(&["freeze", "--reason", "black friday"]);
+    let state = std::fs::read_to_string(r.dir.join("releases/account-service.yaml")).expect("state");
+    assert!(state.contains("frozen: black friday"), "{state}");
+    r.ok(&["unfreeze"]);
+    let refused = r.fails(&["unfreeze"], 1);
+    assert!(refused.contains("nothing to change"), "{refused}");
+    r.ok(&["resume", "account-service"]);
+    r.clean();
+    let history = r.ok(&["history", "-o", "json"]);
+    let entries: serde_json::Value = serde_json::from_str(&history).expect("json");
+    let actions: Vec<&str> = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions[..4], ["resume", "unfreeze", "freeze", "pause"]);
+    let text = r.ok(&["history", "-n", "4"]);
+    assert!(
+        text.contains("promotions and ramps frozen — black friday"),
+        "{text}"
+    );
+}

@@ -37,6 +37,22 @@ pub enum PlanError {
         /// Version.
         version: String,
     },
+    /// The track is not part-way through a ramp.
+    #[error("{service} {track} is not ramping: its share is already the configured one")]
+    NotRamping {
+        /// Service.
+        service: String,
+        /// Track.
+        track: String,
+    },
+    /// The service is already paused, frozen, running or unfrozen.
+    #[error("{service} is already {what}")]
+    AlreadyHeld {
+        /// Service.
+        service: String,
+        /// `paused`, `frozen`, `running` or `not frozen`.
+        what: &'static str,
+    },
     /// Every stage already runs the version of the stage before it.
     #[error("nothing to promote: every stage of {service} runs the version of the stage before it")]
     NothingToPromote {
@@ -375,6 +391,64 @@ pub fn approve(
     change.to = Some(version.to_string());
     change.check = Some(check.to_string());
     change.reason = note.map(str::to_string);
+    Ok(Planned { state, change })
+}
+
+/// The autopilot's `ramp`: `track` of `svc` gets the next step of its ramp; past the
+/// second-to-last step the ramp is done and the configured weights hold.
+pub fn ramp(
+    pipeline: &Pipeline,
+    svc: &Service,
+    track: &TrackName,
+    judgement: Option<String>,
+) -> Result<Planned, PlanError> {
+    let name = svc.spec.name.to_string();
+    let steps = pipeline.autopilot.stage(track).ramp;
+    let not_ramping = || PlanError::NotRamping {
+        service: name.clone(),
+        track: track.to_string(),
+    };
+    let step = *svc.state.ramp.get(track).ok_or_else(not_ramping)?;
+    let (from, to) = match (steps.get(step), steps.get(step + 1)) {
+        (Some(from), Some(to)) => (*from, *to),
+        _ => return Err(not_ramping()),
+    };
+    let mut state = svc.state.clone();
+    if step + 2 >= steps.len() {
+        state.ramp.remove(track);
+    } else {
+        state.ramp.insert(track.clone(), step + 1);
+    }
+    let mut change = Change::new(Action::Ramp, &name);
+    change.track = Some(track.to_string());
+    change.from = Some(from.to_string());
+    change.to = Some(to.to_string());
+    change.judgement = judgement;
+    Ok(Planned { state, change })
+}
+
+/// `cohort pause`, `resume`, `freeze` and `unfreeze`: `reason` holds the service (pause,
+/// freeze) or `None` releases it (resume, unfreeze).
+pub fn hold(svc: &Service, action: Action, reason: Option<&str>) -> Result<Planned, PlanError> {
+    let name = svc.spec.name.to_string();
+    let mut state = svc.state.clone();
+    let (slot, what) = match action {
+        Action::Pause => (&mut state.paused, "paused"),
+        Action::Resume => (&mut state.paused, "running"),
+        Action::Freeze => (&mut state.frozen, "frozen"),
+        _ => (&mut state.frozen, "not frozen"),
+    };
+    let holding = matches!(action, Action::Pause | Action::Freeze);
+    if holding == slot.is_some() {
+        return Err(PlanError::AlreadyHeld { service: name, what });
+    }
+    *slot = if holding {
+        Some(reason.unwrap_or_default().trim().to_string())
+    } else {
+        None
+    };
+    let mut change = Change::new(action, &name);
+    change.reason = reason.map(str::to_string);
     Ok(Planned { state, change })
 }
 

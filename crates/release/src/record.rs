@@ -16,6 +16,16 @@ pub enum Action {
     Rollback,
     /// A check was recorded for a version.
     Approve,
+    /// A track's share grew one step of its ramp (`from`/`to` hold the weights).
+    Ramp,
+    /// The autopilot leaves the service alone (`reason` says why).
+    Pause,
+    /// The autopilot takes the service up again.
+    Resume,
+    /// Promotions and ramps of the service stop; rollbacks go on (`reason` says why).
+    Freeze,
+    /// Promotions and ramps of the service may go on.
+    Unfreeze,
 }
 
 impl Action {
@@ -27,6 +37,11 @@ impl Action {
             Action::Promote => "promote",
             Action::Rollback => "rollback",
             Action::Approve => "approve",
+            Action::Ramp => "ramp",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Freeze => "freeze",
+            Action::Unfreeze => "unfreeze",
         }
     }
 
@@ -37,6 +52,11 @@ impl Action {
             Action::Promote,
             Action::Rollback,
             Action::Approve,
+            Action::Ramp,
+            Action::Pause,
+            Action::Resume,
+            Action::Freeze,
+            Action::Unfreeze,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -108,6 +128,14 @@ impl Change {
                 self.from.clone().unwrap_or_else(none)
             ),
             Action::Approve => format!("approve {s} {to}: {}", self.check.clone().unwrap_or_default()),
+            Action::Ramp => format!(
+                "ramp {s} {track}: {} → {to}",
+                self.from.clone().unwrap_or_else(none)
+            ),
+            Action::Pause => format!("pause {s}"),
+            Action::Resume => format!("resume {s}"),
+            Action::Freeze => format!("freeze {s}"),
+            Action::Unfreeze => format!("unfreeze {s}"),
         }
     }
 

@@ -222,3 +222,32 @@ fn a_version_promoted_into_a_ramped_stage_starts_at_the_first_step_and_a_rollbac
     assert_eq!(back.state.version(&canary), Some(&v("1.17.0")));
     assert!(back.state.ramp.is_empty(), "{:?}", back.state.ramp);
 }
+
+#[test]
+fn a_ramp_steps_up_one_step_at_a_time_and_ends_at_the_configured_weight() {
+    let mut files = cohort_spec::scaffold::repo_files();
+    files.pipeline = files
+        .pipeline
+        .map(|t| format!("autopilot:\n  stages:\n    canary:\n      ramp: [1%, 2%, 5%]\n{t}"));
+    let mut repo = validate(&files).0.expect("valid");
+    let p = repo.pipeline.clone();
+    let svc = &mut repo.services[0];
+    let canary = TrackName::new("canary").expect("track");
+    assert!(matches!(
+        ramp(&p, svc, &canary, None),
+        Err(PlanError::NotRamping { .. })
+    ));
+    svc.state.ramp.insert(canary.clone(), 0);
+    let first = ramp(&p, svc, &canary, Some("pass: 0.1% against 0.1%".into())).expect("ramps");
+    assert_eq!(first.change.subject(), "ramp account-service canary: 1% → 2%");
+    assert_eq!(first.state.ramp.get(&canary), Some(&1));
+    assert!(
+        crate::record::commit_message(&first.change).contains("Cohort-Judgement: pass: 0.1% against 0.1%")
+    );
+    svc.state = first.state;
+    let last = ramp(&p, svc, &canary, None).expect("ramps");
+    assert_eq!(last.change.subject(), "ramp account-service canary: 2% → 5%");
+    assert!(last.state.ramp.is_empty(), "done: the configured weights hold");
+    let parsed = crate::record::parse_message(&crate::record::commit_message(&last.change));
+    assert_eq!(parsed, [last.change.clone()]);
+}
