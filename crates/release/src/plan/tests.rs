@@ -249,5 +249,5 @@ fn a_ramp_steps_up_one_step_at_a_time_and_ends_at_the_configured_weight() {
     assert_eq!(last.change.subject(), "ramp account-service canary: 2% → 5%");
     assert!(last.state.ramp.is_empty(), "done: the configured weights hold");
     let parsed = crate::record::parse_message(&crate::record::commit_message(&last.change));
-    assert_eq!(parsed, [last.change.clone()]);
+    assert_eq!(parsed, std::slice::from_ref(&last.change));
 }
