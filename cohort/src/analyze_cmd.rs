@@ -116,7 +116,7 @@ impl Judged {
 }
 
 /// The admin base of a router URL: `http://host:9901`, given that, `.../metrics` or `.../stats`.
-fn admin_base(url: &str) -> String {
+pub(crate) fn admin_base(url: &str) -> String {
     let url = url.trim_end_matches('/');
     url.strip_suffix("/metrics")
         .or_else(|| url.strip_suffix("/stats"))
@@ -124,7 +124,7 @@ fn admin_base(url: &str) -> String {
         .to_string()
 }
 
-async fn fetch(url: &str) -> Result<String> {
+pub(crate) async fn fetch(url: &str) -> Result<String> {
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
@@ -230,7 +230,7 @@ fn version_of(stats: &WindowStats, track: &str) -> String {
 
 /// The judgement's settings: each flag given, else cohort.yaml's `judgement:`, else the
 /// built-in value.
-fn effective(args: &JudgeArgs, repo: Option<&Repo>) -> cohort_core::JudgementSettings {
+pub(crate) fn effective(args: &JudgeArgs, repo: Option<&Repo>) -> cohort_core::JudgementSettings {
     let from_repo = repo.map(|r| r.pipeline.judgement).unwrap_or_default();
     cohort_core::JudgementSettings {
         window: args
@@ -244,7 +244,7 @@ fn effective(args: &JudgeArgs, repo: Option<&Repo>) -> cohort_core::JudgementSet
     }
 }
 
-fn settings(judgement: &cohort_core::JudgementSettings) -> Result<Settings> {
+pub(crate) fn settings(judgement: &cohort_core::JudgementSettings) -> Result<Settings> {
     if !(0.5..1.0).contains(&judgement.confidence) {
         return Err(UsageError(format!(
             "--confidence {}: give a value from 0.5 to below 1, e.g. 0.95",

@@ -130,6 +130,21 @@ pub enum Command {
         #[command(flatten)]
         out: ChangeOutput,
     },
+    /// Judge every canary and act by cohort.yaml's `autopilot:` policy: ramp, promote, roll
+    /// back, each a commit.
+    ///
+    /// On every pass (every --interval; once with --once) it reads the release repo (`-C`, or
+    /// the current directory), judges each track that runs a newer version than the last
+    /// stage against the last stage from the routers' own counts (the cluster's router pods,
+    /// or --metrics-url), and decides one action per service: roll back a failing track where
+    /// the stage says `rollback: auto` (never held back), else ramp a step or promote where
+    /// the policy allows it, the gate is open, the version rolled out and its judgement
+    /// passes; ramps and promotions keep to `autopilot.windows` and stop under `cohort freeze`
+    /// and `cohort pause`. Each action is the commit `rollback` or `promote` would make, by
+    /// `cohort autopilot`, with the judgement's evidence in the body and a `Cohort-Judgement:`
+    /// trailer. Exit status (--once): 0 the pass ran, 1 an action was refused, 2 could not
+    /// read the repo or the routers.
+    Autopilot(AutopilotArgs),
     /// Stop the autopilot acting for a service (one commit); its rollbacks go on.
     ///
     /// Nothing else changes: people can still deploy, promote and roll back. `cohort resume`
@@ -452,6 +467,25 @@ pub struct JudgeArgs {
     pub min_error_increase: Option<f64>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AutopilotArgs {
+    /// One pass, then exit (for scripts and cron).
+    #[arg(long)]
+    pub once: bool,
+    /// Say what would be done; commit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Time between passes.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Output format: text says each decision when it changes; json prints each pass.
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    /// Where the routers' counts come from, and how strict judgements are.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
 }
 
 /// Where the cluster is, as kubectl's flags say it.

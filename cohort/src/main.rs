@@ -44,6 +44,7 @@ macro_rules! eout {
 mod agent_cmd;
 mod analyze_cmd;
 mod apply_cmd;
+mod autopilot_cmd;
 mod change;
 mod cli;
 mod demo;
@@ -193,6 +194,7 @@ fn main() -> ExitCode {
             },
             out.output,
         ),
+        Command::Autopilot(ref args) => autopilot_cmd::run(&cli, args),
         Command::Pause {
             ref service,
             ref reason,

@@ -260,6 +260,25 @@ impl ReleaseRepo {
         Ok(self)
     }
 
+    /// Commits as `name <email>` (author and committer), whatever git config says; the
+    /// environment's `GIT_AUTHOR_*`/`GIT_COMMITTER_*` still win. For the autopilot, whose
+    /// commits must say they are its own.
+    pub fn with_identity(mut self, name: &str, email: &str) -> Result<Self, GitError> {
+        let mut config = self.repo.config_snapshot_mut();
+        for (key, value) in [
+            (&gix::config::tree::Author::NAME, name),
+            (&gix::config::tree::Author::EMAIL, email),
+            (&gix::config::tree::Committer::NAME, name),
+            (&gix::config::tree::Committer::EMAIL, email),
+        ] {
+            config
+                .set_value(key, value)
+                .map_err(git("set the autopilot's identity"))?;
+        }
+        config.commit().map_err(git("set the autopilot's identity"))?;
+        Ok(self)
+    }
+
     /// Whether git config or the environment name an author and a committer.
     pub fn has_identity(&self) -> bool {
         self.repo.author().is_some() && self.repo.committer().is_some()

@@ -1,0 +1,371 @@
+//! `cohort autopilot`: on every pass, reads the release repo, judges every track that runs a
+//! newer version than the last stage against it from the routers' own counts, asks
+//! `cohort_autopilot::decide` what to do for each service, and records each action as the
+//! commit `rollback`, `promote` or a ramp step would make, authored by `cohort autopilot`
+//! with the judgement's evidence.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use cohort_autopilot::{Decision, Inputs, TrackFacts, decide, describe};
+use cohort_core::{Printable, TrackName};
+use cohort_judge::{Verdict, WindowStats};
+use cohort_release::git::ReleaseRepo;
+use cohort_release::history::{Entry, arrived_at, entries, versions_seen};
+use cohort_release::plan::{self, Planned, PromoteRequest};
+use cohort_release::record::{Action, commit_message};
+use cohort_release::snapshot::head_files;
+use cohort_spec::{Repo, Service, Severity, state_path, write_state};
+use serde_json::{Value, json};
+
+use crate::analyze_cmd::{admin_base, effective, fetch, settings};
+use crate::cli::{AutopilotArgs, Cli, TextOrJson};
+use crate::repo_cmds::{prefix_in, print_diagnostics, repo_dir, repo_root, valid_or_report};
+use crate::{CouldNotApply, CouldNotCheck, Reported};
+
+/// Who the autopilot's commits are by.
+const AUTHOR: (&str, &str) = ("cohort autopilot", "autopilot@cohort.invalid");
+
+/// A judgement made on a pass: the track, its verdict, the evidence in one line.
+type Judged = (String, Verdict, String);
+
+/// What one pass did for one service.
+struct Outcome {
+    service: String,
+    decision: Decision,
+    /// The commit made, if any (none in a dry run or when waiting).
+    commit: Option<String>,
+    /// The judgements made, per track.
+    judged: Vec<Judged>,
+}
+
+impl Outcome {
+    fn json(&self) -> Value {
+        json!({
+            "service": self.service,
+            "decision": self.decision,
+            "commit": self.commit,
+            "judgements": self.judged.iter().map(|(t, v, e)| json!({"track": t, "verdict": v, "evidence": e})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn lines(&self, dry_run: bool) -> Vec<String> {
+        let s = &self.service;
+        match &self.decision {
+            Decision::Wait { reasons, .. } if reasons.is_empty() => vec![format!("{s}: nothing under way")],
+            Decision::Wait { reasons, .. } => {
+                let mut out = vec![format!("{s}: waiting")];
+                out.extend(reasons.iter().map(|r| format!("  {}", Printable(r))));
+                out
+            }
+            action => {
+                let done = match (&self.commit, dry_run) {
+                    (Some(c), _) => format!(" ({})", &c[..c.len().min(9)]),
+                    (None, true) => " (dry run: nothing committed)".to_string(),
+                    (None, false) => String::new(),
+                };
+                let evidence = match action {
+                    Decision::Rollback { evidence, .. }
+                    | Decision::Ramp { evidence, .. }
+                    | Decision::Promote { evidence, .. } => evidence.clone(),
+                    Decision::Wait { .. } => String::new(),
+                };
+                vec![
+                    format!("{s}: {}{done}", describe(action)),
+                    format!("  {}", Printable(&evidence)),
+                ]
+            }
+        }
+    }
+}
+
+/// Runs `cohort autopilot`.
+pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
+    let runtime = crate::runtime()?;
+    let mut last_said: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    loop {
+        let outcomes = runtime.block_on(pass(cli, args))?;
+        match args.output {
+            TextOrJson::Json => {
+                out_exact!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "dry_run": args.dry_run,
+                        "services": outcomes.iter().map(Outcome::json).collect::<Vec<_>>(),
+                    }))?
+                );
+            }
+            TextOrJson::Text => {
+                for o in &outcomes {
+                    let lines = o.lines(args.dry_run);
+                    // A long-running autopilot says a wait once, not on every pass.
+                    if args.once || last_said.get(&o.service) != Some(&lines) {
+                        for l in &lines {
+                            out!("{l}");
+                        }
+                        last_said.insert(o.service.clone(), lines);
+                    }
+                }
+            }
+        }
+        if args.once {
+            return Ok(());
+        }
+        std::thread::sleep(args.interval);
+    }
+}
+
+/// One pass over every service of the repo.
+async fn pass(cli: &Cli, args: &AutopilotArgs) -> Result<Vec<Outcome>> {
+    let dir = repo_dir(cli);
+    let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
+    let root = repo_root(&dir);
+    let prefix = prefix_in(&git, &root);
+    // Held from reading to committing: no other cohort process changes the state in between.
+    let lock = git.lock()?;
+    // Never act on an invalid revision: its errors are said and the pass stops.
+    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    let repo = valid_or_report(repo, diags)?;
+    let history = entries(&git.log()?);
+    let stats = gather(&repo, args).await?;
+    let judgement = effective(&args.judge, Some(&repo));
+    let judge_settings = settings(&judgement)?;
+    let now = jiff::Timestamp::now();
+
+    let mut outcomes = vec![];
+    for svc in &repo.services {
+        let name = svc.spec.name.to_string();
+        let window = stats.get(&name);
+        let (tracks, judged) = facts(&repo, svc, &history, window, &judge_settings);
+        let decision = decide(&Inputs {
+            pipeline: &repo.pipeline,
+            state: &svc.state,
+            tracks: &tracks,
+            now,
+        });
+        let commit = match (&decision, args.dry_run) {
+            (Decision::Wait { .. }, _) | (_, true) => None,
+            (action, false) => {
+                let planned = plan_action(&repo, svc, &history, action, now.as_second())?;
+                let next = Service {
+                    spec: svc.spec.clone(),
+                    state: planned.state.clone(),
+                };
+                let problems = cohort_spec::repo::check_service(&repo.pipeline, &next);
+                if problems.iter().any(|d| d.severity == Severity::Error) {
+                    print_diagnostics(&problems);
+                    eout!(
+                        "{name}: refused: `{}` would leave the release repo invalid",
+                        planned.change.subject()
+                    );
+                    return Err(Reported.into());
+                }
+                let path = prefix.join(state_path(&svc.spec.name));
+                git.check_clean(&[path.as_path()])?;
+                let text = write_state(&svc.spec.name, &planned.state);
+                Some(
+                    git.commit_files(
+                        &lock,
+                        &[(path, text.into_bytes())],
+                        &commit_message(&planned.change),
+                    )
+                    .with_context(|| format!("could not record `{}`", planned.change.subject()))?,
+                )
+            }
+        };
+        outcomes.push(Outcome {
+            service: name,
+            decision,
+            commit,
+            judged,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// The change an action makes, as `rollback`, `promote` and a ramp step make it.
+fn plan_action(
+    repo: &Repo,
+    svc: &Service,
+    history: &[Entry],
+    action: &Decision,
+    now: i64,
+) -> Result<Planned> {
+    let p = &repo.pipeline;
+    let planned = match action {
+        Decision::Rollback { track, evidence, .. } => {
+            let mut planned = plan::rollback(
+                p,
+                svc,
+                history,
+                track.as_str(),
+                None,
+                Some("automatic rollback: its canary judgement failed"),
+            )?;
+            planned.change.judgement = Some(evidence.clone());
+            planned
+        }
+        Decision::Ramp { track, evidence, .. } => plan::ramp(p, svc, track, Some(evidence.clone()))?,
+        Decision::Promote { to, evidence, .. } => plan::promote(
+            p,
+            svc,
+            history,
+            &PromoteRequest {
+                to: Some(to.as_str()),
+                force: false,
+                reason: None,
+                now,
+                judgement: Some(evidence.clone()),
+            },
+        )?,
+        Decision::Wait { .. } => anyhow::bail!("waiting is not a change"),
+    };
+    Ok(planned)
+}
+
+/// What the history and the routers say of each track of `svc`, and the judgements made:
+/// every track whose version differs from the last stage's is judged against it.
+fn facts(
+    repo: &Repo,
+    svc: &Service,
+    history: &[Entry],
+    window: Option<&WindowStats>,
+    settings: &cohort_judge::Settings,
+) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
+    let name = svc.spec.name.as_str();
+    let p = &repo.pipeline;
+    let baseline = p.stages.last().and_then(|b| Some((b, svc.state.version(b)?)));
+    let mut tracks = BTreeMap::new();
+    let mut judged = vec![];
+    for track in &p.stages {
+        let Some(version) = svc.state.version(track) else {
+            continue;
+        };
+        let changed = history
+            .iter()
+            .find(|e| {
+                e.change.service == name
+                    && e.change.track.as_deref() == Some(track.as_str())
+                    && matches!(
+                        e.change.action,
+                        Action::Init | Action::Deploy | Action::Promote | Action::Rollback | Action::Ramp
+                    )
+            })
+            .map(|e| e.time);
+        // What the routers serve is what has rolled out: apply switches a router to a version
+        // only once its pods are ready.
+        let serving = |t: &str, v: &str| {
+            window.is_some_and(|w| {
+                w.series
+                    .iter()
+                    .any(|s| s.track == t && s.version == v && s.counts.requests > 0)
+            })
+        };
+        let mut f = TrackFacts {
+            arrived: arrived_at(history, name, track.as_str(), version.as_str()),
+            changed,
+            rolled_out: serving(track.as_str(), version.as_str()),
+            verdict: None,
+            evidence: String::new(),
+            ran_before: versions_seen(history, name, track.as_str())
+                .into_iter()
+                .filter(|v| v != version.as_str())
+                .filter_map(|v| cohort_core::Version::new(&v).ok())
+                .collect(),
+        };
+        if let (Some((base, base_version)), Some(w)) = (baseline, window)
+            && base != track
+            && base_version != version
+        {
+            // Only the versions the tracks run now count.
+            let mut current = w.clone();
+            current.series.retain(|s| {
+                (s.track == track.as_str() && s.version == version.as_str())
+                    || (s.track == base.as_str() && s.version == base_version.as_str())
+            });
+            let (t, b, cohorts) = cohort_judge::select(&current, track.as_str(), base.as_str());
+            let active = current
+                .series
+                .iter()
+                .filter(|s| s.track == track.as_str())
+                .map(|s| s.seconds)
+                .max()
+                .unwrap_or(current.window_seconds)
+                .clamp(1, current.window_seconds.max(1));
+            let j = cohort_judge::judge(&t, &b, cohorts, active, &current.latency_bounds_ms, settings);
+            let over = match j.cohorts.is_empty() {
+                true => "all traffic".to_string(),
+                false => format!("cohorts {}", j.cohorts.join(", ")),
+            };
+            let evidence = format!(
+                "{}: {track} {version} against {base} {base_version}, {over}: {}",
+                j.verdict, j.summary
+            );
+            f.verdict = Some(j.verdict);
+            f.evidence = evidence.clone();
+            judged.push((track.to_string(), j.verdict, evidence));
+        }
+        tracks.insert(track.clone(), f);
+    }
+    (tracks, judged)
+}
+
+/// Every router's window, summed per service: from the admin URLs given (each says which
+/// service it routes), else from each service's ready router pods through the cluster.
+async fn gather(repo: &Repo, args: &AutopilotArgs) -> Result<BTreeMap<String, WindowStats>> {
+    let window = effective(&args.judge, Some(repo))
+        .window
+        .as_secs_ceil()
+        .clamp(1, 600);
+    let query = format!("stats?window={window}s");
+    let mut texts: Vec<(String, String)> = vec![];
+    if args.judge.metrics_urls.is_empty() {
+        let target = cohort_kube::Target {
+            kubeconfig: args.judge.cluster.kubeconfig.clone(),
+            context: args.judge.cluster.context.clone(),
+            namespace: Some(
+                args.judge
+                    .cluster
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| repo.pipeline.namespace.clone()),
+            ),
+        };
+        let cluster = cohort_kube::Cluster::connect(&target)
+            .await
+            .map_err(CouldNotCheck)?;
+        for svc in &repo.services {
+            for pod in cluster
+                .router_pods(svc.spec.name.as_str())
+                .await
+                .map_err(CouldNotCheck)?
+            {
+                let text = cluster
+                    .pod_get(&pod, repo.pipeline.router.admin_port, &query)
+                    .await
+                    .map_err(CouldNotCheck)?;
+                texts.push((format!("pod {pod}"), text));
+            }
+        }
+    } else {
+        for url in &args.judge.metrics_urls {
+            let full = format!("{}/{query}", admin_base(url));
+            let text = fetch(&full).await.map_err(|e| CouldNotApply(format!("{e:#}")))?;
+            texts.push((full, text));
+        }
+    }
+    let mut all: BTreeMap<String, WindowStats> = BTreeMap::new();
+    for (from, text) in texts {
+        let stats: WindowStats = serde_json::from_str(&text)
+            .map_err(|e| CouldNotApply(format!("{from} did not answer with router stats: {e}")))?;
+        match all.get_mut(&stats.service) {
+            Some(sum) => sum
+                .merge(stats)
+                .map_err(|e| CouldNotApply(format!("{from}: {e}")))?,
+            None => {
+                all.insert(stats.service.clone(), stats);
+            }
+        }
+    }
+    Ok(all)
+}

@@ -1,0 +1,239 @@
+//! `cohort autopilot` on a real release repo, judging from a real `cohort router` process in
+//! front of real loopback backends (a bad build and a good one), through its admin `/stats`.
+
+mod router_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use router_common::{RouterProcess, backend, start_router};
+
+/// What the autopilot may do: roll canary back, promote into paid; paid's gate opens at once.
+const POLICY: &str = "autopilot:\n  stages:\n    canary:\n      rollback: auto\n    paid:\n      promote: auto\njudgement:\n  min_error_increase: 2%\n";
+
+fn cohort(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("COHORT_REPO")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("cohort runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(["-c", "user.name=Ops", "-c", "user.email=ops@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A release repo with the seed's services and `POLICY`, as person `Ops` made it; canary runs
+/// `canary` (deployed and promoted by hand first when it is not the seed's 1.17.0).
+fn release_repo(dir: &Path, canary: &str) -> PathBuf {
+    let o = cohort(dir, &["init", "releases"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let repo = dir.join("releases");
+    let path = repo.join("cohort.yaml");
+    let pipeline = std::fs::read_to_string(&path).expect("read");
+    let pipeline = pipeline.replace("    min_time_in_previous: 1h\n", "");
+    std::fs::write(&path, format!("{POLICY}{pipeline}")).expect("write");
+    git(&repo, &["commit", "-qam", "autopilot policy"]);
+    if canary != "1.17.0" {
+        ops(&repo, &["deploy", "account-service", canary]);
+        ops(
+            &repo,
+            &[
+                "promote",
+                "account-service",
+                "--to",
+                "canary",
+                "--force",
+                "--reason",
+                "try it",
+            ],
+        );
+    }
+    repo
+}
+
+/// Runs cohort as the person `Ops`, who must succeed.
+fn ops(repo: &Path, args: &[&str]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "Ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
+        .env("GIT_COMMITTER_NAME", "Ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("cohort");
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+}
+
+struct Router {
+    process: RouterProcess,
+    _dir: tempfile::TempDir,
+}
+
+/// A router for account-service: FREE 20% to canary (`version`, failing every
+/// `canary_fails_every`-th request, 0 never), 80% to production 1.15.0.
+fn router(version: &str, canary_fails_every: usize) -> Router {
+    let (canary, production) = (backend("canary", canary_fails_every), backend("production", 0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: {version}\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
+        ),
+    )
+    .expect("write");
+    let process = start_router(&["--config".as_ref(), path.as_os_str()]);
+    Router { process, _dir: dir }
+}
+
+/// Sends `n` requests of cohort FREE.
+fn traffic(addr: SocketAddr, n: usize) {
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: FREE\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+    }
+}
+
+fn head(repo: &Path) -> String {
+    git(repo, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_by_itself_with_its_evidence_even_when_frozen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.19.0");
+    let bad = router("1.19.0", 3);
+    traffic(bad.process.traffic, 1_000);
+    let url = format!("http://{}", bad.process.admin);
+    let autopilot = ["autopilot", "--once", "--metrics-url", &url];
+
+    // A dry run says what it would do and commits nothing.
+    let before = head(&repo);
+    let dry = cohort(&repo, &[&autopilot[..], &["--dry-run"]].concat());
+    let said = text(&dry);
+    assert_eq!(dry.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("account-service: roll canary back from 1.19.0 (dry run: nothing committed)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("fail: canary 1.19.0 against production 1.15.0, cohorts FREE: error rate"),
+        "{said}"
+    );
+    assert_eq!(head(&repo), before);
+
+    // A freeze holds promotions and ramps, never a rollback.
+    ops(&repo, &["freeze", "--reason", "quiet week"]);
+    let acted = cohort(&repo, &[&autopilot[..], &["-o", "json"]].concat());
+    assert_eq!(acted.status.code(), Some(0), "{}", text(&acted));
+    let report: serde_json::Value = serde_json::from_slice(&acted.stdout).expect("json");
+    let service = &report["services"][0];
+    assert_eq!(service["decision"]["action"], "rollback");
+    assert_eq!(service["decision"]["track"], "canary");
+    let commit = service["commit"].as_str().expect("a commit");
+    assert_eq!(head(&repo), commit);
+    let message = git(&repo, &["log", "-1", "--format=%an <%ae>%n%B"]);
+    assert!(
+        message.starts_with(
+            "cohort autopilot <autopilot@cohort.invalid>\nrollback account-service canary: 1.19.0 → 1.17.0"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("Canary judgement: fail: canary 1.19.0 against production 1.15.0"),
+        "{message}"
+    );
+    assert!(message.contains("Cohort-Judgement: fail:"), "{message}");
+    let tracks = cohort(&repo, &["tracks", "-o", "json"]);
+    let tracks: serde_json::Value = serde_json::from_slice(&tracks.stdout).expect("json");
+    assert_eq!(tracks[0]["tracks"]["canary"], "1.17.0");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+
+    // The next pass finds nothing to judge on canary's 1.17.0 at the routers (they still run
+    // 1.19.0 until the config is applied) and does not roll back again.
+    let again = cohort(&repo, &autopilot);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(head(&repo), commit, "{}", text(&again));
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_into_paid_by_itself_and_an_invalid_repo_is_not_acted_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let good = router("1.17.0", 0);
+    let url = format!("http://{}", good.process.admin);
+    let autopilot = ["autopilot", "--once", "--metrics-url", &url];
+
+    // Too little traffic: it waits and says why.
+    traffic(good.process.traffic, 100);
+    let waited = cohort(&repo, &autopilot);
+    let said = text(&waited);
+    assert_eq!(waited.status.code(), Some(0), "{said}");
+    assert!(said.contains("account-service: waiting"), "{said}");
+    assert!(
+        said.contains(
+            "canary: judgement inconclusive: inconclusive: canary 1.17.0 against production 1.15.0"
+        ),
+        "{said}"
+    );
+
+    traffic(good.process.traffic, 5_000);
+    let acted = cohort(&repo, &autopilot);
+    let said = text(&acted);
+    assert_eq!(acted.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("account-service: promote 1.17.0 from canary to paid ("),
+        "{said}"
+    );
+    let message = git(&repo, &["log", "-1", "--format=%an%n%B"]);
+    assert!(
+        message.starts_with("cohort autopilot\npromote account-service 1.17.0: canary → paid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Cohort-Judgement: pass: canary 1.17.0 against production 1.15.0"),
+        "{message}"
+    );
+
+    // A revision that does not validate is never acted on.
+    let path = repo.join("cohort.yaml");
+    let pipeline = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, pipeline.replace("stages: [", "stages: [[")).expect("write");
+    git(&repo, &["commit", "-qam", "broken"]);
+    let before = head(&repo);
+    let refused = cohort(&repo, &autopilot);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_eq!(head(&repo), before);
+}
