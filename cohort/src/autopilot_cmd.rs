@@ -79,12 +79,25 @@ impl Outcome {
     }
 }
 
+/// The routers' counts added up pass after pass by a long-running autopilot. The sequential
+/// judgement keeps its confidence for a sample that grows, look after look; a sliding window
+/// read again and again would not be one.
+#[derive(Default)]
+struct Accumulated {
+    /// Per source (a URL or a pod): the router's last second read.
+    until: BTreeMap<String, u64>,
+    /// Per service: the sum so far.
+    sums: BTreeMap<String, WindowStats>,
+}
+
 /// Runs `cohort autopilot`.
 pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     let runtime = crate::runtime()?;
     let mut last_said: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // One pass is one look at the routers' window; passes after passes add up.
+    let mut accumulated = (!args.once).then(Accumulated::default);
     loop {
-        let outcomes = runtime.block_on(pass(cli, args))?;
+        let outcomes = runtime.block_on(pass(cli, args, accumulated.as_mut()))?;
         match args.output {
             TextOrJson::Json => {
                 out_exact!(
@@ -98,12 +111,14 @@ pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
             TextOrJson::Text => {
                 for o in &outcomes {
                     let lines = o.lines(args.dry_run);
-                    // A long-running autopilot says a wait once, not on every pass.
-                    if args.once || last_said.get(&o.service) != Some(&lines) {
+                    // A long-running autopilot says a wait again only when it waits for
+                    // something else, not whenever its numbers move.
+                    let gist = gist(&lines);
+                    if args.once || last_said.get(&o.service) != Some(&gist) {
                         for l in &lines {
                             out!("{l}");
                         }
-                        last_said.insert(o.service.clone(), lines);
+                        last_said.insert(o.service.clone(), gist);
                     }
                 }
             }
@@ -115,8 +130,34 @@ pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     }
 }
 
+/// Lines with their numbers blanked: what they say, whatever the counts.
+fn gist(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            // A number and its unit (`7m`, `3s`, `0.00%`) become one `#`.
+            let mut out = String::with_capacity(l.len());
+            for c in l.chars() {
+                let in_number = out.ends_with('#');
+                match c {
+                    '0'..='9' if in_number => {}
+                    '0'..='9' => out.push('#'),
+                    '.' | '%' if in_number => {}
+                    c if in_number && c.is_ascii_alphabetic() => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
 /// One pass over every service of the repo.
-async fn pass(cli: &Cli, args: &AutopilotArgs) -> Result<Vec<Outcome>> {
+async fn pass(
+    cli: &Cli,
+    args: &AutopilotArgs,
+    accumulated: Option<&mut Accumulated>,
+) -> Result<Vec<Outcome>> {
     let dir = repo_dir(cli);
     let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
     let root = repo_root(&dir);
@@ -127,7 +168,7 @@ async fn pass(cli: &Cli, args: &AutopilotArgs) -> Result<Vec<Outcome>> {
     let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
     let repo = valid_or_report(repo, diags)?;
     let history = entries(&git.log()?);
-    let stats = gather(&repo, args).await?;
+    let stats = gather(&repo, args, accumulated).await?;
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
     let now = jiff::Timestamp::now();
@@ -312,12 +353,21 @@ fn facts(
 
 /// Every router's window, summed per service: from the admin URLs given (each says which
 /// service it routes), else from each service's ready router pods through the cluster.
-async fn gather(repo: &Repo, args: &AutopilotArgs) -> Result<BTreeMap<String, WindowStats>> {
+async fn gather(
+    repo: &Repo,
+    args: &AutopilotArgs,
+    mut accumulated: Option<&mut Accumulated>,
+) -> Result<BTreeMap<String, WindowStats>> {
     let window = effective(&args.judge, Some(repo))
         .window
         .as_secs_ceil()
         .clamp(1, 600);
-    let query = format!("stats?window={window}s");
+    // A source read before gives what came after; a new one its whole window.
+    let until = accumulated.as_ref().map(|a| a.until.clone()).unwrap_or_default();
+    let query = |source: &str| match until.get(source) {
+        Some(second) => format!("stats?after={second}"),
+        None => format!("stats?window={window}s"),
+    };
     let mut texts: Vec<(String, String)> = vec![];
     if args.judge.metrics_urls.is_empty() {
         let target = cohort_kube::Target {
@@ -340,24 +390,34 @@ async fn gather(repo: &Repo, args: &AutopilotArgs) -> Result<BTreeMap<String, Wi
                 .await
                 .map_err(CouldNotCheck)?
             {
+                let source = format!("pod {pod}");
                 let text = cluster
-                    .pod_get(&pod, repo.pipeline.router.admin_port, &query)
+                    .pod_get(&pod, repo.pipeline.router.admin_port, &query(&source))
                     .await
                     .map_err(CouldNotCheck)?;
-                texts.push((format!("pod {pod}"), text));
+                texts.push((source, text));
             }
         }
     } else {
         for url in &args.judge.metrics_urls {
-            let full = format!("{}/{query}", admin_base(url));
+            let full = format!("{}/{}", admin_base(url), query(url));
             let text = fetch(&full).await.map_err(|e| CouldNotApply(format!("{e:#}")))?;
-            texts.push((full, text));
+            texts.push((url.clone(), text));
         }
     }
-    let mut all: BTreeMap<String, WindowStats> = BTreeMap::new();
+    let mut all: BTreeMap<String, WindowStats> = match &accumulated {
+        Some(a) => a.sums.clone(),
+        None => BTreeMap::new(),
+    };
     for (from, text) in texts {
         let stats: WindowStats = serde_json::from_str(&text)
             .map_err(|e| CouldNotApply(format!("{from} did not answer with router stats: {e}")))?;
+        // A router too old to say where its window ends is read whole every time.
+        if let Some(a) = accumulated.as_deref_mut()
+            && stats.until > 0
+        {
+            a.until.insert(from.clone(), stats.until);
+        }
         match all.get_mut(&stats.service) {
             Some(sum) => sum
                 .merge(stats)
@@ -366,6 +426,25 @@ async fn gather(repo: &Repo, args: &AutopilotArgs) -> Result<BTreeMap<String, Wi
                 all.insert(stats.service.clone(), stats);
             }
         }
+    }
+    // Only the versions the tracks run now are judged: what older ones served is dropped.
+    for (service, sum) in all.iter_mut() {
+        let state = repo
+            .services
+            .iter()
+            .find(|s| s.spec.name.as_str() == service)
+            .map(|s| &s.state);
+        sum.series.retain(|s| {
+            state.is_some_and(|st| {
+                TrackName::new(&s.track)
+                    .ok()
+                    .and_then(|t| st.version(&t))
+                    .is_some_and(|v| v.as_str() == s.version)
+            })
+        });
+    }
+    if let Some(a) = accumulated {
+        a.sums = all.clone();
     }
     Ok(all)
 }

@@ -217,15 +217,13 @@ fn seconds(s: i64) -> String {
 fn judged_pass(track: &TrackName, f: &TrackFacts, reasons: &mut Vec<String>) -> bool {
     match f.verdict {
         Some(Verdict::Pass) => true,
+        // The evidence starts with the verdict.
         Some(Verdict::Inconclusive) => {
-            reasons.push(format!("{track}: judgement inconclusive: {}", f.evidence));
+            reasons.push(format!("{track}: {}", f.evidence));
             false
         }
         Some(Verdict::Fail) => {
-            reasons.push(format!(
-                "{track}: judgement fails, and its rollback is by hand: {}",
-                f.evidence
-            ));
+            reasons.push(format!("{track} (rolled back by hand only): {}", f.evidence));
             false
         }
         None => {

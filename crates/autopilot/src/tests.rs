@@ -147,10 +147,7 @@ fn a_ramp_steps_up_after_its_step_time_with_a_pass_and_says_why_it_waits_otherwi
     let Decision::Wait { reasons, .. } = step(facts(Verdict::Inconclusive, 30, now)) else {
         panic!("waits")
     };
-    assert_eq!(
-        reasons[0],
-        "canary: judgement inconclusive: inconclusive evidence"
-    );
+    assert_eq!(reasons[0], "canary: inconclusive evidence");
     let mut rolling = facts(Verdict::Pass, 30, now);
     rolling.rolled_out = false;
     let Decision::Wait { reasons, .. } = step(rolling) else {

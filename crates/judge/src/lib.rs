@@ -72,6 +72,11 @@ pub struct WindowStats {
     pub latency_bounds_ms: Vec<f64>,
     /// Every series with traffic in the window.
     pub series: Vec<Series>,
+    /// The router's unix second the window ends with (included): where the next
+    /// `/stats?after=` should start, so successive reads add up without overlap. 0 from
+    /// routers older than it.
+    #[serde(default)]
+    pub until: u64,
 }
 
 /// Why windows of several routers cannot be added up.
@@ -95,6 +100,7 @@ impl WindowStats {
             return Err(MergeError::Buckets);
         }
         self.window_seconds = self.window_seconds.max(other.window_seconds);
+        self.until = self.until.max(other.until);
         for s in other.series {
             match self
                 .series

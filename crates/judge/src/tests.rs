@@ -175,6 +175,7 @@ fn routers_add_up_and_the_same_cohorts_are_compared() {
         window_seconds: 60,
         latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
         series,
+        until: 1_000,
     };
     let mut all = window(vec![
         series("canary", "FREE", 10, 1),

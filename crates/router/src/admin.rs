@@ -202,13 +202,10 @@ fn answer(
             ),
             d => (StatusCode::OK, "text/plain", d + "\n"),
         },
-        "/stats" => match stats_window(req.uri().query()) {
-            Ok(window) => {
+        "/stats" => match stats_window(req.uri().query(), crate::window::now()) {
+            Ok((until, window)) => {
                 let table = router.table();
-                let stats = router
-                    .metrics
-                    .windows
-                    .stats(&table.config.service, crate::window::now(), window);
+                let stats = router.metrics.windows.stats(&table.config.service, until, window);
                 match serde_json::to_string(&stats) {
                     Ok(json) => (StatusCode::OK, "application/json", json + "\n"),
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
@@ -242,12 +239,32 @@ fn answer(
     Ok(resp)
 }
 
+/// The last second and the length of the window `/stats` asks for: `window=5m` ends with
+/// the second under way (`now`; default and at most ten minutes); `after=S` takes the
+/// seconds after unix second `S` up to the last whole one, so a reader that passes the
+/// previous answer's `until` adds successive windows up without overlap (what was older than
+/// ten minutes is gone).
+fn stats_window(query: Option<&str>, now: u64) -> Result<(u64, u64), String> {
+    let param = |key: &str| {
+        query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix(key).map(str::to_string))
+    };
+    if let Some(after) = param("after=") {
+        let until = now.saturating_sub(1);
+        return match after.parse::<u64>() {
+            Ok(s) => Ok((until, until.saturating_sub(s).min(crate::window::SECONDS))),
+            Err(_) => Err(format!(
+                "after `{after}` should be a unix second, e.g. `after={until}`\n"
+            )),
+        };
+    }
+    stats_length(param("window=").as_deref()).map(|w| (now, w))
+}
+
 /// The `window` of `/stats?window=5m` in seconds (default and at most ten minutes).
-fn stats_window(query: Option<&str>) -> Result<u64, String> {
-    let asked = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("window="));
+fn stats_length(asked: Option<&str>) -> Result<u64, String> {
     let Some(text) = asked else {
         return Ok(crate::window::SECONDS);
     };
@@ -264,7 +281,21 @@ fn stats_window(query: Option<&str>) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::ConfigReaders;
+    use super::{ConfigReaders, stats_window};
+
+    #[test]
+    fn stats_after_a_second_take_the_whole_seconds_since_and_no_more_than_ten_minutes() {
+        let now = 1_000_000;
+        assert_eq!(stats_window(None, now), Ok((now, 600)));
+        assert_eq!(stats_window(Some("window=5m"), now), Ok((now, 300)));
+        // The second under way is left for the next read.
+        assert_eq!(stats_window(Some("after=999990"), now), Ok((999_999, 9)));
+        assert_eq!(stats_window(Some("after=999999"), now), Ok((999_999, 0)));
+        assert_eq!(stats_window(Some("after=1000005"), now), Ok((999_999, 0)));
+        assert_eq!(stats_window(Some("after=0"), now), Ok((999_999, 600)));
+        assert!(stats_window(Some("after=yesterday"), now).is_err());
+        assert!(stats_window(Some("window=11m"), now).is_err());
+    }
 
     #[test]
     fn config_readers_are_loopback_and_the_networks_given() {

@@ -136,6 +136,7 @@ impl Windows {
             window_seconds: window.min(SECONDS),
             latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
             series,
+            until: now,
         }
     }
 }
