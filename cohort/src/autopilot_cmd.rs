@@ -96,8 +96,21 @@ pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     let mut last_said: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // One pass is one look at the routers' window; passes after passes add up.
     let mut accumulated = (!args.once).then(Accumulated::default);
+    // What each service was last told to be held back by: said once, not every pass.
+    let mut held: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let outcomes = runtime.block_on(pass(cli, args, accumulated.as_mut()))?;
+        let (outcomes, notifier) = runtime.block_on(pass(cli, args, accumulated.as_mut()))?;
+        let events = events(&outcomes, (!args.once).then_some(&mut held));
+        if let Some(notifier) = notifier
+            && !events.is_empty()
+        {
+            let report = runtime.block_on(notifier.notify(&events));
+            for failed in report.failures() {
+                if let Err(e) = &failed.result {
+                    eout!("cohort autopilot: could not tell {}: {e}", failed.channel);
+                }
+            }
+        }
         match args.output {
             TextOrJson::Json => {
                 out_exact!(
@@ -157,7 +170,7 @@ async fn pass(
     cli: &Cli,
     args: &AutopilotArgs,
     accumulated: Option<&mut Accumulated>,
-) -> Result<Vec<Outcome>> {
+) -> Result<(Vec<Outcome>, Option<cohort_notify::send::Notifier>)> {
     let dir = repo_dir(cli);
     let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
     let root = repo_root(&dir);
@@ -172,6 +185,11 @@ async fn pass(
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
     let now = jiff::Timestamp::now();
+    // cohort.yaml's channels, read with the revision: a dry run tells nobody.
+    let notifier = match args.dry_run {
+        true => None,
+        false => crate::status_cmd::channels(&repo.pipeline.notifications)?,
+    };
 
     let mut outcomes = vec![];
     for svc in &repo.services {
@@ -221,7 +239,63 @@ async fn pass(
             judged,
         });
     }
-    Ok(outcomes)
+    Ok((outcomes, notifier))
+}
+
+/// What to tell people of a pass: each action taken, and (for a running autopilot, which
+/// remembers in `held`) each action newly held back by a freeze or window. Never a wait.
+fn events(
+    outcomes: &[Outcome],
+    mut held: Option<&mut BTreeMap<String, String>>,
+) -> Vec<cohort_notify::Event> {
+    let now = jiff::Timestamp::now();
+    let mut out = vec![];
+    for o in outcomes {
+        let (kind, summary, detail) = match (&o.decision, &o.commit) {
+            (
+                Decision::Wait {
+                    held: Some(h),
+                    reasons,
+                },
+                _,
+            ) => {
+                let what = reasons.last().cloned().unwrap_or_else(|| describe(&h.action));
+                let Some(held) = held.as_deref_mut() else { continue };
+                if held.get(&o.service) == Some(&what) {
+                    continue;
+                }
+                held.insert(o.service.clone(), what.clone());
+                ("held", what, vec![])
+            }
+            (Decision::Wait { .. }, _) => {
+                if let Some(held) = held.as_deref_mut() {
+                    held.remove(&o.service);
+                }
+                continue;
+            }
+            (action, Some(commit)) => {
+                let evidence = match action {
+                    Decision::Rollback { evidence, .. }
+                    | Decision::Ramp { evidence, .. }
+                    | Decision::Promote { evidence, .. } => evidence.clone(),
+                    Decision::Wait { .. } => String::new(),
+                };
+                let kind = match action {
+                    Decision::Rollback { .. } => "rollback",
+                    Decision::Ramp { .. } => "ramp",
+                    _ => "promote",
+                };
+                (kind, describe(action), vec![evidence, format!("commit {commit}")])
+            }
+            (_, None) => continue,
+        };
+        out.push(cohort_notify::Event::Decided {
+            problem: cohort_notify::Problem::new(&o.service, kind, summary),
+            detail,
+            at: now,
+        });
+    }
+    out
 }
 
 /// The change an action makes, as `rollback`, `promote` and a ramp step make it.

@@ -226,7 +226,7 @@ fn flag_channels(args: &StatusArgs) -> Result<Notifications> {
 }
 
 /// The notifier for `wanted`, or `None` when it names no channel.
-fn channels(wanted: &Notifications) -> Result<Option<Notifier>> {
+pub(crate) fn channels(wanted: &Notifications) -> Result<Option<Notifier>> {
     use cohort_notify::send::email::{EmailConfig, SmtpAuth};
     use cohort_notify::send::slack::SlackConfig;
     let secret = |s: &SecretRef| match s {

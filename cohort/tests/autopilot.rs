@@ -126,6 +126,61 @@ fn traffic(addr: SocketAddr, n: usize) {
     }
 }
 
+/// A real SMTP server (aiosmtpd, run by the notify crate's `smtp_sink.py`) that saves each
+/// message it accepts as `N.json`; killed when dropped.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        use std::io::BufRead;
+        let out = tempfile::tempdir().expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/notify/tests/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(out.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 smtp_sink.py (pip install aiosmtpd)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the port");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("smtp_sink.py printed {line:?}, not its port (is aiosmtpd installed?)")
+        });
+        SmtpSink { child, port, out }
+    }
+
+    fn received(&self) -> Vec<serde_json::Value> {
+        let mut found: Vec<(u32, serde_json::Value)> = std::fs::read_dir(self.out.path())
+            .expect("read")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let n: u32 = path.file_stem()?.to_str()?.parse().ok()?;
+                Some((
+                    n,
+                    serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?,
+                ))
+            })
+            .collect();
+        found.sort_by_key(|(n, _)| *n);
+        found.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn head(repo: &Path) -> String {
     git(repo, &["rev-parse", "HEAD"]).trim().to_string()
 }
@@ -134,6 +189,19 @@ fn head(repo: &Path) -> String {
 fn a_failing_canary_is_rolled_back_by_itself_with_its_evidence_even_when_frozen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = release_repo(dir.path(), "1.19.0");
+    // cohort.yaml's channels are told of each action, once.
+    let smtp = SmtpSink::start();
+    let path = repo.join("cohort.yaml");
+    let pipeline = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        format!(
+            "notifications:\n  email:\n    smtp_server: 127.0.0.1:{}\n    security: plain\n    from: cohort <cohort@example.com>\n    to: [oncall@example.com]\n{pipeline}",
+            smtp.port
+        ),
+    )
+    .expect("write");
+    git(&repo, &["commit", "-qam", "tell oncall"]);
     let bad = router("1.19.0", 3);
     traffic(bad.process.traffic, 1_000);
     let url = format!("http://{}", bad.process.admin);
@@ -181,11 +249,26 @@ fn a_failing_canary_is_rolled_back_by_itself_with_its_evidence_even_when_frozen(
     assert_eq!(tracks[0]["tracks"]["canary"], "1.17.0");
     assert_eq!(git(&repo, &["status", "--porcelain"]), "");
 
+    // One message: the rollback, with the version, track, numbers and commit.
+    let mail = smtp.received();
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    assert_eq!(
+        mail[0]["subject"],
+        "[cohort] AUTOPILOT account-service: roll canary back from 1.19.0"
+    );
+    let body = mail[0]["body"].as_str().expect("body");
+    assert!(
+        body.contains("fail: canary 1.19.0 against production 1.15.0, cohorts FREE: error rate"),
+        "{body}"
+    );
+    assert!(body.contains(&format!("commit {commit}")), "{body}");
+
     // The next pass finds nothing to judge on canary's 1.17.0 at the routers (they still run
     // 1.19.0 until the config is applied) and does not roll back again.
     let again = cohort(&repo, &autopilot);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(head(&repo), commit, "{}", text(&again));
+    assert_eq!(smtp.received().len(), 1, "nothing more to tell");
 }
 
 #[test]

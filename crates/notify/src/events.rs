@@ -71,6 +71,17 @@ pub enum Event {
         /// When it was first seen in the run of evaluations that announced it.
         since: Timestamp,
     },
+    /// The autopilot acted (or a due action was held back): told once, when it happens.
+    /// `problem.key` is the action (`rollback`, `promote`, `ramp`, `held`), `problem.summary`
+    /// what was done in one line.
+    Decided {
+        /// The service, the action and what was done.
+        problem: Problem,
+        /// The evidence and the commit, one item a line.
+        detail: Vec<String>,
+        /// When.
+        at: Timestamp,
+    },
     /// An announced problem has been absent for `resolve_after` consecutive evaluations.
     Resolved {
         /// The problem as it was announced, so the two messages read as a pair.
@@ -86,7 +97,9 @@ impl Event {
     /// The problem this event is about.
     pub fn problem(&self) -> &Problem {
         match self {
-            Event::Opened { problem, .. } | Event::Resolved { problem, .. } => problem,
+            Event::Opened { problem, .. }
+            | Event::Resolved { problem, .. }
+            | Event::Decided { problem, .. } => problem,
         }
     }
 
@@ -94,6 +107,7 @@ impl Event {
     pub fn since(&self) -> Timestamp {
         match self {
             Event::Opened { since, .. } | Event::Resolved { since, .. } => *since,
+            Event::Decided { at, .. } => *at,
         }
     }
 

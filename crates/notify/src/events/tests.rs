@@ -326,6 +326,9 @@ proptest! {
                         prop_assert!((first..=cycle).all(|c| !present(c, problem)));
                         prop_assert_eq!(*resolved_at, at(first as i64));
                     }
+                    Event::Decided { .. } => {
+                        return Err(TestCaseError::fail("the tracker made an autopilot decision"));
+                    }
                 }
                 last.insert(id, event.clone());
             }

@@ -91,10 +91,10 @@ impl EmailConfig {
 /// control characters become spaces.
 pub fn subject(event: &Event) -> String {
     let problem = event.problem();
-    let state = if event.is_resolved() {
-        "RESOLVED"
-    } else {
-        "PROBLEM"
+    let state = match event {
+        Event::Resolved { .. } => "RESOLVED",
+        Event::Decided { .. } => "AUTOPILOT",
+        Event::Opened { .. } => "PROBLEM",
     };
     let line = format!("[cohort] {state} {}: {}", problem.service, problem.summary);
     line.chars()
@@ -105,15 +105,28 @@ pub fn subject(event: &Event) -> String {
 /// The plain-text body for `event`.
 pub fn body(event: &Event) -> String {
     let problem = event.problem();
+    if let Event::Decided { detail, at, .. } = event {
+        let mut text = format!("{}: {}\n\n", problem.service, problem.summary);
+        for line in detail {
+            text.push_str(&format!("{line}\n"));
+        }
+        text.push_str(&format!("\nService:   {}\n", problem.service));
+        text.push_str(&format!("Action:    {}\n", problem.key));
+        text.push_str(&format!("At:        {}\n", human_time(*at)));
+        text.push_str("\nSent once by cohort autopilot.\n");
+        return text;
+    }
     let mut text = match event {
-        Event::Opened { .. } => format!("{}: {}\n\n", problem.service, problem.summary),
+        Event::Opened { .. } | Event::Decided { .. } => {
+            format!("{}: {}\n\n", problem.service, problem.summary)
+        }
         Event::Resolved { .. } => format!("Resolved: {}: {}\n\n", problem.service, problem.summary),
     };
     text.push_str(&format!("Service:   {}\n", problem.service));
     text.push_str(&format!("Problem:   {}\n", problem.key));
     text.push_str(&format!("Since:     {}\n", human_time(event.since())));
     match event {
-        Event::Opened { .. } => text
+        Event::Opened { .. } | Event::Decided { .. } => text
             .push_str("\nSent once by cohort status --watch; another message follows when it is resolved.\n"),
         Event::Resolved {
             since, resolved_at, ..

@@ -113,6 +113,11 @@ pub fn message(event: &Event) -> Value {
     let service = &problem.service;
     let since = slack_time(event.since());
     let (icon, title, fields) = match event {
+        Event::Decided { at, .. } => (
+            ":robot_face:",
+            "Autopilot",
+            vec![field("Service", &escape(service)), field("At", &slack_time(*at))],
+        ),
         Event::Opened { .. } => (
             ":rotating_light:",
             "Problem",
@@ -137,6 +142,18 @@ pub fn message(event: &Event) -> Value {
     let what = match event {
         Event::Opened { .. } => summary,
         Event::Resolved { .. } => format!("*Resolved:* {summary}"),
+        Event::Decided { detail, .. } => {
+            let mut text = format!("*{summary}*");
+            for line in detail {
+                text.push('\n');
+                text.push_str(&escape(line));
+            }
+            text
+        }
+    };
+    let from = match event {
+        Event::Decided { .. } => "cohort autopilot",
+        _ => "cohort status --watch",
     };
     json!({
         "text": format!("{icon} {title}: {service}: {}", problem.summary),
@@ -158,7 +175,7 @@ pub fn message(event: &Event) -> Value {
                 "type": "context",
                 "elements": [{
                     "type": "mrkdwn",
-                    "text": truncate(&format!("`{}` · cohort status --watch", escape(&problem.key)), SECTION_MAX_CHARS),
+                    "text": truncate(&format!("`{}` · {from}", escape(&problem.key)), SECTION_MAX_CHARS),
                 }],
             },
         ],

@@ -125,6 +125,40 @@ fn email_subject_and_body_say_what_when_and_whether_resolved() {
 }
 
 #[test]
+fn an_autopilot_decision_says_what_was_done_the_evidence_and_the_commit_in_email_and_slack() {
+    let decided = Event::Decided {
+        problem: Problem::new("account-service", "rollback", "roll canary back from 1.19.0"),
+        detail: vec![
+            "fail: canary 1.19.0 against production 1.15.0: error rate 9.15% against 0.19%".into(),
+            "commit 3c0e5a1d2".into(),
+        ],
+        at: ts("2026-11-22T03:12:00Z"),
+    };
+    assert_eq!(
+        subject(&decided),
+        "[cohort] AUTOPILOT account-service: roll canary back from 1.19.0"
+    );
+    assert_eq!(
+        body(&decided),
+        "account-service: roll canary back from 1.19.0\n\n\
+         fail: canary 1.19.0 against production 1.15.0: error rate 9.15% against 0.19%\n\
+         commit 3c0e5a1d2\n\n\
+         Service:   account-service\n\
+         Action:    rollback\n\
+         At:        2026-11-22 03:12:00 UTC\n\n\
+         Sent once by cohort autopilot.\n"
+    );
+    let slack = super::slack::message(&decided).to_string();
+    assert!(
+        slack.contains(":robot_face: Autopilot: account-service"),
+        "{slack}"
+    );
+    assert!(slack.contains("error rate 9.15% against 0.19%"), "{slack}");
+    assert!(slack.contains("commit 3c0e5a1d2"), "{slack}");
+    assert!(slack.contains("cohort autopilot"), "{slack}");
+}
+
+#[test]
 fn a_summary_cannot_break_out_of_the_subject_header() {
     let event = Event::Opened {
         problem: Problem::new("svc", "k", "line one\r\nBcc: someone@example.com"),
