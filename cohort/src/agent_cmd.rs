@@ -161,7 +161,7 @@ async fn drive<S: Source>(source: S, target: KubeTarget, settings: Settings, arg
     let admin = tokio::spawn(cohort_agent::admin::serve(
         listener,
         metrics.registry(),
-        agent.readiness(),
+        cohort_agent::admin::agent_ready(agent.readiness()),
         async move {
             let _ = admin_stopped.await;
         },

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result};
 use cohort_autopilot::{Decision, Inputs, TrackFacts, decide, describe};
 use cohort_core::{Printable, TrackName};
@@ -16,6 +18,11 @@ use cohort_release::plan::{self, Planned, PromoteRequest};
 use cohort_release::record::{Action, commit_message};
 use cohort_release::snapshot::head_files;
 use cohort_spec::{Repo, Service, Severity, state_path, write_state};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::analyze_cmd::{admin_base, effective, fetch, settings};
@@ -90,57 +97,217 @@ struct Accumulated {
     sums: BTreeMap<String, WindowStats>,
 }
 
+/// What a running autopilot counts (its admin port's `/metrics`, prefixed `cohort_autopilot_`).
+#[derive(Default)]
+struct Metrics {
+    passes: Family<PassLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    verdicts: Family<VerdictLabels, Gauge>,
+    last_pass_success: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    service: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    service: String,
+    track: String,
+    verdict: &'static str,
+}
+
+impl Metrics {
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("cohort_autopilot");
+        r.register(
+            "passes",
+            "Passes over the release repo, by result",
+            self.passes.clone(),
+        );
+        r.register(
+            "decisions",
+            "Decisions per service: rollback, ramp, promote, held (by a freeze or window) or wait",
+            self.decisions.clone(),
+        );
+        r.register(
+            "verdict",
+            "1 for each track's verdict on the last pass (pass, fail, inconclusive)",
+            self.verdicts.clone(),
+        );
+        r.register(
+            "last_pass_success",
+            "When a pass last ran to the end (seconds since the Unix epoch)",
+            self.last_pass_success.clone(),
+        );
+        r
+    }
+
+    fn observe(&self, outcomes: &[Outcome]) {
+        self.verdicts.clear();
+        for o in outcomes {
+            let action = match &o.decision {
+                Decision::Rollback { .. } => "rollback",
+                Decision::Ramp { .. } => "ramp",
+                Decision::Promote { .. } => "promote",
+                Decision::Wait { held: Some(_), .. } => "held",
+                Decision::Wait { .. } => "wait",
+            };
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    service: o.service.clone(),
+                    action,
+                })
+                .inc();
+            for (track, verdict, _) in &o.judged {
+                let verdict = match verdict {
+                    Verdict::Pass => "pass",
+                    Verdict::Fail => "fail",
+                    Verdict::Inconclusive => "inconclusive",
+                };
+                self.verdicts
+                    .get_or_create(&VerdictLabels {
+                        service: o.service.clone(),
+                        track: track.clone(),
+                        verdict,
+                    })
+                    .set(1);
+            }
+        }
+    }
+}
+
 /// Runs `cohort autopilot`.
 pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     let runtime = crate::runtime()?;
+    if args.once {
+        let (outcomes, notifier) = runtime.block_on(pass(cli, args, None))?;
+        runtime.block_on(tell(notifier, &events(&outcomes, None)));
+        return say(args, &outcomes, None);
+    }
+    runtime.block_on(keep_at_it(cli, args))
+}
+
+/// A running autopilot: a pass every `--interval` until SIGTERM or Ctrl-C; a pass that fails
+/// is said and tried again at the next, and `/ready` says why until one succeeds.
+async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let problem: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(Some("no pass has run yet".to_string())));
+    if let Some(addr) = args.admin {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the admin port"))?;
+        eout!(
+            "cohort autopilot: admin port on {} (/live /ready /metrics)",
+            listener.local_addr()?
+        );
+        let problem = Arc::clone(&problem);
+        let ready: cohort_agent::admin::Ready = Arc::new(move || match problem.lock() {
+            Ok(p) => p.clone().map_or(Ok(()), Err),
+            Err(_) => Err("the autopilot's state is unreadable".into()),
+        });
+        tokio::spawn(cohort_agent::admin::serve(
+            listener,
+            metrics.registry(),
+            ready,
+            std::future::pending(),
+        ));
+    }
     let mut last_said: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // One pass is one look at the routers' window; passes after passes add up.
-    let mut accumulated = (!args.once).then(Accumulated::default);
+    // Passes add up what the routers counted since the last one.
+    let mut accumulated = Accumulated::default();
     // What each service was last told to be held back by: said once, not every pass.
     let mut held: BTreeMap<String, String> = BTreeMap::new();
+    let mut stop = std::pin::pin!(crate::serve_cmd::stop_signal());
     loop {
-        let (outcomes, notifier) = runtime.block_on(pass(cli, args, accumulated.as_mut()))?;
-        let events = events(&outcomes, (!args.once).then_some(&mut held));
-        if let Some(notifier) = notifier
-            && !events.is_empty()
-        {
-            let report = runtime.block_on(notifier.notify(&events));
-            for failed in report.failures() {
-                if let Err(e) = &failed.result {
-                    eout!("cohort autopilot: could not tell {}: {e}", failed.channel);
+        match pass(cli, args, Some(&mut accumulated)).await {
+            Ok((outcomes, notifier)) => {
+                metrics.passes.get_or_create(&PassLabels { result: "ok" }).inc();
+                metrics.last_pass_success.set(jiff::Timestamp::now().as_second());
+                metrics.observe(&outcomes);
+                if let Ok(mut p) = problem.lock() {
+                    *p = None;
                 }
+                tell(notifier, &events(&outcomes, Some(&mut held))).await;
+                say(args, &outcomes, Some(&mut last_said))?;
             }
-        }
-        match args.output {
-            TextOrJson::Json => {
-                out_exact!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "dry_run": args.dry_run,
-                        "services": outcomes.iter().map(Outcome::json).collect::<Vec<_>>(),
-                    }))?
+            Err(e) => {
+                metrics
+                    .passes
+                    .get_or_create(&PassLabels { result: "error" })
+                    .inc();
+                let why = format!("{e:#}");
+                eout!(
+                    "cohort autopilot: this pass failed, trying again in {}s: {why}",
+                    args.interval.as_secs()
                 );
-            }
-            TextOrJson::Text => {
-                for o in &outcomes {
-                    let lines = o.lines(args.dry_run);
-                    // A long-running autopilot says a wait again only when it waits for
-                    // something else, not whenever its numbers move.
-                    let gist = gist(&lines);
-                    if args.once || last_said.get(&o.service) != Some(&gist) {
-                        for l in &lines {
-                            out!("{l}");
-                        }
-                        last_said.insert(o.service.clone(), gist);
-                    }
+                if let Ok(mut p) = problem.lock() {
+                    *p = Some(why);
                 }
             }
         }
-        if args.once {
-            return Ok(());
+        tokio::select! {
+            () = tokio::time::sleep(args.interval) => {}
+            () = &mut stop => return Ok(()),
         }
-        std::thread::sleep(args.interval);
     }
+}
+
+/// Delivers `events` to the channels, saying what could not be delivered.
+async fn tell(notifier: Option<cohort_notify::send::Notifier>, events: &[cohort_notify::Event]) {
+    let Some(notifier) = notifier else { return };
+    if events.is_empty() {
+        return;
+    }
+    let report = notifier.notify(events).await;
+    for failed in report.failures() {
+        if let Err(e) = &failed.result {
+            eout!("cohort autopilot: could not tell {}: {e}", failed.channel);
+        }
+    }
+}
+
+/// Prints a pass: each decision (for a running autopilot, which remembers in `last_said`, a
+/// wait again only when it waits for something else), or one JSON document.
+fn say(
+    args: &AutopilotArgs,
+    outcomes: &[Outcome],
+    mut last_said: Option<&mut BTreeMap<String, Vec<String>>>,
+) -> Result<()> {
+    match args.output {
+        TextOrJson::Json => {
+            out_exact!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "dry_run": args.dry_run,
+                    "services": outcomes.iter().map(Outcome::json).collect::<Vec<_>>(),
+                }))?
+            );
+        }
+        TextOrJson::Text => {
+            for o in outcomes {
+                let lines = o.lines(args.dry_run);
+                let gist = gist(&lines);
+                if let Some(said) = last_said.as_deref_mut() {
+                    if said.get(&o.service) == Some(&gist) {
+                        continue;
+                    }
+                    said.insert(o.service.clone(), gist);
+                }
+                for l in &lines {
+                    out!("{l}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lines with their numbers blanked: what they say, whatever the counts.

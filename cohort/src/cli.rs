@@ -483,6 +483,10 @@ pub struct AutopilotArgs {
     /// Output format: text says each decision when it changes; json prints each pass.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
+    /// Serve /live, /ready (the last pass ran to the end) and /metrics (passes, decisions
+    /// by kind, verdicts, the last pass) on this address, e.g. 0.0.0.0:9902.
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    pub admin: Option<std::net::SocketAddr>,
     /// Where the routers' counts come from, and how strict judgements are.
     #[command(flatten)]
     pub judge: JudgeArgs,

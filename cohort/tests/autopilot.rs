@@ -181,6 +181,16 @@ impl Drop for SmtpSink {
     }
 }
 
+/// GET `path` from `addr`: the whole answer, head and body.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn head(repo: &Path) -> String {
     git(repo, &["rev-parse", "HEAD"]).trim().to_string()
 }
@@ -328,13 +338,29 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
     let good = router("1.17.0", 0);
     let url = format!("http://{}", good.process.admin);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["autopilot", "--interval", "1s", "--metrics-url", &url])
+        .args([
+            "autopilot",
+            "--interval",
+            "1s",
+            "--metrics-url",
+            &url,
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .current_dir(&repo)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("autopilot runs");
+    // Its first line says where its admin port listens.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
+    let admin: SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
     let before = head(&repo);
     let mut promoted = false;
     for _ in 0..30 {
@@ -344,9 +370,19 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
             break;
         }
     }
+    let metrics = get(admin, "/metrics");
+    let ready = get(admin, "/ready");
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");
     let said = text(&out);
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    for line in [
+        "cohort_autopilot_decisions_total{service=\"account-service\",action=\"promote\"} 1",
+        "cohort_autopilot_passes_total{result=\"ok\"}",
+        "cohort_autopilot_last_pass_success ",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     assert!(promoted, "no promotion: {said}");
     let message = git(&repo, &["log", "-1", "--format=%an%n%s"]);
     assert_eq!(
@@ -359,5 +395,54 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
         "{said}"
     );
     // Waiting for more requests was said once, not once per pass as the counts grew.
-    assert_eq!(said.matches("account-service: waiting").count(), 1, "{said}");
+    assert_eq!(said.matches("canary: inconclusive: ").count(), 1, "{said}");
+}
+
+/// A pass that cannot read the routers does not end a running autopilot: it says why, `/ready`
+/// says it too, and the next pass tries again.
+#[test]
+fn a_running_autopilot_outlives_a_failing_pass_and_says_why_on_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    // A port nobody listens on: bound, then let go.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port");
+    let url = format!("http://{gone}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "autopilot",
+            "--interval",
+            "1s",
+            "--metrics-url",
+            &url,
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .current_dir(&repo)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("autopilot runs");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
+    let admin: SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    std::thread::sleep(Duration::from_millis(2_500));
+    let ready = get(admin, "/ready");
+    let metrics = get(admin, "/metrics");
+    let alive = child.try_wait().expect("status").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "a failing pass ended the autopilot");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains(&format!("cannot reach {url}")), "{ready}");
+    assert!(
+        metrics.contains("cohort_autopilot_passes_total{result=\"error\"}"),
+        "{metrics}"
+    );
 }

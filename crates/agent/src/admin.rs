@@ -1,4 +1,4 @@
-//! The agent's admin port: `/live`, `/ready` and `/metrics`.
+//! An admin port: `/live`, `/ready` and `/metrics`, for the agent and the autopilot alike.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +13,21 @@ use prometheus_client::registry::Registry;
 
 use crate::agent::Readiness;
 
+/// Whether the process is ready: `Err` says why not.
+pub type Ready = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The agent's readiness: its last poll reached the source.
+pub fn agent_ready(readiness: Arc<Mutex<Readiness>>) -> Ready {
+    Arc::new(move || {
+        let r = readiness.lock().map(|r| r.clone()).unwrap_or_default();
+        match (r.source_reachable, r.problem) {
+            (true, _) => Ok(()),
+            (false, Some(problem)) => Err(problem),
+            (false, None) => Err("the source has not been polled yet".into()),
+        }
+    })
+}
+
 fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -21,25 +36,13 @@ fn answer(status: StatusCode, content_type: &'static str, body: String) -> Respo
     r
 }
 
-fn route(path: &str, registry: &Registry, readiness: &Mutex<Readiness>) -> Response<Full<Bytes>> {
+fn route(path: &str, registry: &Registry, ready: &Ready) -> Response<Full<Bytes>> {
     match path {
         "/live" => answer(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/ready" => {
-            let r = readiness.lock().map(|r| r.clone()).unwrap_or_default();
-            match (r.source_reachable, r.problem) {
-                (true, _) => answer(StatusCode::OK, "text/plain", "ok\n".into()),
-                (false, Some(problem)) => answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("{problem}\n"),
-                ),
-                (false, None) => answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "the source has not been polled yet\n".into(),
-                ),
-            }
-        }
+        "/ready" => match ready() {
+            Ok(()) => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+            Err(why) => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+        },
         "/metrics" => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, registry) {
@@ -63,7 +66,7 @@ fn route(path: &str, registry: &Registry, readiness: &Mutex<Readiness>) -> Respo
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
-    readiness: Arc<Mutex<Readiness>>,
+    ready: Ready,
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(registry);
@@ -79,10 +82,10 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let (registry, readiness) = (registry.clone(), readiness.clone());
+        let (registry, ready) = (registry.clone(), ready.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = route(req.uri().path(), &registry, &readiness);
+                let response = route(req.uri().path(), &registry, &ready);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
