@@ -100,6 +100,7 @@ struct Accumulated {
 /// What a running autopilot counts (its admin port's `/metrics`, prefixed `cohort_autopilot_`).
 #[derive(Default)]
 struct Metrics {
+    leader: Gauge,
     passes: Family<PassLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     verdicts: Family<VerdictLabels, Gauge>,
@@ -131,6 +132,11 @@ impl Metrics {
             "passes",
             "Passes over the release repo, by result",
             self.passes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this autopilot holds the lease and acts, 0 while another does",
+            self.leader.clone(),
         );
         r.register(
             "decisions",
@@ -226,7 +232,61 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     // What each service was last told to be held back by: said once, not every pass.
     let mut held: BTreeMap<String, String> = BTreeMap::new();
     let mut stop = std::pin::pin!(crate::serve_cmd::stop_signal());
+    let lease = match &args.lease {
+        Some(name) => Some(Leader::new(args, name).await?),
+        None => None,
+    };
+    let mut standby_said: Option<String> = None;
+    // The failure last said (its gist): a pass failing the same way is not said every time.
+    let mut failure_said: Option<Vec<String>> = None;
     loop {
+        // Only the holder of the lease acts; the others wait to take over.
+        if let Some(lease) = &lease {
+            let standing_by = match lease.hold().await {
+                Ok(Ok(())) => {
+                    if standby_said.take().is_some() || metrics.leader.get() == 0 {
+                        eout!(
+                            "cohort autopilot: holding lease {} in namespace {}: acting",
+                            lease.name,
+                            lease.cluster.namespace
+                        );
+                    }
+                    metrics.leader.set(1);
+                    None
+                }
+                Ok(Err(held)) => {
+                    if standby_said.as_deref() != Some(held.holder.as_str()) {
+                        eout!(
+                            "cohort autopilot: standing by: {} holds lease {} (until {})",
+                            held.holder,
+                            lease.name,
+                            held.until
+                        );
+                        standby_said = Some(held.holder.clone());
+                    }
+                    Some(None)
+                }
+                Err(e) => {
+                    eout!(
+                        "cohort autopilot: cannot take lease {}, not acting: {e}",
+                        lease.name
+                    );
+                    Some(Some(format!("cannot take lease {}: {e}", lease.name)))
+                }
+            };
+            if let Some(why) = standing_by {
+                metrics.leader.set(0);
+                if let Ok(mut p) = problem.lock() {
+                    *p = why;
+                }
+                // A standby forgets what it counted: the one acting judges.
+                accumulated = Accumulated::default();
+                tokio::select! {
+                    () = tokio::time::sleep(args.interval) => continue,
+                    () = &mut stop => break,
+                }
+            }
+        }
         match pass(cli, args, Some(&mut accumulated)).await {
             Ok((outcomes, notifier)) => {
                 metrics.passes.get_or_create(&PassLabels { result: "ok" }).inc();
@@ -234,6 +294,9 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
                 metrics.observe(&outcomes);
                 if let Ok(mut p) = problem.lock() {
                     *p = None;
+                }
+                if failure_said.take().is_some() {
+                    eout!("cohort autopilot: passes run again");
                 }
                 tell(notifier, &events(&outcomes, Some(&mut held))).await;
                 say(args, &outcomes, Some(&mut last_said))?;
@@ -244,10 +307,15 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
                     .get_or_create(&PassLabels { result: "error" })
                     .inc();
                 let why = format!("{e:#}");
-                eout!(
-                    "cohort autopilot: this pass failed, trying again in {}s: {why}",
-                    args.interval.as_secs()
-                );
+                let gist = gist(std::slice::from_ref(&why));
+                if failure_said.as_ref() != Some(&gist) {
+                    failure_said = Some(gist);
+                    eout!(
+                        "cohort autopilot: this pass failed, trying again every {}s (said again when it fails \
+                         otherwise): {why}",
+                        args.interval.as_secs()
+                    );
+                }
                 if let Ok(mut p) = problem.lock() {
                     *p = Some(why);
                 }
@@ -255,8 +323,50 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
         }
         tokio::select! {
             () = tokio::time::sleep(args.interval) => {}
-            () = &mut stop => return Ok(()),
+            () = &mut stop => break,
         }
+    }
+    // Handing the lease back lets a standby take over at once, not when it runs out.
+    if let Some(lease) = &lease
+        && metrics.leader.get() == 1
+        && let Err(e) = lease.cluster.release_lease(&lease.name, &lease.me).await
+    {
+        eout!("cohort autopilot: could not hand lease {} back: {e}", lease.name);
+    }
+    Ok(())
+}
+
+/// Leader election among autopilot replicas: a Lease, renewed every pass.
+struct Leader {
+    cluster: cohort_kube::Cluster,
+    name: String,
+    me: String,
+    /// Three intervals: a holder that stopped is taken over within three passes.
+    duration: std::time::Duration,
+}
+
+impl Leader {
+    async fn new(args: &AutopilotArgs, name: &str) -> Result<Leader> {
+        let target = cohort_kube::Target {
+            kubeconfig: args.judge.cluster.kubeconfig.clone(),
+            context: args.judge.cluster.context.clone(),
+            namespace: args.judge.cluster.namespace.clone(),
+        };
+        let cluster = cohort_kube::Cluster::connect(&target)
+            .await
+            .map_err(CouldNotCheck)?;
+        Ok(Leader {
+            cluster,
+            name: name.to_string(),
+            me: cohort_kube::lease::identity("cohort autopilot"),
+            duration: (args.interval * 3).max(std::time::Duration::from_secs(3)),
+        })
+    }
+
+    async fn hold(&self) -> Result<Result<(), cohort_kube::lease::Held>, cohort_kube::KubeError> {
+        self.cluster
+            .take_lease(&self.name, &self.me, self.duration, "autopilot")
+            .await
     }
 }
 

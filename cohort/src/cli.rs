@@ -487,6 +487,11 @@ pub struct AutopilotArgs {
     /// by kind, verdicts, the last pass) on this address, e.g. 0.0.0.0:9902.
     #[arg(long, value_name = "ADDR", conflicts_with = "once")]
     pub admin: Option<std::net::SocketAddr>,
+    /// Run as one of several replicas: only the holder of this Lease (in the cluster's
+    /// namespace: -n, else the context's or the pod's) acts; the others stand by and take
+    /// over within three intervals of it stopping. Renewed every pass, handed back on exit.
+    #[arg(long, value_name = "NAME", conflicts_with = "once")]
+    pub lease: Option<String>,
     /// Where the routers' counts come from, and how strict judgements are.
     #[command(flatten)]
     pub judge: JudgeArgs,

@@ -1,6 +1,9 @@
 //! `cohort autopilot` on a real release repo, judging from a real `cohort router` process in
 //! front of real loopback backends (a bad build and a good one), through its admin `/stats`.
+// The tests say what they measured; nothing from outside is printed.
+#![allow(clippy::disallowed_macros)]
 
+mod kube_common;
 mod router_common;
 
 use std::io::{Read, Write};
@@ -445,4 +448,92 @@ fn a_running_autopilot_outlives_a_failing_pass_and_says_why_on_ready() {
         metrics.contains("cohort_autopilot_passes_total{result=\"error\"}"),
         "{metrics}"
     );
+}
+
+/// A running autopilot with `--admin 127.0.0.1:0` and `extra` arguments; its admin address.
+fn spawn_autopilot(repo: &Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["autopilot", "--interval", "1s", "--admin", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(repo)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("autopilot runs");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
+    let admin: SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    // Keep reading its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    (child, admin)
+}
+
+/// Whether the autopilot at `admin` holds the lease, by its `/metrics`.
+fn leads(admin: SocketAddr) -> bool {
+    get(admin, "/metrics")
+        .lines()
+        .any(|l| l.trim() == "cohort_autopilot_leader 1")
+}
+
+/// Against a real API server: two autopilots with one Lease, one acts and the other stands
+/// by; when the one acting is killed, the other takes over once the lease runs out.
+#[test]
+fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
+    let Some(kc) = kube_common::kubeconfig("autopilot leader election") else {
+        return;
+    };
+    let ns = kube_common::Namespace::new(&kc, "autopilot-lease");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let routers = router("1.17.0", 0);
+    let url = format!("http://{}", routers.process.admin);
+    let kubeconfig = kc.to_string_lossy().into_owned();
+    let extra = [
+        "--metrics-url",
+        &url,
+        "--lease",
+        "cohort-autopilot",
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        &ns.name,
+    ];
+    let (mut first, first_admin) = spawn_autopilot(&repo, &extra);
+    let (mut second, second_admin) = spawn_autopilot(&repo, &extra);
+    kube_common::wait_for("one autopilot to hold the lease", 30, || {
+        leads(first_admin) || leads(second_admin)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = (leads(first_admin), leads(second_admin));
+    assert!(a != b, "exactly one acts: {a} {b}");
+    let lease = kube_common::kubectl_json(
+        &kc,
+        &["-n", &ns.name, "get", "lease", "cohort-autopilot", "-o", "json"],
+    );
+    let holder = lease["spec"]["holderIdentity"].as_str().expect("a holder");
+    assert!(holder.starts_with("cohort autopilot on "), "{holder}");
+    // The one acting dies without handing the lease back.
+    let (leader, standby) = match a {
+        true => (&mut first, second_admin),
+        false => (&mut second, first_admin),
+    };
+    let _ = leader.kill();
+    let _ = leader.wait();
+    let killed = std::time::Instant::now();
+    kube_common::wait_for("the other autopilot to take over", 30, || leads(standby));
+    let took = killed.elapsed().as_secs_f64();
+    println!("the standby took over {took:.1} s after the autopilot acting was killed");
+    let _ = first.kill();
+    let _ = second.kill();
+    let _ = first.wait();
+    let _ = second.wait();
+    // The lease is three intervals (3 s): the standby takes over once it runs out.
+    assert!(took <= 8.0, "took over after {took:.1} s");
 }

@@ -77,6 +77,82 @@ pub struct ApplyLease {
 }
 
 impl Cluster {
+    /// Takes lease `name` for `duration` from now, or renews it if `me` holds it already (its
+    /// acquire time kept); `Ok(Err(held))` when another holder has it and it has not run out.
+    /// `part_of` labels a lease it creates (the service it guards).
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        me: &str,
+        duration: Duration,
+        part_of: &str,
+    ) -> Result<Result<(), Held>, KubeError> {
+        let api = self.api::<Lease>();
+        let err = |doing: &str, e: kube::Error| {
+            KubeError::from_kube(format!("{doing} lease {name} in namespace {}", self.namespace), e)
+        };
+        // Create it, or take it over by resourceVersion; losing a race (409) to another cohort
+        // means reading again: it now holds the lease, or let it go already.
+        for _ in 0..3 {
+            let now = Timestamp::now();
+            let mut spec = LeaseSpec {
+                holder_identity: Some(me.to_string()),
+                lease_duration_seconds: Some(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                ..LeaseSpec::default()
+            };
+            let taken = match api.get_opt(name).await.map_err(|e| err("get", e))? {
+                None => {
+                    let lease = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.to_string()),
+                            namespace: Some(self.namespace.clone()),
+                            labels: Some(
+                                [(cohort_render::LABEL_PART_OF.to_string(), part_of.to_string())].into(),
+                            ),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(spec),
+                    };
+                    api.create(&PostParams::default(), &lease).await
+                }
+                Some(mut lease) => {
+                    if let Err(held) = may_take(&lease, me, now) {
+                        return Ok(Err(held));
+                    }
+                    let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(me);
+                    if ours {
+                        spec.acquire_time = lease.spec.as_ref().and_then(|s| s.acquire_time.clone());
+                    }
+                    lease.spec = Some(spec);
+                    api.replace(name, &PostParams::default(), &lease).await
+                }
+            };
+            match taken {
+                Ok(_) => return Ok(Ok(())),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err("take", e)),
+            }
+        }
+        Ok(Err(Held {
+            holder: "another cohort (the lease kept changing hands)".into(),
+            since: None,
+            until: Timestamp::now(),
+        }))
+    }
+
+    /// Gives lease `name` back if `me` holds it (deletes it, unless someone took it meanwhile).
+    pub async fn release_lease(&self, name: &str, me: &str) -> Result<(), KubeError> {
+        self.release_apply_lease(
+            ApplyLease {
+                name: name.to_string(),
+            },
+            me,
+        )
+        .await
+    }
+
     /// Takes the apply lease of `service` for at most `duration`, or says who holds it.
     pub async fn take_apply_lease(
         &self,
@@ -85,63 +161,15 @@ impl Cluster {
         duration: Duration,
     ) -> Result<ApplyLease, ApplyError> {
         let name = lease_name(service);
-        let api = self.api::<Lease>();
-        let err = |doing: &str, e: kube::Error| {
-            ApplyError::Kube(KubeError::from_kube(
-                format!("{doing} lease {name} in namespace {}", self.namespace),
-                e,
-            ))
-        };
-        let now = Timestamp::now();
-        let spec = LeaseSpec {
-            holder_identity: Some(me.to_string()),
-            lease_duration_seconds: Some(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)),
-            acquire_time: Some(MicroTime(now)),
-            renew_time: Some(MicroTime(now)),
-            ..LeaseSpec::default()
-        };
-        let busy = |held: Held| ApplyError::Busy {
-            service: service.to_string(),
-            lease: name.clone(),
-            namespace: self.namespace.clone(),
-            held: Box::new(held),
-        };
-        // Create it, or take it over by resourceVersion; losing a race (409) to another cohort
-        // means reading again: it now holds the lease, or let it go already.
-        for _ in 0..3 {
-            let taken = match api.get_opt(&name).await.map_err(|e| err("get", e))? {
-                None => {
-                    let lease = Lease {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            namespace: Some(self.namespace.clone()),
-                            labels: Some(
-                                [(cohort_render::LABEL_PART_OF.to_string(), service.to_string())].into(),
-                            ),
-                            ..ObjectMeta::default()
-                        },
-                        spec: Some(spec.clone()),
-                    };
-                    api.create(&PostParams::default(), &lease).await
-                }
-                Some(mut lease) => {
-                    may_take(&lease, me, Timestamp::now()).map_err(busy)?;
-                    lease.spec = Some(spec.clone());
-                    api.replace(&name, &PostParams::default(), &lease).await
-                }
-            };
-            match taken {
-                Ok(_) => return Ok(ApplyLease { name }),
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(err("take", e)),
-            }
+        match self.take_lease(&name, me, duration, service).await? {
+            Ok(()) => Ok(ApplyLease { name }),
+            Err(held) => Err(ApplyError::Busy {
+                service: service.to_string(),
+                lease: name,
+                namespace: self.namespace.clone(),
+                held: Box::new(held),
+            }),
         }
-        let now = Timestamp::now();
-        Err(busy(Held {
-            holder: "another cohort (the lease kept changing hands)".into(),
-            since: None,
-            until: now,
-        }))
     }
 
     /// Gives the lease back (deletes it, unless someone else took it meanwhile).
