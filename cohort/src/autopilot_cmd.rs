@@ -44,6 +44,8 @@ struct Outcome {
     commit: Option<String>,
     /// The judgements made, per track.
     judged: Vec<Judged>,
+    /// The tracks whose version has rolled out.
+    rolled_out: Vec<String>,
 }
 
 impl Outcome {
@@ -53,6 +55,7 @@ impl Outcome {
             "decision": self.decision,
             "commit": self.commit,
             "judgements": self.judged.iter().map(|(t, v, e)| json!({"track": t, "verdict": v, "evidence": e})).collect::<Vec<_>>(),
+            "rolled_out": self.rolled_out,
         })
     }
 
@@ -458,7 +461,7 @@ async fn pass(
     let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
     let repo = valid_or_report(repo, diags)?;
     let history = entries(&git.log()?);
-    let stats = gather(&repo, args, accumulated).await?;
+    let (stats, rolled_out) = gather(&repo, args, accumulated).await?;
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
     let now = jiff::Timestamp::now();
@@ -472,7 +475,7 @@ async fn pass(
     for svc in &repo.services {
         let name = svc.spec.name.to_string();
         let window = stats.get(&name);
-        let (tracks, judged) = facts(&repo, svc, &history, window, &judge_settings);
+        let (tracks, judged) = facts(&repo, svc, &history, window, rolled_out.as_ref(), &judge_settings);
         let decision = decide(&Inputs {
             pipeline: &repo.pipeline,
             state: &svc.state,
@@ -514,6 +517,11 @@ async fn pass(
             decision,
             commit,
             judged,
+            rolled_out: tracks
+                .iter()
+                .filter(|(_, f)| f.rolled_out)
+                .map(|(t, _)| t.to_string())
+                .collect(),
         });
     }
     Ok((outcomes, notifier))
@@ -615,13 +623,15 @@ fn plan_action(
     Ok(planned)
 }
 
-/// What the history and the routers say of each track of `svc`, and the judgements made:
-/// every track whose version differs from the last stage's is judged against it.
+/// What the history, the routers and the cluster say of each track of `svc`, and the
+/// judgements made: every track whose version differs from the last stage's is judged
+/// against it.
 fn facts(
     repo: &Repo,
     svc: &Service,
     history: &[Entry],
     window: Option<&WindowStats>,
+    rolled_out: Option<&std::collections::BTreeSet<String>>,
     settings: &cohort_judge::Settings,
 ) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
     let name = svc.spec.name.as_str();
@@ -644,8 +654,10 @@ fn facts(
                     )
             })
             .map(|e| e.time);
-        // What the routers serve is what has rolled out: apply switches a router to a version
-        // only once its pods are ready.
+        // Rolled out: the routers serve it (apply switches a router to a version only once its
+        // pods are ready) and, when the cluster is read, its Deployment has finished rolling out.
+        let deployed = rolled_out
+            .is_none_or(|done| done.contains(&cohort_render::deployment_name(name, track, version)));
         let serving = |t: &str, v: &str| {
             window.is_some_and(|w| {
                 w.series
@@ -656,7 +668,7 @@ fn facts(
         let mut f = TrackFacts {
             arrived: arrived_at(history, name, track.as_str(), version.as_str()),
             changed,
-            rolled_out: serving(track.as_str(), version.as_str()),
+            rolled_out: deployed && serving(track.as_str(), version.as_str()),
             verdict: None,
             evidence: String::new(),
             ran_before: versions_seen(history, name, track.as_str())
@@ -704,11 +716,18 @@ fn facts(
 
 /// Every router's window, summed per service: from the admin URLs given (each says which
 /// service it routes), else from each service's ready router pods through the cluster.
+/// Every router's window summed per service, and (when the cluster is read) which of
+/// cohort's Deployments have finished rolling out.
+type Gathered = (
+    BTreeMap<String, WindowStats>,
+    Option<std::collections::BTreeSet<String>>,
+);
+
 async fn gather(
     repo: &Repo,
     args: &AutopilotArgs,
     mut accumulated: Option<&mut Accumulated>,
-) -> Result<BTreeMap<String, WindowStats>> {
+) -> Result<Gathered> {
     let window = effective(&args.judge, Some(repo))
         .window
         .as_secs_ceil()
@@ -720,6 +739,7 @@ async fn gather(
         None => format!("stats?window={window}s"),
     };
     let mut texts: Vec<(String, String)> = vec![];
+    let mut rolled_out = None;
     if args.judge.metrics_urls.is_empty() {
         let target = cohort_kube::Target {
             kubeconfig: args.judge.cluster.kubeconfig.clone(),
@@ -735,6 +755,7 @@ async fn gather(
         let cluster = cohort_kube::Cluster::connect(&target)
             .await
             .map_err(CouldNotCheck)?;
+        rolled_out = Some(cluster.rolled_out_deployments().await.map_err(CouldNotCheck)?);
         for svc in &repo.services {
             for pod in cluster
                 .router_pods(svc.spec.name.as_str())
@@ -797,5 +818,5 @@ async fn gather(
     if let Some(a) = accumulated {
         a.sums = all.clone();
     }
-    Ok(all)
+    Ok((all, rolled_out))
 }

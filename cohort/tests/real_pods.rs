@@ -369,6 +369,39 @@ fn deploys_promotions_weight_changes_rollbacks_and_pod_kills_under_load_lose_no_
     phase("steady after the weight change (split)", &mut || {
         std::thread::sleep(Duration::from_secs(40))
     });
+    // The autopilot reads the routers through the API server and the rollouts from the
+    // cluster: canary's 1.19.0 is judged from what the router pods counted, and every track
+    // counts as rolled out.
+    phase("an autopilot pass (dry run, from the cluster)", &mut || {
+        let said = cohort_ok(
+            &repo,
+            Some(&kc),
+            &["autopilot", "--once", "--dry-run", "-o", "json"],
+        );
+        let report: serde_json::Value = serde_json::from_str(&said).expect("json");
+        let service = &report["services"][0];
+        let canary = service["judgements"]
+            .as_array()
+            .expect("judgements")
+            .iter()
+            .find(|j| j["track"] == "canary")
+            .unwrap_or_else(|| panic!("canary judged: {said}"));
+        let evidence = canary["evidence"].as_str().expect("evidence");
+        assert!(
+            evidence.contains("canary 1.19.0 against production 1.15.0, cohorts FREE"),
+            "{said}"
+        );
+        let rolled_out: Vec<&str> = service["rolled_out"]
+            .as_array()
+            .expect("rolled_out")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        for track in ["internal", "canary", "production"] {
+            assert!(rolled_out.contains(&track), "{track} rolled out: {said}");
+        }
+        println!("autopilot pass: {evidence}");
+    });
     phase("promote to paid and production", &mut || {
         cohort_ok(
             &repo,

@@ -30,6 +30,30 @@ impl Cluster {
             .collect())
     }
 
+    /// The names of cohort's Deployments in the namespace that have finished rolling out (one
+    /// LIST): what the autopilot needs before it moves a version on.
+    pub async fn rolled_out_deployments(&self) -> Result<std::collections::BTreeSet<String>, KubeError> {
+        use cohort_health::rollout::{Rollout, rollout};
+        use k8s_openapi::api::apps::v1::Deployment;
+        let list = self
+            .api::<Deployment>()
+            .list(&ListParams::default().labels(&format!(
+                "{}={}",
+                cohort_render::LABEL_MANAGED_BY,
+                cohort_render::MANAGER
+            )))
+            .await
+            .map_err(|e| {
+                KubeError::from_kube(format!("list deployments in namespace {}", self.namespace), e)
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|d| matches!(rollout(d), Rollout::Done))
+            .filter_map(|d| d.metadata.name)
+            .collect())
+    }
+
     /// GET `path_and_query` from port `port` of pod `pod`, through the API server.
     pub async fn pod_get(&self, pod: &str, port: u16, path_and_query: &str) -> Result<String, KubeError> {
         let uri = pod_proxy_uri(&self.namespace, pod, port, path_and_query);

@@ -15,8 +15,8 @@ pub use agent::{
 };
 pub use haproxy::{HaproxyError, haproxy_cfg};
 pub use objects::{
-    LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, render_service,
-    router_config,
+    LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, deployment_name,
+    render_service, router_config,
 };
 pub use rbac::{APPLY_ROLE, STATUS_ROLE, rbac};
 
