@@ -340,30 +340,8 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
     let repo = release_repo(dir.path(), "1.17.0");
     let good = router("1.17.0", 0);
     let url = format!("http://{}", good.process.admin);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args([
-            "autopilot",
-            "--interval",
-            "1s",
-            "--metrics-url",
-            &url,
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .current_dir(&repo)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("autopilot runs");
-    // Its first line says where its admin port listens.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
-    let admin: SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let running = Running::start(&repo, &["--metrics-url", &url]);
+    let admin = running.admin;
     let before = head(&repo);
     let mut promoted = false;
     for _ in 0..30 {
@@ -375,9 +353,7 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
     }
     let metrics = get(admin, "/metrics");
     let ready = get(admin, "/ready");
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    let said = text(&out);
+    let said = running.stop();
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     for line in [
         "cohort_autopilot_decisions_total{service=\"account-service\",action=\"promote\"} 1",
@@ -412,35 +388,13 @@ fn a_running_autopilot_outlives_a_failing_pass_and_says_why_on_ready() {
         .and_then(|l| l.local_addr())
         .expect("a port");
     let url = format!("http://{gone}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args([
-            "autopilot",
-            "--interval",
-            "1s",
-            "--metrics-url",
-            &url,
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .current_dir(&repo)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("autopilot runs");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
-    let admin: SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let mut running = Running::start(&repo, &["--metrics-url", &url]);
+    let admin = running.admin;
     std::thread::sleep(Duration::from_millis(2_500));
     let ready = get(admin, "/ready");
     let metrics = get(admin, "/metrics");
-    let alive = child.try_wait().expect("status").is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let alive = running.alive();
+    drop(running);
     assert!(alive, "a failing pass ended the autopilot");
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     assert!(ready.contains(&format!("cannot reach {url}")), "{ready}");
@@ -450,29 +404,75 @@ fn a_running_autopilot_outlives_a_failing_pass_and_says_why_on_ready() {
     );
 }
 
-/// A running autopilot with `--admin 127.0.0.1:0` and `extra` arguments; its admin address.
-fn spawn_autopilot(repo: &Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["autopilot", "--interval", "1s", "--admin", "127.0.0.1:0"])
-        .args(extra)
-        .current_dir(repo)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("autopilot runs");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).expect("a line");
-    let admin: SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
-    // Keep reading its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-    });
-    (child, admin)
+/// A running `cohort autopilot --interval 1s --admin 127.0.0.1:0`, killed when dropped (a
+/// failing test leaves none behind); what it says is collected.
+struct Running {
+    child: std::process::Child,
+    admin: SocketAddr,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(repo: &Path, extra: &[&str]) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["autopilot", "--interval", "1s", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("autopilot runs");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let stdout = child.stdout.take().expect("stdout");
+        // Its first line says where its admin port listens.
+        let mut first = String::new();
+        stderr.read_line(&mut first).expect("a line");
+        let admin: SocketAddr = first
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let said = std::sync::Arc::new(std::sync::Mutex::new(first));
+        let collect = |mut from: Box<dyn Read + Send>| {
+            let said = std::sync::Arc::clone(&said);
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = from.read_to_string(&mut text);
+                said.lock().expect("lock").push_str(&text);
+            })
+        };
+        let readers = vec![collect(Box::new(stderr)), collect(Box::new(stdout))];
+        Running {
+            child,
+            admin,
+            said,
+            readers,
+        }
+    }
+
+    /// Whether it is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("status").is_none()
+    }
+
+    /// Stops it (SIGKILL: the lease is not handed back); everything it said.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.said.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Whether the autopilot at `admin` holds the lease, by its `/metrics`.
@@ -505,8 +505,9 @@ fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
         "-n",
         &ns.name,
     ];
-    let (mut first, first_admin) = spawn_autopilot(&repo, &extra);
-    let (mut second, second_admin) = spawn_autopilot(&repo, &extra);
+    let first = Running::start(&repo, &extra);
+    let second = Running::start(&repo, &extra);
+    let (first_admin, second_admin) = (first.admin, second.admin);
     kube_common::wait_for("one autopilot to hold the lease", 30, || {
         leads(first_admin) || leads(second_admin)
     });
@@ -520,20 +521,15 @@ fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
     let holder = lease["spec"]["holderIdentity"].as_str().expect("a holder");
     assert!(holder.starts_with("cohort autopilot on "), "{holder}");
     // The one acting dies without handing the lease back.
-    let (leader, standby) = match a {
-        true => (&mut first, second_admin),
-        false => (&mut second, first_admin),
+    let (leader, standby, _other) = match a {
+        true => (first, second_admin, second),
+        false => (second, first_admin, first),
     };
-    let _ = leader.kill();
-    let _ = leader.wait();
+    leader.stop();
     let killed = std::time::Instant::now();
     kube_common::wait_for("the other autopilot to take over", 30, || leads(standby));
     let took = killed.elapsed().as_secs_f64();
     println!("the standby took over {took:.1} s after the autopilot acting was killed");
-    let _ = first.kill();
-    let _ = second.kill();
-    let _ = first.wait();
-    let _ = second.wait();
     // The lease is three intervals (3 s): the standby takes over once it runs out.
     assert!(took <= 8.0, "took over after {took:.1} s");
 }
