@@ -17,7 +17,7 @@ use cohort_release::history::{Entry, arrived_at, entries, versions_seen};
 use cohort_release::plan::{self, Planned, PromoteRequest};
 use cohort_release::record::{Action, commit_message};
 use cohort_release::snapshot::head_files;
-use cohort_spec::{Repo, Service, Severity, state_path, write_state};
+use cohort_spec::{Repo, Service, state_path, write_state};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 
 use crate::analyze_cmd::{admin_base, effective, fetch, settings};
 use crate::cli::{AutopilotArgs, Cli, TextOrJson};
-use crate::repo_cmds::{prefix_in, print_diagnostics, repo_dir, repo_root, valid_or_report};
-use crate::{CouldNotApply, CouldNotCheck, Reported};
+use crate::repo_cmds::{prefix_in, repo_dir, repo_root, valid_or_report};
+use crate::{CouldNotApply, CouldNotCheck};
 
 /// Who the autopilot's commits are by.
 const AUTHOR: (&str, &str) = ("cohort autopilot", "autopilot@cohort.invalid");
@@ -486,19 +486,7 @@ async fn pass(
             (Decision::Wait { .. }, _) | (_, true) => None,
             (action, false) => {
                 let planned = plan_action(&repo, svc, &history, action, now.as_second())?;
-                let next = Service {
-                    spec: svc.spec.clone(),
-                    state: planned.state.clone(),
-                };
-                let problems = cohort_spec::repo::check_service(&repo.pipeline, &next);
-                if problems.iter().any(|d| d.severity == Severity::Error) {
-                    print_diagnostics(&problems);
-                    eout!(
-                        "{name}: refused: `{}` would leave the release repo invalid",
-                        planned.change.subject()
-                    );
-                    return Err(Reported.into());
-                }
+                crate::change::still_valid(&repo, svc, &planned)?;
                 let path = prefix.join(state_path(&svc.spec.name));
                 git.check_clean(&[path.as_path()])?;
                 let text = write_state(&svc.spec.name, &planned.state);

@@ -126,20 +126,7 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
     }
     .map_err(refused)?;
 
-    // The new state must be as valid as the old: names fit, every route keeps a track.
-    let next = Service {
-        spec: svc.spec.clone(),
-        state: planned.state.clone(),
-    };
-    let problems = cohort_spec::repo::check_service(&repo.pipeline, &next);
-    if problems.iter().any(|d| d.severity == Severity::Error) {
-        print_diagnostics(&problems);
-        eout!(
-            "refused: `{}` would leave the release repo invalid",
-            planned.change.subject()
-        );
-        return Err(Reported.into());
-    }
+    let problems = still_valid(&repo, svc, &planned)?;
     let text = write_state(&svc.spec.name, &planned.state);
     let id = git
         .commit_files(
@@ -167,6 +154,30 @@ pub fn run(cli: &Cli, name: &str, request: Request<'_>, output: TextOrJson) -> R
         }
     }
     Ok(())
+}
+
+/// The new state must be as valid as the old (names fit, every route keeps a track): its
+/// warnings, or the refusal with its errors said.
+pub fn still_valid(
+    repo: &cohort_spec::Repo,
+    svc: &Service,
+    planned: &Planned,
+) -> Result<Vec<cohort_spec::Diagnostic>> {
+    let next = Service {
+        spec: svc.spec.clone(),
+        state: planned.state.clone(),
+    };
+    let problems = cohort_spec::repo::check_service(&repo.pipeline, &next);
+    if problems.iter().any(|d| d.severity == Severity::Error) {
+        print_diagnostics(&problems);
+        eout!(
+            "{}: refused: `{}` would leave the release repo invalid",
+            svc.spec.name,
+            planned.change.subject()
+        );
+        return Err(Reported.into());
+    }
+    Ok(problems)
 }
 
 /// `pause`, `resume`, `freeze` and `unfreeze`: one commit for the service named, or, for

@@ -345,17 +345,11 @@ fn promotion(input: &Inputs<'_>, now: i64, reasons: &mut Vec<String>) -> Option<
             continue;
         }
         let gate = p.gates.get(to).cloned().unwrap_or_default();
-        let recorded: Vec<&str> = input
-            .state
-            .approvals
-            .get(version)
-            .map(|m| m.keys().map(String::as_str).collect())
-            .unwrap_or_default();
         let blocks = check_gate(&GateInput {
             gate: &gate,
             entered_previous_at: f.arrived,
             now,
-            recorded_checks: recorded,
+            recorded_checks: input.state.recorded_checks(version),
             judgement_passed: true,
         });
         if !blocks.is_empty() {

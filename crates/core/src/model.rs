@@ -232,6 +232,14 @@ impl ReleaseState {
         self.tracks.get(track)
     }
 
+    /// The checks recorded for `version`.
+    pub fn recorded_checks(&self, version: &Version) -> Vec<&str> {
+        self.approvals
+            .get(version)
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// Drops approvals of versions that no track runs any more, so the file does not grow forever.
     pub fn forget_unused_approvals(&mut self) {
         let live: Vec<Version> = self.tracks.values().cloned().collect();

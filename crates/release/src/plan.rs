@@ -270,12 +270,7 @@ pub fn promote(
         return Err(PlanError::ForceNeedsReason);
     }
     let gate = pipeline.gates.get(&target).cloned().unwrap_or_default();
-    let recorded: Vec<&str> = svc
-        .state
-        .approvals
-        .get(version)
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
+    let recorded = svc.state.recorded_checks(version);
     let blocks = check_gate(&GateInput {
         gate: &gate,
         entered_previous_at: arrived_at(history, &name, source.as_str(), version.as_str()),
