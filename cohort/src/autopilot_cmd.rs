@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::analyze_cmd::{admin_base, effective, fetch, settings};
 use crate::cli::{AutopilotArgs, Cli, TextOrJson};
 use crate::repo_cmds::{prefix_in, repo_dir, repo_root, valid_or_report};
-use crate::{CouldNotApply, CouldNotCheck};
+use crate::{CouldNotApply, CouldNotCheck, Reported};
 
 /// Who the autopilot's commits are by.
 const AUTHOR: (&str, &str) = ("cohort autopilot", "autopilot@cohort.invalid");
@@ -46,6 +46,8 @@ struct Outcome {
     judged: Vec<Judged>,
     /// The tracks whose version has rolled out.
     rolled_out: Vec<String>,
+    /// Why the action due could not be taken, if it could not.
+    error: Option<String>,
 }
 
 impl Outcome {
@@ -56,11 +58,18 @@ impl Outcome {
             "commit": self.commit,
             "judgements": self.judged.iter().map(|(t, v, e)| json!({"track": t, "verdict": v, "evidence": e})).collect::<Vec<_>>(),
             "rolled_out": self.rolled_out,
+            "error": self.error,
         })
     }
 
     fn lines(&self, dry_run: bool) -> Vec<String> {
         let s = &self.service;
+        if let Some(e) = &self.error {
+            return vec![
+                format!("{s}: could not {}", describe(&self.decision)),
+                format!("  {}", Printable(e)),
+            ];
+        }
         match &self.decision {
             Decision::Wait { reasons, .. } if reasons.is_empty() => vec![format!("{s}: nothing under way")],
             Decision::Wait { reasons, .. } => {
@@ -92,12 +101,23 @@ impl Outcome {
 /// The routers' counts added up pass after pass by a long-running autopilot. The sequential
 /// judgement keeps its confidence for a sample that grows, look after look; a sliding window
 /// read again and again would not be one.
+///
+/// A track and its baseline are summed as a pair from the same pass on, so both sides of a
+/// judgement cover the same span; a pair ends when either side's version changes.
 #[derive(Default)]
 struct Accumulated {
     /// Per source (a URL or a pod): the router's last second read.
     until: BTreeMap<String, u64>,
-    /// Per service: the sum so far.
-    sums: BTreeMap<String, WindowStats>,
+    /// Per (service, track, version, baseline version): the pair's sum so far.
+    pairs: BTreeMap<(String, String, String, String), Pair>,
+}
+
+/// A track's and its baseline's counts summed since the pair began.
+struct Pair {
+    stats: WindowStats,
+    /// Seconds the sum spans: the first read's, plus the time since.
+    first_seconds: u64,
+    began: std::time::Instant,
 }
 
 /// What a running autopilot counts (its admin port's `/metrics`, prefixed `cohort_autopilot_`).
@@ -197,9 +217,13 @@ impl Metrics {
 pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     let runtime = crate::runtime()?;
     if args.once {
-        let (outcomes, notifier) = runtime.block_on(pass(cli, args, None))?;
+        let (outcomes, notifier) = runtime.block_on(pass(cli, args, None, None))?;
         runtime.block_on(tell(notifier, &events(&outcomes, None)));
-        return say(args, &outcomes, None);
+        say(args, &outcomes, None)?;
+        return match outcomes.iter().any(|o| o.error.is_some()) {
+            true => Err(Reported.into()),
+            false => Ok(()),
+        };
     }
     runtime.block_on(keep_at_it(cli, args))
 }
@@ -290,7 +314,7 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
                 }
             }
         }
-        match pass(cli, args, Some(&mut accumulated)).await {
+        match pass(cli, args, Some(&mut accumulated), lease.as_ref()).await {
             Ok((outcomes, notifier)) => {
                 metrics.passes.get_or_create(&PassLabels { result: "ok" }).inc();
                 metrics.last_pass_success.set(jiff::Timestamp::now().as_second());
@@ -449,19 +473,31 @@ fn gist(lines: &[String]) -> Vec<String> {
 async fn pass(
     cli: &Cli,
     args: &AutopilotArgs,
-    accumulated: Option<&mut Accumulated>,
+    mut accumulated: Option<&mut Accumulated>,
+    lease: Option<&Leader>,
 ) -> Result<(Vec<Outcome>, Option<cohort_notify::send::Notifier>)> {
     let dir = repo_dir(cli);
     let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
     let root = repo_root(&dir);
     let prefix = prefix_in(&git, &root);
-    // Held from reading to committing: no other cohort process changes the state in between.
+    // What the routers counted is read before the repo is locked: a person's `cohort rollback`
+    // must not find it busy while the autopilot waits on the network.
+    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    let read = gather(
+        &valid_or_report(repo, diags)?,
+        args,
+        accumulated.as_deref_mut().map(|a| &mut a.until),
+    )
+    .await?;
+    for (source, why) in &read.unread {
+        eout!("cohort autopilot: {source} not read this pass: {why}");
+    }
+    // Held from here to committing: no other cohort process changes the state in between.
     let lock = git.lock()?;
     // Never act on an invalid revision: its errors are said and the pass stops.
     let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
     let repo = valid_or_report(repo, diags)?;
     let history = entries(&git.log()?);
-    let (stats, rolled_out) = gather(&repo, args, accumulated).await?;
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
     let now = jiff::Timestamp::now();
@@ -470,35 +506,35 @@ async fn pass(
         true => None,
         false => crate::status_cmd::channels(&repo.pipeline.notifications)?,
     };
+    let pairs = pairs(&repo, &read.stats, accumulated);
 
     let mut outcomes = vec![];
     for svc in &repo.services {
         let name = svc.spec.name.to_string();
-        let window = stats.get(&name);
-        let (tracks, judged) = facts(&repo, svc, &history, window, rolled_out.as_ref(), &judge_settings);
+        let (tracks, judged) = facts(
+            &repo,
+            svc,
+            &history,
+            read.stats.get(&name),
+            &pairs,
+            read.rolled_out.as_ref(),
+            &judge_settings,
+        );
         let decision = decide(&Inputs {
             pipeline: &repo.pipeline,
             state: &svc.state,
             tracks: &tracks,
             now,
         });
-        let commit = match (&decision, args.dry_run) {
-            (Decision::Wait { .. }, _) | (_, true) => None,
-            (action, false) => {
-                let planned = plan_action(&repo, svc, &history, action, now.as_second())?;
-                crate::change::still_valid(&repo, svc, &planned)?;
-                let path = prefix.join(state_path(&svc.spec.name));
-                git.check_clean(&[path.as_path()])?;
-                let text = write_state(&svc.spec.name, &planned.state);
-                Some(
-                    git.commit_files(
-                        &lock,
-                        &[(path, text.into_bytes())],
-                        &commit_message(&planned.change),
-                    )
-                    .with_context(|| format!("could not record `{}`", planned.change.subject()))?,
-                )
-            }
+        // One service's trouble (a rollback with nowhere to go, a hand edit in its state file)
+        // is said with it; the others are still decided and acted on.
+        let acted = match (&decision, args.dry_run) {
+            (Decision::Wait { .. }, _) | (_, true) => Ok(None),
+            (action, false) => act(&repo, svc, &history, action, now, &git, &lock, &prefix, lease).await,
+        };
+        let (commit, error) = match acted {
+            Ok(commit) => (commit, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
         };
         outcomes.push(Outcome {
             service: name,
@@ -510,9 +546,124 @@ async fn pass(
                 .filter(|(_, f)| f.rolled_out)
                 .map(|(t, _)| t.to_string())
                 .collect(),
+            error,
         });
     }
     Ok((outcomes, notifier))
+}
+
+/// Records `action` for `svc` as its commit, unless another replica holds the lease now.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    repo: &Repo,
+    svc: &Service,
+    history: &[Entry],
+    action: &Decision,
+    now: jiff::Timestamp,
+    git: &ReleaseRepo,
+    lock: &cohort_release::git::RepoLock,
+    prefix: &std::path::Path,
+    lease: Option<&Leader>,
+) -> Result<Option<String>> {
+    let planned = plan_action(repo, svc, history, action, now.as_second())?;
+    crate::change::still_valid(repo, svc, &planned)?;
+    // The lease is checked again right before writing: a pass may have outlasted it.
+    if let Some(lease) = lease
+        && let Err(held) = lease.hold().await?
+    {
+        anyhow::bail!(
+            "{} holds lease {} now; it decides instead",
+            held.holder,
+            lease.name
+        );
+    }
+    let path = prefix.join(state_path(&svc.spec.name));
+    git.check_clean(&[path.as_path()])?;
+    let text = write_state(&svc.spec.name, &planned.state);
+    let id = git
+        .commit_files(
+            lock,
+            &[(path, text.into_bytes())],
+            &commit_message(&planned.change),
+        )
+        .with_context(|| format!("could not record `{}`", planned.change.subject()))?;
+    Ok(Some(id))
+}
+
+/// Per service and judged track, the counts of the track's version and its baseline's over
+/// the same span: this read's, or (a running autopilot) the pair's sum since it began.
+type Pairs = BTreeMap<(String, String), (WindowStats, u64)>;
+
+fn pairs(repo: &Repo, read: &BTreeMap<String, WindowStats>, accumulated: Option<&mut Accumulated>) -> Pairs {
+    let mut out = Pairs::new();
+    let mut live = std::collections::BTreeSet::new();
+    let mut accumulated = accumulated;
+    for svc in &repo.services {
+        let name = svc.spec.name.to_string();
+        let Some(w) = read.get(&name) else { continue };
+        let Some((base, base_version)) = repo
+            .pipeline
+            .stages
+            .last()
+            .and_then(|b| Some((b, svc.state.version(b)?)))
+        else {
+            continue;
+        };
+        for track in &repo.pipeline.stages {
+            let Some(version) = svc.state.version(track) else {
+                continue;
+            };
+            if track == base || version == base_version {
+                continue;
+            }
+            let mut current = w.clone();
+            current.series.retain(|s| {
+                (s.track == track.as_str() && s.version == version.as_str())
+                    || (s.track == base.as_str() && s.version == base_version.as_str())
+            });
+            let active = active_seconds(&current, track.as_str());
+            let summed = match accumulated.as_deref_mut() {
+                None => (current, active),
+                Some(a) => {
+                    let key = (
+                        name.clone(),
+                        track.to_string(),
+                        version.to_string(),
+                        base_version.to_string(),
+                    );
+                    live.insert(key.clone());
+                    let pair = a.pairs.entry(key).or_insert_with(|| Pair {
+                        stats: WindowStats {
+                            series: vec![],
+                            ..current.clone()
+                        },
+                        first_seconds: active,
+                        began: std::time::Instant::now(),
+                    });
+                    // Same service and buckets: a merge cannot fail here.
+                    let _ = pair.stats.merge(current);
+                    let span = pair.first_seconds + pair.began.elapsed().as_secs();
+                    (pair.stats.clone(), span)
+                }
+            };
+            out.insert((name.clone(), track.to_string()), summed);
+        }
+    }
+    if let Some(a) = accumulated {
+        a.pairs.retain(|k, _| live.contains(k));
+    }
+    out
+}
+
+/// The seconds a track's counts took in a window (at least 1, at most the window).
+fn active_seconds(w: &WindowStats, track: &str) -> u64 {
+    w.series
+        .iter()
+        .filter(|s| s.track == track)
+        .map(|s| s.seconds)
+        .max()
+        .unwrap_or(w.window_seconds)
+        .clamp(1, w.window_seconds.max(1))
 }
 
 /// What to tell people of a pass: each action taken, and (for a running autopilot, which
@@ -619,6 +770,7 @@ fn facts(
     svc: &Service,
     history: &[Entry],
     window: Option<&WindowStats>,
+    pairs: &Pairs,
     rolled_out: Option<&std::collections::BTreeSet<String>>,
     settings: &cohort_judge::Settings,
 ) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
@@ -646,8 +798,9 @@ fn facts(
         // pods are ready) and, when the cluster is read, its Deployment has finished rolling out.
         let deployed = rolled_out
             .is_none_or(|done| done.contains(&cohort_render::deployment_name(name, track, version)));
+        let pair = pairs.get(&(name.to_string(), track.to_string()));
         let serving = |t: &str, v: &str| {
-            window.is_some_and(|w| {
+            window.into_iter().chain(pair.map(|(w, _)| w)).any(|w| {
                 w.series
                     .iter()
                     .any(|s| s.track == t && s.version == v && s.counts.requests > 0)
@@ -665,26 +818,9 @@ fn facts(
                 .filter_map(|v| cohort_core::Version::new(&v).ok())
                 .collect(),
         };
-        if let (Some((base, base_version)), Some(w)) = (baseline, window)
-            && base != track
-            && base_version != version
-        {
-            // Only the versions the tracks run now count.
-            let mut current = w.clone();
-            current.series.retain(|s| {
-                (s.track == track.as_str() && s.version == version.as_str())
-                    || (s.track == base.as_str() && s.version == base_version.as_str())
-            });
-            let (t, b, cohorts) = cohort_judge::select(&current, track.as_str(), base.as_str());
-            let active = current
-                .series
-                .iter()
-                .filter(|s| s.track == track.as_str())
-                .map(|s| s.seconds)
-                .max()
-                .unwrap_or(current.window_seconds)
-                .clamp(1, current.window_seconds.max(1));
-            let j = cohort_judge::judge(&t, &b, cohorts, active, &current.latency_bounds_ms, settings);
+        if let (Some((base, base_version)), Some((current, active))) = (baseline, pair) {
+            let (t, b, cohorts) = cohort_judge::select(current, track.as_str(), base.as_str());
+            let j = cohort_judge::judge(&t, &b, cohorts, *active, &current.latency_bounds_ms, settings);
             let over = match j.cohorts.is_empty() {
                 true => "all traffic".to_string(),
                 false => format!("cohorts {}", j.cohorts.join(", ")),
@@ -702,31 +838,37 @@ fn facts(
     (tracks, judged)
 }
 
-/// Every router's window, summed per service: from the admin URLs given (each says which
-/// service it routes), else from each service's ready router pods through the cluster.
-/// Every router's window summed per service, and (when the cluster is read) which of
-/// cohort's Deployments have finished rolling out.
-type Gathered = (
-    BTreeMap<String, WindowStats>,
-    Option<std::collections::BTreeSet<String>>,
-);
+/// What one pass read of the routers and the cluster.
+struct Read {
+    /// Per service, every router's counts summed: their windows, or (a running autopilot)
+    /// what each counted since it was last read.
+    stats: BTreeMap<String, WindowStats>,
+    /// When the cluster is read: which of cohort's Deployments have finished rolling out.
+    rolled_out: Option<std::collections::BTreeSet<String>>,
+    /// Routers that could not be read this pass, and why (their services are judged on the
+    /// others; a service none of whose routers answered is not judged).
+    unread: Vec<(String, String)>,
+}
 
+/// Reads every router: the admin URLs given (each says which service it routes), else each
+/// service's ready router pods through the cluster. With `until` (a running autopilot) each
+/// router is asked for what it counted after the second it was last read up to.
 async fn gather(
     repo: &Repo,
     args: &AutopilotArgs,
-    mut accumulated: Option<&mut Accumulated>,
-) -> Result<Gathered> {
+    mut until: Option<&mut BTreeMap<String, u64>>,
+) -> Result<Read> {
     let window = effective(&args.judge, Some(repo))
         .window
         .as_secs_ceil()
         .clamp(1, 600);
-    // A source read before gives what came after; a new one its whole window.
-    let until = accumulated.as_ref().map(|a| a.until.clone()).unwrap_or_default();
-    let query = |source: &str| match until.get(source) {
+    let seen = until.as_deref().cloned().unwrap_or_default();
+    let query = |source: &str| match seen.get(source) {
         Some(second) => format!("stats?after={second}"),
         None => format!("stats?window={window}s"),
     };
-    let mut texts: Vec<(String, String)> = vec![];
+    // (source, the service it should route if known, its answer)
+    let mut answers: Vec<(String, Option<String>, Result<String>)> = vec![];
     let mut rolled_out = None;
     if args.judge.metrics_urls.is_empty() {
         let target = cohort_kube::Target {
@@ -751,60 +893,67 @@ async fn gather(
                 .map_err(CouldNotCheck)?
             {
                 let source = format!("pod {pod}");
-                let text = cluster
-                    .pod_get(&pod, repo.pipeline.router.admin_port, &query(&source))
-                    .await
-                    .map_err(CouldNotCheck)?;
-                texts.push((source, text));
+                let path = query(&source);
+                let get = cluster.pod_get(&pod, repo.pipeline.router.admin_port, &path);
+                let answer = match tokio::time::timeout(std::time::Duration::from_secs(10), get).await {
+                    Ok(a) => a.map_err(anyhow::Error::from),
+                    Err(_) => Err(anyhow::anyhow!("no answer in 10 s")),
+                };
+                answers.push((source, Some(svc.spec.name.to_string()), answer));
             }
         }
     } else {
         for url in &args.judge.metrics_urls {
             let full = format!("{}/{}", admin_base(url), query(url));
-            let text = fetch(&full).await.map_err(|e| CouldNotApply(format!("{e:#}")))?;
-            texts.push((url.clone(), text));
+            answers.push((url.clone(), None, fetch(&full).await));
         }
     }
-    let mut all: BTreeMap<String, WindowStats> = match &accumulated {
-        Some(a) => a.sums.clone(),
-        None => BTreeMap::new(),
-    };
-    for (from, text) in texts {
-        let stats: WindowStats = serde_json::from_str(&text)
-            .map_err(|e| CouldNotApply(format!("{from} did not answer with router stats: {e}")))?;
-        // A router too old to say where its window ends is read whole every time.
-        if let Some(a) = accumulated.as_deref_mut()
-            && stats.until > 0
-        {
-            a.until.insert(from.clone(), stats.until);
-        }
-        match all.get_mut(&stats.service) {
-            Some(sum) => sum
-                .merge(stats)
-                .map_err(|e| CouldNotApply(format!("{from}: {e}")))?,
-            None => {
-                all.insert(stats.service.clone(), stats);
-            }
-        }
-    }
-    // Only the versions the tracks run now are judged: what older ones served is dropped.
-    for (service, sum) in all.iter_mut() {
-        let state = repo
-            .services
-            .iter()
-            .find(|s| s.spec.name.as_str() == service)
-            .map(|s| &s.state);
-        sum.series.retain(|s| {
-            state.is_some_and(|st| {
-                TrackName::new(&s.track)
-                    .ok()
-                    .and_then(|t| st.version(&t))
-                    .is_some_and(|v| v.as_str() == s.version)
-            })
+    let asked = answers.len();
+    let mut stats: BTreeMap<String, WindowStats> = BTreeMap::new();
+    let mut unread = vec![];
+    for (from, expected, answer) in answers {
+        let parsed = answer.and_then(|text| {
+            serde_json::from_str::<WindowStats>(&text)
+                .map_err(|e| anyhow::anyhow!("it did not answer with router stats: {e}"))
         });
+        let read = match parsed {
+            Ok(s) if expected.as_ref().is_some_and(|e| *e != s.service) => Err(anyhow::anyhow!(
+                "it routes {}, not {}",
+                s.service,
+                expected.unwrap_or_default()
+            )),
+            // Added up pass after pass, a whole window read every time would count it again.
+            Ok(s) if until.is_some() && s.until == 0 => Err(anyhow::anyhow!(
+                "it is too old to say where its window ends, which a running autopilot needs; upgrade it"
+            )),
+            other => other,
+        };
+        let merged = read.and_then(|s| {
+            let (service, last) = (s.service.clone(), s.until);
+            match stats.get_mut(&service) {
+                Some(sum) => sum.merge(s).map_err(anyhow::Error::from)?,
+                None => {
+                    stats.insert(service, s);
+                }
+            }
+            Ok(last)
+        });
+        match merged {
+            Ok(last) => {
+                if let Some(until) = until.as_deref_mut() {
+                    until.insert(from, last);
+                }
+            }
+            Err(e) => unread.push((from, format!("{e:#}"))),
+        }
     }
-    if let Some(a) = accumulated {
-        a.sums = all.clone();
+    if asked > 0 && unread.len() == asked {
+        let (from, why) = &unread[0];
+        return Err(CouldNotApply(format!("no router could be read: {from}: {why}")).into());
     }
-    Ok((all, rolled_out))
+    Ok(Read {
+        stats,
+        rolled_out,
+        unread,
+    })
 }

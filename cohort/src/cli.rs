@@ -165,8 +165,8 @@ pub enum Command {
         #[command(flatten)]
         out: ChangeOutput,
     },
-    /// Stop automatic promotions and ramp steps of a service, or of every service (one
-    /// commit); automatic rollbacks go on.
+    /// Stop automatic promotions and ramp steps of a service, or of every service in the repo
+    /// now (a commit each); automatic rollbacks go on.
     Freeze {
         /// The service (default: every service in the repo).
         service: Option<String>,
@@ -176,7 +176,7 @@ pub enum Command {
         #[command(flatten)]
         out: ChangeOutput,
     },
-    /// End a freeze of a service, or of every frozen service (one commit).
+    /// End a freeze of a service, or of every frozen service (a commit each).
     Unfreeze {
         /// The service (default: every frozen service).
         service: Option<String>,
@@ -471,7 +471,9 @@ pub struct JudgeArgs {
 
 #[derive(Debug, Args)]
 pub struct AutopilotArgs {
-    /// One pass, then exit (for scripts and cron).
+    /// One pass, then exit (for scripts and cron). Each pass then judges the routers' window
+    /// afresh; only a running autopilot adds its looks up, which the judgement's confidence
+    /// over repeated looks needs.
     #[arg(long)]
     pub once: bool,
     /// Say what would be done; commit nothing.

@@ -533,3 +533,34 @@ fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
     // The lease is three intervals (3 s): the standby takes over once it runs out.
     assert!(took <= 8.0, "took over after {took:.1} s");
 }
+
+/// One service's action that cannot be taken (here: a failing canary with no earlier version
+/// to go back to) is said with that service and the exit status; it does not stop the pass.
+#[test]
+fn an_action_that_cannot_be_taken_is_said_and_the_exit_status_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let bad = router("1.17.0", 3);
+    traffic(bad.process.traffic, 1_000);
+    let url = format!("http://{}", bad.process.admin);
+    let before = head(&repo);
+    let out = cohort(
+        &repo,
+        &["autopilot", "--once", "--metrics-url", &url, "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let service = &report["services"][0];
+    assert_eq!(service["decision"]["action"], "rollback");
+    let error = service["error"].as_str().expect("an error");
+    assert!(
+        error.contains("the history shows no version of account-service canary before 1.17.0"),
+        "{error}"
+    );
+    assert_eq!(head(&repo), before);
+    let said = text(&cohort(&repo, &["autopilot", "--once", "--metrics-url", &url]));
+    assert!(
+        said.contains("account-service: could not roll canary back from 1.17.0"),
+        "{said}"
+    );
+}

@@ -135,8 +135,8 @@ pub struct Settings {
     pub latency_ratio: f64,
     /// Fewest requests on each side before anything is said.
     pub min_requests: u64,
-    /// Fail only past the always-valid boundary of [`sequential`], so that a track looked at
-    /// again and again (the autopilot, `analyze` in a loop) fails no more often than the
+    /// Fail only past the always-valid boundary of [`sequential`], so that a growing sample
+    /// looked at again and again (a running autopilot's sums) fails no more often than the
     /// confidence says; `false` is the single-look test, valid for one look only.
     pub sequential: bool,
 }

@@ -158,8 +158,30 @@ fn read_stage(
     }
     let rollback = match rollback_n {
         Some(r) => auto(r, "`rollback`", sink),
+        // Automatic promotion into the last stage does not make its rollback automatic:
+        // nothing judges the baseline.
+        None if stages.last() == Some(stage) => Some(false),
         None => promote,
     };
+    // The last stage is the baseline every other track is judged against; nothing judges it.
+    if stages.last() == Some(stage) {
+        for (node, what) in [(rollback_n, "`rollback: auto`"), (ramp_n, "a `ramp`")] {
+            let Some(node) = node else { continue };
+            if what == "`rollback: auto`" && rollback != Some(true) {
+                continue;
+            }
+            sink.error(
+                node.pos,
+                Kind::UnknownTrack,
+                format!(
+                    "`{stage}` is the last stage, the baseline every other track is judged against: \
+                     nothing judges it, so {what} there could never act"
+                ),
+                Some("roll it back by hand (`cohort rollback`); ramp the stages before it".into()),
+            );
+            ok = false;
+        }
+    }
     let step_time = match step_n {
         Some(s) => read::duration(s, "`step_time`", sink),
         None => Some(DEFAULT_STEP_TIME),
@@ -282,7 +304,7 @@ mod tests {
     #[test]
     fn a_policy_reads_with_its_defaults() {
         let (repo, errors) = with(
-            "autopilot:\n  stages:\n    canary:\n      promote: auto\n      ramp: [1%, 2%, 5%]\n      step_time: 15m\n    paid:\n      promote: auto\n      rollback: manual\n    production:\n      rollback: auto\n  windows:\n    - Mon-Fri 09:00-17:00 Europe/Berlin\n",
+            "autopilot:\n  stages:\n    canary:\n      promote: auto\n      ramp: [1%, 2%, 5%]\n      step_time: 15m\n    paid:\n      promote: auto\n      rollback: manual\n    production:\n      promote: auto\n  windows:\n    - Mon-Fri 09:00-17:00 Europe/Berlin\n",
         );
         assert!(errors.is_empty(), "{errors:?}");
         let policy = repo.expect("valid").pipeline.autopilot;
@@ -292,7 +314,7 @@ mod tests {
         assert_eq!(canary.ramp, [pct(1), pct(2), pct(5)]);
         assert_eq!(canary.step_time, Duration::from_secs(900));
         assert!(stage("paid").promote && !stage("paid").rollback);
-        assert!(!stage("production").promote && stage("production").rollback);
+        assert!(stage("production").promote && !stage("production").rollback);
         assert_eq!(policy.windows.len(), 1);
         assert_eq!(policy.windows[0].zone, "Europe/Berlin");
     }
@@ -317,6 +339,18 @@ mod tests {
         for e in expect {
             assert!(errors.iter().any(|x| x.starts_with(e)), "{e} in {errors:#?}");
         }
+    }
+
+    #[test]
+    fn the_last_stage_can_be_promoted_into_but_not_ramped_or_rolled_back_by_itself() {
+        let (_, errors) =
+            with("autopilot:\n  stages:\n    production:\n      rollback: auto\n      ramp: [50%, 100%]\n");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("cohort.yaml:4:17: `production` is the last stage"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("a `ramp` there could never act"), "{errors:?}");
     }
 
     #[test]
