@@ -291,6 +291,14 @@ async fn apply_one(
                 ),
             )
         }
+        Progress::NotNudged { why } => {
+            reload["not_nudged"] = json!(why);
+            lines.say(
+                service,
+                2,
+                &format!("warning: {why}; the kubelet brings the config within its sync period"),
+            );
+        }
         Progress::ReloadUnconfirmed { pods } => {
             reload["unconfirmed"] = json!(
                 pods.iter()

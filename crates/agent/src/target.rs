@@ -97,6 +97,7 @@ fn log_progress(service: &str, p: Progress) {
                 "routers run the new config"
             )
         }
+        Progress::NotNudged { why } => tracing::warn!(service, why = %why, "routers not nudged"),
         Progress::ReloadUnconfirmed { pods } => {
             for (pod, why) in pods {
                 tracing::warn!(service, pod = %pod, why = %why, "cannot confirm the router runs the new config")

@@ -92,6 +92,12 @@ pub enum Progress {
         /// How long it took from the router step's end.
         after: Duration,
     },
+    /// The router pods could not be annotated, so the kubelet brings them the new config on
+    /// its own sync period (up to a minute or so) rather than at once.
+    NotNudged {
+        /// Why.
+        why: String,
+    },
     /// These router pods could not be asked which config they run (pod, why); the kubelet
     /// brings it to them within its sync period.
     ReloadUnconfirmed {
@@ -590,8 +596,9 @@ impl Cluster {
                 return Ok(());
             }
         }
-        // Both waits at most, and a minute for the rest: a holder that died frees it by then.
-        let hold = options.timeout.saturating_mul(2) + Duration::from_secs(60);
+        // Every wait at most (tracks, router, the routers' reload), and a minute for the rest:
+        // a holder that died frees it by then.
+        let hold = options.timeout.saturating_mul(3) + Duration::from_secs(60);
         let lease = self.take_apply_lease(service, &options.holder, hold).await?;
         let result = self
             .apply_service_steps(service, objects, options, progress)

@@ -191,6 +191,9 @@ impl Cluster {
         let nudge = serde_json::json!({
             "metadata": {"annotations": {ROUTER_CONFIG_ANNOTATION: digest}}
         });
+        // Without the nudge the kubelet still brings the config within its sync period: a
+        // refused or failed annotation is said, not fatal.
+        let mut not_nudged: Option<String> = None;
         for pod in routers.keys() {
             match self
                 .api::<Pod>()
@@ -200,10 +203,19 @@ impl Cluster {
                 Ok(_) => {}
                 // Gone meanwhile: its replacement starts with the new config.
                 Err(kube::Error::Api(s)) if s.code == 404 => reload.observe(pod, Answer::Runs(digest.into())),
-                // Without the nudge the kubelet still brings the config within its sync period.
-                Err(kube::Error::Api(s)) if s.code == 403 => {}
-                Err(e) => return Err(KubeError::from_kube(format!("annotate pod {pod}"), e).into()),
+                Err(e) => {
+                    not_nudged.get_or_insert_with(|| {
+                        format!(
+                            "could not annotate pod {pod} to make the kubelet refresh its config at once \
+                             (RBAC: patch pods): {}",
+                            KubeError::from_kube(format!("annotate pod {pod}"), e)
+                        )
+                    });
+                }
             }
+        }
+        if let Some(why) = not_nudged {
+            progress(Progress::NotNudged { why });
         }
         while !reload.settled() && started.elapsed() < options.timeout {
             for pod in reload.pending() {
