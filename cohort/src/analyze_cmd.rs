@@ -163,16 +163,7 @@ async fn gather(
         let repo = repo.ok_or_else(|| {
             UsageError("no release repo here: give the routers' admin URLs with --metrics-url".into())
         })?;
-        let target = cohort_kube::Target {
-            kubeconfig: args.cluster.kubeconfig.clone(),
-            context: args.cluster.context.clone(),
-            namespace: Some(
-                args.cluster
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| repo.pipeline.namespace.clone()),
-            ),
-        };
+        let target = args.cluster.target(Some(&repo.pipeline.namespace));
         let cluster = cohort_kube::Cluster::connect(&target)
             .await
             .map_err(CouldNotCheck)?;

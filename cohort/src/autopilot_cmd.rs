@@ -83,15 +83,9 @@ impl Outcome {
                     (None, true) => " (dry run: nothing committed)".to_string(),
                     (None, false) => String::new(),
                 };
-                let evidence = match action {
-                    Decision::Rollback { evidence, .. }
-                    | Decision::Ramp { evidence, .. }
-                    | Decision::Promote { evidence, .. } => evidence.clone(),
-                    Decision::Wait { .. } => String::new(),
-                };
                 vec![
                     format!("{s}: {}{done}", describe(action)),
-                    format!("  {}", Printable(&evidence)),
+                    format!("  {}", Printable(action.evidence().unwrap_or_default())),
                 ]
             }
         }
@@ -182,17 +176,10 @@ impl Metrics {
     fn observe(&self, outcomes: &[Outcome]) {
         self.verdicts.clear();
         for o in outcomes {
-            let action = match &o.decision {
-                Decision::Rollback { .. } => "rollback",
-                Decision::Ramp { .. } => "ramp",
-                Decision::Promote { .. } => "promote",
-                Decision::Wait { held: Some(_), .. } => "held",
-                Decision::Wait { .. } => "wait",
-            };
             self.decisions
                 .get_or_create(&DecisionLabels {
                     service: o.service.clone(),
-                    action,
+                    action: o.decision.kind(),
                 })
                 .inc();
             for (track, verdict, _) in &o.judged {
@@ -374,12 +361,7 @@ struct Leader {
 
 impl Leader {
     async fn new(args: &AutopilotArgs, name: &str) -> Result<Leader> {
-        let target = cohort_kube::Target {
-            kubeconfig: args.judge.cluster.kubeconfig.clone(),
-            context: args.judge.cluster.context.clone(),
-            namespace: args.judge.cluster.namespace.clone(),
-        };
-        let cluster = cohort_kube::Cluster::connect(&target)
+        let cluster = cohort_kube::Cluster::connect(&args.judge.cluster.target(None))
             .await
             .map_err(CouldNotCheck)?;
         Ok(Leader {
@@ -482,21 +464,21 @@ async fn pass(
     let prefix = prefix_in(&git, &root);
     // What the routers counted is read before the repo is locked: a person's `cohort rollback`
     // must not find it busy while the autopilot waits on the network.
+    // Never act on an invalid revision: its errors are said and the pass stops.
+    let read_at = git.head_commit()?;
     let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
-    let read = gather(
-        &valid_or_report(repo, diags)?,
-        args,
-        accumulated.as_deref_mut().map(|a| &mut a.until),
-    )
-    .await?;
+    let mut repo = valid_or_report(repo, diags)?;
+    let read = gather(&repo, args, accumulated.as_deref_mut().map(|a| &mut a.until)).await?;
     for (source, why) in &read.unread {
         eout!("cohort autopilot: {source} not read this pass: {why}");
     }
-    // Held from here to committing: no other cohort process changes the state in between.
+    // Held from here to committing: no other cohort process changes the state in between. A
+    // commit made while the routers were read is read and validated again.
     let lock = git.lock()?;
-    // Never act on an invalid revision: its errors are said and the pass stops.
-    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
-    let repo = valid_or_report(repo, diags)?;
+    if git.head_commit()? != read_at {
+        let (again, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+        repo = valid_or_report(again, diags)?;
+    }
     let history = entries(&git.log()?);
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
@@ -594,10 +576,13 @@ async fn act(
 /// the same span: this read's, or (a running autopilot) the pair's sum since it began.
 type Pairs = BTreeMap<(String, String), (WindowStats, u64)>;
 
-fn pairs(repo: &Repo, read: &BTreeMap<String, WindowStats>, accumulated: Option<&mut Accumulated>) -> Pairs {
+fn pairs(
+    repo: &Repo,
+    read: &BTreeMap<String, WindowStats>,
+    mut accumulated: Option<&mut Accumulated>,
+) -> Pairs {
     let mut out = Pairs::new();
     let mut live = std::collections::BTreeSet::new();
-    let mut accumulated = accumulated;
     for svc in &repo.services {
         let name = svc.spec.name.to_string();
         let Some(w) = read.get(&name) else { continue };
@@ -697,20 +682,14 @@ fn events(
                 }
                 continue;
             }
-            (action, Some(commit)) => {
-                let evidence = match action {
-                    Decision::Rollback { evidence, .. }
-                    | Decision::Ramp { evidence, .. }
-                    | Decision::Promote { evidence, .. } => evidence.clone(),
-                    Decision::Wait { .. } => String::new(),
-                };
-                let kind = match action {
-                    Decision::Rollback { .. } => "rollback",
-                    Decision::Ramp { .. } => "ramp",
-                    _ => "promote",
-                };
-                (kind, describe(action), vec![evidence, format!("commit {commit}")])
-            }
+            (action, Some(commit)) => (
+                action.kind(),
+                describe(action),
+                vec![
+                    action.evidence().unwrap_or_default().to_string(),
+                    format!("commit {commit}"),
+                ],
+            ),
             (_, None) => continue,
         };
         out.push(cohort_notify::Event::Decided {
@@ -871,17 +850,7 @@ async fn gather(
     let mut answers: Vec<(String, Option<String>, Result<String>)> = vec![];
     let mut rolled_out = None;
     if args.judge.metrics_urls.is_empty() {
-        let target = cohort_kube::Target {
-            kubeconfig: args.judge.cluster.kubeconfig.clone(),
-            context: args.judge.cluster.context.clone(),
-            namespace: Some(
-                args.judge
-                    .cluster
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| repo.pipeline.namespace.clone()),
-            ),
-        };
+        let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
         let cluster = cohort_kube::Cluster::connect(&target)
             .await
             .map_err(CouldNotCheck)?;

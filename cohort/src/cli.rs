@@ -514,6 +514,18 @@ pub struct ClusterArgs {
     pub namespace: Option<String>,
 }
 
+impl ClusterArgs {
+    /// Where the cluster is: these flags, the namespace defaulting to `namespace` (the release
+    /// repo's) when given, else to the kubeconfig context's (or the pod's, in a cluster).
+    pub fn target(&self, namespace: Option<&str>) -> cohort_kube::Target {
+        cohort_kube::Target {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone().or_else(|| namespace.map(str::to_string)),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Only these services (default: every service in the release repo).

@@ -78,15 +78,9 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
         false => None,
     };
     let expected = repo.as_ref().map(expectations).transpose()?;
-    let target = cohort_kube::Target {
-        kubeconfig: args.cluster.kubeconfig.clone(),
-        context: args.cluster.context.clone(),
-        namespace: args
-            .cluster
-            .namespace
-            .clone()
-            .or_else(|| repo.as_ref().map(|r| r.pipeline.namespace.clone())),
-    };
+    let target = args
+        .cluster
+        .target(repo.as_ref().map(|r| r.pipeline.namespace.as_str()));
     let runtime = crate::runtime()?;
     let mut settings = Settings::defaults(jiff::Timestamp::now());
     settings.min_ready_endpoints = args.min_ready_endpoints;

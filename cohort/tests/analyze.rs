@@ -9,14 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use router_common::{RouterProcess, backend, start_router};
-
-/// A router config for account-service: FREE goes 20% to canary, 80% to production.
-fn config(canary: SocketAddr, production: SocketAddr) -> String {
-    format!(
-        "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: 1.17.0\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
-    )
-}
+use router_common::{RouterProcess, backend, canary_config, free_requests, start_router};
 
 struct Router {
     _process: RouterProcess,
@@ -30,7 +23,11 @@ fn router(canary_fails_every: usize) -> Router {
     let path = dir.path().join("router.yaml");
     std::fs::write(
         &path,
-        config(backend("canary", canary_fails_every), backend("production", 0)),
+        canary_config(
+            "1.17.0",
+            backend("canary", canary_fails_every),
+            backend("production", 0),
+        ),
     )
     .expect("write");
     let process = start_router(&["--config".as_ref(), path.as_os_str()]);
@@ -39,21 +36,6 @@ fn router(canary_fails_every: usize) -> Router {
         admin: process.admin,
         _process: process,
         _dir: dir,
-    }
-}
-
-/// Sends `n` requests of cohort FREE.
-fn traffic(addr: SocketAddr, n: usize) {
-    for _ in 0..n {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(
-            s,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: FREE\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
     }
 }
 
@@ -83,7 +65,7 @@ fn text(o: &Output) -> String {
 fn a_failing_canary_is_caught_and_low_traffic_is_inconclusive() {
     let outside = tempfile::tempdir().expect("tempdir");
     let bad = router(3);
-    traffic(bad.traffic, 1_000);
+    free_requests(bad.traffic, 1_000);
     let url = format!("http://{}/metrics", bad.admin);
     let args = [
         "analyze",
@@ -111,7 +93,7 @@ fn a_failing_canary_is_caught_and_low_traffic_is_inconclusive() {
     assert!((canary / 3 - 3..=canary / 3 + 3).contains(&errors), "{errors}");
 
     let good = router(0);
-    traffic(good.traffic, 300);
+    free_requests(good.traffic, 300);
     let url = format!("http://{}", good.admin);
     // A healthy track fails by chance at most 1 − confidence of the time: rare, here.
     let args = [
@@ -164,7 +146,7 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
 
     // A canary that fails a third of its requests does not get in.
     let bad = router(3);
-    traffic(bad.traffic, 1_000);
+    free_requests(bad.traffic, 1_000);
     let url = format!("http://{}", bad.admin);
     let promote = ["promote", "account-service", "--to", "paid"];
     let refused = cohort(&repo, &[&promote[..], &["--metrics-url", &url]].concat());
@@ -176,7 +158,7 @@ fn promote_through_a_judgement_gate_records_the_evidence_or_stays_closed() {
     // A healthy one does (with the settings of cohort.yaml's `judgement:`; the built-in
     // 0.5% would need more traffic), and the commit carries the evidence.
     let good = router(0);
-    traffic(good.traffic, 3_000);
+    free_requests(good.traffic, 3_000);
     let url = format!("http://{}", good.admin);
     let analyze = [
         "analyze",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use router_common::{RouterProcess, backend, start_router};
+use router_common::{RouterProcess, backend, canary_config, free_requests, start_router};
 
 /// What the autopilot may do: roll canary back, promote into paid; paid's gate opens at once.
 const POLICY: &str = "autopilot:\n  stages:\n    canary:\n      rollback: auto\n    paid:\n      promote: auto\njudgement:\n  min_error_increase: 2%\n";
@@ -100,33 +100,16 @@ struct Router {
 /// A router for account-service: FREE 20% to canary (`version`, failing every
 /// `canary_fails_every`-th request, 0 never), 80% to production 1.15.0.
 fn router(version: &str, canary_fails_every: usize) -> Router {
-    let (canary, production) = (backend("canary", canary_fails_every), backend("production", 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("router.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: {version}\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
-        ),
-    )
-    .expect("write");
+    let config = canary_config(
+        version,
+        backend("canary", canary_fails_every),
+        backend("production", 0),
+    );
+    std::fs::write(&path, config).expect("write");
     let process = start_router(&["--config".as_ref(), path.as_os_str()]);
     Router { process, _dir: dir }
-}
-
-/// Sends `n` requests of cohort FREE.
-fn traffic(addr: SocketAddr, n: usize) {
-    for _ in 0..n {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(
-            s,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: FREE\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-    }
 }
 
 /// A real SMTP server (aiosmtpd, run by the notify crate's `smtp_sink.py`) that saves each
@@ -216,7 +199,7 @@ fn a_failing_canary_is_rolled_back_by_itself_with_its_evidence_even_when_frozen(
     .expect("write");
     git(&repo, &["commit", "-qam", "tell oncall"]);
     let bad = router("1.19.0", 3);
-    traffic(bad.process.traffic, 1_000);
+    free_requests(bad.process.traffic, 1_000);
     let url = format!("http://{}", bad.process.admin);
     let autopilot = ["autopilot", "--once", "--metrics-url", &url];
 
@@ -293,7 +276,7 @@ fn a_healthy_canary_is_promoted_into_paid_by_itself_and_an_invalid_repo_is_not_a
     let autopilot = ["autopilot", "--once", "--metrics-url", &url];
 
     // Too little traffic: it waits and says why.
-    traffic(good.process.traffic, 100);
+    free_requests(good.process.traffic, 100);
     let waited = cohort(&repo, &autopilot);
     let said = text(&waited);
     assert_eq!(waited.status.code(), Some(0), "{said}");
@@ -303,7 +286,7 @@ fn a_healthy_canary_is_promoted_into_paid_by_itself_and_an_invalid_repo_is_not_a
         "{said}"
     );
 
-    traffic(good.process.traffic, 5_000);
+    free_requests(good.process.traffic, 5_000);
     let acted = cohort(&repo, &autopilot);
     let said = text(&acted);
     assert_eq!(acted.status.code(), Some(0), "{said}");
@@ -345,7 +328,7 @@ fn a_running_autopilot_adds_up_its_passes_and_acts_when_the_sum_is_enough() {
     let before = head(&repo);
     let mut promoted = false;
     for _ in 0..30 {
-        traffic(good.process.traffic, 400);
+        free_requests(good.process.traffic, 400);
         if head(&repo) != before {
             promoted = true;
             break;
@@ -541,7 +524,7 @@ fn an_action_that_cannot_be_taken_is_said_and_the_exit_status_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = release_repo(dir.path(), "1.17.0");
     let bad = router("1.17.0", 3);
-    traffic(bad.process.traffic, 1_000);
+    free_requests(bad.process.traffic, 1_000);
     let url = format!("http://{}", bad.process.admin);
     let before = head(&repo);
     let out = cohort(

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,5 +121,28 @@ pub fn start_router_within(nofile: Option<u64>, args: &[&std::ffi::OsStr]) -> Ro
             started: line,
             said_before,
         };
+    }
+}
+
+/// A router config for account-service: FREE goes 20% to canary (`version`, at `canary`), 80%
+/// to production 1.15.0 (at `production`); everybody else to production.
+pub fn canary_config(version: &str, canary: SocketAddr, production: SocketAddr) -> String {
+    format!(
+        "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: canary\n    version: {version}\n    backends: [\"{canary}\"]\n  - name: production\n    version: 1.15.0\n    backends: [\"{production}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: canary\n        weight: 20%\n      - track: production\n        weight: 80%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\n"
+    )
+}
+
+/// Sends `n` requests of cohort FREE to `addr`, a connection each.
+pub fn free_requests(addr: SocketAddr, n: usize) {
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: FREE\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
     }
 }

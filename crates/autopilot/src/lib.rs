@@ -192,6 +192,30 @@ pub fn decide(input: &Inputs<'_>) -> Decision {
     }
 }
 
+impl Decision {
+    /// What kind of decision: `rollback`, `ramp`, `promote`, `held` (a due action held back)
+    /// or `wait` (the label of metrics and notifications).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Rollback { .. } => "rollback",
+            Decision::Ramp { .. } => "ramp",
+            Decision::Promote { .. } => "promote",
+            Decision::Wait { held: Some(_), .. } => "held",
+            Decision::Wait { .. } => "wait",
+        }
+    }
+
+    /// The judgement an action rests on (none for a wait).
+    pub fn evidence(&self) -> Option<&str> {
+        match self {
+            Decision::Rollback { evidence, .. }
+            | Decision::Ramp { evidence, .. }
+            | Decision::Promote { evidence, .. } => Some(evidence),
+            Decision::Wait { .. } => None,
+        }
+    }
+}
+
 /// One line for an action.
 pub fn describe(d: &Decision) -> String {
     match d {

@@ -35,17 +35,7 @@ pub fn read_state(
     if let Some(t) = m.opt("tracks") {
         let mut tm = MapReader::new(t, "`tracks`", sink);
         for (k, v) in tm.rest() {
-            let name = read::text(k, "a track name", sink).unwrap_or_default();
-            let Some(track) = TrackName::new(name).ok().filter(|t| pipeline.stages.contains(t)) else {
-                sink.error(
-                    k.pos,
-                    Kind::UnknownTrack,
-                    format!("the release state names track `{name}`, which is not a stage"),
-                    Some(
-                        "add it to `stages` in cohort.yaml, or roll the service back before removing a stage"
-                            .into(),
-                    ),
-                );
+            let Some(track) = stage(k, pipeline, "names", sink) else {
                 ok = false;
                 continue;
             };
@@ -87,14 +77,7 @@ pub fn read_state(
     if let Some(r) = m.opt("ramp") {
         let mut rm = MapReader::new(r, "`ramp`", sink);
         for (k, v) in rm.rest() {
-            let name = read::text(k, "a track name", sink).unwrap_or_default();
-            let Some(track) = TrackName::new(name).ok().filter(|t| pipeline.stages.contains(t)) else {
-                sink.error(
-                    k.pos,
-                    Kind::UnknownTrack,
-                    format!("the release state ramps track `{name}`, which is not a stage"),
-                    None,
-                );
+            let Some(track) = stage(k, pipeline, "ramps", sink) else {
                 ok = false;
                 continue;
             };
@@ -117,6 +100,23 @@ pub fn read_state(
     }
     m.finish(sink);
     ok.then_some(state)
+}
+
+/// A key that must name a stage; otherwise an error that says the state `does` it.
+fn stage(k: &Node, pipeline: &Pipeline, does: &str, sink: &mut Sink<'_>) -> Option<TrackName> {
+    let name = read::text(k, "a track name", sink).unwrap_or_default();
+    let track = TrackName::new(name).ok().filter(|t| pipeline.stages.contains(t));
+    if track.is_none() {
+        sink.error(
+            k.pos,
+            Kind::UnknownTrack,
+            format!("the release state {does} track `{name}`, which is not a stage"),
+            Some(
+                "add it to `stages` in cohort.yaml, or roll the service back before removing a stage".into(),
+            ),
+        );
+    }
+    track
 }
 
 fn version(n: &Node, sink: &mut Sink<'_>) -> Option<Version> {
