@@ -640,17 +640,18 @@ impl Cluster {
                                     .await?
                             }
                         };
+                        let change = match unchanged {
+                            true => Change::Unchanged,
+                            false => compare::change(before.as_ref(), &after),
+                        };
+                        if o.kind == "ConfigMap" {
+                            config_changed = change != Change::Unchanged;
+                        }
                         progress(Progress::Applied {
                             kind: o.kind,
                             name: o.name.clone(),
-                            change: match unchanged {
-                                true => Change::Unchanged,
-                                false => compare::change(before.as_ref(), &after),
-                            },
+                            change,
                         });
-                        if o.kind == "ConfigMap" && !unchanged {
-                            config_changed = compare::change(before.as_ref(), &after) != Change::Unchanged;
-                        }
                         if o.kind == "Deployment" {
                             rollouts.push((o.name.clone(), after));
                         }

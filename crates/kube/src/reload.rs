@@ -147,15 +147,9 @@ impl Reload {
 
 /// A ready router pod that is not going away, and its admin port.
 fn ready_router(pod: &Pod) -> Option<(String, u16)> {
-    if pod.metadata.deletion_timestamp.is_some() {
+    if !crate::stats::ready_and_staying(pod) {
         return None;
     }
-    let ready = pod.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
     let port = pod
         .spec
         .as_ref()?
@@ -164,7 +158,7 @@ fn ready_router(pod: &Pod) -> Option<(String, u16)> {
         .flat_map(|c| c.ports.iter().flatten())
         .find(|p| p.name.as_deref() == Some("admin"))
         .and_then(|p| u16::try_from(p.container_port).ok())?;
-    ready.then(|| Some((pod.metadata.name.clone()?, port))).flatten()
+    Some((pod.metadata.name.clone()?, port))
 }
 
 impl Cluster {

@@ -17,15 +17,7 @@ impl Cluster {
         Ok(pods
             .items
             .into_iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .flatten()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-            })
+            .filter(ready_and_staying)
             .filter_map(|p| p.metadata.name)
             .collect())
     }
@@ -68,6 +60,17 @@ impl Cluster {
             .await
             .map_err(|e| KubeError::from_kube(format!("get {path_and_query} from pod {pod}"), e))
     }
+}
+
+/// Whether `pod` is Ready and not going away: one that takes traffic and will go on taking it.
+pub(crate) fn ready_and_staying(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }
 
 /// The API server path that proxies to `port` of `pod`.
