@@ -414,34 +414,7 @@ impl ReleaseRepo {
         let Some(head) = self.head_id()? else {
             return Ok(Vec::new());
         };
-        let walk = self
-            .repo
-            .rev_walk([head])
-            .sorting(Sorting::ByCommitTime(CommitTimeOrder::NewestFirst))
-            .all()
-            .map_err(git("walk the history"))?;
-        let mut out = Vec::new();
-        for info in walk {
-            let info = info.map_err(git("walk the history"))?;
-            let what = || format!("read commit {}", info.id);
-            let commit = info.object().map_err(git(what()))?;
-            let commit = commit.decode().map_err(git(what()))?;
-            let author = commit.author().map_err(git(what()))?;
-            let time = commit.committer().and_then(|c| c.time()).map_err(git(what()))?;
-            out.push(CommitInfo {
-                id: info.id.to_string(),
-                time: time.seconds,
-                offset_secs: time.offset,
-                author_name: author.name.to_str_lossy().into_owned(),
-                author_email: author.email.to_str_lossy().into_owned(),
-                message: commit
-                    .message
-                    .trim_end_with(|c| c == '\n')
-                    .to_str_lossy()
-                    .into_owned(),
-            });
-        }
-        Ok(out)
+        log_from(&self.repo, head)
     }
 
     /// [`Self::commit_files`], with `before_ref_update` run just before the branch moves, so that
@@ -473,42 +446,9 @@ impl ReleaseRepo {
         let parent = head.id().map(|id| id.detach());
 
         // Objects first: until the branch moves they are unreferenced and harmless.
-        let base_tree = match parent {
-            Some(id) => self.commit_tree(id)?.id,
-            None => ObjectId::empty_tree(self.repo.object_hash()),
-        };
-        let mut editor = self.repo.edit_tree(base_tree).map_err(git("read HEAD's tree"))?;
-        let mut blobs = Vec::with_capacity(files.len());
-        for ((path, content), rela) in files.iter().zip(&rela) {
-            let what = || format!("store {} in git", path.display());
-            let blob = self.repo.write_blob(content).map_err(git(what()))?.detach();
-            editor
-                .upsert(rela, gix::objs::tree::EntryKind::Blob, blob)
-                .map_err(git(what()))?;
-            blobs.push(blob);
-        }
-        let tree = editor.write().map_err(git("write the tree"))?;
         let (author, committer) = self.signatures()?;
-        // `git commit` always ends the message with a newline; other tools expect it.
-        let message = if message.ends_with('\n') {
-            message.to_owned()
-        } else {
-            format!("{message}\n")
-        };
-        let commit = gix::objs::Commit {
-            tree: tree.detach(),
-            parents: parent.into_iter().collect(),
-            author,
-            committer,
-            encoding: None,
-            message: message.as_str().into(),
-            extra_headers: Vec::new(),
-        };
-        let commit = self
-            .repo
-            .write_object(&commit)
-            .map_err(git("write the commit"))?
-            .detach();
+        let (commit, blobs, message) =
+            write_commit(&self.repo, parent, files, &rela, message, author, committer)?;
 
         // Then the worktree, so that a crash before the branch moves leaves visible, uncommitted
         // edits rather than a HEAD whose files the worktree silently reverts.
@@ -672,12 +612,7 @@ impl ReleaseRepo {
     }
 
     fn commit_tree(&self, commit: ObjectId) -> Result<gix::Tree<'_>, GitError> {
-        let what = || format!("read the tree of commit {commit}");
-        self.repo
-            .find_commit(commit)
-            .map_err(git(what()))?
-            .tree()
-            .map_err(git(what()))
+        commit_tree(&self.repo, commit)
     }
 
     /// Where `branch` points now; `None` if it does not exist or cannot be read.
@@ -755,7 +690,7 @@ impl Drop for RepoLock {
 }
 
 /// `path` in git's slash-separated form, refusing anything that would leave the worktree or enter `.git`.
-fn rela_path(path: &Path) -> Result<BString, GitError> {
+pub(crate) fn rela_path(path: &Path) -> Result<BString, GitError> {
     let bad = |reason| GitError::BadPath {
         path: path.to_owned(),
         reason,
@@ -823,7 +758,96 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> GitError
     move |source| GitError::Io { what, path, source }
 }
 
-fn git(what: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {
+pub(crate) fn git(what: impl Into<String>) -> impl FnOnce(gix::Error) -> GitError {
     let what = what.into();
     move |source| GitError::Git { what, source }
+}
+
+/// The commits reachable from `head`, in plain `git log` order (see [`ReleaseRepo::log`]).
+pub(crate) fn log_from(repo: &gix::Repository, head: ObjectId) -> Result<Vec<CommitInfo>, GitError> {
+    let walk = repo
+        .rev_walk([head])
+        .sorting(Sorting::ByCommitTime(CommitTimeOrder::NewestFirst))
+        .all()
+        .map_err(git("walk the history"))?;
+    let mut out = Vec::new();
+    for info in walk {
+        let info = info.map_err(git("walk the history"))?;
+        let what = || format!("read commit {}", info.id);
+        let commit = info.object().map_err(git(what()))?;
+        let commit = commit.decode().map_err(git(what()))?;
+        let author = commit.author().map_err(git(what()))?;
+        let time = commit.committer().and_then(|c| c.time()).map_err(git(what()))?;
+        out.push(CommitInfo {
+            id: info.id.to_string(),
+            time: time.seconds,
+            offset_secs: time.offset,
+            author_name: author.name.to_str_lossy().into_owned(),
+            author_email: author.email.to_str_lossy().into_owned(),
+            message: commit
+                .message
+                .trim_end_with(|c| c == '\n')
+                .to_str_lossy()
+                .into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `files` (at their repo-relative paths `rela`) on top of `parent`'s tree and a commit
+/// of that tree with `message` (ended with a newline, as `git commit` does); returns the
+/// commit, the files' blobs and the message as written. Nothing refers to them yet.
+pub(crate) fn write_commit(
+    repo: &gix::Repository,
+    parent: Option<ObjectId>,
+    files: &[(PathBuf, Vec<u8>)],
+    rela: &[BString],
+    message: &str,
+    author: gix::actor::Signature,
+    committer: gix::actor::Signature,
+) -> Result<(ObjectId, Vec<ObjectId>, String), GitError> {
+    let base_tree = match parent {
+        Some(id) => commit_tree(repo, id)?.id,
+        None => ObjectId::empty_tree(repo.object_hash()),
+    };
+    let mut editor = repo.edit_tree(base_tree).map_err(git("read HEAD's tree"))?;
+    let mut blobs = Vec::with_capacity(files.len());
+    for ((path, content), rela) in files.iter().zip(rela) {
+        let what = || format!("store {} in git", path.display());
+        let blob = repo.write_blob(content).map_err(git(what()))?.detach();
+        editor
+            .upsert(rela, gix::objs::tree::EntryKind::Blob, blob)
+            .map_err(git(what()))?;
+        blobs.push(blob);
+    }
+    let tree = editor.write().map_err(git("write the tree"))?;
+    // `git commit` always ends the message with a newline; other tools expect it.
+    let message = if message.ends_with('\n') {
+        message.to_owned()
+    } else {
+        format!("{message}\n")
+    };
+    let commit = gix::objs::Commit {
+        tree: tree.detach(),
+        parents: parent.into_iter().collect(),
+        author,
+        committer,
+        encoding: None,
+        message: message.as_str().into(),
+        extra_headers: Vec::new(),
+    };
+    let commit = repo
+        .write_object(&commit)
+        .map_err(git("write the commit"))?
+        .detach();
+
+    Ok((commit, blobs, message))
+}
+
+pub(crate) fn commit_tree(repo: &gix::Repository, commit: ObjectId) -> Result<gix::Tree<'_>, GitError> {
+    let what = || format!("read the tree of commit {commit}");
+    repo.find_commit(commit)
+        .map_err(git(what()))?
+        .tree()
+        .map_err(git(what()))
 }

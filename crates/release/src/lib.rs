@@ -5,6 +5,7 @@ pub mod git;
 pub mod history;
 pub mod mirror;
 pub mod plan;
+pub mod push;
 pub mod record;
 pub mod snapshot;
 pub mod tls;
