@@ -10,7 +10,7 @@ use cohort_agent::{Agent, ControlSource, GitSource, KubeTarget, Settings, Source
 use cohort_core::Printable;
 use cohort_kube::{Cluster, Target as KubeTargetArgs};
 
-use cohort_release::mirror::{ExtraRoots, Mirror};
+use cohort_release::mirror::{Credentials, ExtraRoots, Mirror};
 
 use crate::cli::{AgentArgs, GitRemoteArgs, LogFormat};
 use crate::serve_cmd::stop_signal;
@@ -29,7 +29,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The local mirror of `--git URL`: in `--mirror-dir` or the default one, trusting
-/// `--git-ca-file` for https.
+/// `--git-ca-file` for https and signing in with `--git-credentials-file`.
 pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
     // The flags are checked before the mirror directory is made.
     let roots = match &remote.git_ca_file {
@@ -46,9 +46,24 @@ pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
         .mirror_dir
         .clone()
         .unwrap_or_else(|| default_mirror_dir(url));
+    let credentials = match &remote.git_credentials_file {
+        // Never in clear text: a token sent over http is a token given away.
+        Some(_) if !url.starts_with("https://") => {
+            return Err(UsageError(format!(
+                "--git-credentials-file is for an https remote, and {url} is not one: credentials are never sent \
+                 in clear text (give the https:// URL, or drop the flag)"
+            ))
+            .into());
+        }
+        Some(path) => Some(Credentials::from_file(path).map_err(crate::usage)?),
+        None => None,
+    };
     let mut mirror = Mirror::open(&dir, url, &remote.branch).map_err(crate::usage)?;
     if let Some(roots) = roots {
         mirror.trust(roots);
+    }
+    if let Some(credentials) = credentials {
+        mirror.authenticate(credentials);
     }
     Ok(mirror)
 }

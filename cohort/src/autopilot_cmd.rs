@@ -5,6 +5,7 @@
 //! with the judgement's evidence.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use std::sync::{Arc, Mutex};
 
@@ -451,6 +452,159 @@ fn gist(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Where the release repo is read and each decision recorded.
+enum Store {
+    /// A local clone: committed to under the repo's lock.
+    Local { git: ReleaseRepo, prefix: PathBuf },
+    /// A git remote (`--git`): fetched into a mirror, each decision a commit made there and
+    /// pushed. In an `Option` so that it can be lent to a blocking task and come back.
+    Remote {
+        mirror: Option<cohort_release::mirror::Mirror>,
+        prefix: PathBuf,
+    },
+}
+
+/// What came of recording a decision.
+enum Recorded {
+    /// The commit that records it.
+    Commit(String),
+    /// The remote's branch moved since it was fetched (why, in words): decide again.
+    Moved(String),
+}
+
+impl Store {
+    fn open(cli: &Cli, args: &AutopilotArgs) -> Result<Store> {
+        match &args.remote.git {
+            Some(url) => {
+                if cli.repo.is_some() {
+                    return Err(crate::UsageError(
+                        "--repo and --git both name the release repo; give one (--git to push decisions to a remote)"
+                            .to_string(),
+                    )
+                    .into());
+                }
+                Ok(Store::Remote {
+                    mirror: Some(crate::agent_cmd::open_mirror(url, &args.remote)?),
+                    prefix: args.remote.path.clone().unwrap_or_default(),
+                })
+            }
+            None => {
+                let dir = repo_dir(cli);
+                let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
+                let prefix = prefix_in(&git, &repo_root(&dir));
+                Ok(Store::Local { git, prefix })
+            }
+        }
+    }
+
+    /// Runs `f` on the mirror on a blocking thread (git's network transports block).
+    async fn with_mirror<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut cohort_release::mirror::Mirror) -> T + Send + 'static,
+    ) -> Result<T> {
+        let Store::Remote { mirror, .. } = self else {
+            anyhow::bail!("the release repo is not a remote");
+        };
+        let mut lent = mirror.take().context("the mirror is in use")?;
+        let (lent, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&mut lent);
+            (lent, out)
+        })
+        .await
+        .context("the git task stopped")?;
+        *mirror = Some(lent);
+        Ok(out)
+    }
+
+    /// The commit to read: HEAD of the clone, or the remote's branch fetched now.
+    async fn head(&mut self) -> Result<Option<String>> {
+        match self {
+            Store::Local { git, .. } => Ok(git.head_commit()?),
+            Store::Remote { .. } => {
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let fetched = self.with_mirror(move |m| m.fetch(&stop)).await?;
+                Ok(Some(fetched.map_err(|e| {
+                    CouldNotApply(format!("{:#}", anyhow::Error::from(e)))
+                })?))
+            }
+        }
+    }
+
+    fn mirror(&self) -> Result<&cohort_release::mirror::Mirror> {
+        match self {
+            Store::Remote { mirror: Some(m), .. } => Ok(m),
+            _ => anyhow::bail!("the mirror is in use"),
+        }
+    }
+
+    fn files(&self, at: Option<&str>) -> Result<cohort_spec::repo::RepoFiles> {
+        Ok(match (self, at) {
+            (Store::Local { git, prefix }, _) => head_files(git, prefix)?,
+            (Store::Remote { prefix, .. }, Some(at)) => self.mirror()?.files_at(at, prefix)?,
+            (Store::Remote { .. }, None) => Default::default(),
+        })
+    }
+
+    fn history(&self, at: Option<&str>) -> Result<Vec<Entry>> {
+        Ok(match (self, at) {
+            (Store::Local { git, .. }, _) => entries(&git.log()?),
+            (Store::Remote { .. }, Some(at)) => entries(&self.mirror()?.log_at(at)?),
+            (Store::Remote { .. }, None) => vec![],
+        })
+    }
+
+    /// Held from reading the state to committing, for a clone: no other cohort process on
+    /// this machine changes it in between. A remote's guard is the push's compare-and-swap.
+    fn lock(&self) -> Result<Option<cohort_release::git::RepoLock>> {
+        match self {
+            Store::Local { git, .. } => Ok(Some(git.lock()?)),
+            Store::Remote { .. } => Ok(None),
+        }
+    }
+
+    /// Records `text` as the state of `service` with `message`, on top of `at` (the commit
+    /// the decision was made on).
+    async fn record(
+        &mut self,
+        lock: Option<&cohort_release::git::RepoLock>,
+        at: Option<&str>,
+        service: &cohort_core::ServiceName,
+        text: String,
+        message: String,
+    ) -> Result<Recorded> {
+        match self {
+            Store::Local { git, prefix } => {
+                let path = prefix.join(state_path(service));
+                git.check_clean(&[path.as_path()])?;
+                let lock = lock.context("the release repo is not locked")?;
+                Ok(Recorded::Commit(git.commit_files(
+                    lock,
+                    &[(path, text.into_bytes())],
+                    &message,
+                )?))
+            }
+            Store::Remote { prefix, .. } => {
+                let at = at.context("the remote has no commit to build on")?.to_string();
+                let path = prefix.join(state_path(service));
+                self.with_mirror(move |m| {
+                    let commit = m.commit_on(&at, &[(path, text.into_bytes())], &message, AUTHOR)?;
+                    match m.push(&at, &commit) {
+                        Ok(()) => Ok(Recorded::Commit(commit)),
+                        Err(e @ cohort_release::mirror::PushError::Moved { .. }) => {
+                            Ok(Recorded::Moved(e.to_string()))
+                        }
+                        Err(e) => Err(anyhow::Error::from(e)),
+                    }
+                })
+                .await?
+            }
+        }
+    }
+}
+
+/// How often one service's decision is made again in a pass after its push lost a race.
+const RACES_PER_PASS: usize = 3;
+
 /// One pass over every service of the repo.
 async fn pass(
     cli: &Cli,
@@ -458,28 +612,26 @@ async fn pass(
     mut accumulated: Option<&mut Accumulated>,
     lease: Option<&Leader>,
 ) -> Result<(Vec<Outcome>, Option<cohort_notify::send::Notifier>)> {
-    let dir = repo_dir(cli);
-    let git = ReleaseRepo::open(&dir)?.with_identity(AUTHOR.0, AUTHOR.1)?;
-    let root = repo_root(&dir);
-    let prefix = prefix_in(&git, &root);
+    let mut store = Store::open(cli, args)?;
     // What the routers counted is read before the repo is locked: a person's `cohort rollback`
     // must not find it busy while the autopilot waits on the network.
     // Never act on an invalid revision: its errors are said and the pass stops.
-    let read_at = git.head_commit()?;
-    let (repo, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    let read_at = store.head().await?;
+    let (repo, diags) = cohort_spec::repo::validate(&store.files(read_at.as_deref())?);
     let mut repo = valid_or_report(repo, diags)?;
     let read = gather(&repo, args, accumulated.as_deref_mut().map(|a| &mut a.until)).await?;
     for (source, why) in &read.unread {
         eout!("cohort autopilot: {source} not read this pass: {why}");
     }
-    // Held from here to committing: no other cohort process changes the state in between. A
-    // commit made while the routers were read is read and validated again.
-    let lock = git.lock()?;
-    if git.head_commit()? != read_at {
-        let (again, diags) = cohort_spec::repo::validate(&head_files(&git, &prefix)?);
+    // A commit made while the routers were read is read and validated again.
+    let lock = store.lock()?;
+    // A remote is fetched once more: its push would find out anyway, but later, at more cost.
+    let mut at = store.head().await?;
+    if at != read_at {
+        let (again, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
         repo = valid_or_report(again, diags)?;
     }
-    let history = entries(&git.log()?);
+    let mut history = store.history(at.as_deref())?;
     let judgement = effective(&args.judge, Some(&repo));
     let judge_settings = settings(&judgement)?;
     let now = jiff::Timestamp::now();
@@ -490,46 +642,90 @@ async fn pass(
     };
     let pairs = pairs(&repo, &read.stats, accumulated);
 
+    let names: Vec<String> = repo.services.iter().map(|s| s.spec.name.to_string()).collect();
     let mut outcomes = vec![];
-    for svc in &repo.services {
-        let name = svc.spec.name.to_string();
-        let (tracks, judged) = facts(
-            &repo,
-            svc,
-            &history,
-            read.stats.get(&name),
-            &pairs,
-            read.rolled_out.as_ref(),
-            &judge_settings,
-        );
-        let decision = decide(&Inputs {
-            pipeline: &repo.pipeline,
-            state: &svc.state,
-            tracks: &tracks,
-            now,
-        });
-        // One service's trouble (a rollback with nowhere to go, a hand edit in its state file)
-        // is said with it; the others are still decided and acted on.
-        let acted = match (&decision, args.dry_run) {
-            (Decision::Wait { .. }, _) | (_, true) => Ok(None),
-            (action, false) => act(&repo, svc, &history, action, now, &git, &lock, &prefix, lease).await,
-        };
-        let (commit, error) = match acted {
-            Ok(commit) => (commit, None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        };
-        outcomes.push(Outcome {
-            service: name,
-            decision,
-            commit,
-            judged,
-            rolled_out: tracks
+    for name in names {
+        let mut races = 0;
+        let outcome = loop {
+            // Gone from a revision fetched after a lost race: a person removed it.
+            let Some(svc) = repo.services.iter().find(|s| s.spec.name.as_str() == name) else {
+                break None;
+            };
+            let (tracks, judged) = facts(
+                &repo,
+                svc,
+                &history,
+                read.stats.get(&name),
+                &pairs,
+                read.rolled_out.as_ref(),
+                &judge_settings,
+            );
+            let decision = decide(&Inputs {
+                pipeline: &repo.pipeline,
+                state: &svc.state,
+                tracks: &tracks,
+                now,
+            });
+            // One service's trouble (a rollback with nowhere to go, a hand edit in its state
+            // file) is said with it; the others are still decided and acted on.
+            let acted = match (&decision, args.dry_run) {
+                (Decision::Wait { .. }, _) | (_, true) => Ok(None),
+                (action, false) => act(
+                    &repo,
+                    svc,
+                    &history,
+                    action,
+                    now,
+                    &mut store,
+                    at.as_deref(),
+                    lock.as_ref(),
+                    lease,
+                )
+                .await
+                .map(Some),
+            };
+            let rolled_out = tracks
                 .iter()
                 .filter(|(_, f)| f.rolled_out)
                 .map(|(t, _)| t.to_string())
-                .collect(),
-            error,
-        });
+                .collect();
+            let mut outcome = Outcome {
+                service: name.clone(),
+                decision,
+                commit: None,
+                judged,
+                rolled_out,
+                error: None,
+            };
+            match acted {
+                Ok(None) => {}
+                Ok(Some(Recorded::Commit(id))) => {
+                    // The next service's commit goes on top of this one.
+                    if matches!(store, Store::Remote { .. }) {
+                        at = Some(id.clone());
+                        history = store.history(at.as_deref())?;
+                    }
+                    outcome.commit = Some(id);
+                }
+                Ok(Some(Recorded::Moved(why))) if races < RACES_PER_PASS => {
+                    races += 1;
+                    eout!("cohort autopilot: {name}: {why}; deciding again on what is there now");
+                    at = store.head().await?;
+                    let (again, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
+                    repo = valid_or_report(again, diags)?;
+                    history = store.history(at.as_deref())?;
+                    continue;
+                }
+                Ok(Some(Recorded::Moved(why))) => {
+                    outcome.error = Some(format!(
+                        "{why}; it moved {races} times while this pass decided, so it is decided again next pass"
+                    ));
+                }
+                Err(e) => outcome.error = Some(format!("{e:#}")),
+            }
+            break Some(outcome);
+        };
+        outcomes.extend(outcome);
     }
     Ok((outcomes, notifier))
 }
@@ -542,11 +738,11 @@ async fn act(
     history: &[Entry],
     action: &Decision,
     now: jiff::Timestamp,
-    git: &ReleaseRepo,
-    lock: &cohort_release::git::RepoLock,
-    prefix: &std::path::Path,
+    store: &mut Store,
+    at: Option<&str>,
+    lock: Option<&cohort_release::git::RepoLock>,
     lease: Option<&Leader>,
-) -> Result<Option<String>> {
+) -> Result<Recorded> {
     let planned = plan_action(repo, svc, history, action, now.as_second())?;
     crate::change::still_valid(repo, svc, &planned)?;
     // The lease is checked again right before writing: a pass may have outlasted it.
@@ -559,17 +755,11 @@ async fn act(
             lease.name
         );
     }
-    let path = prefix.join(state_path(&svc.spec.name));
-    git.check_clean(&[path.as_path()])?;
     let text = write_state(&svc.spec.name, &planned.state);
-    let id = git
-        .commit_files(
-            lock,
-            &[(path, text.into_bytes())],
-            &commit_message(&planned.change),
-        )
-        .with_context(|| format!("could not record `{}`", planned.change.subject()))?;
-    Ok(Some(id))
+    store
+        .record(lock, at, &svc.spec.name, text, commit_message(&planned.change))
+        .await
+        .with_context(|| format!("could not record `{}`", planned.change.subject()))
 }
 
 /// Per service and judged track, the counts of the track's version and its baseline's over

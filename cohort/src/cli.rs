@@ -494,6 +494,11 @@ pub struct AutopilotArgs {
     /// over within three intervals of it stopping. Renewed every pass, handed back on exit.
     #[arg(long, value_name = "NAME", conflicts_with = "once")]
     pub lease: Option<String>,
+    /// The release repo as a git remote: fetched every pass, each decision pushed to it (a
+    /// push that loses a race with someone else's is fetched and decided again, never forced).
+    /// Without it, the local clone (--repo) is committed to.
+    #[command(flatten)]
+    pub remote: GitRemoteArgs,
     /// Where the routers' counts come from, and how strict judgements are.
     #[command(flatten)]
     pub judge: JudgeArgs,
@@ -725,7 +730,8 @@ pub struct AgentArgs {
     pub cluster_args: ClusterArgs,
 }
 
-/// A git remote of the release repo, mirrored locally (`serve --git`, `agent --git`).
+/// A git remote of the release repo, mirrored locally (`serve --git`, `agent --git`,
+/// `autopilot --git`).
 #[derive(Debug, Args)]
 pub struct GitRemoteArgs {
     /// Follow this git remote of the release repo (https://..., a path or file:// URL) rather
@@ -746,6 +752,10 @@ pub struct GitRemoteArgs {
     /// the system's).
     #[arg(long, value_name = "FILE", requires = "git")]
     pub git_ca_file: Option<PathBuf>,
+    /// With an https --git remote: sign in with the one line USER:TOKEN in this file (e.g. a
+    /// mounted Secret; `x-access-token:TOKEN` on GitHub, `oauth2:TOKEN` on GitLab).
+    #[arg(long, value_name = "FILE", requires = "git")]
+    pub git_credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

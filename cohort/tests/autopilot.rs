@@ -5,6 +5,7 @@
 
 mod kube_common;
 mod router_common;
+mod tls_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -545,5 +546,339 @@ fn an_action_that_cannot_be_taken_is_said_and_the_exit_status_says_so() {
     assert!(
         said.contains("account-service: could not roll canary back from 1.17.0"),
         "{said}"
+    );
+}
+
+/// A bare copy of a release repo behind git's own smart HTTP backend (`git_https_server.py`):
+/// plain HTTP, or with `auth` HTTPS (certificates from a test CA, `ca.pem` in its directory)
+/// demanding that basic authentication; killed when dropped.
+struct GitServer {
+    child: std::process::Child,
+    url: String,
+    bare: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl GitServer {
+    fn start(repo: &Path, auth: Option<&str>) -> GitServer {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bare = dir.path().join("releases.git");
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                &repo.display().to_string(),
+                &bare.display().to_string(),
+            ],
+        );
+        // Without authentication, git's backend takes pushes only when the repository says so.
+        git(&bare, &["config", "http.receivepack", "true"]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git_https_server.py");
+        let mut server = Command::new("python3");
+        server
+            .arg(&script)
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(auth) = auth {
+            tls_common::certificates(dir.path());
+            server
+                .arg(dir.path().join("server.pem"))
+                .arg(dir.path().join("server.key"))
+                .env("GIT_SERVER_AUTH", auth);
+        }
+        let mut child = server.spawn().expect("python3 git_https_server.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the port");
+        let port: u16 = line.trim().parse().expect("a port");
+        let scheme = if auth.is_some() { "https" } else { "http" };
+        GitServer {
+            child,
+            url: format!("{scheme}://127.0.0.1:{port}/releases.git"),
+            bare,
+            _dir: dir,
+        }
+    }
+
+    /// `git log` of the remote's main: (author, subject) newest first.
+    fn log(&self) -> Vec<(String, String)> {
+        git(&self.bare, &["log", "--format=%an|%s", "main"])
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(a, s)| (a.to_string(), s.to_string()))
+            .collect()
+    }
+
+    fn show(&self, what: &str) -> String {
+        git(&self.bare, &["show", what])
+    }
+
+    /// The CA that signed its certificate (with `auth`).
+    fn ca(&self) -> PathBuf {
+        self.bare.with_file_name("ca.pem")
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `--git`, the rollback is pushed to the remote. A person who pushes while the pass
+/// decides (a pre-receive hook does it the instant the autopilot pushes) keeps their commit:
+/// the autopilot fetches, decides again on top of it and pushes that.
+#[test]
+fn with_git_a_rollback_is_pushed_on_top_of_a_persons_commit_that_raced_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.19.0");
+    let remote = GitServer::start(&repo, Some("autopilot:s3cret"));
+    // The person's push lands between the autopilot's fetch and its push.
+    let hook = remote.bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nif [ ! -e \"$GIT_DIR/raced\" ]; then\n  touch \"$GIT_DIR/raced\"\n  \
+         unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n  \
+         c=$(git -c user.name=Ops -c user.email=ops@example.com commit-tree 'main^{tree}' -p main -m \"a person's change\")\n  \
+         git update-ref refs/heads/main \"$c\"\nfi\n",
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let bad = router("1.19.0", 3);
+    free_requests(bad.process.traffic, 1_000);
+    let metrics = format!("http://{}", bad.process.admin);
+    let creds = dir.path().join("git-credentials");
+    let mirror = dir.path().join("mirror");
+    let run = |creds_text: &str| {
+        std::fs::write(&creds, creds_text).expect("write");
+        cohort(
+            dir.path(),
+            &[
+                "autopilot",
+                "--once",
+                "--git",
+                &remote.url,
+                "--git-credentials-file",
+                &creds.display().to_string(),
+                "--git-ca-file",
+                &remote.ca().display().to_string(),
+                "--mirror-dir",
+                &mirror.display().to_string(),
+                "--metrics-url",
+                &metrics,
+            ],
+        )
+    };
+
+    // Wrong credentials: nothing is read, nothing pushed, and the status says it could not.
+    let refused = run("autopilot:wrong\n");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&format!("cannot fetch main from {}", remote.url)),
+        "{}",
+        text(&refused)
+    );
+    let before = remote.log();
+
+    let acted = run("autopilot:s3cret\n");
+    let said = text(&acted);
+    assert_eq!(acted.status.code(), Some(0), "{said}");
+    assert!(said.contains("deciding again on what is there now"), "{said}");
+    assert!(
+        said.contains("account-service: roll canary back from 1.19.0 ("),
+        "{said}"
+    );
+    let log = remote.log();
+    assert_eq!(log.len(), before.len() + 2, "{log:?}");
+    assert_eq!(
+        log[1],
+        ("Ops".to_string(), "a person's change".to_string()),
+        "the person's commit is kept"
+    );
+    assert_eq!(
+        log[0],
+        (
+            "cohort autopilot".to_string(),
+            "rollback account-service canary: 1.19.0 → 1.17.0".to_string()
+        )
+    );
+    let message = remote.show("main");
+    assert!(
+        message.contains("Cohort-Judgement: fail: canary 1.19.0 against production 1.15.0"),
+        "{message}"
+    );
+    assert!(
+        remote
+            .show("main:releases/account-service.yaml")
+            .contains("canary: \"1.17.0\"")
+    );
+    git(&remote.bare, &["fsck", "--strict", "--no-dangling"]);
+
+    // The next pass has nothing to do: the rollback is on the remote.
+    let again = run("autopilot:s3cret\n");
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(remote.log().len(), log.len(), "{}", text(&again));
+}
+
+/// Two autopilots on one remote (no lease: the push is the guard) make each decision once.
+#[test]
+fn two_autopilots_against_one_remote_never_make_the_same_decision_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let remote = GitServer::start(&repo, None);
+    let good = router("1.17.0", 0);
+    free_requests(good.process.traffic, 5_000);
+    let metrics = format!("http://{}", good.process.admin);
+    let spawn = |mirror: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args([
+                "autopilot",
+                "--once",
+                "--git",
+                &remote.url,
+                "--metrics-url",
+                &metrics,
+            ])
+            .arg("--mirror-dir")
+            .arg(dir.path().join(mirror))
+            .current_dir(dir.path())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("autopilot runs")
+    };
+    let mut said = String::new();
+    for _ in 0..3 {
+        let (a, b) = (spawn("a"), spawn("b"));
+        for child in [a, b] {
+            let out = child.wait_with_output().expect("wait");
+            said.push_str(&text(&out));
+            assert_eq!(out.status.code(), Some(0), "{said}");
+        }
+    }
+    let promotions: Vec<_> = remote
+        .log()
+        .into_iter()
+        .filter(|(author, _)| author == "cohort autopilot")
+        .collect();
+    assert_eq!(
+        promotions,
+        vec![(
+            "cohort autopilot".to_string(),
+            "promote account-service 1.17.0: canary → paid".to_string()
+        )],
+        "{said}"
+    );
+    eprintln!(
+        "two autopilots, 3 rounds: {} race(s) lost and decided again",
+        said.matches("deciding again").count()
+    );
+}
+
+/// A canary ramped 1% → 2% → 5% through the remote, one step per commit; the autopilot killed
+/// mid-ramp and started again goes on from the step git holds, then promotes into paid.
+#[test]
+fn with_git_a_ramp_killed_midway_resumes_at_its_step_and_ends_in_a_promotion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let path = repo.join("cohort.yaml");
+    let pipeline = std::fs::read_to_string(&path).expect("read");
+    let ramped = pipeline.replacen(
+        "    canary:\n      rollback: auto\n",
+        "    canary:\n      rollback: auto\n      ramp: [1%, 2%, 5%]\n      step_time: 1s\n",
+        1,
+    );
+    assert_ne!(ramped, pipeline);
+    std::fs::write(&path, ramped).expect("write");
+    git(&repo, &["commit", "-qam", "ramp canary"]);
+    // A version promoted into a ramped stage starts at its first step (internal runs 1.18.0).
+    ops(
+        &repo,
+        &[
+            "promote",
+            "account-service",
+            "--to",
+            "canary",
+            "--force",
+            "--reason",
+            "try it",
+        ],
+    );
+    let remote = GitServer::start(&repo, None);
+    assert!(
+        remote
+            .show("main:releases/account-service.yaml")
+            .contains("ramp:\n  canary: 0\n")
+    );
+    let good = router("1.18.0", 0);
+    let metrics = format!("http://{}", good.process.admin);
+    let traffic = good.process.traffic;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                free_requests(traffic, 200);
+            }
+        })
+    };
+    let ours = |log: &[(String, String)]| -> Vec<String> {
+        log.iter()
+            .filter(|(a, _)| a == "cohort autopilot")
+            .map(|(_, s)| s.clone())
+            .rev()
+            .collect()
+    };
+    let args = ["--git", remote.url.as_str(), "--metrics-url", metrics.as_str()];
+    let wait_for = |n: usize| {
+        // Generous: on a busy machine the judgement needs longer to see enough requests.
+        for _ in 0..480 {
+            if ours(&remote.log()).len() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let first = Running::start(dir.path(), &args);
+    wait_for(1);
+    // Killed (SIGKILL) mid-ramp: what it knew is only what git holds.
+    let said_first = first.stop();
+    let after_kill = ours(&remote.log());
+    assert_eq!(
+        after_kill,
+        ["ramp account-service canary: 1% → 2%"],
+        "{said_first}"
+    );
+    assert!(
+        remote
+            .show("main:releases/account-service.yaml")
+            .contains("ramp:\n  canary: 1\n")
+    );
+
+    let second = Running::start(dir.path(), &args);
+    wait_for(3);
+    let said_second = second.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sender.join();
+    assert_eq!(
+        ours(&remote.log()),
+        [
+            "ramp account-service canary: 1% → 2%",
+            "ramp account-service canary: 2% → 5%",
+            "promote account-service 1.18.0: canary → paid",
+        ],
+        "{said_first}\n---\n{said_second}"
+    );
+    let state = remote.show("main:releases/account-service.yaml");
+    assert!(
+        !state.contains("ramp:"),
+        "a promotion out of the stage ends its ramp: {state}"
     );
 }

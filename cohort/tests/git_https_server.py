@@ -5,12 +5,17 @@ It listens on 127.0.0.1 (or the address in GIT_SERVER_BIND, e.g. a bridge's addr
 can reach) on a port the OS picks and prints that port on its first line of output (binding
 port 0 here leaves no window for another process to take the port).
 
+With GIT_SERVER_AUTH=USER:SECRET every request must carry that basic authentication (401
+otherwise), and pushes are taken from that user; without it, pushes are refused unless a
+repository's config says `http.receivepack true`, as with git's own server.
+
 Usage: git_https_server.py ROOT [CERT KEY]
   ROOT  the directory holding the bare repositories served (https://127.0.0.1:PORT/NAME.git)
   CERT  the server's certificate chain (PEM); KEY its private key (PEM); without them it
         speaks plain HTTP
 """
 
+import base64
 import http.server
 import os
 import ssl
@@ -26,6 +31,17 @@ class GitBackend(http.server.BaseHTTPRequestHandler):
     def answer(self):
         path, _, query = self.path.partition("?")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        user = ""
+        auth = os.environ.get("GIT_SERVER_AUTH")
+        if auth:
+            expected = "Basic " + base64.b64encode(auth.encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            user = auth.split(":", 1)[0]
         env = dict(
             os.environ,
             GIT_PROJECT_ROOT=self.root,
@@ -38,6 +54,7 @@ class GitBackend(http.server.BaseHTTPRequestHandler):
             HTTP_CONTENT_ENCODING=self.headers.get("Content-Encoding") or "",
             HTTP_GIT_PROTOCOL=self.headers.get("Git-Protocol") or "",
             REMOTE_ADDR="127.0.0.1",
+            REMOTE_USER=user,
         )
         out = subprocess.run(
             ["git", "http-backend"], input=body, env=env, capture_output=True

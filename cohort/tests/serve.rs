@@ -3,6 +3,8 @@
 //! be reached, and the agent's manifests (`render --agent`). (The agent's whole loop against serve is in crates/agent/tests and,
 //! against a real API server, in agent_e2e.rs.)
 
+mod tls_common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -29,70 +31,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// A CA, and a certificate it signed for 127.0.0.1 (openssl, as an operator would).
-fn certificates(dir: &Path) {
-    let steps: [&[&str]; 4] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cohort test CA",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-        &["x509", "-in", "server.pem", "-noout"],
-    ];
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext");
-    for args in steps {
-        let out = run(dir, "openssl", args);
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    }
 }
 
 struct Server {
@@ -178,7 +116,7 @@ fn setup() -> tempfile::TempDir {
 fn over_https_the_fleet_view_lists_every_cluster_and_wrong_tokens_are_refused() {
     let tmp = setup();
     let dir = tmp.path();
-    certificates(dir);
+    tls_common::certificates(dir);
     let server = start_serve(dir, &["--tls-cert", "server.pem", "--tls-key", "server.key"]);
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
 
@@ -594,7 +532,7 @@ fn serve_fetches_an_https_git_remote_instead_of_panicking_for_want_of_a_tls_prov
     use cohort_agent::source::{ControlSource, Polled};
     let tmp = setup();
     let dir = tmp.path();
-    certificates(dir);
+    tls_common::certificates(dir);
     std::fs::create_dir_all(dir.join("served")).expect("dir");
     let clone = run(
         dir,
@@ -1079,7 +1017,7 @@ fn out_of_file_descriptors_serve_backs_off_instead_of_spinning() {
     use std::time::Duration;
     let tmp = setup();
     let dir = tmp.path();
-    certificates(dir);
+    tls_common::certificates(dir);
     let mut child = Command::new("sh")
         .args([
             "-c",

@@ -150,7 +150,8 @@ impl Mirror {
         self.extra_roots = Some(roots);
     }
 
-    /// Signs in with these credentials when fetching or pushing over http(s).
+    /// Signs in with these credentials when fetching or pushing over https (never over plain
+    /// http, where they would be readable on the way).
     pub fn authenticate(&mut self, credentials: Credentials) {
         self.credentials = Some(credentials);
     }
@@ -518,9 +519,10 @@ impl Mirror {
         limit: u64,
     ) -> Result<Vec<u8>, PushError> {
         use std::io::Read;
+        // Never in clear text, as gix's fetch does not either.
         let request = match &self.credentials {
-            Some(c) => request.basic_auth(&c.user, Some(&c.secret)),
-            None => request,
+            Some(c) if self.url.starts_with("https://") => request.basic_auth(&c.user, Some(&c.secret)),
+            _ => request,
         };
         let response = request.send().map_err(|e| self.push_error(Box::new(e)))?;
         let status = response.status();
@@ -763,8 +765,7 @@ pub struct CredentialsError {
 
 impl Credentials {
     /// The credentials in `path`: one line `USER:SECRET` (e.g. `x-access-token:ghp_...` on
-    /// GitHub, `oauth2:glpat-...` on GitLab, or your user and a token on Gitea). A mounted
-    /// Secret is read when used, so a rotated token is picked up.
+    /// GitHub, `oauth2:glpat-...` on GitLab, or your user and a token on Gitea).
     pub fn from_file(path: &Path) -> Result<Credentials, CredentialsError> {
         let error = |reason: String| CredentialsError {
             path: path.to_owned(),
