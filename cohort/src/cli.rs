@@ -581,6 +581,7 @@ pub enum SmtpSecurityArg {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("process").args(["agent", "autopilot"]))]
 pub struct RenderArgs {
     /// Only these services (default: all).
     pub services: Vec<String>,
@@ -605,19 +606,34 @@ pub struct RenderArgs {
     /// --namespace and --image.
     #[arg(long, conflicts_with_all = ["services", "format", "out", "rbac"])]
     pub agent: bool,
+    /// Render the autopilot instead: ServiceAccount, a Role that only reads the routers' pods
+    /// (and their counts through the API server), lists Deployments and holds the Lease
+    /// cohort-autopilot, the RoleBinding, and a Deployment of --replicas (one acts, the others
+    /// stand by). It fetches and pushes --git; for an https remote it reads `USER:TOKEN` from
+    /// the Secret cohort-autopilot-git (key `credentials`), which you create. The namespace
+    /// and image come as for --agent.
+    #[arg(long, requires = "git", conflicts_with_all = ["services", "format", "out", "rbac", "agent", "control", "install"])]
+    pub autopilot: bool,
+    /// With --autopilot: how many replicas.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "autopilot", value_parser = clap::value_parser!(i32).range(1..=5))]
+    pub replicas: i32,
+    /// With --autopilot: where the release repo sits in the git repository, if not at its top.
+    #[arg(long, value_name = "DIR", requires = "autopilot")]
+    pub path: Option<String>,
     /// With --agent: the generic install that deploy/install.yaml is, for any namespace and git
     /// remote. It names no namespace (`kubectl apply -n NS` places it) and reads the git
     /// remote and branch from the keys `git` and `branch` of the ConfigMap cohort-agent, which
     /// you create. Reads no release repo.
     #[arg(long, requires = "agent", conflicts_with_all = ["control", "git", "namespace", "branch"])]
     pub install: bool,
-    /// With --agent: the namespace to run it in, which must be the pipeline's (its Role is
-    /// namespaced). Needed without a release repo; with one, it may only repeat the repo's.
-    #[arg(long, short = 'n', value_name = "NAME", requires = "agent")]
+    /// With --agent or --autopilot: the namespace to run it in, which must be the pipeline's
+    /// (its Role is namespaced). Needed without a release repo; with one, it may only repeat
+    /// the repo's.
+    #[arg(long, short = 'n', value_name = "NAME", requires = "process")]
     pub namespace: Option<String>,
-    /// With --agent: the image (default: the release repo's `router.image`, else this
-    /// version's released image).
-    #[arg(long, value_name = "REF", requires = "agent")]
+    /// With --agent or --autopilot: the image (default: the release repo's `router.image`,
+    /// else this version's released image).
+    #[arg(long, value_name = "REF", requires = "process")]
     pub image: Option<String>,
     /// With --agent: the control API the agent polls, e.g. https://cohort.example.com.
     #[arg(long, value_name = "URL", requires_all = ["agent", "cluster"], conflicts_with = "git")]
@@ -625,15 +641,16 @@ pub struct RenderArgs {
     /// With --agent --control: the cluster's name in the server's tokens file.
     #[arg(long, value_name = "NAME", requires = "control")]
     pub cluster: Option<String>,
-    /// With --agent: the git remote of the release repo the agent polls instead.
-    #[arg(long, value_name = "URL", requires = "agent")]
+    /// With --agent: the git remote of the release repo the agent polls instead. With
+    /// --autopilot: the remote it fetches and pushes its decisions to.
+    #[arg(long, value_name = "URL", requires = "process")]
     pub git: Option<String>,
-    /// With --agent --git: the branch.
+    /// With --git: the branch.
     #[arg(long, value_name = "NAME", default_value = "main")]
     pub branch: String,
-    /// With --agent: also trust the CA certificates under key `ca.crt` of this ConfigMap (a
-    /// company CA signed the control API's or the git server's certificate).
-    #[arg(long, value_name = "NAME", requires = "agent")]
+    /// With --agent or --autopilot: also trust the CA certificates under key `ca.crt` of this
+    /// ConfigMap (a company CA signed the control API's or the git server's certificate).
+    #[arg(long, value_name = "NAME", requires = "process")]
     pub ca_configmap: Option<String>,
 }
 

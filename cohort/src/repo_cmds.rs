@@ -223,6 +223,9 @@ pub fn validate(cli: &Cli, output: TextOrJson) -> Result<()> {
 }
 
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
+    if args.autopilot {
+        return render_autopilot(cli, args);
+    }
     if args.agent {
         return render_agent(cli, args);
     }
@@ -343,49 +346,10 @@ fn render_agent(cli: &Cli, args: &RenderArgs) -> Result<()> {
         ))
         .into());
     }
-    if let Some(image) = &args.image {
-        cohort_core::image::check_reference(image)
-            .map_err(|e| UsageError(format!("--image `{image}` {e}")))?;
-    }
-    if let Some(ns) = &args.namespace {
-        cohort_core::names::check_dns_label("namespace", ns, false).map_err(crate::usage)?;
-    }
-    // The generic install is the same bytes wherever it is made, so it reads no repo.
-    let repo = match args.install {
-        true => None,
-        false => agent_repo(cli)?,
-    };
-    let namespace = match (&repo, &args.namespace) {
-        (Some(repo), Some(ns)) if *ns != repo.pipeline.namespace => {
-            return Err(UsageError(format!(
-                "--namespace {ns}: the release repo's namespace is {repo_ns} (cohort.yaml), and the agent \
-                 must run in it: it applies the repo's objects there with a Role of that namespace; drop \
-                 --namespace, or give -C DIR for another release repo",
-                repo_ns = repo.pipeline.namespace
-            ))
-            .into());
-        }
-        (Some(repo), _) => Some(repo.pipeline.namespace.clone()),
-        (None, Some(ns)) => Some(ns.clone()),
-        (None, None) if args.install => None,
-        (None, None) => {
-            return Err(UsageError(format!(
-                "no release repo in {} or above (no cohort.yaml) to take the agent's namespace from: \
-                 give --namespace NAME (the pipeline's), -C DIR, or --install for the manifest that \
-                 takes kubectl's -n",
-                repo_dir(cli).display()
-            ))
-            .into());
-        }
-    };
-    let image = args
-        .image
-        .as_deref()
-        .or(repo.as_ref().map(|r| r.pipeline.router.image.as_str()))
-        .unwrap_or(cohort_spec::DEFAULT_ROUTER_IMAGE);
+    let (namespace, image) = placement(cli, args, "agent")?;
     let place = cohort_render::AgentPlacement {
         namespace: namespace.as_deref(),
-        image,
+        image: &image,
     };
     let objects = cohort_render::agent(place, &source, args.ca_configmap.as_deref())?;
     let text = match args.output {
@@ -412,6 +376,112 @@ fn render_agent(cli: &Cli, args: &RenderArgs) -> Result<()> {
     if let Some(name) = &args.ca_configmap {
         eout!(
             "note: the agent trusts the CA certificates in the ConfigMap {name} (key ca.crt); create it first:\n  \
+             kubectl -n {ns} create configmap {name} --from-file=ca.crt=CA_PEM_FILE"
+        );
+    }
+    Ok(())
+}
+
+/// Where `render --agent` or `--autopilot` places the process: the release repo's namespace
+/// (or --namespace, which may only repeat it) and image (or --image).
+fn placement(cli: &Cli, args: &RenderArgs, what: &str) -> Result<(Option<String>, String)> {
+    if let Some(image) = &args.image {
+        cohort_core::image::check_reference(image)
+            .map_err(|e| UsageError(format!("--image `{image}` {e}")))?;
+    }
+    if let Some(ns) = &args.namespace {
+        cohort_core::names::check_dns_label("namespace", ns, false).map_err(crate::usage)?;
+    }
+    // The generic install is the same bytes wherever it is made, so it reads no repo.
+    let repo = match args.install {
+        true => None,
+        false => agent_repo(cli)?,
+    };
+    let namespace = match (&repo, &args.namespace) {
+        (Some(repo), Some(ns)) if *ns != repo.pipeline.namespace => {
+            return Err(UsageError(format!(
+                "--namespace {ns}: the release repo's namespace is {repo_ns} (cohort.yaml), and the {what} \
+                 must run in it: {does} there with a Role of that namespace; drop --namespace, or give \
+                 -C DIR for another release repo",
+                repo_ns = repo.pipeline.namespace,
+                does = match what {
+                    "agent" => "it applies the repo's objects",
+                    _ => "it reads the routers",
+                }
+            ))
+            .into());
+        }
+        (Some(repo), _) => Some(repo.pipeline.namespace.clone()),
+        (None, Some(ns)) => Some(ns.clone()),
+        (None, None) if args.install => None,
+        (None, None) => {
+            return Err(UsageError(format!(
+                "no release repo in {} or above (no cohort.yaml) to take the {what}'s namespace from: \
+                 give --namespace NAME (the pipeline's), -C DIR{install}",
+                repo_dir(cli).display(),
+                install = match what {
+                    "agent" => ", or --install for the manifest that takes kubectl's -n",
+                    _ => "",
+                }
+            ))
+            .into());
+        }
+    };
+    let image = args
+        .image
+        .as_deref()
+        .or(repo.as_ref().map(|r| r.pipeline.router.image.as_str()))
+        .unwrap_or(cohort_spec::DEFAULT_ROUTER_IMAGE);
+    Ok((namespace, image.to_string()))
+}
+
+/// `render --autopilot`: the autopilot's objects, placed as the agent's are.
+fn render_autopilot(cli: &Cli, args: &RenderArgs) -> Result<()> {
+    let Some(git) = args.git.as_deref() else {
+        return Err(
+            UsageError("--autopilot needs --git URL, the remote it fetches and pushes to".into()).into(),
+        );
+    };
+    if args.ca_configmap.is_some() && !git.starts_with("https://") {
+        return Err(UsageError(format!(
+            "--ca-configmap is for an https remote; {git} is not one (drop the flag, or give the https:// URL)"
+        ))
+        .into());
+    }
+    let (namespace, image) = placement(cli, args, "autopilot")?;
+    let setup = cohort_render::AutopilotSetup {
+        place: cohort_render::AgentPlacement {
+            namespace: namespace.as_deref(),
+            image: &image,
+        },
+        git,
+        branch: &args.branch,
+        path: args.path.as_deref(),
+        ca_config_map: args.ca_configmap.as_deref(),
+        replicas: args.replicas,
+    };
+    let objects = cohort_render::autopilot(&setup)?;
+    let text = match args.output {
+        YamlOrJson::Yaml => cohort_render::to_yaml(&objects),
+        YamlOrJson::Json => cohort_render::to_json(&objects),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    let ns = namespace.as_deref().unwrap_or("NAMESPACE");
+    match git.starts_with("https://") {
+        true => eout!(
+            "note: the autopilot pushes with the credentials in the Secret {secret} (key credentials, one line \
+             USER:TOKEN with write access to {git}); create it first:\n  \
+             kubectl -n {ns} create secret generic {secret} --from-literal=credentials=USER:TOKEN",
+            secret = cohort_render::AUTOPILOT_GIT_SECRET,
+        ),
+        false => eout!(
+            "note: {git} is not https, so the autopilot sends it no credentials (cohort never sends them in \
+             clear text): the server must take its pushes without them"
+        ),
+    }
+    if let Some(name) = &args.ca_configmap {
+        eout!(
+            "note: the autopilot trusts the CA certificates in the ConfigMap {name} (key ca.crt); create it first:\n  \
              kubectl -n {ns} create configmap {name} --from-file=ca.crt=CA_PEM_FILE"
         );
     }

@@ -466,7 +466,8 @@ fn leads(admin: SocketAddr) -> bool {
         .any(|l| l.trim() == "cohort_autopilot_leader 1")
 }
 
-/// Against a real API server: two autopilots with one Lease, one acts and the other stands
+/// Against a real API server, with only what `cohort render --autopilot` grants: a pass
+/// that reads the cluster runs; two autopilots with one Lease, one acts and the other stands
 /// by; when the one acting is killed, the other takes over once the lease runs out.
 #[test]
 fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
@@ -476,9 +477,52 @@ fn two_autopilots_with_one_lease_act_one_at_a_time_and_the_other_takes_over() {
     let ns = kube_common::Namespace::new(&kc, "autopilot-lease");
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = release_repo(dir.path(), "1.17.0");
+    // The rendered ServiceAccount, Role and RoleBinding (not the Deployment: the processes
+    // run here, as that ServiceAccount).
+    let rendered = cohort(
+        dir.path(),
+        &[
+            "render",
+            "--autopilot",
+            "--git",
+            "https://git.example.com/r.git",
+            "-n",
+            &ns.name,
+            "-o",
+            "json",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+    let items = list["items"].as_array_mut().expect("items");
+    items.retain(|o| o["kind"] != "Deployment");
+    assert_eq!(items.len(), 3);
+    kube_common::kubectl(&kc, &["apply", "-f", "-"], Some(&list.to_string()));
+    let as_autopilot = ns.kubeconfig_of("cohort-autopilot", dir.path());
+    let kubeconfig = as_autopilot.to_string_lossy().into_owned();
+    // A pass that finds the routers through the cluster (none run here) and reads the
+    // Deployments' rollouts, with those rights alone.
+    let pass = cohort(
+        &repo,
+        &[
+            "autopilot",
+            "--once",
+            "--dry-run",
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            &ns.name,
+        ],
+    );
+    assert_eq!(pass.status.code(), Some(0), "{}", text(&pass));
+    assert!(
+        text(&pass).contains("account-service: waiting"),
+        "{}",
+        text(&pass)
+    );
+
     let routers = router("1.17.0", 0);
     let url = format!("http://{}", routers.process.admin);
-    let kubeconfig = kc.to_string_lossy().into_owned();
     let extra = [
         "--metrics-url",
         &url,

@@ -25,8 +25,6 @@ pub const AGENT_NAME: &str = "cohort-agent";
 pub const AGENT_TOKEN_SECRET: &str = "cohort-agent-token";
 /// The agent's admin port (`/live`, `/ready`, `/metrics`).
 pub const AGENT_ADMIN_PORT: i32 = 9102;
-/// The label value marking the agent's own objects (not the release repo's).
-pub const AGENT_MANAGER: &str = "cohort-agent";
 /// The ConfigMap the generic install reads its git remote (key `git`) and branch (key
 /// `branch`) from; the operator creates it.
 pub const AGENT_CONFIG_MAP: &str = "cohort-agent";
@@ -81,16 +79,186 @@ impl<'a> AgentPlacement<'a> {
 const GIT_ENV: &str = "COHORT_AGENT_GIT";
 const BRANCH_ENV: &str = "COHORT_AGENT_BRANCH";
 
-fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+/// The metadata of one of the process's own objects (the agent's, the autopilot's): named
+/// after it, labelled as managed by it so that no apply of the release repo prunes them.
+pub(crate) fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespace.map(Into::into),
         labels: Some(BTreeMap::from([
-            (LABEL_MANAGED_BY.to_string(), AGENT_MANAGER.to_string()),
-            ("app".to_string(), AGENT_NAME.to_string()),
+            (LABEL_MANAGED_BY.to_string(), name.to_string()),
+            ("app".to_string(), name.to_string()),
         ])),
         ..ObjectMeta::default()
     }
+}
+
+/// A ServiceAccount `name`, a Role `name` with `rules` and the RoleBinding between them, in
+/// `namespace` (or the one `kubectl apply -n` gives).
+pub(crate) fn identity(
+    name: &str,
+    namespace: Option<&str>,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+) -> Result<Vec<Rendered>, RenderError> {
+    let account = ServiceAccount {
+        metadata: meta(name, namespace),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(name, namespace),
+        rules: Some(rules),
+    };
+    let binding = RoleBinding {
+        metadata: meta(name, namespace),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: namespace.map(Into::into),
+            ..Subject::default()
+        }]),
+    };
+    Ok(vec![
+        rendered("ServiceAccount", name, &account)?,
+        rendered("Role", name, &role)?,
+        rendered("RoleBinding", name, &binding)?,
+    ])
+}
+
+/// The pod of one of cohort's own processes, as its Deployment runs it.
+pub(crate) struct ProcessPod<'a> {
+    /// The Deployment's, ServiceAccount's and app label's name.
+    pub name: &'a str,
+    /// The container's name.
+    pub container: &'a str,
+    pub namespace: Option<&'a str>,
+    pub image: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub mounts: Vec<VolumeMount>,
+    pub volumes: Vec<Volume>,
+    /// Its admin port, serving `/live` and `/ready`.
+    pub admin_port: i32,
+    pub replicas: i32,
+    /// `Recreate` (never two at once) or `RollingUpdate`.
+    pub strategy: &'a str,
+    pub termination_grace_seconds: i64,
+}
+
+impl ProcessPod<'_> {
+    /// Its Deployment: non-root, read-only root filesystem with an emptyDir for its cache,
+    /// probes on the admin port, modest requests.
+    pub(crate) fn deployment(self) -> Result<Rendered, RenderError> {
+        let mut mounts = self.mounts;
+        let mut volumes = self.volumes;
+        mounts.push(VolumeMount {
+            name: "cache".into(),
+            mount_path: "/var/cache/cohort".into(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        let probe = |path: &str| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.into()),
+                port: IntOrString::Int(self.admin_port),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        };
+        let labels = BTreeMap::from([("app".to_string(), self.name.to_string())]);
+        let deployment = Deployment {
+            metadata: meta(self.name, self.namespace),
+            spec: Some(DeploymentSpec {
+                replicas: Some(self.replicas),
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..LabelSelector::default()
+                },
+                strategy: Some(DeploymentStrategy {
+                    type_: Some(self.strategy.into()),
+                    ..DeploymentStrategy::default()
+                }),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(self.name.into()),
+                        termination_grace_period_seconds: Some(self.termination_grace_seconds),
+                        security_context: Some(PodSecurityContext {
+                            run_as_non_root: Some(true),
+                            run_as_user: Some(65532),
+                            ..PodSecurityContext::default()
+                        }),
+                        containers: vec![Container {
+                            name: self.container.into(),
+                            image: Some(self.image.into()),
+                            args: Some(self.args),
+                            env: (!self.env.is_empty()).then_some(self.env),
+                            ports: Some(vec![ContainerPort {
+                                name: Some("admin".into()),
+                                container_port: self.admin_port,
+                                ..ContainerPort::default()
+                            }]),
+                            liveness_probe: Some(probe("/live")),
+                            readiness_probe: Some(probe("/ready")),
+                            resources: Some(ResourceRequirements {
+                                requests: Some(BTreeMap::from([
+                                    ("cpu".to_string(), Quantity("50m".into())),
+                                    ("memory".to_string(), Quantity("64Mi".into())),
+                                ])),
+                                limits: Some(BTreeMap::from([(
+                                    "memory".to_string(),
+                                    Quantity("256Mi".into()),
+                                )])),
+                                ..ResourceRequirements::default()
+                            }),
+                            security_context: Some(SecurityContext {
+                                allow_privilege_escalation: Some(false),
+                                read_only_root_filesystem: Some(true),
+                                ..SecurityContext::default()
+                            }),
+                            volume_mounts: Some(mounts),
+                            ..Container::default()
+                        }],
+                        volumes: Some(volumes),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        };
+        rendered("Deployment", self.name, &deployment)
+    }
+}
+
+/// Mounts the CA certificates under key `ca.crt` of the ConfigMap `name` at [`AGENT_CA_FILE`].
+pub(crate) fn ca_volume(name: &str, mounts: &mut Vec<VolumeMount>, volumes: &mut Vec<Volume>) {
+    mounts.push(VolumeMount {
+        name: "ca".into(),
+        mount_path: "/etc/cohort/ca".into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
+    volumes.push(Volume {
+        name: "ca".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.into(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
 }
 
 /// Where the agent finds the CA certificates in the ConfigMap `--ca-configmap` names.
@@ -105,28 +273,6 @@ pub fn agent(
     ca_config_map: Option<&str>,
 ) -> Result<Vec<Rendered>, RenderError> {
     let ns = place.namespace;
-    let account = ServiceAccount {
-        metadata: meta(AGENT_NAME, ns),
-        ..ServiceAccount::default()
-    };
-    let role = Role {
-        metadata: meta(AGENT_NAME, ns),
-        rules: Some(crate::rbac::agent_rules()),
-    };
-    let binding = RoleBinding {
-        metadata: meta(AGENT_NAME, ns),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: AGENT_NAME.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: AGENT_NAME.into(),
-            namespace: ns.map(Into::into),
-            ..Subject::default()
-        }]),
-    };
     let mut args = vec!["agent".to_string()];
     let mut env = vec![];
     let mut mounts = vec![];
@@ -200,111 +346,30 @@ pub fn agent(
             AgentSource::Git { .. } | AgentSource::GitFromConfigMap => "--git-ca-file",
         };
         args.extend([flag.into(), AGENT_CA_FILE.into()]);
-        mounts.push(VolumeMount {
-            name: "ca".into(),
-            mount_path: "/etc/cohort/ca".into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        volumes.push(Volume {
-            name: "ca".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.into(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        ca_volume(name, &mut mounts, &mut volumes);
     }
     args.extend(["--admin".into(), format!("0.0.0.0:{AGENT_ADMIN_PORT}")]);
-    mounts.push(VolumeMount {
-        name: "cache".into(),
-        mount_path: "/var/cache/cohort".into(),
-        ..VolumeMount::default()
-    });
-    volumes.push(Volume {
-        name: "cache".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    });
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(AGENT_ADMIN_PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
-    let labels = BTreeMap::from([("app".to_string(), AGENT_NAME.to_string())]);
-    let deployment = Deployment {
-        metadata: meta(AGENT_NAME, ns),
-        spec: Some(DeploymentSpec {
+    let mut objects = identity(AGENT_NAME, ns, crate::rbac::agent_rules())?;
+    objects.push(
+        ProcessPod {
+            name: AGENT_NAME,
+            container: "agent",
+            namespace: ns,
+            image: place.image,
+            args,
+            env,
+            mounts,
+            volumes,
+            admin_port: AGENT_ADMIN_PORT,
             // One agent per cluster: two would apply the same revision twice over.
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..DeploymentStrategy::default()
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(AGENT_NAME.into()),
-                    // Room for an apply under way to finish its rollout wait on shutdown.
-                    termination_grace_period_seconds: Some(330),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![Container {
-                        name: "agent".into(),
-                        image: Some(place.image.into()),
-                        args: Some(args),
-                        env: (!env.is_empty()).then_some(env),
-                        ports: Some(vec![ContainerPort {
-                            name: Some("admin".into()),
-                            container_port: AGENT_ADMIN_PORT,
-                            ..ContainerPort::default()
-                        }]),
-                        liveness_probe: Some(probe("/live")),
-                        readiness_probe: Some(probe("/ready")),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(BTreeMap::from([
-                                ("cpu".to_string(), Quantity("50m".into())),
-                                ("memory".to_string(), Quantity("64Mi".into())),
-                            ])),
-                            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
-                            ..ResourceRequirements::default()
-                        }),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            ..SecurityContext::default()
-                        }),
-                        volume_mounts: Some(mounts),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    };
-    Ok(vec![
-        rendered("ServiceAccount", AGENT_NAME, &account)?,
-        rendered("Role", AGENT_NAME, &role)?,
-        rendered("RoleBinding", AGENT_NAME, &binding)?,
-        rendered("Deployment", AGENT_NAME, &deployment)?,
-    ])
+            replicas: 1,
+            strategy: "Recreate",
+            // Room for an apply under way to finish its rollout wait on shutdown.
+            termination_grace_seconds: 330,
+        }
+        .deployment()?,
+    );
+    Ok(objects)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod autopilot;
 mod haproxy;
 mod objects;
 mod rbac;
@@ -13,6 +14,7 @@ mod rbac;
 pub use agent::{
     AGENT_ADMIN_PORT, AGENT_CONFIG_MAP, AGENT_NAME, AGENT_TOKEN_SECRET, AgentPlacement, AgentSource, agent,
 };
+pub use autopilot::{AUTOPILOT_ADMIN_PORT, AUTOPILOT_GIT_SECRET, AUTOPILOT_NAME, AutopilotSetup, autopilot};
 pub use haproxy::{HaproxyError, haproxy_cfg};
 pub use objects::{
     LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, deployment_name,

@@ -89,6 +89,25 @@ pub(crate) fn agent_rules() -> Vec<PolicyRule> {
     sorted(manage_rules())
 }
 
+/// The autopilot's Role: reading the routers' counts (their pods, through the API server's
+/// pod proxy) and whether Deployments have rolled out, and holding its Lease `lease`, which
+/// it may create but otherwise touch only by that name. It changes nothing else: its
+/// decisions go to git.
+pub(crate) fn autopilot_rules(lease: &str) -> Vec<PolicyRule> {
+    let mut rules = vec![
+        rule("", &["pods"], &["list"]),
+        rule("", &["pods/proxy"], &["get"]),
+        rule("apps", &["deployments"], &["list"]),
+        // Creating cannot be limited to a name (the name is in the body, not the URL).
+        rule("coordination.k8s.io", &["leases"], &["create"]),
+    ];
+    rules.push(PolicyRule {
+        resource_names: Some(vec![lease.to_string()]),
+        ..rule("coordination.k8s.io", &["leases"], &["get", "update", "delete"])
+    });
+    rules
+}
+
 /// The ClusterRole for `status` and the Role for `apply` (bind them to whoever runs cohort).
 pub fn rbac(pipeline: &Pipeline) -> Result<Vec<Rendered>, RenderError> {
     let status = ClusterRole {
