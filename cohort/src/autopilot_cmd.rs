@@ -796,7 +796,8 @@ fn pairs(
                 (s.track == track.as_str() && s.version == version.as_str())
                     || (s.track == base.as_str() && s.version == base_version.as_str())
             });
-            let active = active_seconds(&current, track.as_str());
+            let seen = served_seconds(&current, track.as_str());
+            let active = seen.unwrap_or(current.window_seconds).clamp(1, current.window_seconds.max(1));
             let summed = match accumulated.as_deref_mut() {
                 None => (current, active),
                 Some(a) => {
@@ -812,12 +813,14 @@ fn pairs(
                             series: vec![],
                             ..current.clone()
                         },
-                        first_seconds: active,
+                        // A track not served yet in the first read has counted for no time
+                        // at all: taking the whole window would make its rate look far lower.
+                        first_seconds: seen.unwrap_or(0),
                         began: std::time::Instant::now(),
                     });
                     // Same service and buckets: a merge cannot fail here.
                     let _ = pair.stats.merge(current);
-                    let span = pair.first_seconds + pair.began.elapsed().as_secs();
+                    let span = (pair.first_seconds + pair.began.elapsed().as_secs()).max(1);
                     (pair.stats.clone(), span)
                 }
             };
@@ -830,15 +833,9 @@ fn pairs(
     out
 }
 
-/// The seconds a track's counts took in a window (at least 1, at most the window).
-fn active_seconds(w: &WindowStats, track: &str) -> u64 {
-    w.series
-        .iter()
-        .filter(|s| s.track == track)
-        .map(|s| s.seconds)
-        .max()
-        .unwrap_or(w.window_seconds)
-        .clamp(1, w.window_seconds.max(1))
+/// The seconds a track's counts took in a window, if it has any.
+fn served_seconds(w: &WindowStats, track: &str) -> Option<u64> {
+    w.series.iter().filter(|s| s.track == track).map(|s| s.seconds).max()
 }
 
 /// What to tell people of a pass: each action taken, and (for a running autopilot, which

@@ -1,7 +1,8 @@
 //! `cohort demo`: the whole pipeline on one machine, told with the real commands. A temporary
 //! release repo, local "pods" per track (HTTP servers on loopback answering with their
 //! version), the real router process on the rendered router config, synthetic traffic with a
-//! cohort mix and user ids, and the judgement deciding each promotion.
+//! cohort mix and user ids, and `cohort autopilot` deciding each promotion, ramp step and
+//! rollback by itself while the demo plays the agent (pods and router follow each commit).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
@@ -154,7 +155,7 @@ impl View {
             ));
         }
         lines.push(format!(
-            "  judgement: {}",
+            "  autopilot: {}",
             self.verdict.lock().unwrap_or_else(|e| e.into_inner())
         ));
         lines
@@ -420,8 +421,6 @@ struct Stage<'a> {
     versions: &'a Versions,
     view: &'a Arc<View>,
     stages: &'a [String],
-    judge_args: Vec<String>,
-    fast: bool,
 }
 
 impl Stage<'_> {
@@ -461,69 +460,6 @@ impl Stage<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    /// Lets traffic flow until the judgement of `track` is no longer inconclusive (or the
-    /// time is up), redrawing the live view; returns the last verdict's exit status.
-    async fn judge(
-        &self,
-        screen: &mut Screen,
-        track: &str,
-        timeout: Duration,
-    ) -> Result<(Option<i32>, String)> {
-        let started = Instant::now();
-        let min_soak = if self.fast {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(10)
-        };
-        let exe = std::env::current_exe().context("finding the cohort binary")?;
-        loop {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            let versions = self.versions.read().unwrap_or_else(|e| e.into_inner()).clone();
-            screen.live(&self.view.table(&versions, self.stages));
-            if started.elapsed() < min_soak {
-                continue;
-            }
-            let mut args = vec![
-                "analyze".to_string(),
-                SERVICE.into(),
-                "--track".into(),
-                track.into(),
-            ];
-            args.extend(self.judge_args.iter().cloned());
-            let out = tokio::process::Command::new(&exe)
-                .args(&args)
-                .current_dir(self.repo)
-                .output()
-                .await
-                .context("running cohort analyze")?;
-            let said = String::from_utf8_lossy(&out.stdout);
-            let verdict = said
-                .lines()
-                .find(|l| l.starts_with("verdict: "))
-                .unwrap_or("verdict: (none)")
-                .trim_start_matches("verdict: ")
-                .to_string();
-            *self.view.verdict.lock().unwrap_or_else(|e| e.into_inner()) = format!("{track}: {verdict}");
-            let last = out.status.code();
-            if last != Some(3) || started.elapsed() > timeout {
-                screen.clear();
-                screen.say(&format!("$ cohort {}", args.join(" ")));
-                for l in said.lines() {
-                    screen.say(&format!("  {l}"));
-                }
-                if !screen.tty {
-                    for l in self.view.table(&versions, self.stages) {
-                        screen.say(&l);
-                    }
-                }
-                return Ok((last, verdict));
-            }
-            if !screen.tty && started.elapsed().as_secs().is_multiple_of(5) {
-                screen.say(&format!("  ... {track}: {verdict}"));
-            }
-        }
-    }
 }
 
 async fn demo(options: &DemoOptions) -> Result<()> {
@@ -551,18 +487,50 @@ async fn demo(options: &DemoOptions) -> Result<()> {
     let yaml = yaml
         .replace(
             "    canary: 5%\n    production: 95%",
-            "    canary: 10%\n    production: 90%",
+            "    canary: 20%\n    production: 80%",
         )
-        .replace("  paid: 5%\n  production: 95%", "  paid: 10%\n  production: 90%")
+        .replace("  paid: 5%\n  production: 95%", "  paid: 20%\n  production: 80%")
         .replace("# sticky:\n#   header: X-User-Id", "sticky:\n  header: X-User-Id");
-    if !yaml.contains("sticky:\n  header: X-User-Id") || !yaml.contains("    canary: 10%") {
+    if !yaml.contains("sticky:\n  header: X-User-Id") || !yaml.contains("    canary: 20%") {
         bail!("the scaffold's cohort.yaml changed shape; the demo's edits no longer apply");
     }
-    std::fs::write(&path, yaml).context("writing cohort.yaml")?;
-    commit_all(&repo, "demo: judge every promotion, 10% canaries, sticky users")?;
-    screen.say(
-        "  (cohort.yaml: every gate requires a passing judgement; canaries take 10%; users stay on their track by X-User-Id)\n",
+    // The autopilot promotes into every stage after internal by itself, ramping canary's
+    // share 5% → 10% → 20% of FREE first, and rolls canary back by itself when it fails.
+    let step = if options.fast { "2s" } else { "5s" };
+    let policy = format!(
+        "autopilot:\n  stages:\n    canary:\n      promote: auto\n      ramp: [5%, 10%, 20%]\n      step_time: {step}\n    \
+         paid:\n      promote: auto\n    production:\n      promote: auto\n\
+         judgement:\n  confidence: 0.99\n  min_error_increase: 3%\n"
     );
+    std::fs::write(&path, format!("{policy}{yaml}")).context("writing cohort.yaml")?;
+    // A settled pipeline to start from: every track runs the scaffold's canary build.
+    let state_path = repo.join(cohort_spec::state_path(
+        &cohort_core::ServiceName::new(SERVICE).context("the demo's service name")?,
+    ));
+    let state = std::fs::read_to_string(&state_path).context("reading the service's state")?;
+    let settled = [
+        "internal: \"1.18.0\"",
+        "paid: \"1.15.0\"",
+        "production: \"1.15.0\"",
+    ]
+    .iter()
+    .fold(state.clone(), |s, from| {
+        let track = from.split(':').next().unwrap_or_default();
+        s.replace(from, &format!("{track}: \"1.17.0\""))
+    });
+    if settled.matches("\"1.17.0\"").count() != 4 {
+        bail!("the scaffold's state file changed shape; the demo's edits no longer apply");
+    }
+    std::fs::write(&state_path, settled).context("writing the service's state")?;
+    commit_all(
+        &repo,
+        "demo: the autopilot promotes and ramps; 20% canaries; sticky users; every track on 1.17.0",
+    )?;
+    screen.say(&format!(
+        "  (cohort.yaml: the autopilot promotes into canary, paid and production on passing judgements, ramps \
+         canary 5% → 10% → 20% of FREE ({step} a step), and rolls canary back by itself; every track \
+         starts on 1.17.0; users stay on their track by X-User-Id)\n"
+    ));
 
     let (loaded, _) = cohort_spec::repo::load_repo(&repo);
     let loaded = loaded.context("the demo's release repo is valid")?;
@@ -611,30 +579,13 @@ async fn demo(options: &DemoOptions) -> Result<()> {
         versions: &versions,
         view: &view,
         stages: &stages,
-        judge_args: vec![
-            "--metrics-url".into(),
-            metrics_url.clone(),
-            "--min-error-increase".into(),
-            "2%".into(),
-            // The demo looks again every second until the verdict is in; the judgement's
-            // sequential boundary keeps that honest at this confidence.
-            "--confidence".into(),
-            "0.99".into(),
-        ],
-        fast: options.fast,
-    };
-    // Promotions judge with the same source and bar as the demo's own looks.
-    let promote_args = |to: &str| -> Vec<String> {
-        let mut args: Vec<String> = vec!["promote".into(), SERVICE.into(), "--to".into(), to.into()];
-        args.extend(stage.judge_args.iter().cloned());
-        args
     };
     let timeout = if options.fast {
-        Duration::from_secs(45)
+        Duration::from_secs(25)
     } else {
         Duration::from_secs(120)
     };
-    let outcome = story(&mut screen, &stage, &router, &promote_args, timeout).await;
+    let outcome = story(&mut screen, &stage, &router, &metrics_url, timeout).await;
     stop.store(true, Ordering::Relaxed);
     // Workers stop after their request in flight; one stuck on a router that stopped
     // answering is not waited for.
@@ -650,7 +601,8 @@ async fn demo(options: &DemoOptions) -> Result<()> {
     drop(router);
 
     screen.say("");
-    cohort(&mut screen, &repo, &["history", "-n", "12"])?;
+    // The story's changes: the two deploys and what the autopilot did with them.
+    cohort(&mut screen, &repo, &["history", "-n", "9"])?;
     let enterprise = view.enterprise_off_production.load(Ordering::Relaxed);
     let bad_reached = view.bad_on_paid_or_production.load(Ordering::Relaxed);
     let total = view.requests.load(Ordering::Relaxed);
@@ -679,75 +631,154 @@ async fn demo(options: &DemoOptions) -> Result<()> {
         return Err(Reported.into());
     }
     screen.say(&format!(
-        "done: {GOOD} went internal → canary → paid → production on passing judgements; {BAD} was caught on canary and rolled back."
+        "done: the autopilot took {GOOD} internal → canary (5% → 10% → 20%) → paid → production on passing judgements, and caught {BAD} on canary and rolled it back."
     ));
     Ok(())
+}
+
+/// The autopilot, running as `cohort autopilot` does anywhere: a pass every second on the
+/// router's counts, each decision a commit in the demo's repo. What it says is shown as it
+/// says it.
+struct Autopilot {
+    child: tokio::process::Child,
+    said: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Autopilot {
+    fn start(repo: &Path, metrics_url: &str) -> Result<Autopilot> {
+        let exe = std::env::current_exe().context("finding the cohort binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["autopilot", "--interval", "1s", "--metrics-url", metrics_url])
+            .current_dir(repo)
+            .env_remove("COHORT_REPO")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cohort autopilot")?;
+        let (tx, said) = tokio::sync::mpsc::unbounded_channel();
+        let forward = |from: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let Some(from) = from else { return };
+                let mut lines = tokio::io::BufReader::new(from).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        forward(child.stdout.take().map(|o| Box::new(o) as _));
+        forward(child.stderr.take().map(|e| Box::new(e) as _));
+        Ok(Autopilot { child, said })
+    }
+}
+
+/// Until `done` holds of the repo's tracks (or `timeout`): shows what the autopilot says, and
+/// after each of its commits rolls the pods and the router to what the repo says (what
+/// `cohort apply` or the agent does in a cluster).
+async fn follow(
+    screen: &mut Screen,
+    stage: &Stage<'_>,
+    router: &RouterProcess,
+    autopilot: &mut Autopilot,
+    timeout: Duration,
+    done: &dyn Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<bool> {
+    let started = Instant::now();
+    let mut head = head_of(stage.repo);
+    let mut last_table = Instant::now();
+    loop {
+        while let Ok(line) = autopilot.said.try_recv() {
+            // Its reasons and evidence (indented) head the live view until the next.
+            if let Some(why) = line.strip_prefix("  ") {
+                *stage.view.verdict.lock().unwrap_or_else(|e| e.into_inner()) = why.to_string();
+            }
+            screen.say(&format!("  autopilot | {line}"));
+        }
+        let now = head_of(stage.repo);
+        if now != head {
+            head = now;
+            stage.roll(router).await?;
+        }
+        let versions = stage.versions.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if done(&track_versions(stage.repo)?) {
+            return Ok(true);
+        }
+        if let Ok(Some(status)) = autopilot.child.try_wait() {
+            bail!("cohort autopilot stopped ({status})");
+        }
+        if started.elapsed() > timeout {
+            return Ok(false);
+        }
+        screen.live(&stage.view.table(&versions, stage.stages));
+        if !screen.tty && last_table.elapsed() > Duration::from_secs(5) {
+            last_table = Instant::now();
+            for l in stage.view.table(&versions, stage.stages) {
+                screen.say(&l);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The release repo's HEAD, to see the autopilot's commits.
+fn head_of(repo: &Path) -> Option<String> {
+    cohort_release::git::ReleaseRepo::open(repo)
+        .ok()
+        .and_then(|r| r.head_commit().ok().flatten())
 }
 
 async fn story(
     screen: &mut Screen,
     stage: &Stage<'_>,
     router: &RouterProcess,
-    promote_args: &dyn Fn(&str) -> Vec<String>,
+    metrics_url: &str,
     timeout: Duration,
 ) -> Result<()> {
     let repo = stage.repo;
-    screen.say(&format!("--- a good build, {GOOD}, from mainline"));
+    screen.say("--- the autopilot takes over: nobody types a promotion or a rollback from here on");
+    screen.say(&format!(
+        "$ cohort autopilot --interval 1s --metrics-url {metrics_url} &"
+    ));
+    let mut autopilot = Autopilot::start(repo, metrics_url)?;
+
+    screen.say(&format!(
+        "\n--- a good build, {GOOD}, from mainline (CI deploys it to internal)"
+    ));
     cohort(screen, repo, &["deploy", SERVICE, GOOD])?;
     stage.roll(router).await?;
-    for (from, to) in [("internal", "canary"), ("canary", "paid"), ("paid", "production")] {
-        match stage.judge(screen, from, timeout).await?.0 {
-            Some(0) => {}
-            other => bail!("{GOOD} on {from} did not pass its judgement (exit status {other:?})"),
-        }
-        let args = promote_args(to);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _) = cohort(screen, repo, &args)?;
-        if !ok {
-            bail!("promoting {GOOD} to {to} was refused");
-        }
-        stage.roll(router).await?;
+    let shipped = |t: &BTreeMap<String, String>| t.get("production").map(String::as_str) == Some(GOOD);
+    if !follow(screen, stage, router, &mut autopilot, timeout * 3, &shipped).await? {
+        bail!(
+            "the autopilot did not ship {GOOD} to production in {}s",
+            (timeout * 3).as_secs()
+        );
     }
 
     screen.say(&format!(
-        "\n--- a bad build, {BAD}: fine for internal users, broken for customers"
+        "\n--- a bad build, {BAD}, from mainline: fine for internal users, broken for customers"
     ));
     cohort(screen, repo, &["deploy", SERVICE, BAD])?;
     stage.roll(router).await?;
-    match stage.judge(screen, "internal", timeout).await?.0 {
-        Some(0) => {}
-        other => bail!("{BAD} on internal did not pass its judgement (exit status {other:?})"),
+    let reached_canary = |t: &BTreeMap<String, String>| t.get("canary").map(String::as_str) == Some(BAD);
+    if !follow(screen, stage, router, &mut autopilot, timeout, &reached_canary).await? {
+        bail!("the autopilot did not promote {BAD} to canary (internal users see nothing wrong with it)");
     }
-    let args = promote_args("canary");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, _) = cohort(screen, repo, &args)?;
-    if !ok {
-        bail!("promoting {BAD} to canary was refused");
+    let rolled_back = |t: &BTreeMap<String, String>| t.get("canary").map(String::as_str) == Some(GOOD);
+    if !follow(screen, stage, router, &mut autopilot, timeout, &rolled_back).await? {
+        bail!("the autopilot did not roll {BAD} back on canary");
     }
-    stage.roll(router).await?;
-    let failed = match stage.judge(screen, "canary", timeout).await? {
-        (Some(1), verdict) => verdict,
-        (other, _) => bail!("{BAD} on canary was not failed by the judgement (exit status {other:?})"),
-    };
-    // The gate into paid stays closed on its own; the canary goes back to the good build.
-    let args = promote_args("paid");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, _) = cohort(screen, repo, &args)?;
-    if ok {
-        bail!("{BAD} was promoted to paid");
+    // Its last words (the rollback's evidence) before it is stopped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(line) = autopilot.said.try_recv() {
+        screen.say(&format!("  autopilot | {line}"));
     }
-    cohort(
-        screen,
-        repo,
-        &[
-            "rollback",
-            SERVICE,
-            "canary",
-            "--reason",
-            &format!("canary judgement failed for {BAD}: {failed}"),
-        ],
-    )?;
-    stage.roll(router).await?;
+    let _ = autopilot.child.kill().await;
     Ok(())
 }
 

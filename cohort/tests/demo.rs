@@ -1,9 +1,10 @@
-//! `cohort demo --fast`, run as a user would, non-interactively: the story must end as told.
+//! `cohort demo --fast`, run as a user would, non-interactively: the story must end as told,
+//! every promotion, ramp step and the rollback decided by the autopilot.
 
 use std::process::Command;
 
 #[test]
-fn the_demo_ships_the_good_build_and_stops_the_bad_one_on_canary() {
+fn the_demo_s_autopilot_ships_the_good_build_and_rolls_the_bad_one_back_on_canary() {
     let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args(["demo", "--fast", "--keep"])
         .env_remove("COHORT_REPO")
@@ -24,7 +25,19 @@ fn the_demo_ships_the_good_build_and_stops_the_bad_one_on_canary() {
         said.contains("requests the bad build 1.20.0 answered on paid or production: 0\n"),
         "{said}"
     );
-    assert!(said.contains("verdict: FAIL — error rate"), "{said}");
+    // The autopilot decided, and said so as it happened.
+    for line in [
+        "autopilot | account-service: promote 1.19.0 from internal to canary (",
+        "autopilot | account-service: ramp canary (1.19.0) to 10% (",
+        "autopilot | account-service: ramp canary (1.19.0) to 20% (",
+        "autopilot | account-service: promote 1.19.0 from canary to paid (",
+        "autopilot | account-service: promote 1.19.0 from paid to production (",
+        "autopilot | account-service: promote 1.20.0 from internal to canary (",
+        "autopilot | account-service: roll canary back from 1.20.0 (",
+        "autopilot |   fail: canary 1.20.0 against production 1.19.0, cohorts FREE: ",
+    ] {
+        assert!(said.contains(line), "{line} in {said}");
+    }
     // What the release repo records.
     let kept = said
         .lines()
@@ -51,13 +64,16 @@ fn the_demo_ships_the_good_build_and_stops_the_bad_one_on_canary() {
         .output()
         .expect("git log");
     let log = String::from_utf8_lossy(&log.stdout);
-    assert_eq!(log.matches("Cohort-Judgement: pass:").count(), 4, "{log}");
+    // Six passing judgements (into canary, two ramp steps, into paid and production, the bad
+    // build into canary) and one failing, each in its commit.
+    assert_eq!(log.matches("Cohort-Judgement: pass:").count(), 6, "{log}");
+    assert_eq!(log.matches("Cohort-Judgement: fail:").count(), 1, "{log}");
     assert!(
         !log.contains("promote account-service 1.20.0: canary → paid"),
         "{log}"
     );
     assert!(
-        log.contains("Cohort-Reason: canary judgement failed for 1.20.0"),
+        log.contains("rollback account-service canary: 1.20.0 → 1.19.0"),
         "{log}"
     );
     if let Some(tmp) = repo.parent() {

@@ -18,6 +18,16 @@ use gix::traverse::commit::simple::CommitTimeOrder;
 #[cfg(test)]
 mod tests;
 
+/// How long [`ReleaseRepo::lock`] waits for another cohort process to finish its change.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the process `pid` (as a lock file records it) has ended, where the system can say
+/// (Linux's /proc); elsewhere, or for what is not a pid, it is taken to be running.
+fn process_is_gone(pid: &str) -> bool {
+    let proc = Path::new("/proc");
+    pid.parse::<u32>().is_ok() && proc.join("self").exists() && !proc.join(pid).exists()
+}
+
 /// A git repository with a worktree, holding the release repo's files.
 #[derive(Debug)]
 pub struct ReleaseRepo {
@@ -289,26 +299,43 @@ impl ReleaseRepo {
         &self.root
     }
 
-    /// Takes the lock that keeps two cohort processes from changing the repo at once.
+    /// Takes the lock that keeps two cohort processes from changing the repo at once, waiting
+    /// up to [`LOCK_WAIT`] for another process to finish: a running autopilot takes it for a
+    /// moment every pass, and a person's command must not fail for that.
     pub fn lock(&self) -> Result<RepoLock, GitError> {
+        self.lock_within(LOCK_WAIT)
+    }
+
+    /// [`Self::lock`], waiting at most `wait` (zero: not at all). A lock whose process is gone
+    /// is not waited for: it is stale, and the error says so.
+    pub fn lock_within(&self, wait: Duration) -> Result<RepoLock, GitError> {
         let path = self.lock_path();
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                // From here on `lock` removes the file again if recording the pid fails.
-                let lock = RepoLock { path };
-                writeln!(file, "{}", std::process::id())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io_err("write", &lock.path))?;
-                Ok(lock)
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    // From here on `lock` removes the file again if recording the pid fails.
+                    let lock = RepoLock { path };
+                    writeln!(file, "{}", std::process::id())
+                        .and_then(|()| file.sync_all())
+                        .map_err(io_err("write", &lock.path))?;
+                    return Ok(lock);
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty());
+                    let gone = holder.as_deref().is_some_and(process_is_gone);
+                    if gone || std::time::Instant::now() + pause > deadline {
+                        return Err(GitError::Locked { path, holder });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(err) => return Err(io_err("create", &path)(err)),
             }
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
-                Err(GitError::Locked {
-                    path,
-                    holder: holder.filter(|s| !s.is_empty()),
-                })
-            }
-            Err(err) => Err(io_err("create", &path)(err)),
         }
     }
 

@@ -272,7 +272,7 @@ fn check_clean_on_unborn_branch() {
 fn lock_is_exclusive_and_released_on_drop() {
     let (_dir, repo) = new_repo();
     let lock = repo.lock().expect("first lock");
-    match repo.lock() {
+    match repo.lock_within(std::time::Duration::from_millis(50)) {
         Err(err @ GitError::Locked { .. }) => {
             let GitError::Locked { path, holder } = &err else {
                 unreachable!()
@@ -285,6 +285,32 @@ fn lock_is_exclusive_and_released_on_drop() {
     }
     drop(lock);
     drop(repo.lock().expect("lock again after release"));
+}
+
+/// A person's `cohort promote` while the autopilot commits: it waits its turn, not fails.
+#[test]
+fn a_busy_lock_is_waited_for_and_a_stale_one_is_not() {
+    let (_dir, repo) = new_repo();
+    let held = repo.lock().expect("first lock");
+    let root = repo.root().to_path_buf();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    let again = ReleaseRepo::open(&root).expect("open");
+    let started = std::time::Instant::now();
+    let lock = again.lock().expect("taken once the holder lets go");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    releaser.join().expect("join");
+    drop(lock);
+
+    // A lock left by a process that is gone fails at once, saying it is stale.
+    let path = root.join(".git/cohort.lock");
+    std::fs::write(&path, "4294967\n").expect("write");
+    let started = std::time::Instant::now();
+    let err = repo.lock().expect_err("stale");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert!(err.to_string().contains("stale"), "{err}");
 }
 
 #[test]
