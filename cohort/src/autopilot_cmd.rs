@@ -1022,17 +1022,14 @@ struct Read {
 async fn gather(
     repo: &Repo,
     args: &AutopilotArgs,
-    mut until: Option<&mut BTreeMap<String, u64>>,
+    until: Option<&mut BTreeMap<String, u64>>,
 ) -> Result<Read> {
     let window = effective(&args.judge, Some(repo))
         .window
         .as_secs_ceil()
         .clamp(1, 600);
     let seen = until.as_deref().cloned().unwrap_or_default();
-    let query = |source: &str| match seen.get(source) {
-        Some(second) => format!("stats?after={second}"),
-        None => format!("stats?window={window}s"),
-    };
+    let query = |source: &str| cohort_judge::gather::query(source, &seen, window);
     // (source, the service it should route if known, its answer)
     let mut answers: Vec<(String, Option<String>, Result<String>)> = vec![];
     let mut rolled_out = None;
@@ -1064,46 +1061,16 @@ async fn gather(
             answers.push((url.clone(), None, fetch(&full).await));
         }
     }
-    let asked = answers.len();
-    let mut stats: BTreeMap<String, WindowStats> = BTreeMap::new();
-    let mut unread = vec![];
-    for (from, expected, answer) in answers {
-        let parsed = answer.and_then(|text| {
-            serde_json::from_str::<WindowStats>(&text)
-                .map_err(|e| anyhow::anyhow!("it did not answer with router stats: {e}"))
-        });
-        let read = match parsed {
-            Ok(s) if expected.as_ref().is_some_and(|e| *e != s.service) => Err(anyhow::anyhow!(
-                "it routes {}, not {}",
-                s.service,
-                expected.unwrap_or_default()
-            )),
-            // Added up pass after pass, a whole window read every time would count it again.
-            Ok(s) if until.is_some() && s.until == 0 => Err(anyhow::anyhow!(
-                "it is too old to say where its window ends, which a running autopilot needs; upgrade it"
-            )),
-            other => other,
-        };
-        let merged = read.and_then(|s| {
-            let (service, last) = (s.service.clone(), s.until);
-            match stats.get_mut(&service) {
-                Some(sum) => sum.merge(s).map_err(anyhow::Error::from)?,
-                None => {
-                    stats.insert(service, s);
-                }
-            }
-            Ok(last)
-        });
-        match merged {
-            Ok(last) => {
-                if let Some(until) = until.as_deref_mut() {
-                    until.insert(from, last);
-                }
-            }
-            Err(e) => unread.push((from, format!("{e:#}"))),
-        }
-    }
-    if asked > 0 && unread.len() == asked {
+    let answers = answers
+        .into_iter()
+        .map(|(source, expected, body)| cohort_judge::gather::Answer {
+            source,
+            expected,
+            body: body.map_err(|e| format!("{e:#}")),
+        })
+        .collect();
+    let cohort_judge::gather::Gathered { stats, unread } = cohort_judge::gather::gather(answers, until);
+    if stats.is_empty() && !unread.is_empty() {
         let (from, why) = &unread[0];
         return Err(CouldNotApply(format!("no router could be read: {from}: {why}")).into());
     }

@@ -5,6 +5,7 @@
 //! over the latency histograms for speed — and passes only when enough requests were seen to
 //! have caught the degradation it is set to catch.
 
+pub mod gather;
 pub mod normal;
 pub mod sequential;
 
