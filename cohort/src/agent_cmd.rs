@@ -113,6 +113,12 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
             max_backoff: args.max_backoff,
             shutdown_grace: args.shutdown_grace,
             parallel: usize::from(args.parallel),
+            // Reports go to a control API only: there the routers' counts travel with them.
+            router_counts: match (&args.control, args.metrics_urls.is_empty()) {
+                (None, _) => cohort_agent::RouterCounts::Off,
+                (Some(_), true) => cohort_agent::RouterCounts::Cluster,
+                (Some(_), false) => cohort_agent::RouterCounts::Urls(args.metrics_urls.clone()),
+            },
         };
         match (&args.remote.git, &args.control) {
             (Some(url), _) => {

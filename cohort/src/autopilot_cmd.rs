@@ -651,15 +651,7 @@ async fn pass(
             let Some(svc) = repo.services.iter().find(|s| s.spec.name.as_str() == name) else {
                 break None;
             };
-            let (tracks, judged) = facts(
-                &repo,
-                svc,
-                &history,
-                read.stats.get(&name),
-                &pairs,
-                read.rolled_out.as_ref(),
-                &judge_settings,
-            );
+            let (tracks, judged) = facts(&repo, svc, &history, &read, &pairs, &judge_settings);
             let decision = decide(&Inputs {
                 pipeline: &repo.pipeline,
                 state: &svc.state,
@@ -797,7 +789,9 @@ fn pairs(
                     || (s.track == base.as_str() && s.version == base_version.as_str())
             });
             let seen = served_seconds(&current, track.as_str());
-            let active = seen.unwrap_or(current.window_seconds).clamp(1, current.window_seconds.max(1));
+            let active = seen
+                .unwrap_or(current.window_seconds)
+                .clamp(1, current.window_seconds.max(1));
             let summed = match accumulated.as_deref_mut() {
                 None => (current, active),
                 Some(a) => {
@@ -835,7 +829,11 @@ fn pairs(
 
 /// The seconds a track's counts took in a window, if it has any.
 fn served_seconds(w: &WindowStats, track: &str) -> Option<u64> {
-    w.series.iter().filter(|s| s.track == track).map(|s| s.seconds).max()
+    w.series
+        .iter()
+        .filter(|s| s.track == track)
+        .map(|s| s.seconds)
+        .max()
 }
 
 /// What to tell people of a pass: each action taken, and (for a running autopilot, which
@@ -935,12 +933,15 @@ fn facts(
     repo: &Repo,
     svc: &Service,
     history: &[Entry],
-    window: Option<&WindowStats>,
+    read: &Read,
     pairs: &Pairs,
-    rolled_out: Option<&std::collections::BTreeSet<String>>,
     settings: &cohort_judge::Settings,
 ) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
     let name = svc.spec.name.as_str();
+    let window = read.stats.get(name);
+    let rolled_out = read.rolled_out.as_ref();
+    // Pull mode: a cluster that stopped reporting holds counts nobody has seen.
+    let silent = read.silent.get(name);
     let p = &repo.pipeline;
     let baseline = p.stages.last().and_then(|b| Some((b, svc.state.version(b)?)));
     let mut tracks = BTreeMap::new();
@@ -991,13 +992,20 @@ fn facts(
                 true => "all traffic".to_string(),
                 false => format!("cohorts {}", j.cohorts.join(", ")),
             };
+            let (verdict, unheard) = match (j.verdict, silent) {
+                (Verdict::Pass, Some(clusters)) => (
+                    Verdict::Inconclusive,
+                    format!(" (would pass, but not while these clusters are silent: {clusters})"),
+                ),
+                (v, _) => (v, String::new()),
+            };
             let evidence = format!(
-                "{}: {track} {version} against {base} {base_version}, {over}: {}",
-                j.verdict, j.summary
+                "{verdict}: {track} {version} against {base} {base_version}, {over}: {}{unheard}",
+                j.summary
             );
-            f.verdict = Some(j.verdict);
+            f.verdict = Some(verdict);
             f.evidence = evidence.clone();
-            judged.push((track.to_string(), j.verdict, evidence));
+            judged.push((track.to_string(), verdict, evidence));
         }
         tracks.insert(track.clone(), f);
     }
@@ -1014,6 +1022,8 @@ struct Read {
     /// Routers that could not be read this pass, and why (their services are judged on the
     /// others; a service none of whose routers answered is not judged).
     unread: Vec<(String, String)>,
+    /// Pull mode: per service, the clusters running it whose agents have gone silent.
+    silent: BTreeMap<String, String>,
 }
 
 /// Reads every router: the admin URLs given (each says which service it routes), else each
@@ -1033,6 +1043,9 @@ async fn gather(
     // (source, the service it should route if known, its answer)
     let mut answers: Vec<(String, Option<String>, Result<String>)> = vec![];
     let mut rolled_out = None;
+    if let Some(url) = &args.control {
+        return from_control(repo, args, url, until).await;
+    }
     if args.judge.metrics_urls.is_empty() {
         let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
         let cluster = cohort_kube::Cluster::connect(&target)
@@ -1078,5 +1091,54 @@ async fn gather(
         stats,
         rolled_out,
         unread,
+        silent: BTreeMap::new(),
+    })
+}
+
+/// Pull mode: every cluster's counts as their agents reported them to the control API
+/// (since the last read, for a running autopilot), and which clusters have gone silent.
+async fn from_control(
+    repo: &Repo,
+    args: &AutopilotArgs,
+    url: &str,
+    until: Option<&mut BTreeMap<String, u64>>,
+) -> Result<Read> {
+    let token_file = args.token_file.as_deref().unwrap_or(std::path::Path::new(""));
+    let token = std::fs::read_to_string(token_file).map_err(|e| {
+        crate::UsageError(format!(
+            "cannot read the token file {}: {e}",
+            token_file.display()
+        ))
+    })?;
+    let client = cohort_agent::ControlSource::new(url, "", token.trim(), args.ca_file.as_deref())
+        .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+    let source = format!("control {url}");
+    let after = until.as_deref().and_then(|u| u.get(&source).copied());
+    let counts = client
+        .counts(after)
+        .await
+        .map_err(|e| CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
+    if let Some(until) = until {
+        until.insert(source, counts.until);
+    }
+    let silent = repo
+        .services
+        .iter()
+        .filter_map(|s| {
+            let name = s.spec.name.to_string();
+            counts.silent_for(&name).map(|c| (name, c))
+        })
+        .collect();
+    Ok(Read {
+        stats: counts
+            .services
+            .into_iter()
+            .map(|s| (s.service.clone(), s))
+            .collect(),
+        // What runs is what the routers count: a router serves a version only once its
+        // pods are ready.
+        rolled_out: None,
+        unread: vec![],
+        silent,
     })
 }

@@ -494,6 +494,22 @@ pub struct AutopilotArgs {
     /// over within three intervals of it stopping. Renewed every pass, handed back on exit.
     #[arg(long, value_name = "NAME", conflicts_with = "once")]
     pub lease: Option<String>,
+    /// Pull mode: judge on the routers' counts that every cluster's agent reports to this
+    /// control API (`cohort serve`), for clusters nothing may connect into, instead of reading
+    /// routers. A cluster whose agent has gone silent keeps the services it runs from passing.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "token_file",
+        conflicts_with = "metrics_urls"
+    )]
+    pub control: Option<String>,
+    /// With --control: the file holding the server's fleet_token.
+    #[arg(long, value_name = "FILE", requires = "control")]
+    pub token_file: Option<PathBuf>,
+    /// With --control: also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "control")]
+    pub ca_file: Option<PathBuf>,
     /// The release repo as a git remote: fetched every pass, each decision pushed to it (a
     /// push that loses a race with someone else's is fetched and decided again, never forced).
     /// Without it, the local clone (--repo) is committed to.
@@ -691,6 +707,11 @@ pub struct ServeArgs {
     /// A report's body must arrive whole within this once its token is checked, or gets 408.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: std::time::Duration,
+    /// A cluster without a report for this long is silent in GET /v1/counts: the autopilot
+    /// (`--control`) then judges none of the services it runs to pass. Keep it above the
+    /// agents' --interval.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub silent_after: std::time::Duration,
     /// A kept-alive connection with no request (or a request moving no byte) is closed after
     /// this. Longer than the agents' --interval keeps their connections open between polls.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
@@ -718,6 +739,12 @@ pub struct AgentArgs {
     /// With --control: also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "FILE", requires = "control")]
     pub ca_file: Option<PathBuf>,
+    /// With --control: read the routers' counts from these admin URLs (repeat; each says
+    /// which service it routes) instead of the routers' pods through the API server. The
+    /// counts go with each report, so that `cohort autopilot --control` can judge on every
+    /// cluster's.
+    #[arg(long = "metrics-url", value_name = "URL", requires = "control")]
+    pub metrics_urls: Vec<String>,
     /// Time between polls (±20% jitter).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub interval: std::time::Duration,

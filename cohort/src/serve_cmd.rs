@@ -105,7 +105,11 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         fetcher,
     } = served(cli, args)?;
     let clusters: Vec<String> = tokens.clusters.iter().map(|c| c.name.clone()).collect();
-    let control = Arc::new(Control::new(source, &prefix, tokens).with_body_timeout(args.body_timeout));
+    let control = Arc::new(
+        Control::new(source, &prefix, tokens)
+            .with_body_timeout(args.body_timeout)
+            .with_silent_after(args.silent_after),
+    );
     let limits = Limits {
         max_connections: args.max_connections as usize,
         header_timeout: args.header_timeout,

@@ -926,3 +926,161 @@ fn with_git_a_ramp_killed_midway_resumes_at_its_step_and_ends_in_a_promotion() {
         "a promotion out of the stage ends its ramp: {state}"
     );
 }
+
+const FLEET_TOKEN: &str = "fleet-token-0123456789abcdef";
+const EU_TOKEN: &str = "eu-west-token-0123456789abcdef";
+const US_TOKEN: &str = "us-east-token-0123456789abcdef";
+
+/// A real `cohort serve` over `repo` on a loopback port with clusters eu-west and us-east;
+/// killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_serve(dir: &Path, repo: &Path) -> Serve {
+    use std::io::BufRead;
+    std::fs::write(
+        dir.join("tokens.yaml"),
+        format!(
+            "fleet_token: {FLEET_TOKEN}\nclusters:\n  eu-west:\n    token: {EU_TOKEN}\n  us-east:\n    token: {US_TOKEN}\n"
+        ),
+    )
+    .expect("tokens");
+    std::fs::write(dir.join("fleet.token"), FLEET_TOKEN).expect("token");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("-C")
+        .arg(repo)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(dir.join("tokens.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cohort serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let url = first
+        .split("control API on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Serve { child, url }
+}
+
+/// What an agent sends: a report with its routers' counts (`/stats` of the router at
+/// `admin`), posted as cluster `cluster`.
+fn report_counts(serve: &Serve, cluster: &str, token: &str, admin: SocketAddr) {
+    let stats = get(admin, "/stats?window=60s");
+    let body = stats.split("\r\n\r\n").nth(1).expect("a body");
+    let stats: serde_json::Value = serde_json::from_str(body).expect("router stats");
+    let report = serde_json::json!({
+        "cluster": cluster,
+        "agent_version": "test",
+        "at": 0,
+        "seen_revision": null,
+        "services": [],
+        "counts": [{"service": "account-service", "stats": stats}],
+    })
+    .to_string();
+    let addr: SocketAddr = serve.url.trim_start_matches("http://").parse().expect("addr");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST /v1/clusters/{cluster}/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{report}",
+        report.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+}
+
+/// The canary requests a router counted, from its `/stats`.
+fn canary_requests(admin: SocketAddr) -> u64 {
+    let stats = get(admin, "/stats?window=60s");
+    let stats: serde_json::Value =
+        serde_json::from_str(stats.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    stats["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter(|s| s["track"] == "canary")
+        .map(|s| s["requests"].as_u64().expect("requests"))
+        .sum()
+}
+
+/// Pull mode: nothing connects into the clusters; each cluster's agent sends its routers'
+/// counts with its reports to `cohort serve`, and `cohort autopilot --control` judges on
+/// every cluster's sum. While one cluster is silent, nothing passes.
+#[test]
+fn in_pull_mode_the_autopilot_judges_on_every_clusters_counts_and_a_silent_one_holds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    let serve = start_serve(dir.path(), &repo);
+    let (eu, us) = (router("1.17.0", 0), router("1.17.0", 0));
+    free_requests(eu.process.traffic, 6_000);
+    free_requests(us.process.traffic, 3_000);
+    let token = dir.path().join("fleet.token");
+    let token = token.to_string_lossy();
+    let autopilot = [
+        "autopilot",
+        "--once",
+        "--control",
+        &serve.url,
+        "--token-file",
+        &token,
+        "-o",
+        "json",
+    ];
+    let judged = |out: &Output| -> String {
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)));
+        report["services"][0]["judgements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["track"] == "canary")
+            .and_then(|j| j["evidence"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // Only eu-west has reported: its counts alone would pass, but us-east is silent.
+    report_counts(&serve, "eu-west", EU_TOKEN, eu.process.admin);
+    let before = head(&repo);
+    let held = cohort(&repo, &autopilot);
+    assert_eq!(held.status.code(), Some(0), "{}", text(&held));
+    let evidence = judged(&held);
+    assert!(evidence.starts_with("inconclusive: canary 1.17.0"), "{evidence}");
+    assert!(
+        evidence.contains("not while these clusters are silent: us-east (no report yet)"),
+        "{evidence}"
+    );
+    assert_eq!(head(&repo), before, "nothing is promoted on half the fleet");
+
+    // Both clusters report: judged on both routers' counts, and promoted.
+    report_counts(&serve, "us-east", US_TOKEN, us.process.admin);
+    let both = canary_requests(eu.process.admin) + canary_requests(us.process.admin);
+    let acted = cohort(&repo, &autopilot);
+    assert_eq!(acted.status.code(), Some(0), "{}", text(&acted));
+    let evidence = judged(&acted);
+    assert!(evidence.starts_with("pass: canary 1.17.0"), "{evidence}");
+    assert!(
+        evidence.contains(&format!("over {both} and ")),
+        "{both} canary requests in {evidence}"
+    );
+    let message = git(&repo, &["log", "-1", "--format=%an%n%s"]);
+    assert_eq!(
+        message.trim(),
+        "cohort autopilot\npromote account-service 1.17.0: canary → paid"
+    );
+}

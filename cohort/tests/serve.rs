@@ -418,8 +418,16 @@ fn the_openapi_document_describes_what_serve_answers() {
     let server = start_serve(dir, &[]);
     let schema = format!("{}/openapi.json", server.url);
     for (name, token, paths) in [
-        ("cluster", EU, ["--exclude-path", "/v1/fleet"]),
-        ("fleet", FLEET, ["--include-path", "/v1/fleet"]),
+        (
+            "cluster",
+            EU,
+            ["--exclude-path", "/v1/fleet", "--exclude-path", "/v1/counts"],
+        ),
+        (
+            "fleet",
+            FLEET,
+            ["--include-path", "/v1/fleet", "--include-path", "/v1/counts"],
+        ),
     ] {
         let config = dir.join(format!("schemathesis-{name}.toml"));
         std::fs::write(
@@ -446,6 +454,8 @@ fn the_openapi_document_describes_what_serve_answers() {
                 "30",
                 paths[0],
                 paths[1],
+                paths[2],
+                paths[3],
             ],
         );
         assert!(

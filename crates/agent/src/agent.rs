@@ -30,6 +30,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How many services are applied at once (at least 1).
     pub parallel: usize,
+    /// Where the routers' counts for the reports come from.
+    pub router_counts: crate::counts::RouterCounts,
 }
 
 /// Applies one service, saying so in the log; the service comes back with the result.
@@ -117,6 +119,7 @@ pub struct Agent<S, T> {
     passes_since_report: u32,
     metrics: Arc<Metrics>,
     readiness: Arc<Mutex<Readiness>>,
+    counter: crate::counts::Counter,
 }
 
 fn now() -> i64 {
@@ -166,6 +169,7 @@ impl<S: Source, T: Target> Agent<S, T> {
             passes_since_report: 0,
             metrics,
             readiness: Arc::new(Mutex::new(Readiness::default())),
+            counter: crate::counts::Counter::default(),
         })
     }
 
@@ -285,6 +289,21 @@ impl<S: Source, T: Target> Agent<S, T> {
             Ok(health) => self.health = health,
             Err(e) => tracing::warn!(error = %chain(&e), "cannot evaluate the namespace"),
         }
+        if let Some(desired) = &self.desired {
+            let services: Vec<(String, u16)> = desired
+                .services
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), crate::counts::router_admin_port(&s.objects)?)))
+                .collect();
+            self.counter
+                .read(
+                    &self.settings.router_counts,
+                    &self.target,
+                    &services,
+                    self.settings.interval,
+                )
+                .await;
+        }
         let report = self.report();
         self.metrics.services_behind.set(
             report
@@ -305,6 +324,7 @@ impl<S: Source, T: Target> Agent<S, T> {
             match self.source.report(&report).await {
                 Ok(()) => {
                     pass.reported = true;
+                    self.counter.taken();
                     self.last_report = Some(unchanged);
                     self.passes_since_report = 0;
                 }
@@ -441,6 +461,7 @@ impl<S: Source, T: Target> Agent<S, T> {
             services,
             problems: self.invalid.iter().chain(&self.source_problem).cloned().collect(),
             health: self.health.clone(),
+            counts: self.counter.pending(),
         }
     }
 

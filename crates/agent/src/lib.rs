@@ -5,11 +5,13 @@
 
 pub mod admin;
 pub mod agent;
+pub mod counts;
 pub mod metrics;
 pub mod source;
 pub mod state;
 pub mod target;
 
 pub use agent::{Agent, Pass, Readiness, Settings, next_delay};
+pub use counts::RouterCounts;
 pub use source::{ControlSource, GitSource, Polled, Source, SourceError};
 pub use target::{KubeTarget, Target, TargetError};

@@ -315,6 +315,25 @@ impl ControlSource {
     }
 }
 
+impl ControlSource {
+    /// Every cluster's router counts after `after` (`GET /v1/counts`; the token must be the
+    /// server's fleet_token).
+    pub async fn counts(&self, after: Option<u64>) -> Result<cohort_control::FleetCounts, SourceError> {
+        let url = match after {
+            Some(mark) => format!("{}/v1/counts?after={mark}", self.base),
+            None => format!("{}/v1/counts", self.base),
+        };
+        let request = self.request(http::Method::GET, &url, Bytes::new())?;
+        let (status, _, body) = self.send(request, &url).await?;
+        match status {
+            StatusCode::OK => {
+                serde_json::from_slice(&body).map_err(|source| SourceError::BadAnswer { url, source })
+            }
+            status => Err(refused(&url, status, &body)),
+        }
+    }
+}
+
 fn refused(url: &str, status: StatusCode, body: &[u8]) -> SourceError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
@@ -362,6 +381,13 @@ impl Source for ControlSource {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let (status, _, body) = self.send(request, &url).await?;
+        if status == StatusCode::OK
+            && let Ok(taken) = serde_json::from_slice::<cohort_control::ReportTaken>(&body)
+        {
+            for why in taken.counts_refused {
+                tracing::warn!(why = %why, "the control API did not take these routers' counts");
+            }
+        }
         match status.is_success() {
             true => Ok(()),
             false => Err(refused(&url, status, &body)),

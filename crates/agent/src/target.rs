@@ -55,6 +55,28 @@ pub trait Target: Send + Sync {
         &self,
         expected: Option<&cohort_health::Expectations>,
     ) -> impl Future<Output = Result<Vec<ServiceHealth>, TargetError>> + Send;
+    /// The ready router pods of `service`, to read their counts (none where there is no
+    /// cluster to ask).
+    fn router_pods(&self, service: &str) -> impl Future<Output = Result<Vec<String>, TargetError>> + Send {
+        let _ = service;
+        async { Ok(vec![]) }
+    }
+    /// GETs `path` from the router pod `pod`'s admin `port`.
+    fn router_get(
+        &self,
+        pod: &str,
+        port: u16,
+        path: &str,
+    ) -> impl Future<Output = Result<String, TargetError>> + Send {
+        let _ = (port, path);
+        let pod = pod.to_string();
+        async move {
+            Err(TargetError::new(
+                format!("read router pod {pod}"),
+                "no cluster to ask",
+            ))
+        }
+    }
 }
 
 /// A real cluster through the kube adapter.
@@ -110,6 +132,20 @@ fn log_progress(service: &str, p: Progress) {
 impl Target for KubeTarget {
     fn namespace(&self) -> &str {
         &self.cluster.namespace
+    }
+
+    async fn router_pods(&self, service: &str) -> Result<Vec<String>, TargetError> {
+        self.cluster
+            .router_pods(service)
+            .await
+            .map_err(|e| TargetError::new(format!("list the router pods of {service}"), e))
+    }
+
+    async fn router_get(&self, pod: &str, port: u16, path: &str) -> Result<String, TargetError> {
+        self.cluster
+            .pod_get(pod, port, path)
+            .await
+            .map_err(|e| TargetError::new(format!("read {path} of router pod {pod}"), e))
     }
 
     async fn load(&self) -> Result<AppliedState, TargetError> {

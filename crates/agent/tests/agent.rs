@@ -40,6 +40,10 @@ struct Inner {
     slow: Duration,
     in_flight: usize,
     most_at_once: usize,
+    /// A router pod counting this many canary requests (and errors) each second it is read.
+    router: Option<(u64, u64)>,
+    /// The router's clock: each read counts one more second.
+    router_second: u64,
 }
 
 impl Recording {
@@ -54,6 +58,9 @@ impl Recording {
     }
     fn most_at_once(&self) -> usize {
         self.inner.lock().expect("lock").most_at_once
+    }
+    fn router_counts(&self, requests: u64, errors: u64) {
+        self.inner.lock().expect("lock").router = Some((requests, errors));
     }
 }
 
@@ -98,6 +105,39 @@ impl Target for Recording {
             healthy: true,
             findings: vec![],
         }])
+    }
+    async fn router_pods(&self, _: &str) -> Result<Vec<String>, TargetError> {
+        Ok(match self.inner.lock().expect("lock").router {
+            Some(_) => vec!["account-service-router-0".into()],
+            None => vec![],
+        })
+    }
+    /// Answers as a router's `/stats?after=` does: what it counted since.
+    async fn router_get(&self, pod: &str, port: u16, path: &str) -> Result<String, TargetError> {
+        assert_eq!((pod, port), ("account-service-router-0", 9901));
+        assert!(path.starts_with("stats?"), "{path}");
+        let mut inner = self.inner.lock().expect("lock");
+        let (requests, errors) = inner.router.expect("a router");
+        inner.router_second += 1;
+        let latency = vec![0; cohort_judge::LATENCY_BOUNDS_MS.len() + 1];
+        let stats = cohort_judge::WindowStats {
+            service: "account-service".into(),
+            window_seconds: 1,
+            latency_bounds_ms: cohort_judge::LATENCY_BOUNDS_MS.to_vec(),
+            series: vec![cohort_judge::Series {
+                track: "canary".into(),
+                version: "1.17.0".into(),
+                cohort: "FREE".into(),
+                seconds: 1,
+                counts: cohort_judge::Counts {
+                    requests,
+                    errors,
+                    latency,
+                },
+            }],
+            until: inner.router_second,
+        };
+        Ok(serde_json::to_string(&stats).expect("json"))
     }
 }
 
@@ -226,6 +266,7 @@ fn settings(cluster: &str) -> Settings {
         max_backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_millis(200),
         parallel: 4,
+        router_counts: Default::default(),
     }
 }
 
@@ -234,6 +275,92 @@ async fn control_agent(addr: SocketAddr, token: &str, cluster: Recording) -> Age
     Agent::start(source, cluster, settings("eu-west"), Default::default())
         .await
         .expect("start")
+}
+
+/// Pull mode: each agent sends its cluster's router counts with its reports; the control API
+/// adds every cluster's up for the autopilot, and says which clusters have gone silent.
+#[tokio::test]
+async fn agents_report_their_routers_counts_and_the_control_api_adds_them_up() {
+    let repo = Repo::new();
+    let (addr, _server) = start_server(&repo, None).await;
+    let agent_of = |name: &str, token: &str, cluster: Recording| {
+        let source = ControlSource::new(&format!("http://{addr}"), name, token, None).expect("client");
+        let settings = Settings {
+            router_counts: cohort_agent::RouterCounts::Cluster,
+            ..settings(name)
+        };
+        Agent::start(source, cluster, settings, Default::default())
+    };
+    let (eu_cluster, us_cluster) = (Recording::default(), Recording::default());
+    eu_cluster.router_counts(100, 1);
+    us_cluster.router_counts(50, 0);
+    let mut eu = agent_of("eu-west", EU, eu_cluster).await.expect("start");
+    let mut us = agent_of("us-east", US, us_cluster).await.expect("start");
+    let fleet = ControlSource::new(&format!("http://{addr}"), "", FLEET, None).expect("client");
+    let canary = |c: &cohort_control::FleetCounts| -> (u64, u64) {
+        c.services
+            .iter()
+            .flat_map(|s| &s.series)
+            .filter(|s| s.track == "canary")
+            .fold((0, 0), |(r, e), s| (r + s.counts.requests, e + s.counts.errors))
+    };
+
+    // Only eu-west has reported: us-east is silent, so account-service cannot pass yet.
+    assert!(eu.pass().await.reported);
+    let counts = fleet.counts(None).await.expect("counts");
+    assert_eq!(canary(&counts), (100, 1));
+    assert_eq!(
+        counts.silent_for("account-service").as_deref(),
+        Some("us-east (no report yet)")
+    );
+
+    assert!(us.pass().await.reported);
+    let counts = fleet.counts(None).await.expect("counts");
+    assert_eq!(canary(&counts), (150, 1), "both clusters' routers");
+    assert_eq!(counts.silent_for("account-service"), None);
+
+    // Read again from where the last read ended: only what came since, each count once.
+    let mark = counts.until;
+    assert_eq!(canary(&fleet.counts(Some(mark)).await.expect("counts")), (0, 0));
+    assert!(eu.pass().await.reported, "new counts are always worth a report");
+    let since = fleet.counts(Some(mark)).await.expect("counts");
+    assert_eq!(canary(&since), (100, 1));
+    assert!(since.until > mark);
+
+    // A cluster's token cannot read the fleet's counts.
+    let (status, _) = http_get(addr, "/v1/counts", EU).await;
+    assert_eq!(status, 403);
+
+    // Counts that cannot be used are refused one by one, saying why; the report is taken.
+    let mut report = eu.report();
+    let mut lying = report
+        .counts
+        .first()
+        .cloned()
+        .unwrap_or_else(|| cohort_control::Counted {
+            service: "account-service".into(),
+            stats: since.services[0].clone(),
+        });
+    lying.stats.service = "cart".into();
+    report.counts = vec![lying];
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::post(format!("http://{addr}/v1/clusters/eu-west/reports"))
+        .header("authorization", format!("Bearer {EU}"))
+        .header("content-type", "application/json")
+        .body(Full::new(serde_json::to_vec(&report).expect("json").into()))
+        .expect("request");
+    let response = client.request(request).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let taken: cohort_control::ReportTaken = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        taken.counts_refused,
+        ["counts[0] (account-service): its stats are of service \"cart\""]
+    );
+    assert_eq!(
+        canary(&fleet.counts(Some(since.until)).await.expect("counts")),
+        (0, 0)
+    );
 }
 
 async fn http_get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {

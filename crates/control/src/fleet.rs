@@ -216,6 +216,7 @@ mod tests {
                 error: (state == ServiceState::Failed).then(|| "rollout timed out".into()),
             }],
             problems: vec![],
+            counts: vec![],
             health: vec![ServiceHealth {
                 service: "account-service".into(),
                 healthy,

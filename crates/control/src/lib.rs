@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod counts;
 pub mod fleet;
 pub mod server;
 pub mod tokens;
@@ -15,8 +16,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use wire::{
-    DesiredService, DesiredState, Fleet, FleetCluster, REPORT_WANTED, Report, ServiceHealth, ServiceReport,
-    ServiceState,
+    Counted, DesiredService, DesiredState, Fleet, FleetCluster, FleetCounts, REPORT_WANTED, Report,
+    ReportTaken, ServiceHealth, ServiceReport, ServiceState, SilentCluster,
 };
 
 /// The kinds cohort renders for a service, and so the only ones an agent applies.

@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::tokens::{Caller, Tokens};
-use crate::wire::{Fleet, FleetCluster, REPORT_WANTED, Report};
+use crate::wire::{Fleet, FleetCluster, FleetCounts, REPORT_WANTED, Report, ReportTaken, SilentCluster};
 
 /// The OpenAPI document describing this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -72,7 +72,15 @@ pub struct Control {
     rendered: Mutex<Rendered>,
     seen: Mutex<BTreeMap<String, Seen>>,
     body_timeout: std::time::Duration,
+    counts: Mutex<crate::counts::CountLog>,
+    silent_after: std::time::Duration,
 }
+
+/// The largest mark (2^53 - 1, the largest integer every JSON reader holds exactly).
+const MAX_MARK: u64 = (1 << 53) - 1;
+
+/// How long a cluster may go without a report before its counts are taken to be missing.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Bodies rendered for the current revision, per cluster.
 #[derive(Default)]
@@ -98,7 +106,16 @@ impl Control {
             rendered: Mutex::new(Rendered::default()),
             seen: Mutex::new(BTreeMap::new()),
             body_timeout: BODY_TIMEOUT,
+            counts: Mutex::new(crate::counts::CountLog::default()),
+            silent_after: SILENT_AFTER,
         }
+    }
+
+    /// How long a cluster may go without a report before `GET /v1/counts` calls it silent
+    /// (its services then cannot be judged to pass).
+    pub fn with_silent_after(mut self, after: std::time::Duration) -> Control {
+        self.silent_after = after;
+        self
     }
 
     /// How long a report's body may take to arrive, from when its token has been checked
@@ -383,7 +400,7 @@ async fn post_report(
     UrlPath(cluster): UrlPath<String>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     // The token first: whoever cannot show one gets no byte of their body read.
     own_cluster(&control, &headers, &cluster)?;
     let body = read_body(body, &headers, control.body_timeout).await?;
@@ -400,11 +417,136 @@ async fn post_report(
             ),
         });
     }
+    let may_run = |service: &str| {
+        control
+            .tokens
+            .cluster(&cluster)
+            .and_then(|c| c.services.as_ref())
+            .is_none_or(|only| only.iter().any(|s| s == service))
+    };
+    let mut report = report;
+    // Kept apart: the fleet view shows a cluster's last word, the counts add up over time.
+    // A count that cannot be used costs only itself: the rest of the report still counts.
+    let (counts, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut report.counts)
+        .into_iter()
+        .enumerate()
+        .map(
+            |(i, c)| match crate::counts::check(std::slice::from_ref(&c), may_run) {
+                Ok(()) => Ok(c),
+                Err(e) => Err(crate::counts::BadCounts { index: i, ..e }.to_string()),
+            },
+        )
+        .partition(Result::is_ok);
+    let counts: Vec<_> = counts.into_iter().filter_map(Result::ok).collect();
+    let refused: Vec<String> = refused.into_iter().filter_map(Result::err).collect();
+    if !counts.is_empty() {
+        let mut log = control
+            .counts
+            .lock()
+            .map_err(|_| ApiError::internal("lock poisoned"))?;
+        log.prune(now());
+        log.add(now_ms(), counts);
+    }
     control.note(&cluster, |s| {
         s.last_report_at = Some(now());
         s.report = Some(report);
     });
-    Ok(StatusCode::NO_CONTENT)
+    Ok(match refused.is_empty() {
+        true => StatusCode::NO_CONTENT.into_response(),
+        false => (
+            StatusCode::OK,
+            Json(ReportTaken {
+                counts_refused: refused,
+            }),
+        )
+            .into_response(),
+    })
+}
+
+/// `GET /v1/counts?after=MARK`: every cluster's router counts that arrived after MARK (all
+/// that are kept without it), summed per service, and the clusters that have gone silent.
+async fn fleet_counts(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<FleetCounts>, ApiError> {
+    match caller(&control, &headers)? {
+        Caller::Fleet => {}
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message:
+                    "a cluster's token reads only its own state; the fleet's counts need the fleet_token"
+                        .to_string(),
+            });
+        }
+    }
+    let mut after = None;
+    for pair in query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("after", value)) => {
+                // Marks are milliseconds since the epoch: JSON's exact integers hold them.
+                after = Some(value.parse::<u64>().ok().filter(|m| *m <= MAX_MARK).ok_or_else(|| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    message: format!(
+                        "after={value:?} is not a mark: give the `until` of the previous answer (a whole \
+                         number up to {MAX_MARK})"
+                    ),
+                })?);
+            }
+            _ => {
+                return Err(ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    message: format!("unknown query parameter {pair:?}; the only one is after=MARK"),
+                });
+            }
+        }
+    }
+    let (until, services) = {
+        let mut log = control
+            .counts
+            .lock()
+            .map_err(|_| ApiError::internal("lock poisoned"))?;
+        log.prune(now());
+        log.after(after)
+    };
+    let seen = control
+        .seen
+        .lock()
+        .map_err(|_| ApiError::internal("lock poisoned"))?
+        .clone();
+    let silent_after = control.silent_after.as_secs() as i64;
+    let silent = control
+        .tokens
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            let last = seen.get(&c.name).and_then(|s| s.last_report_at);
+            let quiet = last.is_none_or(|at| now() - at > silent_after);
+            quiet.then(|| SilentCluster {
+                name: c.name.clone(),
+                services: c.services.clone(),
+                last_report_at: last,
+            })
+        })
+        .collect();
+    Ok(Json(FleetCounts {
+        until,
+        services,
+        silent,
+    }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// A request body of at most [`MAX_REPORT_BYTES`], whole within `timeout`: a declared length
@@ -493,6 +635,7 @@ pub fn app(control: Arc<Control>) -> axum::Router {
         .route("/v1/clusters/{cluster}/desired-state", get(desired_state))
         .route("/v1/clusters/{cluster}/reports", post(post_report))
         .route("/v1/fleet", get(fleet))
+        .route("/v1/counts", get(fleet_counts))
         .route("/openapi.json", get(openapi))
         .route("/live", get(live))
         .with_state(control)

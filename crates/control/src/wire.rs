@@ -55,6 +55,93 @@ pub struct Report {
     /// `cohort status`'s evaluation of the namespace, per service.
     #[serde(default)]
     pub health: Vec<ServiceHealth>,
+    /// What the cluster's routers counted since the agent's previous report taken, per
+    /// service (the autopilot judges on every cluster's sum; see `GET /v1/counts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<Counted>,
+}
+
+/// What one service's routers in a cluster counted over a span.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counted {
+    /// The service.
+    pub service: String,
+    /// The counts, as the routers' `/stats` gives them, summed over the cluster's routers.
+    #[serde(deserialize_with = "whole_numbers")]
+    pub stats: cohort_judge::WindowStats,
+}
+
+/// Router stats whose counts may also be written as numbers with no fraction (`175.0`),
+/// which JSON Schema counts as integers and some JSON writers produce.
+fn whole_numbers<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<cohort_judge::WindowStats, D::Error> {
+    use serde::de::Error;
+    fn integral(v: &mut Value) {
+        match v {
+            Value::Number(n) => {
+                if let Some(f) = n
+                    .as_f64()
+                    .filter(|f| n.is_f64() && f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                {
+                    *v = Value::from(f as u64);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(integral),
+            Value::Object(map) => map.values_mut().for_each(integral),
+            _ => {}
+        }
+    }
+    let mut value = Value::deserialize(deserializer)?;
+    integral(&mut value);
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
+/// The answer to a report some of whose counts were not taken (the rest of it was).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportTaken {
+    /// Why each count not taken was refused, e.g. `counts[0] (cart): this cluster does not
+    /// run that service`.
+    pub counts_refused: Vec<String>,
+}
+
+/// The fleet's router counts after a point (`GET /v1/counts?after=`), for the autopilot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetCounts {
+    /// Where these counts end: the next read asks for what came `after` this.
+    pub until: u64,
+    /// Per service, every cluster's counts that arrived in the span, summed.
+    pub services: Vec<cohort_judge::WindowStats>,
+    /// Clusters whose agent has not reported lately: counts of theirs are missing, so the
+    /// services they run cannot be judged to pass.
+    pub silent: Vec<SilentCluster>,
+}
+
+/// A cluster that has not reported lately.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SilentCluster {
+    /// The cluster.
+    pub name: String,
+    /// The services it runs (`None`: every service).
+    pub services: Option<Vec<String>>,
+    /// When its last report arrived (`None`: never).
+    pub last_report_at: Option<i64>,
+}
+
+impl FleetCounts {
+    /// The silent clusters that run `service`, in words, if any.
+    pub fn silent_for(&self, service: &str) -> Option<String> {
+        let silent: Vec<String> = self
+            .silent
+            .iter()
+            .filter(|c| c.services.as_ref().is_none_or(|s| s.iter().any(|s| s == service)))
+            .map(|c| match c.last_report_at {
+                Some(at) => format!("{} (last report at {at})", c.name),
+                None => format!("{} (no report yet)", c.name),
+            })
+            .collect();
+        (!silent.is_empty()).then(|| silent.join(", "))
+    }
 }
 
 /// One service as an agent sees it.
@@ -140,6 +227,25 @@ mod tests {
             r#"{{"cluster": "eu-west", "agent_version": "1", "at": {text}, "seen_revision": null, "services": []}}"#
         ))
         .map(|r| r.at)
+    }
+
+    #[test]
+    fn counts_written_as_whole_floats_are_taken_and_fractions_are_not() {
+        let report = |requests: &str| {
+            serde_json::from_str::<Report>(&format!(
+                r#"{{"cluster": "eu", "agent_version": "1", "at": 1, "services": [], "counts": [{{"service": "s",
+                "stats": {{"service": "s", "window_seconds": 30.0, "latency_bounds_ms": [1.0, 2.5], "until": 7,
+                "series": [{{"track": "canary", "version": "1", "cohort": "FREE", "requests": {requests},
+                "errors": 0, "latency": [1, 0, 0], "seconds": 3}}]}}}}]}}"#
+            ))
+        };
+        let taken = report("175.0").expect("a whole float");
+        let stats = &taken.counts[0].stats;
+        assert_eq!(stats.series[0].counts.requests, 175);
+        assert_eq!(stats.window_seconds, 30);
+        assert_eq!(stats.latency_bounds_ms, [1.0, 2.5]);
+        assert!(report("17.5").is_err());
+        assert!(report("-1").is_err());
     }
 
     #[test]
