@@ -4,6 +4,7 @@
 //! k8s-lab's), and is skipped, saying so, otherwise. Needs `kubectl` and `git` on PATH.
 
 mod kube_common;
+mod router_common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -366,4 +367,172 @@ fn the_agent_pulls_from_cohort_serve_applies_with_its_own_rbac_and_resumes() {
     assert!(!text(&from_git).contains(" applying"), "{}", text(&from_git));
     assert!(text(&from_git).contains(&rev2[..12]), "{}", text(&from_git));
     let _: PathBuf = repo;
+}
+
+/// Pull mode with real agents: two `cohort agent` processes, each its cluster's (here: each
+/// with its own router, read by --metrics-url), send their routers' counts with their reports
+/// to `cohort serve`; `cohort autopilot --control` judges on both clusters' sum.
+#[test]
+fn two_agents_send_their_routers_counts_and_the_autopilot_judges_on_both() {
+    let Some(kc) = kube_common::kubeconfig("pull-mode counts from two agents") else {
+        return;
+    };
+    let ns = Namespace::new(&kc, "agent-counts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), &ns.name, &kc);
+    let work = dir.path();
+    // The autopilot may promote into paid; paid's gate has no soak time here.
+    let path = repo.join("cohort.yaml");
+    let pipeline = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        format!(
+            "autopilot:\n  stages:\n    paid:\n      promote: auto\njudgement:\n  min_error_increase: 2%\n{}",
+            pipeline.replace("    min_time_in_previous: 1h\n", "")
+        ),
+    )
+    .expect("write");
+    git_commit(&repo, "autopilot into paid");
+
+    let rendered = cohort(
+        work,
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "render",
+            "--agent",
+            "--control",
+            "https://x",
+            "--cluster",
+            "eu-west",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+    list["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|o| o["kind"] != "Deployment");
+    kubectl(&kc, &["apply", "-f", "-"], Some(&list.to_string()));
+    let agent_kc = ns.kubeconfig_of("cohort-agent", work);
+
+    const US: &str = "us-east-token-0123456789abcdef";
+    let tokens = work.join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "fleet_token: {FLEET}\nclusters:\n  eu-west:\n    token: {TOKEN}\n  us-east:\n    token: {US}\n"
+        ),
+    )
+    .expect("tokens");
+    for (file, token) in [("eu", TOKEN), ("us", US), ("fleet", FLEET)] {
+        std::fs::write(work.join(format!("{file}.token")), token).expect("token");
+    }
+    let serve = Running::start(
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens.to_str().expect("utf-8"),
+        ],
+        work,
+    );
+    let url = serve.address_after("control API on ");
+
+    // Each cluster's router: canary 1.17.0 (the repo's) and production, both healthy.
+    let router_in = |dir: &Path| {
+        let config = dir.join("router.yaml");
+        std::fs::write(
+            &config,
+            router_common::canary_config(
+                "1.17.0",
+                router_common::backend("canary", 0),
+                router_common::backend("production", 0),
+            ),
+        )
+        .expect("write");
+        router_common::start_router(&["--config".as_ref(), config.as_os_str()])
+    };
+    let (eu_dir, us_dir) = (work.join("eu"), work.join("us"));
+    std::fs::create_dir_all(&eu_dir).expect("dir");
+    std::fs::create_dir_all(&us_dir).expect("dir");
+    let (eu, us) = (router_in(&eu_dir), router_in(&us_dir));
+    router_common::free_requests(eu.traffic, 3_000);
+    router_common::free_requests(us.traffic, 3_000);
+    let canary_requests = |admin: std::net::SocketAddr| -> u64 {
+        let (_, body) = http_get(&format!("http://{admin}/stats?window=60s"));
+        let stats: serde_json::Value = serde_json::from_str(&body).expect("stats");
+        stats["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .filter(|s| s["track"] == "canary")
+            .map(|s| s["requests"].as_u64().unwrap_or_default())
+            .sum()
+    };
+    let both = canary_requests(eu.admin) + canary_requests(us.admin);
+
+    for (cluster, token, router) in [("eu-west", "eu", eu.admin), ("us-east", "us", us.admin)] {
+        let token = work.join(format!("{token}.token"));
+        let metrics = format!("http://{router}");
+        let out = cohort(
+            work,
+            &[
+                "agent",
+                "--once",
+                "--control",
+                &url,
+                "--cluster",
+                cluster,
+                "--token-file",
+                token.to_str().expect("utf-8"),
+                "--metrics-url",
+                &metrics,
+                "--kubeconfig",
+                agent_kc.to_str().expect("utf-8"),
+                "-n",
+                &ns.name,
+                "--timeout",
+                "90s",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{cluster}: {}", text(&out));
+    }
+
+    let fleet_token = work.join("fleet.token");
+    let out = cohort(
+        &repo,
+        &[
+            "autopilot",
+            "--once",
+            "--control",
+            &url,
+            "--token-file",
+            fleet_token.to_str().expect("utf-8"),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let service = &report["services"][0];
+    let canary = service["judgements"]
+        .as_array()
+        .expect("judgements")
+        .iter()
+        .find(|j| j["track"] == "canary")
+        .expect("canary judged");
+    let evidence = canary["evidence"].as_str().expect("evidence");
+    assert!(evidence.starts_with("pass: canary 1.17.0"), "{evidence}");
+    assert!(
+        evidence.contains(&format!("over {both} and ")),
+        "both clusters' {both} canary requests: {evidence}"
+    );
+    assert_eq!(service["decision"]["action"], "promote", "{service}");
+    assert!(service["commit"].is_string(), "{service}");
 }
