@@ -8,7 +8,7 @@
 #     services (one of them routed, the rest waiting with nothing to judge).
 #
 # Usage: bench/autopilot/run.sh [CANARY_RATE...]    (default: 5 50, requests per second)
-# Needs: cargo, git, python3, GNU time (/usr/bin/time).
+# Needs: cargo, git, python3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rates=("${@:-5 50}")
@@ -49,6 +49,20 @@ class H(http.server.BaseHTTPRequestHandler):
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
+EOF
+
+# Runs a command with its stdout to OUT; prints its wall time, CPU time (user+sys) in
+# seconds and peak RSS in KiB, read from wait4's rusage (microseconds, where GNU time's
+# format stops at 10 ms).
+cat >"$work/measure.py" <<'EOF'
+import os, subprocess, sys, time
+out = open(sys.argv[1], "w")
+start = time.monotonic()
+child = subprocess.Popen(sys.argv[2:], stdout=out)
+_, status, usage = os.wait4(child.pid, 0)
+wall = time.monotonic() - start
+print(f"{wall:.6f} {usage.ru_utime + usage.ru_stime:.6f} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
 EOF
 
 # Sends FREE requests at RATE per second to the canary's half of FREE (2×RATE in all), over
@@ -162,12 +176,11 @@ for n in 30 300; do
     git -C "$dir" init -q && git -C "$dir" add -A && git -C "$dir" commit -qm fleet
     : >"$work/times"
     for _ in 1 2 3 4 5; do
-        /usr/bin/time -f "%e %U %S %M" -o "$work/time" \
+        python3 "$work/measure.py" "$work/pass.out" \
             "$bin/cohort" -C "$dir" autopilot --once --dry-run --metrics-url "http://127.0.0.1:$admin" \
-            >"$work/pass.out" || { cat "$work/pass.out"; exit 1; }
-        cat "$work/time" >>"$work/times"
+            >>"$work/times" || { cat "$work/pass.out"; exit 1; }
     done
     waiting=$(grep -c ": nothing under way" "$work/pass.out" || true)
     sort -n -k1 "$work/times" | sed -n 3p | awk -v n="$n" -v w="$waiting" \
-        '{ printf "  %3d services (%d decided): %.3f s wall, %.3f s CPU, %.1f MB\n", n, w, $1, $2 + $3, $4 / 1024 }'
+        '{ printf "  %3d services (%d decided): %.1f ms wall, %.1f ms CPU, %.1f MB\n", n, w, $1 * 1000, $2 * 1000, $3 / 1024 }'
 done

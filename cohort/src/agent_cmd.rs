@@ -31,6 +31,12 @@ fn init_logging(format: LogFormat) {
 /// The local mirror of `--git URL`: in `--mirror-dir` or the default one, trusting
 /// `--git-ca-file` for https and signing in with `--git-credentials-file`.
 pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
+    open_mirror_for("agent", url, remote)
+}
+
+/// [`open_mirror`] for the command `what`, whose default mirror directory is its own: an
+/// agent and an autopilot on one machine never share one.
+pub fn open_mirror_for(what: &str, url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
     // The flags are checked before the mirror directory is made.
     let roots = match &remote.git_ca_file {
         Some(_) if !url.starts_with("https://") => {
@@ -45,7 +51,7 @@ pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
     let dir = remote
         .mirror_dir
         .clone()
-        .unwrap_or_else(|| default_mirror_dir(url));
+        .unwrap_or_else(|| default_mirror_dir(what, url));
     let credentials = match &remote.git_credentials_file {
         // Never in clear text: a token sent over http is a token given away.
         Some(_) if !url.starts_with("https://") => {
@@ -69,7 +75,7 @@ pub fn open_mirror(url: &str, remote: &GitRemoteArgs) -> Result<Mirror> {
 }
 
 /// A mirror directory named after the remote, so two remotes never share one.
-pub fn default_mirror_dir(url: &str) -> PathBuf {
+pub fn default_mirror_dir(what: &str, url: &str) -> PathBuf {
     let name: String = url
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -82,7 +88,7 @@ pub fn default_mirror_dir(url: &str) -> PathBuf {
         .into_iter()
         .rev()
         .collect();
-    std::env::temp_dir().join(format!("cohort-agent-{}", tail.trim_matches('-')))
+    std::env::temp_dir().join(format!("cohort-{what}-{}", tail.trim_matches('-')))
 }
 
 fn read_token(path: &Path) -> Result<String> {

@@ -478,13 +478,14 @@ impl Store {
             Some(url) => {
                 if cli.repo.is_some() {
                     return Err(crate::UsageError(
-                        "--repo and --git both name the release repo; give one (--git to push decisions to a remote)"
+                        "-C/--repo (or COHORT_REPO) and --git both name the release repo; give one (--git to push \
+                         decisions to a remote)"
                             .to_string(),
                     )
                     .into());
                 }
                 Ok(Store::Remote {
-                    mirror: Some(crate::agent_cmd::open_mirror(url, &args.remote)?),
+                    mirror: Some(crate::agent_cmd::open_mirror_for("autopilot", url, &args.remote)?),
                     prefix: args.remote.path.clone().unwrap_or_default(),
                 })
             }
@@ -1103,15 +1104,8 @@ async fn from_control(
     url: &str,
     until: Option<&mut BTreeMap<String, u64>>,
 ) -> Result<Read> {
-    let token_file = args.token_file.as_deref().unwrap_or(std::path::Path::new(""));
-    let token = std::fs::read_to_string(token_file).map_err(|e| {
-        crate::UsageError(format!(
-            "cannot read the token file {}: {e}",
-            token_file.display()
-        ))
-    })?;
-    let client = cohort_agent::ControlSource::new(url, "", token.trim(), args.ca_file.as_deref())
-        .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+    // Read each pass: a rotated token is picked up.
+    let client = crate::status_cmd::fleet_client(url, args.token_file.as_deref(), args.ca_file.as_deref())?;
     let source = format!("control {url}");
     let after = until.as_deref().and_then(|u| u.get(&source).copied());
     let counts = client

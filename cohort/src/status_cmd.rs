@@ -342,17 +342,27 @@ async fn watch(
     }
 }
 
-/// `status --fleet`: every cluster's last report from the control API, one line each.
-fn fleet(url: &str, args: &StatusArgs) -> Result<()> {
-    let token_file = args.token_file.as_deref().unwrap_or(std::path::Path::new(""));
+/// A client of the control API at `url` with the fleet_token in `token_file`, trusting the
+/// CA certificates in `ca_file` too (`status --fleet`, `autopilot --control`).
+pub fn fleet_client(
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<cohort_agent::ControlSource> {
+    let token_file = token_file.unwrap_or(std::path::Path::new(""));
     let token = std::fs::read_to_string(token_file).map_err(|e| {
         crate::UsageError(format!(
             "cannot read the token file {}: {e}",
             token_file.display()
         ))
     })?;
-    let client = cohort_agent::ControlSource::new(url, "", token.trim(), args.ca_file.as_deref())
-        .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))))?;
+    cohort_agent::ControlSource::new(url, "", token.trim(), ca_file)
+        .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))).into())
+}
+
+/// `status --fleet`: every cluster's last report from the control API, one line each.
+fn fleet(url: &str, args: &StatusArgs) -> Result<()> {
+    let client = fleet_client(url, args.token_file.as_deref(), args.ca_file.as_deref())?;
     let runtime = crate::runtime()?;
     let fleet = runtime
         .block_on(client.fleet())

@@ -115,6 +115,34 @@ fn applied_revision(kc: &Path, ns: &str, service: &str) -> Option<String> {
     entry["revision"].as_str().map(String::from)
 }
 
+/// The agent's own objects as rendered, minus its Deployment (the tests run the binary), and
+/// a kubeconfig of its ServiceAccount: the agent runs with exactly the rendered rights.
+fn agent_identity(kc: &Path, ns: &Namespace, repo: &Path, work: &Path) -> PathBuf {
+    let rendered = cohort(
+        work,
+        &[
+            "-C",
+            repo.to_str().expect("utf-8"),
+            "render",
+            "--agent",
+            "--control",
+            "https://x",
+            "--cluster",
+            "eu-west",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+    list["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|o| o["kind"] != "Deployment");
+    kubectl(kc, &["apply", "-f", "-"], Some(&list.to_string()));
+    ns.kubeconfig_of("cohort-agent", work)
+}
+
 fn http_get(url: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
@@ -135,28 +163,7 @@ fn the_agent_pulls_from_cohort_serve_applies_with_its_own_rbac_and_resumes() {
     let repo = release_repo(dir.path(), &ns.name, &kc);
     let work = dir.path();
 
-    // The agent's own objects as rendered, minus its Deployment (this test runs the binary).
-    let rendered = cohort(
-        work,
-        &[
-            "-C",
-            repo.to_str().expect("utf-8"),
-            "render",
-            "--agent",
-            "--control",
-            "https://x",
-            "--cluster",
-            "eu-west",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(rendered.status.success(), "{}", text(&rendered));
-    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
-    let items = list["items"].as_array_mut().expect("items");
-    items.retain(|o| o["kind"] != "Deployment");
-    kubectl(&kc, &["apply", "-f", "-"], Some(&list.to_string()));
-    let agent_kc = ns.kubeconfig_of("cohort-agent", work);
+    let agent_kc = agent_identity(&kc, &ns, &repo, work);
 
     // The control API over the release repo.
     let tokens = work.join("tokens.yaml");
@@ -394,29 +401,7 @@ fn two_agents_send_their_routers_counts_and_the_autopilot_judges_on_both() {
     .expect("write");
     git_commit(&repo, "autopilot into paid");
 
-    let rendered = cohort(
-        work,
-        &[
-            "-C",
-            repo.to_str().expect("utf-8"),
-            "render",
-            "--agent",
-            "--control",
-            "https://x",
-            "--cluster",
-            "eu-west",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(rendered.status.success(), "{}", text(&rendered));
-    let mut list: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
-    list["items"]
-        .as_array_mut()
-        .expect("items")
-        .retain(|o| o["kind"] != "Deployment");
-    kubectl(&kc, &["apply", "-f", "-"], Some(&list.to_string()));
-    let agent_kc = ns.kubeconfig_of("cohort-agent", work);
+    let agent_kc = agent_identity(&kc, &ns, &repo, work);
 
     const US: &str = "us-east-token-0123456789abcdef";
     let tokens = work.join("tokens.yaml");

@@ -303,7 +303,11 @@ impl ControlSource {
 impl ControlSource {
     /// The fleet view (`GET /v1/fleet`; the token must be the server's fleet_token).
     pub async fn fleet(&self) -> Result<cohort_control::Fleet, SourceError> {
-        let url = format!("{}/v1/fleet", self.base);
+        self.get_json(format!("{}/v1/fleet", self.base)).await
+    }
+
+    /// GETs `url` and reads its JSON answer.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: String) -> Result<T, SourceError> {
         let request = self.request(http::Method::GET, &url, Bytes::new())?;
         let (status, _, body) = self.send(request, &url).await?;
         match status {
@@ -319,18 +323,11 @@ impl ControlSource {
     /// Every cluster's router counts after `after` (`GET /v1/counts`; the token must be the
     /// server's fleet_token).
     pub async fn counts(&self, after: Option<u64>) -> Result<cohort_control::FleetCounts, SourceError> {
-        let url = match after {
+        self.get_json(match after {
             Some(mark) => format!("{}/v1/counts?after={mark}", self.base),
             None => format!("{}/v1/counts", self.base),
-        };
-        let request = self.request(http::Method::GET, &url, Bytes::new())?;
-        let (status, _, body) = self.send(request, &url).await?;
-        match status {
-            StatusCode::OK => {
-                serde_json::from_slice(&body).map_err(|source| SourceError::BadAnswer { url, source })
-            }
-            status => Err(refused(&url, status, &body)),
-        }
+        })
+        .await
     }
 }
 
