@@ -103,6 +103,8 @@ impl Outcome {
 struct Accumulated {
     /// Per source (a URL or a pod): the router's last second read.
     until: BTreeMap<String, u64>,
+    /// Pull mode: where the control API's counts were last read up to.
+    control_mark: Option<String>,
     /// Per (service, track, version, baseline version): the pair's sum so far.
     pairs: BTreeMap<(String, String, String, String), Pair>,
 }
@@ -620,7 +622,18 @@ async fn pass(
     let read_at = store.head().await?;
     let (repo, diags) = cohort_spec::repo::validate(&store.files(read_at.as_deref())?);
     let mut repo = valid_or_report(repo, diags)?;
-    let read = gather(&repo, args, accumulated.as_deref_mut().map(|a| &mut a.until)).await?;
+    let read = match &args.control {
+        Some(url) => {
+            from_control(
+                &repo,
+                args,
+                url,
+                accumulated.as_deref_mut().map(|a| &mut a.control_mark),
+            )
+            .await?
+        }
+        None => gather(&repo, args, accumulated.as_deref_mut().map(|a| &mut a.until)).await?,
+    };
     for (source, why) in &read.unread {
         eout!("cohort autopilot: {source} not read this pass: {why}");
     }
@@ -703,11 +716,17 @@ async fn pass(
                 Ok(Some(Recorded::Moved(why))) if races < RACES_PER_PASS => {
                     races += 1;
                     eout!("cohort autopilot: {name}: {why}; deciding again on what is there now");
-                    at = store.head().await?;
-                    let (again, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
-                    repo = valid_or_report(again, diags)?;
-                    history = store.history(at.as_deref())?;
-                    continue;
+                    // What this pass already pushed stays said and told, whatever happens here.
+                    match reread(&mut store).await {
+                        Ok((now_at, now_repo, now_history)) => {
+                            (at, repo, history) = (now_at, now_repo, now_history);
+                            continue;
+                        }
+                        Err(e) => {
+                            outcome.error =
+                                Some(format!("{why}, and the remote could not be read again: {e:#}"));
+                        }
+                    }
                 }
                 Ok(Some(Recorded::Moved(why))) => {
                     outcome.error = Some(format!(
@@ -721,6 +740,15 @@ async fn pass(
         outcomes.extend(outcome);
     }
     Ok((outcomes, notifier))
+}
+
+/// The release repo as it is now: its commit, the revision validated, and its history.
+async fn reread(store: &mut Store) -> Result<(Option<String>, Repo, Vec<Entry>)> {
+    let at = store.head().await?;
+    let (repo, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
+    let repo = valid_or_report(repo, diags)?;
+    let history = store.history(at.as_deref())?;
+    Ok((at, repo, history))
 }
 
 /// Records `action` for `svc` as its commit, unless another replica holds the lease now.
@@ -757,7 +785,18 @@ async fn act(
 
 /// Per service and judged track, the counts of the track's version and its baseline's over
 /// the same span: this read's, or (a running autopilot) the pair's sum since it began.
-type Pairs = BTreeMap<(String, String), (WindowStats, u64)>;
+/// Each entry also names the track's and the baseline's versions it counted: a revision
+/// read later in the pass (after a lost push race) may run others, and counts of one build are
+/// never a judgement of another.
+type Pairs = BTreeMap<(String, String), PairCounts>;
+
+/// One judged pair's counts: of `version` on the track and `base_version` on the baseline.
+struct PairCounts {
+    stats: WindowStats,
+    seconds: u64,
+    version: String,
+    base_version: String,
+}
 
 fn pairs(
     repo: &Repo,
@@ -819,7 +858,15 @@ fn pairs(
                     (pair.stats.clone(), span)
                 }
             };
-            out.insert((name.clone(), track.to_string()), summed);
+            out.insert(
+                (name.clone(), track.to_string()),
+                PairCounts {
+                    stats: summed.0,
+                    seconds: summed.1,
+                    version: version.to_string(),
+                    base_version: base_version.to_string(),
+                },
+            );
         }
     }
     if let Some(a) = accumulated {
@@ -966,7 +1013,12 @@ fn facts(
         // pods are ready) and, when the cluster is read, its Deployment has finished rolling out.
         let deployed = rolled_out
             .is_none_or(|done| done.contains(&cohort_render::deployment_name(name, track, version)));
-        let pair = pairs.get(&(name.to_string(), track.to_string()));
+        let pair = pairs
+            .get(&(name.to_string(), track.to_string()))
+            .filter(|p| {
+                p.version == version.as_str() && baseline.is_some_and(|(_, bv)| p.base_version == bv.as_str())
+            })
+            .map(|p| (&p.stats, p.seconds));
         let serving = |t: &str, v: &str| {
             window.into_iter().chain(pair.map(|(w, _)| w)).any(|w| {
                 w.series
@@ -988,7 +1040,7 @@ fn facts(
         };
         if let (Some((base, base_version)), Some((current, active))) = (baseline, pair) {
             let (t, b, cohorts) = cohort_judge::select(current, track.as_str(), base.as_str());
-            let j = cohort_judge::judge(&t, &b, cohorts, *active, &current.latency_bounds_ms, settings);
+            let j = cohort_judge::judge(&t, &b, cohorts, active, &current.latency_bounds_ms, settings);
             let over = match j.cohorts.is_empty() {
                 true => "all traffic".to_string(),
                 false => format!("cohorts {}", j.cohorts.join(", ")),
@@ -996,7 +1048,7 @@ fn facts(
             let (verdict, unheard) = match (j.verdict, silent) {
                 (Verdict::Pass, Some(clusters)) => (
                     Verdict::Inconclusive,
-                    format!(" (would pass, but not while these clusters are silent: {clusters})"),
+                    format!(" (would pass, but not on part of the fleet's counts: {clusters})"),
                 ),
                 (v, _) => (v, String::new()),
             };
@@ -1044,9 +1096,6 @@ async fn gather(
     // (source, the service it should route if known, its answer)
     let mut answers: Vec<(String, Option<String>, Result<String>)> = vec![];
     let mut rolled_out = None;
-    if let Some(url) = &args.control {
-        return from_control(repo, args, url, until).await;
-    }
     if args.judge.metrics_urls.is_empty() {
         let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
         let cluster = cohort_kube::Cluster::connect(&target)
@@ -1102,25 +1151,32 @@ async fn from_control(
     repo: &Repo,
     args: &AutopilotArgs,
     url: &str,
-    until: Option<&mut BTreeMap<String, u64>>,
+    mark: Option<&mut Option<String>>,
 ) -> Result<Read> {
     // Read each pass: a rotated token is picked up.
     let client = crate::status_cmd::fleet_client(url, args.token_file.as_deref(), args.ca_file.as_deref())?;
-    let source = format!("control {url}");
-    let after = until.as_deref().and_then(|u| u.get(&source).copied());
+    let after = mark.as_deref().and_then(Option::as_deref);
     let counts = client
         .counts(after)
         .await
         .map_err(|e| CouldNotApply(format!("{:#}", anyhow::Error::new(e))))?;
-    if let Some(until) = until {
-        until.insert(source, counts.until);
+    if let Some(mark) = mark {
+        *mark = Some(counts.until.clone());
     }
     let silent = repo
         .services
         .iter()
         .filter_map(|s| {
             let name = s.spec.name.to_string();
-            counts.silent_for(&name).map(|c| (name, c))
+            let why = match (counts.silent_for(&name), counts.complete) {
+                (Some(clusters), _) => format!("silent: {clusters}"),
+                // Counts that arrived were dropped before this read: some requests went unseen.
+                (None, false) => {
+                    "some counts were dropped by the control API before they were read".to_string()
+                }
+                (None, true) => return None,
+            };
+            Some((name, why))
         })
         .collect();
     Ok(Read {

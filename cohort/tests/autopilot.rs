@@ -668,6 +668,32 @@ impl GitServer {
     }
 }
 
+/// A pre-receive hook on `bare` that, the first time anyone pushes, first lands a person's
+/// commit on main: the same tree, or with `change` (path, text, replacement) made to a file.
+/// The push that triggered it then finds main moved, as when a person pushed a moment before.
+fn person_pushes_first(bare: &Path, change: Option<(&str, &str, &str)>) {
+    let tree = match change {
+        None => "tree=$(git rev-parse 'main^{tree}')".to_string(),
+        Some((path, from, to)) => format!(
+            "export GIT_INDEX_FILE=\"$GIT_DIR/person-index\"\n  git read-tree main\n  \
+             blob=$(git show main:{path} | sed 's/{from}/{to}/' | git hash-object -w --stdin)\n  \
+             git update-index --cacheinfo 100644,$blob,{path}\n  tree=$(git write-tree)"
+        ),
+    };
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nif [ ! -e \"$GIT_DIR/raced\" ]; then\n  touch \"$GIT_DIR/raced\"\n  \
+             unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n  {tree}\n  \
+             c=$(git -c user.name=Ops -c user.email=ops@example.com commit-tree \"$tree\" -p main -m \"a person's change\")\n  \
+             git update-ref refs/heads/main \"$c\"\nfi\n"
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+}
+
 impl Drop for GitServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -684,16 +710,7 @@ fn with_git_a_rollback_is_pushed_on_top_of_a_persons_commit_that_raced_it() {
     let repo = release_repo(dir.path(), "1.19.0");
     let remote = GitServer::start(&repo, Some("autopilot:s3cret"));
     // The person's push lands between the autopilot's fetch and its push.
-    let hook = remote.bare.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\nif [ ! -e \"$GIT_DIR/raced\" ]; then\n  touch \"$GIT_DIR/raced\"\n  \
-         unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n  \
-         c=$(git -c user.name=Ops -c user.email=ops@example.com commit-tree 'main^{tree}' -p main -m \"a person's change\")\n  \
-         git update-ref refs/heads/main \"$c\"\nfi\n",
-    )
-    .expect("hook");
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    person_pushes_first(&remote.bare, None);
     let bad = router("1.19.0", 3);
     free_requests(bad.process.traffic, 1_000);
     let metrics = format!("http://{}", bad.process.admin);
@@ -768,6 +785,59 @@ fn with_git_a_rollback_is_pushed_on_top_of_a_persons_commit_that_raced_it() {
     let again = run("autopilot:s3cret\n");
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(remote.log().len(), log.len(), "{}", text(&again));
+}
+
+/// The regression this pins: a person fixes the failing canary by hand (1.19.0 → 1.19.1) and
+/// pushes while the autopilot pushes its rollback; deciding again, the autopilot must not
+/// judge 1.19.1 on the counts of 1.19.0 and roll the fix back. It waits for the fix's own.
+#[test]
+fn a_persons_fix_pushed_during_a_rollback_is_not_judged_on_the_old_builds_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.19.0");
+    let remote = GitServer::start(&repo, None);
+    person_pushes_first(
+        &remote.bare,
+        Some((
+            "releases/account-service.yaml",
+            "canary: \"1.19.0\"",
+            "canary: \"1.19.1\"",
+        )),
+    );
+    let bad = router("1.19.0", 3);
+    free_requests(bad.process.traffic, 1_000);
+    let metrics = format!("http://{}", bad.process.admin);
+    let before = remote.log();
+    let mirror = dir.path().join("mirror");
+    let out = cohort(
+        dir.path(),
+        &[
+            "autopilot",
+            "--once",
+            "--git",
+            &remote.url,
+            "--metrics-url",
+            &metrics,
+            "--mirror-dir",
+            &mirror.display().to_string(),
+        ],
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("deciding again on what is there now"), "{said}");
+    let log = remote.log();
+    assert_eq!(
+        log.len(),
+        before.len() + 1,
+        "only the person's commit: {log:?}\n{said}"
+    );
+    assert_eq!(log[0], ("Ops".to_string(), "a person's change".to_string()));
+    assert!(
+        remote
+            .show("main:releases/account-service.yaml")
+            .contains("canary: \"1.19.1\""),
+        "the fix stays"
+    );
+    assert!(said.contains("account-service: waiting"), "{said}");
 }
 
 /// Two autopilots on one remote (no lease: the push is the guard) make each decision once.
@@ -1062,7 +1132,7 @@ fn in_pull_mode_the_autopilot_judges_on_every_clusters_counts_and_a_silent_one_h
     let evidence = judged(&held);
     assert!(evidence.starts_with("inconclusive: canary 1.17.0"), "{evidence}");
     assert!(
-        evidence.contains("not while these clusters are silent: us-east (no report yet)"),
+        evidence.contains("not on part of the fleet's counts: silent: us-east (no report yet)"),
         "{evidence}"
     );
     assert_eq!(head(&repo), before, "nothing is promoted on half the fleet");

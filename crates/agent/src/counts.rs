@@ -111,8 +111,19 @@ impl Counter {
                     }
                 }
                 None => {
-                    self.pending.insert(service, stats);
+                    self.pending.insert(service.clone(), stats);
                 }
+            }
+            // Held while the control API is away, a service's counts grow with every version
+            // seen; past what the server takes, they are let go (the autopilot then sees fewer
+            // requests, which never makes a pass).
+            if self
+                .pending
+                .get(&service)
+                .is_some_and(|s| s.series.len() > cohort_control::counts::MAX_SERIES)
+            {
+                tracing::warn!(service = %service, "too many routers' counts held unsent; dropped");
+                self.pending.remove(&service);
             }
         }
     }

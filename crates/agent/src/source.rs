@@ -322,7 +322,7 @@ impl ControlSource {
 impl ControlSource {
     /// Every cluster's router counts after `after` (`GET /v1/counts`; the token must be the
     /// server's fleet_token).
-    pub async fn counts(&self, after: Option<u64>) -> Result<cohort_control::FleetCounts, SourceError> {
+    pub async fn counts(&self, after: Option<&str>) -> Result<cohort_control::FleetCounts, SourceError> {
         self.get_json(match after {
             Some(mark) => format!("{}/v1/counts?after={mark}", self.base),
             None => format!("{}/v1/counts", self.base),

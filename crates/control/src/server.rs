@@ -76,9 +76,6 @@ pub struct Control {
     silent_after: std::time::Duration,
 }
 
-/// The largest mark (2^53 - 1, the largest integer every JSON reader holds exactly).
-const MAX_MARK: u64 = (1 << 53) - 1;
-
 /// How long a cluster may go without a report before its counts are taken to be missing.
 pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -106,7 +103,7 @@ impl Control {
             rendered: Mutex::new(Rendered::default()),
             seen: Mutex::new(BTreeMap::new()),
             body_timeout: BODY_TIMEOUT,
-            counts: Mutex::new(crate::counts::CountLog::default()),
+            counts: Mutex::new(crate::counts::CountLog::new(now_ms())),
             silent_after: SILENT_AFTER,
         }
     }
@@ -427,18 +424,8 @@ async fn post_report(
     let mut report = report;
     // Kept apart: the fleet view shows a cluster's last word, the counts add up over time.
     // A count that cannot be used costs only itself: the rest of the report still counts.
-    let (counts, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut report.counts)
-        .into_iter()
-        .enumerate()
-        .map(
-            |(i, c)| match crate::counts::check(std::slice::from_ref(&c), may_run) {
-                Ok(()) => Ok(c),
-                Err(e) => Err(crate::counts::BadCounts { index: i, ..e }.to_string()),
-            },
-        )
-        .partition(Result::is_ok);
-    let counts: Vec<_> = counts.into_iter().filter_map(Result::ok).collect();
-    let refused: Vec<String> = refused.into_iter().filter_map(Result::err).collect();
+    let (counts, refused) = crate::counts::check(std::mem::take(&mut report.counts), may_run);
+    let refused: Vec<String> = refused.iter().map(ToString::to_string).collect();
     if !counts.is_empty() {
         let mut log = control
             .counts
@@ -490,12 +477,11 @@ async fn fleet_counts(
     {
         match pair.split_once('=') {
             Some(("after", value)) => {
-                // Marks are milliseconds since the epoch: JSON's exact integers hold them.
-                after = Some(value.parse::<u64>().ok().filter(|m| *m <= MAX_MARK).ok_or_else(|| ApiError {
+                // As `until` gives it: `EPOCH.MARK`.
+                after = Some(crate::counts::parse_mark(value).ok_or_else(|| ApiError {
                     status: StatusCode::BAD_REQUEST,
                     message: format!(
-                        "after={value:?} is not a mark: give the `until` of the previous answer (a whole \
-                         number up to {MAX_MARK})"
+                        "after={value:?} is not a mark: give the `until` of the previous answer as it is"
                     ),
                 })?);
             }
@@ -507,7 +493,7 @@ async fn fleet_counts(
             }
         }
     }
-    let (until, services) = {
+    let read = {
         let mut log = control
             .counts
             .lock()
@@ -536,9 +522,10 @@ async fn fleet_counts(
         })
         .collect();
     Ok(Json(FleetCounts {
-        until,
-        services,
+        until: crate::counts::show_mark(read.epoch, read.until),
+        services: read.services,
         silent,
+        complete: read.complete,
     }))
 }
 

@@ -108,8 +108,11 @@ pub struct ReportTaken {
 /// The fleet's router counts after a point (`GET /v1/counts?after=`), for the autopilot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FleetCounts {
-    /// Where these counts end: the next read asks for what came `after` this.
-    pub until: u64,
+    /// Where these counts end (`EPOCH.MARK`): the next read asks for what came `after` this.
+    pub until: String,
+    /// Whether every count that arrived after the mark asked for is here (false: some were
+    /// dropped unread: the reader came too late, or the server held too much).
+    pub complete: bool,
     /// Per service, every cluster's counts that arrived in the span, summed.
     pub services: Vec<cohort_judge::WindowStats>,
     /// Clusters whose agent has not reported lately: counts of theirs are missing, so the

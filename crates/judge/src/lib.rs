@@ -31,15 +31,16 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds `other` in.
+    /// Adds `other` in. Saturating: counts from elsewhere (another cluster's report) can
+    /// never wrap a sum around and so hide requests or errors.
     pub fn add(&mut self, other: &Counts) {
-        self.requests += other.requests;
-        self.errors += other.errors;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
         if self.latency.len() < other.latency.len() {
             self.latency.resize(other.latency.len(), 0);
         }
         for (a, b) in self.latency.iter_mut().zip(&other.latency) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 }

@@ -191,12 +191,12 @@ impl Mirror {
         let remote_err =
             |source: Box<dyn std::error::Error + Send + Sync>| match UntrustedCertificate::find(&*source) {
                 Some(certificate) => FetchError::Untrusted {
-                    url: self.url.clone(),
+                    url: shown(&self.url),
                     branch: self.branch.clone(),
                     certificate,
                 },
                 None => FetchError::Remote {
-                    url: self.url.clone(),
+                    url: shown(&self.url),
                     branch: self.branch.clone(),
                     source,
                 },
@@ -215,8 +215,17 @@ impl Mirror {
             .map_err(|e| remote_err(Box::new(e)))?;
         if let Some(credentials) = self.credentials.clone() {
             // Ours, not git's credential helpers: an unattended process has no one to ask.
+            // Given only to the remote itself over https: a redirect elsewhere gets nothing.
+            let origin_of_remote = origin(&self.url);
             connection = connection.with_credentials(move |action| match action {
-                gix::credentials::helper::Action::Get(context) => {
+                gix::credentials::helper::Action::Get(context)
+                    if origin_of_remote.is_some()
+                        && context
+                            .url
+                            .as_ref()
+                            .and_then(|u| origin(&gix::bstr::ByteSlice::to_str_lossy(u.as_slice())))
+                            == origin_of_remote =>
+                {
                     Ok(Some(gix::credentials::protocol::Outcome {
                         identity: gix::sec::identity::Account {
                             username: credentials.user.clone(),
@@ -262,7 +271,7 @@ impl Mirror {
             source: e,
         })?;
         self.fetched().ok_or_else(|| FetchError::NoBranch {
-            url: self.url.clone(),
+            url: shown(&self.url),
             branch: self.branch.clone(),
         })
     }
@@ -321,12 +330,19 @@ impl Mirror {
         let transport = self.push_transport()?;
         let advertised = transport.advertise(self)?;
         self.check_tip(&advertised, old_id)?;
+        // Without it the remote would not say whether it took the branch.
+        if !advertised.offers("report-status") {
+            return Err(PushError::Remote {
+                url: shown(&self.url),
+                source: "it does not offer report-status, so a push's outcome could not be known".into(),
+            });
+        }
         let pack = crate::push::pack(&objects).map_err(|e| self.push_error(Box::new(e)))?;
         let body = crate::push::request(old_id, new_id, &self.branch, &advertised, &pack);
         let report = transport.send(self, body)?;
         if let Some(why) = report.unpack_error {
             return Err(PushError::Rejected {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 branch: self.branch.clone(),
                 reason: format!("it could not take the objects: {why}"),
             });
@@ -339,14 +355,14 @@ impl Mirror {
                 // a hair), or for a reason of the remote's own (a protected branch, a hook).
                 self.check_tip(&transport.advertise(self)?, old_id)?;
                 return Err(PushError::Rejected {
-                    url: self.url.clone(),
+                    url: shown(&self.url),
                     branch: self.branch.clone(),
                     reason: why.clone(),
                 });
             }
             None => {
                 return Err(PushError::Rejected {
-                    url: self.url.clone(),
+                    url: shown(&self.url),
                     branch: self.branch.clone(),
                     reason: "it did not say whether it took the branch".to_string(),
                 });
@@ -375,7 +391,7 @@ impl Mirror {
         match found == Some(expected) {
             true => Ok(()),
             false => Err(PushError::Moved {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 branch: self.branch.clone(),
                 expected: expected.to_string(),
                 found: found.map_or_else(|| "no branch".to_string(), |id| id.to_string()),
@@ -386,11 +402,11 @@ impl Mirror {
     fn push_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> PushError {
         match UntrustedCertificate::find(&*source) {
             Some(certificate) => PushError::Untrusted {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 certificate,
             },
             None => PushError::Remote {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 source,
             },
         }
@@ -495,7 +511,7 @@ impl Mirror {
         let scp_like = url.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
         if url.contains("://") || scp_like {
             return Err(PushError::Unsupported {
-                url: self.url.clone(),
+                url: shown(&self.url),
             });
         }
         Ok(PushTransport::Process(PathBuf::from(url)))
@@ -505,7 +521,8 @@ impl Mirror {
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(PUSH_TIMEOUT)
-            .user_agent(concat!("cohort/", env!("CARGO_PKG_VERSION")));
+            // Some git hosts speak smart HTTP only to agents that say they are git.
+            .user_agent(concat!("git/cohort-", env!("CARGO_PKG_VERSION")));
         if let Some(roots) = &self.extra_roots {
             builder = builder.tls_certs_merge(roots.certs.clone());
         }
@@ -528,14 +545,14 @@ impl Mirror {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(PushError::Unauthorized {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 status: status.as_u16(),
                 signed_in: self.credentials.is_some(),
             });
         }
         if !status.is_success() {
             return Err(PushError::Remote {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 source: format!("it answered {status}").into(),
             });
         }
@@ -546,7 +563,7 @@ impl Mirror {
             .unwrap_or("");
         if got != content_type {
             return Err(PushError::Remote {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 source: format!(
                     "it answered with {got:?}, not {content_type}: it does not take pushes over smart HTTP"
                 )
@@ -560,7 +577,7 @@ impl Mirror {
             .map_err(|e| self.push_error(Box::new(e)))?;
         if body.len() as u64 > limit {
             return Err(PushError::Remote {
-                url: self.url.clone(),
+                url: shown(&self.url),
                 source: format!("its answer is longer than {limit} bytes").into(),
             });
         }
@@ -683,7 +700,21 @@ fn receive_pack(mirror: &Mirror, path: &Path, input: Vec<u8>) -> Result<(Vec<u8>
             .read_to_end(&mut answer)?;
         Ok((advertisement, answer))
     })();
-    let status = child.lock().ok().and_then(|mut c| c.wait().ok());
+    // Whatever went wrong, git must not sit blocked on a pipe nobody reads.
+    drop(stdout);
+    if result.is_err()
+        && let Ok(mut c) = child.lock()
+    {
+        let _ = c.kill();
+    }
+    // Polled, not waited on under the lock: the watchdog must be able to kill it meanwhile.
+    let status = loop {
+        match child.lock().map(|mut c| c.try_wait()) {
+            Ok(Ok(Some(status))) => break Some(status),
+            Ok(Ok(None)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            _ => break None,
+        }
+    };
     {
         let (lock, wake) = &*done;
         if let Ok(mut d) = lock.lock() {
@@ -696,7 +727,7 @@ fn receive_pack(mirror: &Mirror, path: &Path, input: Vec<u8>) -> Result<(Vec<u8>
     match (result, status) {
         (Ok(out), Some(status)) if status.success() => Ok(out),
         (result, status) => Err(PushError::Remote {
-            url: mirror.url.clone(),
+            url: shown(&mirror.url),
             source: format!(
                 "git receive-pack {} failed ({}): {}",
                 path.display(),
@@ -872,6 +903,35 @@ pub enum PushError {
     /// The mirror could not be read.
     #[error(transparent)]
     Local(#[from] GitError),
+}
+
+/// An https URL's scheme, host and port: where credentials may go.
+fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok()?;
+    (parsed.scheme == gix::url::Scheme::Https)
+        .then(|| {
+            Some((
+                "https".to_string(),
+                parsed.host()?.to_string(),
+                parsed.port_or_default(),
+            ))
+        })
+        .flatten()
+}
+
+/// `url` as it may be shown: without a user and password written into it.
+pub fn shown(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match path.is_empty() && !rest.contains('/') {
+                true => format!("{scheme}://{host}"),
+                false => format!("{scheme}://{host}/{path}"),
+            }
+        }
+        None => url.to_string(),
+    }
 }
 
 fn is_empty(dir: &Path) -> bool {
@@ -1150,6 +1210,24 @@ mod tests {
             assert!(matches!(err, PushError::Unsupported { .. }), "{err:?}");
             assert!(err.to_string().contains("https"), "{err}");
         }
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_remote_s_own_https_origin_and_never_show() {
+        use super::{origin, shown};
+        let remote = origin("https://git.example.com/team/releases.git");
+        assert!(remote.is_some());
+        assert_eq!(origin("https://git.example.com:443/other.git"), remote);
+        assert_ne!(origin("https://evil.example.net/team/releases.git"), remote);
+        assert_ne!(origin("https://git.example.com:8443/team/releases.git"), remote);
+        assert_eq!(origin("http://git.example.com/team/releases.git"), None);
+        assert_eq!(origin("/srv/git/releases.git"), None);
+        assert_eq!(
+            shown("https://x-access-token:ghp_s3cret@git.example.com:8443/team/r.git"),
+            "https://git.example.com:8443/team/r.git"
+        );
+        assert_eq!(shown("https://git.example.com"), "https://git.example.com");
+        assert_eq!(shown("/srv/git/releases.git"), "/srv/git/releases.git");
     }
 
     #[test]
