@@ -134,16 +134,20 @@ pub enum Command {
     /// back, each a commit.
     ///
     /// On every pass (every --interval; once with --once) it reads the release repo (`-C`, or
-    /// the current directory), judges each track that runs a newer version than the last
-    /// stage against the last stage from the routers' own counts (the cluster's router pods,
-    /// or --metrics-url), and decides one action per service: roll back a failing track where
-    /// the stage says `rollback: auto` (never held back), else ramp a step or promote where
-    /// the policy allows it, the gate is open, the version rolled out and its judgement
-    /// passes; ramps and promotions keep to `autopilot.windows` and stop under `cohort freeze`
-    /// and `cohort pause`. Each action is the commit `rollback` or `promote` would make, by
-    /// `cohort autopilot`, with the judgement's evidence in the body and a `Cohort-Judgement:`
-    /// trailer. Exit status (--once): 0 the pass ran, 1 an action was refused, 2 could not
-    /// read the repo or the routers.
+    /// the current directory; or --git, a remote it fetches every pass and pushes each
+    /// decision to), judges each track that runs a newer version than the last stage against
+    /// the last stage from the routers' own counts (the cluster's router pods, --metrics-url,
+    /// or in pull mode --control: the sums of the agents' reports), and decides one action per
+    /// service: roll back a failing track where the stage says `rollback: auto` (never held
+    /// back), else ramp a step or promote where the policy allows it, the gate is open, the
+    /// version rolled out and its judgement passes; ramps and promotions keep to
+    /// `autopilot.windows` and stop under `cohort freeze` and `cohort pause`. Each action is
+    /// the commit `rollback` or `promote` would make, by `cohort autopilot`, with the
+    /// judgement's evidence in the body and a `Cohort-Judgement:` trailer. A push that finds
+    /// the branch moved is never forced: the remote is fetched and the service decided again
+    /// on top of what is there. `cohort render --autopilot` prints what runs it in a cluster.
+    /// Exit status (--once): 0 the pass ran, 1 an action was refused or could not be recorded,
+    /// 2 could not read the repo or the routers.
     Autopilot(AutopilotArgs),
     /// Stop the autopilot acting for a service (one commit); its rollbacks go on.
     ///

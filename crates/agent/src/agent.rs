@@ -462,6 +462,7 @@ impl<S: Source, T: Target> Agent<S, T> {
             problems: self.invalid.iter().chain(&self.source_problem).cloned().collect(),
             health: self.health.clone(),
             counts: self.counter.pending(),
+            counts_missing: self.counter.missing(),
         }
     }
 

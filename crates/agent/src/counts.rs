@@ -38,6 +38,8 @@ pub struct Counter {
     until: BTreeMap<String, u64>,
     /// Counted and not yet taken by the server, per service.
     pending: BTreeMap<String, WindowStats>,
+    /// The services whose routers could not be read at the last read.
+    missing: Vec<String>,
 }
 
 impl Counter {
@@ -53,6 +55,7 @@ impl Counter {
     ) {
         let window = first_window.as_secs().clamp(1, 600);
         let mut answers = vec![];
+        let mut unlisted = vec![];
         match how {
             RouterCounts::Off => return,
             RouterCounts::Cluster => {
@@ -61,6 +64,7 @@ impl Counter {
                         Ok(pods) => pods,
                         Err(e) => {
                             tracing::warn!(service = %service, error = %crate::agent::chain(&e), "cannot list the routers to count");
+                            unlisted.push(service.clone());
                             continue;
                         }
                     };
@@ -96,9 +100,32 @@ impl Counter {
                 }
             }
         }
+        // A service some of whose routers answered nothing, or none of them anything usable,
+        // is missing: the autopilot must not judge it to pass without this cluster's counts.
+        let expected: BTreeMap<String, Option<String>> = answers
+            .iter()
+            .map(|a| (a.source.clone(), a.expected.clone()))
+            .collect();
         let gathered = cohort_judge::gather::gather(answers, Some(&mut self.until));
         for (source, why) in &gathered.unread {
             tracing::warn!(router = %source, why = %why, "cannot count this router's requests");
+        }
+        self.missing = unlisted;
+        for (source, _) in &gathered.unread {
+            let services: Vec<String> = match expected.get(source).cloned().flatten() {
+                Some(service) => vec![service],
+                // A router URL that did not answer could be any service's.
+                None => services
+                    .iter()
+                    .map(|(s, _)| s.clone())
+                    .filter(|s| !gathered.stats.contains_key(s))
+                    .collect(),
+            };
+            for service in services {
+                if !self.missing.contains(&service) {
+                    self.missing.push(service);
+                }
+            }
         }
         for (service, stats) in gathered.stats {
             if !services.iter().any(|(s, _)| *s == service) {
@@ -137,6 +164,11 @@ impl Counter {
                 stats: stats.clone(),
             })
             .collect()
+    }
+
+    /// The services whose routers could not be read at the last read.
+    pub fn missing(&self) -> Vec<String> {
+        self.missing.clone()
     }
 
     /// The server took the report: what it carried is no longer pending.

@@ -44,6 +44,8 @@ struct Inner {
     router: Option<(u64, u64)>,
     /// The router's clock: each read counts one more second.
     router_second: u64,
+    /// The router pod is there but cannot be read (its admin port refuses).
+    router_broken: bool,
 }
 
 impl Recording {
@@ -61,6 +63,9 @@ impl Recording {
     }
     fn router_counts(&self, requests: u64, errors: u64) {
         self.inner.lock().expect("lock").router = Some((requests, errors));
+    }
+    fn break_router(&self) {
+        self.inner.lock().expect("lock").router_broken = true;
     }
 }
 
@@ -117,6 +122,9 @@ impl Target for Recording {
         assert_eq!((pod, port), ("account-service-router-0", 9901));
         assert!(path.starts_with("stats?"), "{path}");
         let mut inner = self.inner.lock().expect("lock");
+        if inner.router_broken {
+            return Err(TargetError::new("read the router", "connection refused"));
+        }
         let (requests, errors) = inner.router.expect("a router");
         inner.router_second += 1;
         let latency = vec![0; cohort_judge::LATENCY_BOUNDS_MS.len() + 1];
@@ -295,7 +303,7 @@ async fn agents_report_their_routers_counts_and_the_control_api_adds_them_up() {
     eu_cluster.router_counts(100, 1);
     us_cluster.router_counts(50, 0);
     let mut eu = agent_of("eu-west", EU, eu_cluster).await.expect("start");
-    let mut us = agent_of("us-east", US, us_cluster).await.expect("start");
+    let mut us = agent_of("us-east", US, us_cluster.clone()).await.expect("start");
     let fleet = ControlSource::new(&format!("http://{addr}"), "", FLEET, None).expect("client");
     let canary = |c: &cohort_control::FleetCounts| -> (u64, u64) {
         c.services
@@ -327,6 +335,15 @@ async fn agents_report_their_routers_counts_and_the_control_api_adds_them_up() {
     assert_eq!(canary(&since), (100, 1));
     assert_ne!(since.until, mark);
     assert!(since.complete);
+
+    // A cluster that reports but whose agent cannot read its routers is as good as silent.
+    us_cluster.break_router();
+    assert!(us.pass().await.reported);
+    let counts = fleet.counts(None).await.expect("counts");
+    assert_eq!(
+        counts.silent_for("account-service").as_deref(),
+        Some("us-east (its agent cannot read the routers)")
+    );
 
     // A cluster's token cannot read the fleet's counts.
     let (status, _) = http_get(addr, "/v1/counts", EU).await;

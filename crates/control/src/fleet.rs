@@ -217,6 +217,7 @@ mod tests {
             }],
             problems: vec![],
             counts: vec![],
+            counts_missing: vec![],
             health: vec![ServiceHealth {
                 service: "account-service".into(),
                 healthy,

@@ -513,11 +513,25 @@ async fn fleet_counts(
         .iter()
         .filter_map(|c| {
             let last = seen.get(&c.name).and_then(|s| s.last_report_at);
-            let quiet = last.is_none_or(|at| now() - at > silent_after);
-            quiet.then(|| SilentCluster {
+            if last.is_none_or(|at| now() - at > silent_after) {
+                return Some(SilentCluster {
+                    name: c.name.clone(),
+                    services: c.services.clone(),
+                    last_report_at: last,
+                    unread: false,
+                });
+            }
+            // It reports, but said some of its routers' counts are missing.
+            let missing: Vec<String> = seen
+                .get(&c.name)
+                .and_then(|s| s.report.as_ref())
+                .map(|r| r.counts_missing.clone())
+                .unwrap_or_default();
+            (!missing.is_empty()).then(|| SilentCluster {
                 name: c.name.clone(),
-                services: c.services.clone(),
+                services: Some(missing),
                 last_report_at: last,
+                unread: true,
             })
         })
         .collect();

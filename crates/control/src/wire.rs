@@ -59,6 +59,10 @@ pub struct Report {
     /// service (the autopilot judges on every cluster's sum; see `GET /v1/counts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counts: Vec<Counted>,
+    /// The services whose routers the agent could not read this pass: their counts from this
+    /// cluster are missing, so they cannot be judged to pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts_missing: Vec<String>,
 }
 
 /// What one service's routers in a cluster counted over a span.
@@ -129,6 +133,9 @@ pub struct SilentCluster {
     pub services: Option<Vec<String>>,
     /// When its last report arrived (`None`: never).
     pub last_report_at: Option<i64>,
+    /// It reports, but its agent could not read the routers of `services`.
+    #[serde(default)]
+    pub unread: bool,
 }
 
 impl FleetCounts {
@@ -138,9 +145,10 @@ impl FleetCounts {
             .silent
             .iter()
             .filter(|c| c.services.as_ref().is_none_or(|s| s.iter().any(|s| s == service)))
-            .map(|c| match c.last_report_at {
-                Some(at) => format!("{} (last report at {at})", c.name),
-                None => format!("{} (no report yet)", c.name),
+            .map(|c| match (c.unread, c.last_report_at) {
+                (true, _) => format!("{} (its agent cannot read the routers)", c.name),
+                (false, Some(at)) => format!("{} (last report at {at})", c.name),
+                (false, None) => format!("{} (no report yet)", c.name),
             })
             .collect();
         (!silent.is_empty()).then(|| silent.join(", "))
