@@ -688,6 +688,8 @@ fn receive_pack(mirror: &Mirror, path: &Path, input: Vec<u8>) -> Result<(Vec<u8>
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = (&mut stderr).take(64 << 10).read_to_string(&mut text);
+        // The rest is read and dropped: git must never block on a full stderr pipe.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         text
     });
     let result = (|| -> std::io::Result<(Vec<u8>, Vec<u8>)> {
