@@ -76,7 +76,8 @@ pub fn open_mirror_for(what: &str, url: &str, remote: &GitRemoteArgs) -> Result<
 
 /// A mirror directory named after the remote, so two remotes never share one.
 pub fn default_mirror_dir(what: &str, url: &str) -> PathBuf {
-    let name: String = url
+    // Never a user or password written into the URL: the directory name is readable by all.
+    let name: String = cohort_release::mirror::shown(url)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
@@ -198,4 +199,20 @@ async fn drive<S: Source>(source: S, target: KubeTarget, settings: Settings, arg
     let _ = admin.await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The regression this pins: `--git https://user:token@host/...` without --mirror-dir
+    /// named a directory in /tmp after the URL, token and all, readable by every local user.
+    #[test]
+    fn a_default_mirror_directory_never_names_the_credentials_in_the_url() {
+        let dir = super::default_mirror_dir("autopilot", "https://user:s3cret@git.example.com/team/r.git");
+        let name = dir.display().to_string();
+        assert!(!name.contains("s3cret") && !name.contains("user"), "{name}");
+        assert!(
+            name.contains("cohort-autopilot-https---git-example-com-team-r-git"),
+            "{name}"
+        );
+    }
 }

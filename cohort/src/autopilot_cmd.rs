@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::analyze_cmd::{admin_base, effective, fetch, settings};
 use crate::cli::{AutopilotArgs, Cli, TextOrJson};
 use crate::repo_cmds::{prefix_in, repo_dir, repo_root, valid_or_report};
-use crate::{CouldNotApply, CouldNotCheck, Reported};
+use crate::{CouldNotApply, CouldNotCheck, InvalidRepo, Reported};
 
 /// Who the autopilot's commits are by.
 const AUTHOR: (&str, &str) = ("cohort autopilot", "autopilot@cohort.invalid");
@@ -205,6 +205,13 @@ impl Metrics {
 
 /// Runs `cohort autopilot`.
 pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
+    if args.interval < std::time::Duration::from_secs(1) {
+        return Err(crate::UsageError(format!(
+            "--interval {}ms: a pass reads every router and the release repo; give at least 1s",
+            args.interval.as_millis()
+        ))
+        .into());
+    }
     let runtime = crate::runtime()?;
     if args.once {
         let (outcomes, notifier) = runtime.block_on(pass(cli, args, None, None))?;
@@ -253,6 +260,10 @@ async fn keep_at_it(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
         Some(name) => Some(Leader::new(args, name).await?),
         None => None,
     };
+    // Without a lease this one is the only one, and acts.
+    if lease.is_none() {
+        metrics.leader.set(1);
+    }
     let mut standby_said: Option<String> = None;
     // The failure last said (its gist): a pass failing the same way is not said every time.
     let mut failure_said: Option<Vec<String>> = None;
@@ -478,6 +489,14 @@ impl Store {
     fn open(cli: &Cli, args: &AutopilotArgs) -> Result<Store> {
         match &args.remote.git {
             Some(url) => {
+                // It pushes each decision: refuse what cannot be pushed to before fetching.
+                if !cohort_release::mirror::can_push_to(url) {
+                    return Err(crate::UsageError(format!(
+                        "--git {url}: the autopilot pushes its decisions, and pushing over ssh or git:// is not \
+                         supported; give the repository's https URL (with --git-credentials-file) or a path"
+                    ))
+                    .into());
+                }
                 if cli.repo.is_some() {
                     return Err(crate::UsageError(
                         "-C/--repo (or COHORT_REPO) and --git both name the release repo; give one (--git to push \
@@ -621,7 +640,7 @@ async fn pass(
     // Never act on an invalid revision: its errors are said and the pass stops.
     let read_at = store.head().await?;
     let (repo, diags) = cohort_spec::repo::validate(&store.files(read_at.as_deref())?);
-    let mut repo = valid_or_report(repo, diags)?;
+    let mut repo = valid_revision(repo, diags)?;
     let read = match &args.control {
         Some(url) => {
             from_control(
@@ -643,7 +662,7 @@ async fn pass(
     let mut at = store.head().await?;
     if at != read_at {
         let (again, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
-        repo = valid_or_report(again, diags)?;
+        repo = valid_revision(again, diags)?;
     }
     let mut history = store.history(at.as_deref())?;
     let judgement = effective(&args.judge, Some(&repo));
@@ -675,7 +694,11 @@ async fn pass(
             // One service's trouble (a rollback with nowhere to go, a hand edit in its state
             // file) is said with it; the others are still decided and acted on.
             let acted = match (&decision, args.dry_run) {
-                (Decision::Wait { .. }, _) | (_, true) => Ok(None),
+                (Decision::Wait { .. }, _) => Ok(None),
+                // A dry run plans the change too, so it says what the real pass would refuse.
+                (action, true) => plan_action(&repo, svc, &history, action, now.as_second())
+                    .and_then(|planned| crate::change::still_valid(&repo, svc, &planned))
+                    .map(|_| None),
                 (action, false) => act(
                     &repo,
                     svc,
@@ -742,11 +765,20 @@ async fn pass(
     Ok((outcomes, notifier))
 }
 
+/// The revision's repo, or (its errors said) that the release repo could not be read: the
+/// autopilot never acts on an invalid revision, and `--once` exits 2 for it.
+fn valid_revision(repo: Option<Repo>, diags: Vec<cohort_spec::diag::Diagnostic>) -> Result<Repo> {
+    valid_or_report(repo, diags).map_err(|e| match e.is::<Reported>() {
+        true => InvalidRepo.into(),
+        false => e,
+    })
+}
+
 /// The release repo as it is now: its commit, the revision validated, and its history.
 async fn reread(store: &mut Store) -> Result<(Option<String>, Repo, Vec<Entry>)> {
     let at = store.head().await?;
     let (repo, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
-    let repo = valid_or_report(repo, diags)?;
+    let repo = valid_revision(repo, diags)?;
     let history = store.history(at.as_deref())?;
     Ok((at, repo, history))
 }

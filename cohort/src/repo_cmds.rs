@@ -442,6 +442,16 @@ fn render_autopilot(cli: &Cli, args: &RenderArgs) -> Result<()> {
             UsageError("--autopilot needs --git URL, the remote it fetches and pushes to".into()).into(),
         );
     };
+    if !cohort_release::mirror::can_push_to(git) || git.trim().is_empty() {
+        return Err(UsageError(format!(
+            "--git {git:?}: the autopilot pushes its decisions there, and it pushes over https (or http, or to a \
+             path), not ssh or git://; give the repository's https URL"
+        ))
+        .into());
+    }
+    if args.branch.trim().is_empty() {
+        return Err(UsageError("--branch is empty; name the release branch (default: main)".into()).into());
+    }
     if args.ca_configmap.is_some() && !git.starts_with("https://") {
         return Err(UsageError(format!(
             "--ca-configmap is for an https remote; {git} is not one (drop the flag, or give the https:// URL)"

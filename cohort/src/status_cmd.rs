@@ -349,6 +349,12 @@ pub fn fleet_client(
     token_file: Option<&std::path::Path>,
     ca_file: Option<&std::path::Path>,
 ) -> Result<cohort_agent::ControlSource> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(crate::UsageError(format!(
+            "{url} is not the control API's URL: give it with its scheme, e.g. https://cohort.example.com"
+        ))
+        .into());
+    }
     let token_file = token_file.unwrap_or(std::path::Path::new(""));
     let token = std::fs::read_to_string(token_file).map_err(|e| {
         crate::UsageError(format!(
@@ -356,7 +362,20 @@ pub fn fleet_client(
             token_file.display()
         ))
     })?;
-    cohort_agent::ControlSource::new(url, "", token.trim(), ca_file)
+    let token = token.trim();
+    if token.is_empty() || token.contains(['\n', '\r']) {
+        return Err(crate::UsageError(format!(
+            "the token file {} must hold the fleet_token alone, on one line; it is {}",
+            token_file.display(),
+            if token.is_empty() {
+                "empty"
+            } else {
+                "several lines"
+            }
+        ))
+        .into());
+    }
+    cohort_agent::ControlSource::new(url, "", token, ca_file)
         .map_err(|e| crate::UsageError(format!("{:#}", anyhow::Error::new(e))).into())
 }
 

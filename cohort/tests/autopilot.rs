@@ -312,7 +312,7 @@ fn a_healthy_canary_is_promoted_into_paid_by_itself_and_an_invalid_repo_is_not_a
     git(&repo, &["commit", "-qam", "broken"]);
     let before = head(&repo);
     let refused = cohort(&repo, &autopilot);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert_eq!(head(&repo), before);
 }
 
@@ -586,6 +586,17 @@ fn an_action_that_cannot_be_taken_is_said_and_the_exit_status_says_so() {
         "{error}"
     );
     assert_eq!(head(&repo), before);
+    // A dry run plans the change too: it says the same, and exits the same.
+    let dry = cohort(
+        &repo,
+        &["autopilot", "--once", "--dry-run", "--metrics-url", &url],
+    );
+    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry));
+    assert!(
+        text(&dry).contains("the history shows no version of account-service canary before 1.17.0"),
+        "{}",
+        text(&dry)
+    );
     let said = text(&cohort(&repo, &["autopilot", "--once", "--metrics-url", &url]));
     assert!(
         said.contains("account-service: could not roll canary back from 1.17.0"),
@@ -1153,4 +1164,74 @@ fn in_pull_mode_the_autopilot_judges_on_every_clusters_counts_and_a_silent_one_h
         message.trim(),
         "cohort autopilot\npromote account-service 1.17.0: canary → paid"
     );
+}
+
+/// What cannot work is refused before anything is read or pushed, saying what to give instead
+/// (exit 2): a remote it could not push to, a pass every instant, a control API without its
+/// scheme or with an empty token file.
+#[test]
+fn what_cannot_work_is_refused_up_front_with_the_way_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = release_repo(dir.path(), "1.17.0");
+    std::fs::write(dir.path().join("empty.token"), "\n").expect("token");
+    let empty = dir.path().join("empty.token").display().to_string();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "autopilot",
+                "--once",
+                "--git",
+                "git@example.com:team/releases.git",
+            ],
+            "give the repository's https URL",
+        ),
+        (
+            &[
+                "autopilot",
+                "--once",
+                "--git",
+                "ssh://git@example.com/team/releases.git",
+            ],
+            "pushing over ssh or git:// is not supported",
+        ),
+        (&["autopilot", "--interval", "0s"], "give at least 1s"),
+        (
+            &[
+                "autopilot",
+                "--once",
+                "--control",
+                "127.0.0.1:8443",
+                "--token-file",
+                &empty,
+            ],
+            "give it with its scheme",
+        ),
+        (
+            &[
+                "autopilot",
+                "--once",
+                "--control",
+                "http://127.0.0.1:1",
+                "--token-file",
+                &empty,
+            ],
+            "must hold the fleet_token alone, on one line; it is empty",
+        ),
+        (
+            &[
+                "render",
+                "--autopilot",
+                "--git",
+                "ssh://git@example.com/r.git",
+                "-n",
+                "shop",
+            ],
+            "not ssh or git://",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = cohort(&repo, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
 }

@@ -313,7 +313,11 @@ fn caller<'a>(control: &'a Control, headers: &HeaderMap) -> Result<Caller<'a>, A
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme's name is case-insensitive (RFC 9110).
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim);
     let unauthorized = |message: &str| ApiError {
         status: StatusCode::UNAUTHORIZED,
@@ -481,7 +485,7 @@ async fn fleet_counts(
                 after = Some(crate::counts::parse_mark(value).ok_or_else(|| ApiError {
                     status: StatusCode::BAD_REQUEST,
                     message: format!(
-                        "after={value:?} is not a mark: give the `until` of the previous answer as it is"
+                        "after={value:?} is not a mark: give the `until` of the previous answer as it is, or leave `after` out for every count kept"
                     ),
                 })?);
             }

@@ -508,11 +508,8 @@ impl Mirror {
             return Ok(PushTransport::Process(PathBuf::from(path)));
         }
         // ssh://, git://, and scp-like `host:path`.
-        let scp_like = url.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
-        if url.contains("://") || scp_like {
-            return Err(PushError::Unsupported {
-                url: shown(&self.url),
-            });
+        if !can_push_to(url) {
+            return Err(PushError::Unsupported { url: shown(url) });
         }
         Ok(PushTransport::Process(PathBuf::from(url)))
     }
@@ -905,6 +902,15 @@ pub enum PushError {
     /// The mirror could not be read.
     #[error(transparent)]
     Local(#[from] GitError),
+}
+
+/// Whether [`Mirror::push`] can push to `url`: http(s), file:// and paths, not ssh or git://.
+pub fn can_push_to(url: &str) -> bool {
+    let scp_like = url.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
+    ["https://", "http://", "file://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+        || !(url.contains("://") || scp_like)
 }
 
 /// An https URL's scheme, host and port: where credentials may go.
