@@ -214,7 +214,25 @@ pub fn run(cli: &Cli, args: &AutopilotArgs) -> Result<()> {
     }
     let runtime = crate::runtime()?;
     if args.once {
-        let (outcomes, notifier) = runtime.block_on(pass(cli, args, None, None))?;
+        let (outcomes, notifier) = match runtime.block_on(pass(cli, args, None, None)) {
+            Ok(done) => done,
+            Err(e) => {
+                // A script reading the JSON learns why too (the exit status says how bad).
+                if args.output == TextOrJson::Json {
+                    let why = match e.is::<InvalidRepo>() || e.is::<Reported>() {
+                        true => "the release repo is invalid; its errors are on stderr".to_string(),
+                        false => format!("{e:#}"),
+                    };
+                    out_exact!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &json!({"dry_run": args.dry_run, "services": [], "error": why})
+                        )?
+                    );
+                }
+                return Err(e);
+            }
+        };
         runtime.block_on(tell(notifier, &events(&outcomes, None)));
         say(args, &outcomes, None)?;
         return match outcomes.iter().any(|o| o.error.is_some()) {

@@ -457,9 +457,9 @@ pub struct JudgeArgs {
     /// service. Without it the routers are found, and read, through the cluster.
     #[arg(long = "metrics-url", value_name = "URL")]
     pub metrics_urls: Vec<String>,
-    /// The window judged: the last DURATION, up to 10m (default: cohort.yaml's
+    /// The window judged: the last DURATION, 1s to 10m (default: cohort.yaml's
     /// `judgement.window`, else 10m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
     pub window: Option<std::time::Duration>,
     /// Confidence a failing verdict needs (a healthy track fails at most 1 − this often;
     /// default: cohort.yaml's `judgement.confidence`, else 0.95).
@@ -851,6 +851,18 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|p| (0.0..=100.0).contains(p) && *p > 0.0)
         .ok_or_else(|| format!("`{s}` is not a percentage; write e.g. `0.5%`"))
+}
+
+/// A judgement window: as `judgement.window` in cohort.yaml, between 1s and 10m, the span the
+/// routers keep.
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    match (1_000..=600_000).contains(&d.as_millis()) {
+        true => Ok(d),
+        false => Err(format!(
+            "`{s}` is outside 1s to 10m: the routers keep ten minutes of counts"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -314,6 +314,15 @@ fn a_healthy_canary_is_promoted_into_paid_by_itself_and_an_invalid_repo_is_not_a
     let refused = cohort(&repo, &autopilot);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert_eq!(head(&repo), before);
+    // A script reading JSON is told too.
+    let json = cohort(&repo, &[&autopilot[..], &["-o", "json"]].concat());
+    assert_eq!(json.status.code(), Some(2), "{}", text(&json));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json on stdout");
+    assert_eq!(
+        report["error"],
+        "the release repo is invalid; its errors are on stderr"
+    );
+    assert_eq!(report["services"], serde_json::json!([]));
 }
 
 /// A long-running autopilot adds each pass's new counts to what it read before (the router's
@@ -1175,7 +1184,8 @@ fn what_cannot_work_is_refused_up_front_with_the_way_out() {
     let repo = release_repo(dir.path(), "1.17.0");
     std::fs::write(dir.path().join("empty.token"), "\n").expect("token");
     let empty = dir.path().join("empty.token").display().to_string();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["autopilot", "--once", "--window", "20m"], "outside 1s to 10m"),
         (
             &[
                 "autopilot",
