@@ -585,6 +585,12 @@ impl Store {
         })
     }
 
+    /// The revision at `at`, validated: never acted on when invalid (its errors said).
+    fn revision(&self, at: Option<&str>) -> Result<Repo> {
+        let (repo, diags) = cohort_spec::repo::validate(&self.files(at)?);
+        valid_revision(repo, diags)
+    }
+
     fn history(&self, at: Option<&str>) -> Result<Vec<Entry>> {
         Ok(match (self, at) {
             (Store::Local { git, .. }, _) => entries(&git.log()?),
@@ -657,8 +663,7 @@ async fn pass(
     // must not find it busy while the autopilot waits on the network.
     // Never act on an invalid revision: its errors are said and the pass stops.
     let read_at = store.head().await?;
-    let (repo, diags) = cohort_spec::repo::validate(&store.files(read_at.as_deref())?);
-    let mut repo = valid_revision(repo, diags)?;
+    let mut repo = store.revision(read_at.as_deref())?;
     let read = match &args.control {
         Some(url) => {
             from_control(
@@ -679,8 +684,7 @@ async fn pass(
     // A remote is fetched once more: its push would find out anyway, but later, at more cost.
     let mut at = store.head().await?;
     if at != read_at {
-        let (again, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
-        repo = valid_revision(again, diags)?;
+        repo = store.revision(at.as_deref())?;
     }
     let mut history = store.history(at.as_deref())?;
     let judgement = effective(&args.judge, Some(&repo));
@@ -714,9 +718,7 @@ async fn pass(
             let acted = match (&decision, args.dry_run) {
                 (Decision::Wait { .. }, _) => Ok(None),
                 // A dry run plans the change too, so it says what the real pass would refuse.
-                (action, true) => plan_action(&repo, svc, &history, action, now.as_second())
-                    .and_then(|planned| crate::change::still_valid(&repo, svc, &planned))
-                    .map(|_| None),
+                (action, true) => plan_action(&repo, svc, &history, action, now.as_second()).map(|_| None),
                 (action, false) => act(
                     &repo,
                     svc,
@@ -795,8 +797,7 @@ fn valid_revision(repo: Option<Repo>, diags: Vec<cohort_spec::diag::Diagnostic>)
 /// The release repo as it is now: its commit, the revision validated, and its history.
 async fn reread(store: &mut Store) -> Result<(Option<String>, Repo, Vec<Entry>)> {
     let at = store.head().await?;
-    let (repo, diags) = cohort_spec::repo::validate(&store.files(at.as_deref())?);
-    let repo = valid_revision(repo, diags)?;
+    let repo = store.revision(at.as_deref())?;
     let history = store.history(at.as_deref())?;
     Ok((at, repo, history))
 }
@@ -815,7 +816,6 @@ async fn act(
     lease: Option<&Leader>,
 ) -> Result<Recorded> {
     let planned = plan_action(repo, svc, history, action, now.as_second())?;
-    crate::change::still_valid(repo, svc, &planned)?;
     // The lease is checked again right before writing: a pass may have outlasted it.
     if let Some(lease) = lease
         && let Err(held) = lease.hold().await?
@@ -984,7 +984,8 @@ fn events(
     out
 }
 
-/// The change an action makes, as `rollback`, `promote` and a ramp step make it.
+/// The change an action makes, as `rollback`, `promote` and a ramp step make it, checked to
+/// leave a valid state (a dry run and a real pass refuse the same).
 fn plan_action(
     repo: &Repo,
     svc: &Service,
@@ -1021,6 +1022,7 @@ fn plan_action(
         )?,
         Decision::Wait { .. } => anyhow::bail!("waiting is not a change"),
     };
+    crate::change::still_valid(repo, svc, &planned)?;
     Ok(planned)
 }
 
@@ -1182,11 +1184,12 @@ async fn gather(
             body: body.map_err(|e| format!("{e:#}")),
         })
         .collect();
-    let cohort_judge::gather::Gathered { stats, unread } = cohort_judge::gather::gather(answers, until);
-    if stats.is_empty() && !unread.is_empty() {
-        let (from, why) = &unread[0];
+    let gathered = cohort_judge::gather::gather(answers, until);
+    if gathered.all_unread() {
+        let (from, why) = &gathered.unread[0];
         return Err(CouldNotApply(format!("no router could be read: {from}: {why}")).into());
     }
+    let cohort_judge::gather::Gathered { stats, unread } = gathered;
     Ok(Read {
         stats,
         rolled_out,

@@ -461,17 +461,7 @@ async fn fleet_counts(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<FleetCounts>, ApiError> {
-    match caller(&control, &headers)? {
-        Caller::Fleet => {}
-        _ => {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message:
-                    "a cluster's token reads only its own state; the fleet's counts need the fleet_token"
-                        .to_string(),
-            });
-        }
-    }
+    fleet_only(&control, &headers, "the fleet's counts need")?;
     let mut after = None;
     for pair in query
         .as_deref()
@@ -592,17 +582,19 @@ async fn read_body(
     }
 }
 
-async fn fleet(State(control): State<Arc<Control>>, headers: HeaderMap) -> Result<Json<Fleet>, ApiError> {
-    match caller(&control, &headers)? {
-        Caller::Fleet => {}
-        _ => {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message: "a cluster's token reads only its own state; the fleet view needs the fleet_token"
-                    .to_string(),
-            });
-        }
+/// Only the fleet_token passes: `what` (e.g. "the fleet view needs") says what was asked for.
+fn fleet_only(control: &Control, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    match caller(control, headers)? {
+        Caller::Fleet => Ok(()),
+        _ => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!("a cluster's token reads only its own state; {what} the fleet_token"),
+        }),
     }
+}
+
+async fn fleet(State(control): State<Arc<Control>>, headers: HeaderMap) -> Result<Json<Fleet>, ApiError> {
+    fleet_only(&control, &headers, "the fleet view needs")?;
     let revision = control.head()?;
     let seen = control
         .seen

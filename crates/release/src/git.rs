@@ -405,11 +405,7 @@ impl ReleaseRepo {
 
     /// The release repo's files under `prefix` as `commit` (a full hex id) has them.
     pub fn files_at(&self, commit: &str, prefix: &Path) -> Result<cohort_spec::repo::RepoFiles, GitError> {
-        let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::Git {
-            what: format!("read commit {commit}"),
-            source: gix::Error::from_error(e),
-        })?;
-        crate::tree::tree_files(&self.repo, id, prefix)
+        crate::tree::tree_files(&self.repo, parse_commit_id(commit)?, prefix)
     }
 
     /// Reads the content of the repo-relative `path` at HEAD; `None` if HEAD has no file there
@@ -877,4 +873,12 @@ pub(crate) fn commit_tree(repo: &gix::Repository, commit: ObjectId) -> Result<gi
         .map_err(git(what()))?
         .tree()
         .map_err(git(what()))
+}
+
+/// A commit's full hex id as gix takes it.
+pub(crate) fn parse_commit_id(commit: &str) -> Result<ObjectId, GitError> {
+    ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::Git {
+        what: format!("read commit {commit}"),
+        source: gix::Error::from_error(e),
+    })
 }

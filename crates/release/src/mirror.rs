@@ -11,7 +11,7 @@ use gix::protocol::transport::client::blocking_io::http::Options as HttpOptions;
 use gix::protocol::transport::client::blocking_io::http::reqwest::Options as ReqwestOptions;
 use gix::remote::Direction;
 
-use crate::git::GitError;
+use crate::git::{GitError, git, parse_commit_id};
 use crate::tls::UntrustedCertificate;
 
 /// A bare repository that mirrors one branch of a remote.
@@ -279,16 +279,12 @@ impl Mirror {
     /// The release repo's files at `commit`, under `prefix` (where the release repo sits in
     /// the git repository; empty for the top).
     pub fn files_at(&self, commit: &str, prefix: &Path) -> Result<RepoFiles, GitError> {
-        let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::Git {
-            what: format!("read commit {commit}"),
-            source: gix::Error::from_error(e),
-        })?;
-        crate::tree::tree_files(&self.repo, id, prefix)
+        crate::tree::tree_files(&self.repo, parse_commit_id(commit)?, prefix)
     }
 
     /// The commits reachable from `commit`, newest first (as [`crate::git::ReleaseRepo::log`]).
     pub fn log_at(&self, commit: &str) -> Result<Vec<crate::git::CommitInfo>, GitError> {
-        crate::git::log_from(&self.repo, parse_id(commit)?)
+        crate::git::log_from(&self.repo, parse_commit_id(commit)?)
     }
 
     /// Writes a commit with `files` changed on top of `parent` by `who` (name, email), in the
@@ -311,7 +307,7 @@ impl Mirror {
         };
         let (commit, _, _) = crate::git::write_commit(
             &self.repo,
-            Some(parse_id(parent)?),
+            Some(parse_commit_id(parent)?),
             files,
             &rela,
             message,
@@ -325,7 +321,7 @@ impl Mirror {
     /// with [`Mirror::commit_on`]), sending the objects it lacks. Never forced: a branch that
     /// moved in the meantime is [`PushError::Moved`], and the caller fetches and decides again.
     pub fn push(&self, old: &str, new: &str) -> Result<(), PushError> {
-        let (old_id, new_id) = (parse_id(old)?, parse_id(new)?);
+        let (old_id, new_id) = (parse_commit_id(old)?, parse_commit_id(new)?);
         let objects = self.objects_between(old_id, new_id)?;
         let transport = self.push_transport()?;
         let advertised = transport.advertise(self)?;
@@ -424,7 +420,7 @@ impl Mirror {
                 return Ok(out);
             }
             let what = || format!("read commit {at}");
-            let commit = self.repo.find_commit(at).map_err(git_err(what()))?;
+            let commit = self.repo.find_commit(at).map_err(git(what()))?;
             let parents: Vec<ObjectId> = commit.parent_ids().map(|p| p.detach()).collect();
             let [parent] = parents.as_slice() else {
                 return Err(GitError::Git {
@@ -432,7 +428,7 @@ impl Mirror {
                     source: gix::Error::from_error(std::io::Error::other("only linear history is pushed")),
                 });
             };
-            let tree = commit.tree_id().map_err(git_err(what()))?.detach();
+            let tree = commit.tree_id().map_err(git(what()))?.detach();
             let parent_tree = crate::git::commit_tree(&self.repo, *parent)?.id;
             out.push((gix::objs::Kind::Commit, commit.data.clone()));
             self.tree_changes(tree, Some(parent_tree), &mut seen, &mut out)?;
@@ -460,14 +456,14 @@ impl Mirror {
         let read = |id: ObjectId| -> Result<gix::Object<'_>, GitError> {
             self.repo
                 .find_object(id)
-                .map_err(git_err(format!("read object {id}")))
+                .map_err(git(format!("read object {id}")))
         };
         let object = read(tree)?;
         out.push((gix::objs::Kind::Tree, object.data.clone()));
         let entries = object
             .into_tree()
             .decode()
-            .map_err(git_err(format!("read tree {tree}")))?
+            .map_err(git(format!("read tree {tree}")))?
             .entries
             .iter()
             .map(|e| (e.filename.to_owned(), e.mode, e.oid.to_owned()))
@@ -476,7 +472,7 @@ impl Mirror {
             Some(id) => read(id)?
                 .into_tree()
                 .decode()
-                .map_err(git_err(format!("read tree {id}")))?
+                .map_err(git(format!("read tree {id}")))?
                 .entries
                 .iter()
                 .map(|e| (e.filename.to_owned(), (e.mode, e.oid.to_owned())))
@@ -587,17 +583,6 @@ const MAX_COMMITS_PUSHED: usize = 64;
 
 /// How long one request of a push, or a `git receive-pack` process, may take.
 const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn parse_id(commit: &str) -> Result<ObjectId, GitError> {
-    ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::Git {
-        what: format!("read commit {commit}"),
-        source: gix::Error::from_error(e),
-    })
-}
-
-fn git_err(what: String) -> impl FnOnce(gix::Error) -> GitError {
-    move |source| GitError::Git { what, source }
-}
 
 /// How a push reaches the remote.
 enum PushTransport {
