@@ -253,6 +253,13 @@ mod tests {
         let taken = report("175.0").expect("a whole float");
         let stats = &taken.counts[0].stats;
         assert_eq!(stats.series[0].counts.requests, 175);
+        // The regression this pins: parsed inexactly, a large whole float came back with a
+        // fraction and a valid report was refused.
+        let large = report("2010695587220485.0").expect("a large whole float");
+        assert_eq!(
+            large.counts[0].stats.series[0].counts.requests,
+            2_010_695_587_220_485
+        );
         assert_eq!(stats.window_seconds, 30);
         assert_eq!(stats.latency_bounds_ms, [1.0, 2.5]);
         assert!(report("17.5").is_err());
