@@ -319,6 +319,21 @@ pub enum Command {
         /// to others. /live, /ready, /metrics and /stats are open to every peer.
         #[arg(long, value_name = "CIDR")]
         admin_config_from: Vec<ipnet::IpNet>,
+        /// How tracks' backends are found. `dns`: each `host:port` of the config, every A/AAAA
+        /// record, resolved again every 10s. `kubernetes`: the ready pods of each track's Service
+        /// (the config's `endpoints`), from its EndpointSlices, watched; requests are balanced
+        /// over the pods, and a pod that is terminating gets no new ones. The router needs list
+        /// and watch on endpointslices in its namespace (`cohort render` gives it that Role).
+        #[arg(long, value_enum, default_value = "dns")]
+        discovery: DiscoveryArg,
+        /// With --discovery kubernetes: the namespace of the tracks' Services (default: the
+        /// pod's own in a cluster, else the kubeconfig context's).
+        #[arg(long, value_name = "NAME", requires = "discovery")]
+        namespace: Option<String>,
+        /// With --discovery kubernetes: the kubeconfig file (default: $KUBECONFIG,
+        /// ~/.kube/config, then in-cluster).
+        #[arg(long, value_name = "FILE", requires = "discovery")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Serve the control API over the release repo: each cluster's desired state, agents'
     /// reports, the fleet view.
@@ -356,6 +371,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+}
+
+/// How the router finds the tracks' backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryArg {
+    /// Resolve the config's `host:port` names.
+    Dns,
+    /// Watch each track's Service's EndpointSlices.
+    Kubernetes,
 }
 
 #[derive(Debug, Args)]

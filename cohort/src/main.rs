@@ -244,6 +244,9 @@ fn main() -> ExitCode {
             ref admin_config_from,
             client_body_timeout,
             max_streams,
+            discovery,
+            ref namespace,
+            ref kubeconfig,
         } => 'router: {
             let max_connections = match router_cmd::max_connections(max_connections.map(|n| n as usize)) {
                 Ok(n) => n,
@@ -265,8 +268,22 @@ fn main() -> ExitCode {
                 (Some(c), None) => router_cmd::Source::Cohort(c.clone()),
                 (None, None) => unreachable!("clap requires one of --config and --haproxy-config"),
             };
+            let discovery = match discovery {
+                cli::DiscoveryArg::Dns if namespace.is_some() || kubeconfig.is_some() => {
+                    break 'router Err(anyhow::Error::new(UsageError(
+                        "--namespace and --kubeconfig are for --discovery kubernetes".into(),
+                    )));
+                }
+                cli::DiscoveryArg::Dns => router_cmd::Discovery::Dns,
+                cli::DiscoveryArg::Kubernetes => router_cmd::Discovery::Kubernetes(cohort_kube::Target {
+                    kubeconfig: kubeconfig.clone(),
+                    context: None,
+                    namespace: namespace.clone(),
+                }),
+            };
             router_cmd::run(
                 &source,
+                &discovery,
                 listen,
                 admin,
                 drain_delay,

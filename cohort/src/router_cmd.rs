@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cohort_core::router_config::EndpointsRef;
 use cohort_core::router_config::RouterConfig;
+use cohort_kube::endpoints::{EndpointMap, EndpointWatch};
 use cohort_router::admin::ConfigReaders;
 use cohort_router::metrics::Exhausted;
 use cohort_router::proxy::{Limits, Router};
-use cohort_router::table::{Table, TableError};
+use cohort_router::table::{Addresses, Table, TableError};
 use cohort_spec::Diagnostic;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,6 +24,121 @@ const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 use crate::repo_cmds::print_diagnostics;
+
+/// Where the tracks' backends are found.
+pub enum Discovery {
+    /// Resolve each track's `host:port` names (all A/AAAA records), again every 10 s.
+    Dns,
+    /// Watch the EndpointSlices of each track's Service (the config's `endpoints`) in the
+    /// cluster `target` names and balance over the ready pods; tracks without `endpoints`
+    /// resolve their names.
+    Kubernetes(cohort_kube::Target),
+}
+
+/// The pods the EndpointSlice watch knows, and the watch (none with DNS discovery, or when no
+/// track names its Service).
+struct Pods {
+    cluster: Option<cohort_kube::Cluster>,
+    watch: Option<(Vec<EndpointsRef>, EndpointWatch)>,
+    known: EndpointMap,
+}
+
+impl Pods {
+    async fn connect(discovery: &Discovery) -> Result<Pods> {
+        let cluster = match discovery {
+            Discovery::Dns => None,
+            Discovery::Kubernetes(target) => Some(
+                cohort_kube::Cluster::connect(target)
+                    .await
+                    .context("--discovery kubernetes needs a Kubernetes API server")?,
+            ),
+        };
+        Ok(Pods {
+            cluster,
+            watch: None,
+            known: EndpointMap::new(),
+        })
+    }
+
+    /// Watches the Services `config` names (unless it already does) and waits, at most
+    /// `within`, for their pods to be listed. False when they were not listed in time.
+    async fn follow(&mut self, config: &RouterConfig, within: Option<Duration>) -> bool {
+        let Some(cluster) = &self.cluster else { return true };
+        let mut refs: Vec<EndpointsRef> = config.tracks.iter().filter_map(|t| t.endpoints.clone()).collect();
+        refs.sort();
+        refs.dedup();
+        if self.watch.as_ref().is_some_and(|(now, _)| *now == refs) {
+            return true;
+        }
+        if refs.is_empty() {
+            eout!(
+                "cohort router: no track names its Service's EndpointSlices (`endpoints`); resolving backend names"
+            );
+            self.watch = None;
+            return true;
+        }
+        let services: Vec<&str> = refs.iter().map(|r| r.service.as_str()).collect();
+        eout!(
+            "cohort router: watching the EndpointSlices of {} in namespace {}",
+            services.join(", "),
+            cluster.namespace
+        );
+        let mut watch = cluster.watch_endpoints(refs.clone(), |e| {
+            eout!(
+                "cohort router: {} (retrying; the router needs list and watch on endpointslices                  in its namespace: `cohort render` gives its ServiceAccount that Role)",
+                cohort_core::Printable(&e.to_string())
+            )
+        });
+        let first = match within {
+            Some(limit) => tokio::time::timeout(limit, watch.changed()).await.ok(),
+            None => Some(watch.changed().await),
+        };
+        match first {
+            Some(Ok(map)) => {
+                self.known = map;
+                self.watch = Some((refs, watch));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next change to the pods (never, without a watch).
+    async fn changed(&mut self) -> Result<()> {
+        match &mut self.watch {
+            Some((_, watch)) => {
+                self.known = watch.changed().await.context("the EndpointSlice watch ended")?;
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Each track's backends: its Service's ready pods when it names one and they are
+    /// watched, else what its names resolve to.
+    async fn addresses(&self, config: &RouterConfig) -> Result<Addresses, TableError> {
+        let mut out = Vec::with_capacity(config.tracks.len());
+        for t in &config.tracks {
+            let watched = self
+                .watch
+                .as_ref()
+                .and(t.endpoints.as_ref())
+                .and_then(|r| self.known.get(r));
+            out.push(match watched {
+                Some(pods) => pods.clone(),
+                None => Table::resolve_track(t).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A table for `config` over the backends known now, taking over `previous`'s backends
+    /// that stay.
+    async fn table(&self, config: RouterConfig, previous: Option<&Table>) -> Result<Table, TableError> {
+        let addresses = self.addresses(&config).await?;
+        Table::assemble(config, &addresses, previous)
+    }
+}
 
 /// Where the routing comes from.
 pub enum Source {
@@ -116,8 +233,10 @@ pub fn max_connections(explicit: Option<usize>) -> Result<usize> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     config: &Source,
+    discovery: &Discovery,
     listen: SocketAddr,
     admin: SocketAddr,
     drain_delay: Duration,
@@ -137,11 +256,20 @@ pub fn run(
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = builder.enable_all().build().context("cannot start the runtime")?;
-    runtime.block_on(serve(config, listen, admin, drain_delay, limits, config_readers))
+    runtime.block_on(serve(
+        config,
+        discovery,
+        listen,
+        admin,
+        drain_delay,
+        limits,
+        config_readers,
+    ))
 }
 
 async fn serve(
     path: &Source,
+    discovery: &Discovery,
     listen: SocketAddr,
     admin: SocketAddr,
     drain_delay: Duration,
@@ -159,7 +287,11 @@ async fn serve(
             return Err(Reported.into());
         }
     };
-    let table = Table::build(config).await?;
+    let mut pods = Pods::connect(discovery).await?;
+    // Until the pods are listed there is nowhere to send requests: the router does not listen
+    // yet, so its pod is not ready and the routers already running keep the traffic.
+    pods.follow(&config, None).await;
+    let table = pods.table(config, None).await?;
     let router = Router::with_limits(table, limits);
     router.set_config_digest(digest);
     let traffic = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
@@ -199,7 +331,7 @@ async fn serve(
         tokio::select! {
             _ = hangup.recv() => {
                 seen = fingerprint(path.path());
-                if !reload(path, &router).await {
+                if !reload(path, &router, &mut pods).await {
                     seen = None;
                 }
             }
@@ -208,12 +340,16 @@ async fn serve(
                 if now != seen {
                     seen = now;
                     // Refused for want of descriptors: try again at the next tick.
-                    if !reload(path, &router).await {
+                    if !reload(path, &router, &mut pods).await {
                         seen = None;
                     }
                 }
             }
-            _ = resolve.tick() => re_resolve(&router).await,
+            changed = pods.changed() => {
+                changed?;
+                re_resolve(&router, &pods).await;
+            }
+            _ = resolve.tick() => re_resolve(&router, &pods).await,
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -249,13 +385,30 @@ fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
     Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
 }
 
-/// Resolves the backend names of the config in force again; a table with other addresses
-/// takes over (health state starts afresh for it), the same addresses change nothing.
-async fn re_resolve(router: &Router) {
+/// Finds the backends of the config in force again (names resolved, pods as last watched); a
+/// table with other addresses takes over, keeping the backends that stay with their pooled
+/// connections and health; the same addresses change nothing.
+async fn re_resolve(router: &Router, pods: &Pods) {
     let current = router.table();
-    match Table::build(current.config.clone()).await {
+    match pods.table(current.config.clone(), Some(&current)).await {
         Ok(fresh) if !fresh.same_backends(&current) => {
-            eout!("cohort router: backend addresses changed; now using them");
+            for (before, now) in current.tracks.iter().zip(&fresh.tracks) {
+                let (was, is) = (before.addresses(), now.addresses());
+                if was != is {
+                    let list: Vec<String> = is.iter().map(SocketAddr::to_string).collect();
+                    eout!(
+                        "cohort router: track {} now has {} backend{}: {}",
+                        now.name,
+                        is.len(),
+                        if is.len() == 1 { "" } else { "s" },
+                        if list.is_empty() {
+                            "none".into()
+                        } else {
+                            list.join(", ")
+                        }
+                    );
+                }
+            }
             router.swap(fresh);
         }
         Ok(_) => {}
@@ -267,24 +420,37 @@ async fn re_resolve(router: &Router) {
 
 /// Reloads the config; false when it should be tried again (the router was out of resources
 /// and could not resolve the backends).
-async fn reload(path: &Source, router: &Router) -> bool {
+async fn reload(path: &Source, router: &Router, pods: &mut Pods) -> bool {
     match read_config(path) {
-        Ok(Ok((config, digest))) => match Table::build(config).await {
-            Ok(table) => {
-                router.swap(table);
-                router.set_config_digest(digest);
-                router.metrics.reloaded(true);
-                eout!("cohort router: reloaded {}", path.path().display());
+        Ok(Ok((config, digest))) => match async {
+            // Pods of a Service it did not watch before are listed first (tried again at the next
+            // tick if that takes too long).
+            if !pods.follow(&config, Some(Duration::from_secs(10))).await {
+                eout!("cohort router: reload postponed: the new tracks' pods are not listed yet");
+                return None;
             }
-            Err(e @ TableError::OutOfResources { .. }) => {
-                router.metrics.exhausted(Exhausted::Resolve);
-                eout!("cohort router: reload postponed: {e}; the config in force keeps serving");
-                return false;
-            }
-            Err(e) => {
-                router.metrics.reloaded(false);
-                eout!("cohort router: reload refused: {e}");
-            }
+            Some(pods.table(config, Some(&router.table())).await)
+        }
+        .await
+        {
+            None => return false,
+            Some(table) => match table {
+                Ok(table) => {
+                    router.swap(table);
+                    router.set_config_digest(digest);
+                    router.metrics.reloaded(true);
+                    eout!("cohort router: reloaded {}", path.path().display());
+                }
+                Err(e @ TableError::OutOfResources { .. }) => {
+                    router.metrics.exhausted(Exhausted::Resolve);
+                    eout!("cohort router: reload postponed: {e}; the config in force keeps serving");
+                    return false;
+                }
+                Err(e) => {
+                    router.metrics.reloaded(false);
+                    eout!("cohort router: reload refused: {e}");
+                }
+            },
         },
         Ok(Err(diags)) => {
             router.metrics.reloaded(false);

@@ -424,7 +424,7 @@ fn render_is_deterministic_and_writes_files() {
     assert!(a.contains("name: account-service-internal-v1-18-0"));
     let json: serde_json::Value = serde_json::from_str(&r.ok(&["render", "-o", "json"])).expect("json");
     assert_eq!(json["kind"], "List");
-    assert_eq!(json["items"].as_array().map(Vec::len), Some(13));
+    assert_eq!(json["items"].as_array().map(Vec::len), Some(16));
     let out = r.dir.join("out");
     r.ok(&["render", "--out", out.to_str().expect("utf-8")]);
     assert_eq!(
@@ -530,7 +530,7 @@ fn rendering_several_services_is_one_stream_of_each_service_in_name_order() {
     let billing = r.ok(&["render", "billing"]);
     assert_eq!(all, format!("{account}---\n{billing}"));
     let json: serde_json::Value = serde_json::from_str(&r.ok(&["render", "-o", "json"])).expect("json");
-    assert_eq!(json["items"].as_array().map(Vec::len), Some(26));
+    assert_eq!(json["items"].as_array().map(Vec::len), Some(32));
     let out = r.dir.join("out");
     r.ok(&["render", "-o", "json", "--out", out.to_str().expect("utf-8")]);
     assert!(out.join("account-service.json").is_file() && out.join("billing.json").is_file());

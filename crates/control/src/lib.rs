@@ -20,8 +20,7 @@ pub use wire::{
     ReportTaken, ServiceHealth, ServiceReport, ServiceState, SilentCluster,
 };
 
-/// The kinds cohort renders for a service, and so the only ones an agent applies.
-pub const SERVICE_KINDS: [&str; 4] = ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"];
+pub use cohort_render::SERVICE_KINDS;
 
 /// The desired state of `cluster` at `revision`: every service of the repo (or only those
 /// in `only`), rendered exactly as `cohort render` and `cohort apply` render them.
@@ -187,6 +186,20 @@ pub fn checked_objects(
                 ),
             ));
         }
+        if matches!(*kind, "ServiceAccount" | "Role" | "RoleBinding") {
+            // Access is granted only as cohort grants it: a router's own identity, exactly.
+            let expected = cohort_render::router_access(&state.namespace, &service.name)
+                .map_err(|e| bad(i, e.to_string()))?;
+            if !expected.iter().any(|o| o.kind == *kind && o.value == *value) {
+                return Err(bad(
+                    i,
+                    format!(
+                        "{kind} {name} is not the router's {kind} cohort renders for {}: an agent grants no other access",
+                        service.name
+                    ),
+                ));
+            }
+        }
         out.push(Rendered {
             kind,
             name: name.to_string(),
@@ -253,6 +266,28 @@ mod tests {
             assert!(text.contains(why), "{text}");
             assert!(text.contains(&format!("object #{}", svc.objects.len())), "{text}");
             svc.objects.pop();
+        }
+        // A router's access objects pass only exactly as rendered: a control API cannot make an
+        // agent grant more, or to someone else.
+        let name = svc.name.clone();
+        let position = |kind: &str| {
+            svc.objects
+                .iter()
+                .position(|o| o["kind"] == kind)
+                .unwrap_or_else(|| panic!("the rendered {kind}"))
+        };
+        let (role, binding) = (position("Role"), position("RoleBinding"));
+        let mut wider = svc.clone();
+        wider.objects[role]["rules"][0]["resources"] = json!(["secrets"]);
+        let mut elsewhere = svc.clone();
+        wider.objects[role]["metadata"]["labels"]["app.kubernetes.io/part-of"] = json!(name);
+        elsewhere.objects[binding]["subjects"][0]["name"] = json!("default");
+        for (tampered, at) in [(wider, role), (elsewhere, binding)] {
+            let text = checked_objects(&state, &tampered)
+                .expect_err("refused")
+                .to_string();
+            assert!(text.contains("an agent grants no other access"), "{text}");
+            assert!(text.contains(&format!("object #{}", at + 1)), "{text}");
         }
         let invalid = invalid_state("eu-west", "def", vec!["cohort.yaml:3:1: bad".into()]);
         let err = checked_objects(&invalid, &svc).expect_err("invalid revision");

@@ -47,6 +47,20 @@ pub struct RouterTrack {
     pub version: Version,
     /// `host:port` of each backend; names are re-resolved periodically.
     pub backends: Vec<String>,
+    /// In a cluster, where the track's pods are listed instead: the router then balances
+    /// requests over the ready pods of this Service's EndpointSlices (`--discovery kubernetes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<EndpointsRef>,
+}
+
+/// A Service whose EndpointSlices list a track's pods, and the port to reach them on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct EndpointsRef {
+    /// The Service's name, in the router's namespace.
+    pub service: String,
+    /// The Service port's name, as the EndpointSlices list it (their ports carry the pods'
+    /// own port numbers).
+    pub port: String,
 }
 
 /// One cohort's route, after tracks with nothing deployed were taken out.

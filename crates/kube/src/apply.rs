@@ -238,6 +238,9 @@ fn resource(kind: &str) -> Option<ApiResource> {
         "Service" => ("", "v1", "services"),
         "ConfigMap" => ("", "v1", "configmaps"),
         "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
+        "ServiceAccount" => ("", "v1", "serviceaccounts"),
+        "Role" => ("rbac.authorization.k8s.io", "v1", "roles"),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings"),
         _ => return None,
     };
     Some(ApiResource::from_gvk_with_plural(
@@ -395,7 +398,7 @@ impl Cluster {
         selector: &str,
     ) -> Result<Vec<(&'static str, DynamicObject)>, KubeError> {
         let mut out = vec![];
-        for kind in ["Deployment", "Service", "ConfigMap", "PodDisruptionBudget"] {
+        for kind in cohort_render::SERVICE_KINDS {
             let Some(ar) = resource(kind) else { continue };
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
             let list = api

@@ -6,6 +6,7 @@ pub mod agent_state;
 pub mod applied;
 pub mod apply;
 pub mod compare;
+pub mod endpoints;
 pub mod lease;
 pub mod plan;
 pub mod reload;

@@ -66,6 +66,11 @@ pub fn plan<'r>(rendered: &'r [Rendered], live_track_deployments: &[String]) -> 
             pick(&|o| o.kind == "Service" && on_track(o)),
             false,
         ),
+        (
+            "router access",
+            pick(&|o| matches!(o.kind, "ServiceAccount" | "Role" | "RoleBinding")),
+            false,
+        ),
         ("router config", pick(&|o| o.kind == "ConfigMap"), false),
         ("router", router, true),
         (
@@ -128,11 +133,20 @@ mod tests {
             [
                 "track Deployments (wait)",
                 "track Services",
+                "router access",
                 "router config",
                 "router (wait)",
                 "reload",
                 "front Service",
                 "prune"
+            ]
+        );
+        assert_eq!(
+            steps[2].1,
+            [
+                "ServiceAccount account-service-router",
+                "Role account-service-router",
+                "RoleBinding account-service-router"
             ]
         );
         assert!(
@@ -146,19 +160,19 @@ mod tests {
                 .1
                 .contains(&"Deployment account-service-production-v1-15-0".to_string())
         );
-        assert_eq!(steps[3].1[0], "Deployment account-service-router");
-        assert_eq!(steps[4].1, ["ConfigMap account-service-router"]);
-        assert_eq!(steps[5].1, ["Service account-service"]);
+        assert_eq!(steps[4].1[0], "Deployment account-service-router");
+        assert_eq!(steps[5].1, ["ConfigMap account-service-router"]);
+        assert_eq!(steps[6].1, ["Service account-service"]);
         // Only versions the repo no longer names go, and only at the end.
         assert_eq!(
-            steps[6].1,
+            steps[7].1,
             [
                 "account-service-canary-v1-16-0",
                 "account-service-production-v1-14-0"
             ]
         );
         // Every rendered object is applied exactly once.
-        let applied: usize = steps[..6]
+        let applied: usize = steps[..7]
             .iter()
             .filter(|(w, _)| w != "reload")
             .map(|(_, o)| o.len())

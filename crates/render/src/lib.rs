@@ -17,8 +17,8 @@ pub use agent::{
 pub use autopilot::{AUTOPILOT_ADMIN_PORT, AUTOPILOT_GIT_SECRET, AUTOPILOT_NAME, AutopilotSetup, autopilot};
 pub use haproxy::{HaproxyError, haproxy_cfg};
 pub use objects::{
-    LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, deployment_name,
-    render_service, router_config,
+    LABEL_MANAGED_BY, LABEL_PART_OF, MANAGER, ROUTER_CONFIG_KEY, RenderError, Rendered, SERVICE_KINDS,
+    deployment_name, render_service, router_access, router_config,
 };
 pub use rbac::{APPLY_ROLE, STATUS_ROLE, rbac};
 

@@ -2,17 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
+use cohort_core::router_config::{
+    EndpointsRef, RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight,
+};
 use cohort_core::{Duration, Pipeline, Route, TrackName, Version};
 use cohort_spec::Service;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
     LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecurityContext, Service as KubeService, ServicePort, ServiceSpec as KubeServiceSpec, SleepAction,
-    Volume, VolumeMount,
+    SecurityContext, Service as KubeService, ServiceAccount, ServicePort, ServiceSpec as KubeServiceSpec,
+    SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,6 +33,18 @@ const VERSION_ANNOTATION: &str = "cohort.dev/version";
 /// On router pods: the tracks their config routes to.
 const TRACKS_ANNOTATION: &str = "cohort.dev/tracks";
 const CONFIG_DIR: &str = "/etc/cohort";
+
+/// The kinds cohort renders for a service, and so the only ones `apply` lists and an agent
+/// applies.
+pub const SERVICE_KINDS: [&str; 7] = [
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+];
 
 /// One rendered object.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +159,10 @@ pub fn router_config(pipeline: &Pipeline, svc: &Service) -> RouterConfig {
                 name: t.clone(),
                 version: version.clone(),
                 backends: vec![format!("{name}-{t}.{}.svc:{}", pipeline.namespace, svc.spec.port)],
+                endpoints: Some(EndpointsRef {
+                    service: format!("{name}-{t}"),
+                    port: "http".into(),
+                }),
             })
         })
         .collect();
@@ -251,6 +270,8 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
     };
     out.push(rendered("ConfigMap", &router_name, &cm)?);
 
+    out.extend(router_access(ns, name)?);
+
     let r = &pipeline.router;
     let router_container = Container {
         name: "router".into(),
@@ -263,6 +284,9 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
             format!("0.0.0.0:{}", r.port),
             "--admin".into(),
             format!("0.0.0.0:{}", r.admin_port),
+            // Requests are balanced over the tracks' ready pods, found in their EndpointSlices.
+            "--discovery".into(),
+            "kubernetes".into(),
         ]),
         ports: Some(vec![
             ContainerPort {
@@ -333,6 +357,7 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
                 }),
                 spec: Some(PodSpec {
                     containers: vec![router_container],
+                    service_account_name: Some(router_name.clone()),
                     // The router drains itself on SIGTERM (ready turns 503, then it stops accepting).
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(PodSecurityContext {
@@ -411,6 +436,46 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
         }
     }
     Ok(out)
+}
+
+/// The router's identity, all named `<svc>-router`: a ServiceAccount, a Role that may list and
+/// watch the namespace's EndpointSlices (where its tracks' pods are) and nothing else, and the
+/// RoleBinding between them. An agent applies these only exactly as rendered here.
+pub fn router_access(namespace: &str, service: &str) -> Result<Vec<Rendered>, RenderError> {
+    let name = format!("{service}-router");
+    let labels = owned_labels(service, &[("app", service), ("tier", "router")]);
+    let account = ServiceAccount {
+        metadata: meta(&name, namespace, labels.clone()),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(&name, namespace, labels.clone()),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["discovery.k8s.io".into()]),
+            resources: Some(vec!["endpointslices".into()]),
+            verbs: vec!["list".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(&name, namespace, labels),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Ok(vec![
+        rendered("ServiceAccount", &name, &account)?,
+        rendered("Role", &name, &role)?,
+        rendered("RoleBinding", &name, &binding)?,
+    ])
 }
 
 fn pdb(

@@ -55,6 +55,10 @@ fn manage_rules() -> Vec<PolicyRule> {
         rule("", &["services", "configmaps"], MANAGE),
         rule("apps", &["deployments"], MANAGE),
         rule("policy", &["poddisruptionbudgets"], MANAGE),
+        // Each router's ServiceAccount, and its Role to watch EndpointSlices with the binding
+        // (the API server lets a Role be made only by who holds what it grants: READ below).
+        rule("", &["serviceaccounts"], MANAGE),
+        rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], MANAGE),
         rule("", &["events"], READ),
         // A changed router config is waited for: each router pod is annotated, which makes the
         // kubelet refresh its ConfigMap volume at once, and asked through the API server which

@@ -49,6 +49,9 @@ fn the_seed_renders_the_seed_table() {
         vec![
             row("Service", "account-service", None),
             row("ConfigMap", "account-service-router", None),
+            row("ServiceAccount", "account-service-router", None),
+            row("Role", "account-service-router", None),
+            row("RoleBinding", "account-service-router", None),
             row("Deployment", "account-service-router", Some(4)),
             row("PodDisruptionBudget", "account-service-router", None),
             row("Service", "account-service-internal", None),

@@ -2,6 +2,7 @@
 //! for as long as the table is in use.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::metrics::{Exhausted, Metrics};
-use crate::table::Table;
+use crate::table::{Backend, Table};
 
 /// What one health check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +24,29 @@ pub enum Probe {
     NotRun,
 }
 
-/// Starts the checks of every backend of `table`; each stops once the table is dropped.
+/// Starts the checks of each backend of `table` not yet checked; each stops once the last
+/// table holding its backend is dropped (a backend carried over to a new table keeps its
+/// checks and its state).
 pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
     let hc = &table.config.health_check;
     let interval = Duration::from_millis(hc.interval.as_millis().max(100));
-    for (t, track) in table.tracks.iter().enumerate() {
-        for (b, addr) in track.backends.iter().enumerate() {
-            let weak: Weak<Table> = Arc::downgrade(table);
+    for track in &table.tracks {
+        for backend in &track.backends {
+            if backend.checked.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            let weak: Weak<Backend> = Arc::downgrade(backend);
             let metrics = Arc::clone(metrics);
-            let (addr, path, rise, fall) = (*addr, hc.path.clone(), hc.rise, hc.fall);
+            let (addr, path, rise, fall) = (backend.addr, hc.path.clone(), hc.rise, hc.fall);
+            let name = track.name.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
                     let ok = match probe(addr, &path, interval.min(Duration::from_secs(2))).await {
                         Probe::Healthy => true,
                         Probe::Unhealthy => false,
@@ -45,13 +55,10 @@ pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
                             continue;
                         }
                     };
-                    let Some(table) = weak.upgrade() else { return };
-                    if let Some(up) = table.tracks[t].health[b].record(ok, rise, fall) {
+                    let Some(backend) = weak.upgrade() else { return };
+                    if let Some(up) = backend.health.record(ok, rise, fall) {
                         let state = if up { "up" } else { "down" };
-                        eprintln!(
-                            "cohort router: backend {addr} of track {} is {state}",
-                            table.tracks[t].name
-                        );
+                        eprintln!("cohort router: backend {addr} of track {name} is {state}");
                     }
                 }
             });

@@ -227,14 +227,14 @@ impl Metrics {
     pub fn render(&self, table: &Table) -> String {
         self.backend_up.clear();
         for track in &table.tracks {
-            for (addr, health) in track.backends.iter().zip(&track.health) {
+            for backend in &track.backends {
                 let labels = BackendLabels {
                     track: track.name.clone(),
-                    backend: addr.to_string(),
+                    backend: backend.addr.to_string(),
                 };
                 self.backend_up
                     .get_or_create(&labels)
-                    .set(i64::from(health.is_up()));
+                    .set(i64::from(backend.health.is_up()));
             }
         }
         let mut out = String::new();

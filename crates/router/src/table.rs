@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use cohort_core::Sticky;
-use cohort_core::router_config::{RouterConfig, RouterRoute};
+use cohort_core::router_config::{RouterConfig, RouterRoute, RouterTrack};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
@@ -20,14 +20,38 @@ pub struct Track {
     pub name: String,
     /// The version it runs.
     pub version: String,
-    /// Resolved backend addresses (all A/AAAA records of each `host:port`).
-    pub backends: Vec<SocketAddr>,
-    /// Health of each backend, in the same order.
-    pub health: Vec<BackendHealth>,
-    /// Round robin over backends for new connections.
+    /// Its backends: every A/AAAA record of each `host:port`, or each ready pod of its
+    /// Service's EndpointSlices.
+    pub backends: Vec<Arc<Backend>>,
+    /// Round robin over backends, request by request.
     next: AtomicUsize,
-    /// Idle connections to the track's backends.
+}
+
+/// One backend of a track: its address, its health and its idle connections. A table built
+/// to replace another (a reload, new addresses, a pod added or gone) takes over the backends
+/// whose address it keeps, so their pooled connections and health carry on.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether it takes traffic.
+    pub health: BackendHealth,
+    /// Idle connections to it.
     pub(crate) pool: crate::upstream::Pool,
+    /// Whether its health checks have been started (once, by the first table put in force
+    /// with it; they stop when the last table holding it is dropped).
+    pub(crate) checked: AtomicBool,
+}
+
+impl Backend {
+    fn new(addr: SocketAddr) -> Backend {
+        Backend {
+            addr,
+            health: BackendHealth::default(),
+            pool: crate::upstream::Pool::default(),
+            checked: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Whether a backend takes traffic, with HAProxy's rise/fall hysteresis: `fall` failed checks
@@ -79,26 +103,36 @@ impl BackendHealth {
 }
 
 impl Track {
-    /// Backends in the order to try them for the next connection: the healthy ones, each
-    /// once, starting with the next in turn, so a failed connect moves on to another backend.
-    pub fn connect_order(&self) -> impl Iterator<Item = (SocketAddr, &BackendHealth)> + '_ {
+    /// The healthy backends in the order to try them for the next request: each once,
+    /// starting with the next in turn (so requests spread evenly over them, whatever
+    /// connections are pooled), and a failed connect moves on to another backend.
+    pub fn request_order(&self) -> impl Iterator<Item = &Arc<Backend>> + '_ {
         let n = self.backends.len();
-        let start = if n == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+        let start = match n {
+            0 => 0,
+            1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
         (0..n)
-            .map(move |i| (start + i) % n)
-            .filter(|i| self.health[*i].is_up())
-            .map(|i| (self.backends[i], &self.health[i]))
+            .map(move |i| &self.backends[(start + i) % n])
+            .filter(|b| b.health.is_up())
     }
 
     /// Whether any backend takes traffic.
     pub fn is_healthy(&self) -> bool {
-        self.health.iter().any(BackendHealth::is_up)
+        self.backends.iter().any(|b| b.health.is_up())
+    }
+
+    /// Its backends' addresses, sorted.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let mut a: Vec<SocketAddr> = self.backends.iter().map(|b| b.addr).collect();
+        a.sort();
+        a
     }
 }
+
+/// The addresses of each track's backends, in the config's track order.
+pub type Addresses = Vec<Vec<SocketAddr>>;
 
 /// One cohort's route, resolved to track indexes.
 #[derive(Debug)]
@@ -170,6 +204,47 @@ impl Table {
     /// Builds a table, resolving every backend name now (names that do not resolve leave
     /// their track without backends until the next resolution).
     pub async fn build(config: RouterConfig) -> Result<Table, TableError> {
+        let addresses = Table::resolve(&config).await?;
+        Table::assemble(config, &addresses, None)
+    }
+
+    /// Every A/AAAA record of each track's `host:port` backends, in the config's track order.
+    pub async fn resolve(config: &RouterConfig) -> Result<Addresses, TableError> {
+        let mut out = Vec::with_capacity(config.tracks.len());
+        for t in &config.tracks {
+            out.push(Table::resolve_track(t).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every A/AAAA record of `track`'s `host:port` backends (names that do not resolve give
+    /// none).
+    pub async fn resolve_track(track: &RouterTrack) -> Result<Vec<SocketAddr>, TableError> {
+        let mut addrs = vec![];
+        for b in &track.backends {
+            match tokio::net::lookup_host(b.as_str()).await {
+                Ok(found) => addrs.extend(found),
+                Err(e) if crate::resources::out_of_resources(&e) => {
+                    return Err(TableError::OutOfResources {
+                        backend: b.to_string(),
+                        source: e,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// A table for `config` whose tracks reach `addresses` (one list per track, in order; a
+    /// missing list is a track without backends). Backends `previous` already has for the same
+    /// track, address and health check are taken over with their pooled connections and
+    /// health, and a route whose split is unchanged keeps its place in its cycle.
+    pub fn assemble(
+        config: RouterConfig,
+        addresses: &[Vec<SocketAddr>],
+        previous: Option<&Table>,
+    ) -> Result<Table, TableError> {
         let header_name = |name: &str| {
             if name.contains('_') {
                 return Err(TableError::Underscore(name.to_string()));
@@ -181,31 +256,28 @@ impl Table {
             Some(Sticky::Header(name)) => Some(header_name(name)?),
             _ => None,
         };
+        let same_checks = previous.is_some_and(|p| p.config.health_check == config.health_check);
         let mut tracks = vec![];
-        for t in &config.tracks {
-            let mut backends = vec![];
-            for b in &t.backends {
-                match tokio::net::lookup_host(b.as_str()).await {
-                    Ok(addrs) => backends.extend(addrs),
-                    Err(e) if crate::resources::out_of_resources(&e) => {
-                        return Err(TableError::OutOfResources {
-                            backend: b.to_string(),
-                            source: e,
-                        });
-                    }
-                    Err(_) => {}
+        for (i, t) in config.tracks.iter().enumerate() {
+            let before = previous
+                .filter(|_| same_checks)
+                .and_then(|p| p.tracks.iter().find(|o| o.name == t.name.as_str()));
+            let mut backends: Vec<Arc<Backend>> = vec![];
+            for addr in addresses.get(i).into_iter().flatten() {
+                if backends.iter().any(|b| b.addr == *addr) {
+                    continue;
                 }
+                let kept = before.and_then(|o| o.backends.iter().find(|b| b.addr == *addr));
+                backends.push(kept.map_or_else(|| Arc::new(Backend::new(*addr)), Arc::clone));
             }
             tracks.push(Arc::new(Track {
                 name: t.name.to_string(),
                 version: t.version.to_string(),
-                health: backends.iter().map(|_| BackendHealth::default()).collect(),
                 backends,
                 next: AtomicUsize::new(0),
-                pool: crate::upstream::Pool::default(),
             }));
         }
-        let route = |r: &RouterRoute| {
+        let route = |r: &RouterRoute, before: Option<&Route>| {
             let mut legs = vec![];
             let mut weights = vec![];
             for tw in &r.weights {
@@ -214,16 +286,28 @@ impl Table {
                     weights.push(tw.weight.basis_points());
                 }
             }
+            // Tables change whenever a pod comes or goes: restarting each cycle from its first
+            // leg every time would skew a small share.
+            let at = before
+                .filter(|b| b.weights == weights && b.legs.len() == legs.len())
+                .map_or(0, |b| b.counter.load(Ordering::Relaxed));
             Route {
                 cohort: r.cohort.clone(),
                 cycle: spread_cycle(&weights),
                 legs,
                 weights,
-                counter: AtomicUsize::new(0),
+                counter: AtomicUsize::new(at),
             }
         };
-        let routes = config.cohorts.iter().map(route).collect();
-        let default_route = route(&config.default_route);
+        let routes = config
+            .cohorts
+            .iter()
+            .map(|r| {
+                let before = previous.and_then(|p| p.routes.iter().find(|o| o.cohort == r.cohort));
+                route(r, before)
+            })
+            .collect();
+        let default_route = route(&config.default_route, previous.map(|p| &p.default_route));
         Ok(Table {
             tracks,
             routes,
@@ -235,20 +319,16 @@ impl Table {
         })
     }
 
+    /// The addresses of each track's backends, in track order.
+    pub fn addresses(&self) -> Addresses {
+        self.tracks.iter().map(|t| t.addresses()).collect()
+    }
+
     /// Whether `other` reaches the same backend addresses for every track (names are
     /// re-resolved periodically; only a real change is worth a new table).
     pub fn same_backends(&self, other: &Table) -> bool {
-        let addrs = |t: &Table| -> Vec<(String, Vec<SocketAddr>)> {
-            t.tracks
-                .iter()
-                .map(|tr| {
-                    let mut a = tr.backends.clone();
-                    a.sort();
-                    (tr.name.clone(), a)
-                })
-                .collect()
-        };
-        addrs(self) == addrs(other)
+        let names = |t: &Table| t.tracks.iter().map(|tr| tr.name.clone()).collect::<Vec<_>>();
+        names(self) == names(other) && self.addresses() == other.addresses()
     }
 
     /// This table's metric handles in `metrics`.

@@ -1,6 +1,7 @@
-//! Connections to tracks: a small pool of HTTP/1.1 connections per track. A connection is
-//! made *before* the request is handed over, so when every backend of a track refuses, the
-//! request comes back untouched and can go to another track: nothing is copied per request.
+//! Connections to tracks: each request goes to the next healthy backend of its track in turn,
+//! over one of that backend's pooled HTTP/1.1 connections or a new one. A connection is made
+//! *before* the request is handed over, so when every backend of a track refuses, the request
+//! comes back untouched and can go to another track: nothing is copied per request.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::client_body::{ClientBody, Watch};
-use crate::table::{Table, Track};
+use crate::table::{Backend, Table, Track};
 
 /// How long a backend may take to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +42,7 @@ enum Unreached {
     Overloaded,
 }
 
-/// Idle connections kept per track: enough for bursts; beyond that they cost memory.
+/// Idle connections kept per backend: enough for bursts; beyond that they cost memory.
 const MAX_IDLE: usize = 64;
 
 /// A pooled connection and since when it has been unused.
@@ -50,8 +51,9 @@ struct Idle {
     since: Instant,
 }
 
-/// A track's idle connections, oldest first. It lives in the track, so the connections go
-/// when the last table (or request in flight) using the track lets go of it.
+/// A backend's idle connections, oldest first. It lives in the backend, so the connections go
+/// when the last table (or request in flight) using the backend lets go of it: a pod that
+/// leaves its track gets no new requests, and its idle connections close.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
@@ -101,7 +103,7 @@ impl Pool {
     }
 }
 
-/// Closes, about once a second, the pooled connections of `table`'s tracks that have been
+/// Closes, about once a second, the pooled connections of `table`'s backends that have been
 /// unused for `timeout` (like HAProxy's `pool-purge-delay`): an idle connection costs memory
 /// and a file descriptor at both ends. Stops once the table is dropped.
 pub fn spawn_purge(table: &Arc<Table>, timeout: Duration) {
@@ -113,28 +115,29 @@ pub fn spawn_purge(table: &Arc<Table>, timeout: Duration) {
         loop {
             tick.tick().await;
             let Some(table) = weak.upgrade() else { return };
-            for track in &table.tracks {
-                track.pool.purge(timeout);
+            for backend in table.tracks.iter().flat_map(|t| &t.backends) {
+                backend.pool.purge(timeout);
             }
         }
     });
 }
 
-/// Sends `req` to `track` over a pooled or new connection; `timeout` is the time the track may
-/// take to answer, not counting the time spent waiting for the client to send its body.
+/// Sends `req` to `track`'s next backend over a pooled or new connection; `timeout` is the time
+/// the track may take to answer, not counting the time spent waiting for the client to send
+/// its body.
 pub async fn send(track: &Track, mut req: Request<ClientBody>, timeout: Duration) -> Sent {
     let watch = req.body().watch();
     // Two tries: a pooled connection can turn out closed just as it is used (the backend
     // timed it out); hyper then gives the request back and a fresh connection is made.
     let mut retried = false;
     loop {
-        let mut sender = match track.pool.checkout() {
-            Some(s) => s,
+        let (backend, mut sender) = match checkout(track) {
+            Ok(pooled) => pooled,
             // Boxed: connecting is rare with pooled connections, and inline its state would
             // make every request's future (which lives as long as its client connection)
             // kilobytes bigger.
-            None => match Box::pin(connect(track)).await {
-                Ok(s) => s,
+            Err(first) => match Box::pin(connect(track, first)).await {
+                Ok(made) => made,
                 Err(Unreached::Refused) => return Sent::Refused(req),
                 Err(Unreached::Overloaded) => return Sent::Overloaded,
             },
@@ -143,7 +146,7 @@ pub async fn send(track: &Track, mut req: Request<ClientBody>, timeout: Duration
             None => return Sent::TimedOut,
             Some(Ok(resp)) => {
                 // Busy until the body is read; `checkout` skips it until then.
-                track.pool.checkin(sender);
+                backend.pool.checkin(sender);
                 return Sent::Answer(resp);
             }
             Some(Err(mut e)) => match e.take_message() {
@@ -191,17 +194,37 @@ async fn within_track_time<F: std::future::Future>(
     }
 }
 
-/// A new connection to one of the track's healthy backends, each tried in turn; a backend that
-/// refuses (or does not answer the handshake) is marked down at once. A socket this router
-/// cannot create (out of descriptors...) is its own failure: no backend is marked down, and the
-/// others are not tried, as they would fail the same way.
-async fn connect(track: &Track) -> Result<SendRequest<ClientBody>, Unreached> {
-    for (addr, health) in track.connect_order() {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+/// A connection to a backend, ready to take a request.
+type Connection<'t> = (&'t Arc<Backend>, SendRequest<ClientBody>);
+
+/// The track's next healthy backend and one of its pooled connections; or, when it has none
+/// idle, which backend is next (`None`: no backend is up).
+fn checkout(track: &Track) -> Result<Connection<'_>, Option<&Arc<Backend>>> {
+    let backend = track.request_order().next().ok_or(None)?;
+    match backend.pool.checkout() {
+        Some(sender) => Ok((backend, sender)),
+        None => Err(Some(backend)),
+    }
+}
+
+/// A new connection to `first`, or failing that to each other healthy backend of the track in
+/// turn; a backend that refuses (or does not answer the handshake) is marked down at once. A
+/// socket this router cannot create (out of descriptors...) is its own failure: no backend is
+/// marked down, and the others are not tried, as they would fail the same way.
+async fn connect<'t>(track: &'t Track, first: Option<&'t Arc<Backend>>) -> Result<Connection<'t>, Unreached> {
+    let Some(first) = first else {
+        return Err(Unreached::Refused);
+    };
+    let rest = track.backends.iter().filter(|b| !Arc::ptr_eq(b, first));
+    for backend in std::iter::once(first).chain(rest) {
+        if !backend.health.is_up() {
+            continue;
+        }
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) if crate::resources::connect_failed_locally(&e) => return Err(Unreached::Overloaded),
             Ok(Err(_)) | Err(_) => {
-                health.mark_down();
+                backend.health.mark_down();
                 continue;
             }
         };
@@ -209,9 +232,9 @@ async fn connect(track: &Track) -> Result<SendRequest<ClientBody>, Unreached> {
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok((sender, conn)) => {
                 tokio::spawn(conn.with_upgrades());
-                return Ok(sender);
+                return Ok((backend, sender));
             }
-            Err(_) => health.mark_down(),
+            Err(_) => backend.health.mark_down(),
         }
     }
     Err(Unreached::Refused)

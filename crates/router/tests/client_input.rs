@@ -108,6 +108,7 @@ fn track(name: &str, version: &str, backend: SocketAddr) -> RouterTrack {
         name: TrackName::new(name).expect("track"),
         version: Version::new(version).expect("version"),
         backends: vec![backend.to_string()],
+        endpoints: None,
     }
 }
 

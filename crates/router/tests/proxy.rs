@@ -87,6 +87,7 @@ async fn seed_config(trusted: &[&str], sticky: Option<Sticky>) -> RouterConfig {
             name: TrackName::new(name).expect("track"),
             version: Version::new("1.0.0").expect("version"),
             backends: vec![addr.to_string()],
+            endpoints: None,
         });
     }
     let route = |cohort: &str, weights: Vec<TrackWeight>| RouterRoute {
@@ -686,6 +687,72 @@ async fn re_resolving_the_same_names_changes_nothing() {
     config.tracks[0].backends.push("127.0.0.1:1".into());
     let c = cohort_router::table::Table::build(config).await.expect("table");
     assert!(!a.same_backends(&c));
+}
+
+/// The seed's config with every route sent to production, which has `backends`.
+async fn production_on(backends: &[SocketAddr]) -> RouterConfig {
+    let mut config = seed_config(&[], None).await;
+    config.tracks.retain(|t| t.name.as_str() == "production");
+    config.tracks[0].backends = backends.iter().map(SocketAddr::to_string).collect();
+    for r in config
+        .cohorts
+        .iter_mut()
+        .chain(std::iter::once(&mut config.default_route))
+    {
+        r.weights = vec![w("production", 10_000)];
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_evenly_over_a_tracks_backends_whatever_connections_are_pooled() {
+    let pods = [
+        backend("pod-a").await,
+        backend("pod-b").await,
+        backend("pod-c").await,
+    ];
+    let addr = start(production_on(&pods).await).await;
+    // One client keep-alive connection, one request at a time: before, its requests all went
+    // down the one pooled upstream connection, to one pod.
+    let c = client();
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..300 {
+        *seen.entry(track_of(&get(&c, addr, &[]).await)).or_default() += 1;
+    }
+    assert_eq!(
+        seen,
+        [
+            ("pod-a".to_string(), 100),
+            ("pod-b".into(), 100),
+            ("pod-c".into(), 100)
+        ]
+        .into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_table_keeps_the_backends_that_stay_and_a_dropped_one_gets_no_new_requests() {
+    use cohort_router::table::Table;
+    let (a, b) = (backend("pod-a").await, backend("pod-b").await);
+    let config = production_on(&[a, b]).await;
+    let (addr, router) = start_router(config.clone()).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, addr, &[]).await.status(), 200);
+    }
+    let before = router.table();
+    let kept = Arc::clone(&before.tracks[0].backends[0]);
+    // Pod b is terminating: the next table lists only a.
+    let next = Table::assemble(config, &[vec![a]], Some(&before)).expect("table");
+    assert!(
+        Arc::ptr_eq(&next.tracks[0].backends[0], &kept),
+        "a backend that stays keeps its pooled connections and health"
+    );
+    router.swap(next);
+    drop(before);
+    for _ in 0..50 {
+        assert_eq!(track_of(&get(&c, addr, &[]).await), "pod-a");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,7 @@ async fn router_to_echo(limits: Limits) -> SocketAddr {
             name: track.clone(),
             version: Version::new("1.0.0").expect("version"),
             backends: vec![echo_upgrade_backend().await.to_string()],
+            endpoints: None,
         }],
         cohorts: vec![],
         default_route: RouterRoute {

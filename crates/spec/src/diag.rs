@@ -123,6 +123,11 @@ impl<'a> Sink<'a> {
         self.push(Severity::Warning, pos, kind, message.into(), help);
     }
 
+    /// How many errors it holds so far.
+    pub fn errors(&self) -> usize {
+        self.out.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+
     fn push(&mut self, severity: Severity, pos: Pos, kind: Kind, message: String, help: Option<String>) {
         self.out.push(Diagnostic {
             severity,

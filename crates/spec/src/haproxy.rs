@@ -267,6 +267,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
                     name,
                     version: Version::new("unknown").unwrap_or_else(|_| unreachable!("a valid version")),
                     backends: vec![addr.clone()],
+                    endpoints: None,
                 }),
             }
         }

@@ -310,6 +310,9 @@ fn fixed_objects(spec: &ServiceSpec, pipeline: &Pipeline) -> Vec<(&'static str, 
         ("ConfigMap", format!("{name}-router")),
         ("Deployment", format!("{name}-router")),
         ("PodDisruptionBudget", format!("{name}-router")),
+        ("ServiceAccount", format!("{name}-router")),
+        ("Role", format!("{name}-router")),
+        ("RoleBinding", format!("{name}-router")),
     ];
     out.extend(pipeline.stages.iter().map(|t| ("Service", format!("{name}-{t}"))));
     if let Some(last) = pipeline.stages.last() {

@@ -2,7 +2,9 @@
 //! ConfigMap, read back by `cohort router --config` with every problem at file:line:col, so a
 //! bad reload is refused with a message that says where.
 
-use cohort_core::router_config::{RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight};
+use cohort_core::router_config::{
+    EndpointsRef, RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight,
+};
 use cohort_core::{Duration, TrackName, TrustedPeers, Version};
 use cohort_yaml::Node;
 
@@ -23,6 +25,7 @@ pub fn digest(text: &[u8]) -> String {
 
 /// Reads a router config. `None` when there is any error (all of them are in `sink`).
 pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConfig> {
+    let errors_before = sink.errors();
     let mut m = MapReader::new(root, "the router config", sink);
     let mut ok = true;
     let service = m
@@ -77,7 +80,9 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
         .req("default_route", "add the route for everybody else", sink)
         .and_then(|n| read_route(n, false, &names, sink));
     m.finish(sink);
-    if !ok {
+    // Any error refuses the whole config, an unknown key too: a router must not run a config
+    // it half understood.
+    if !ok || sink.errors() > errors_before {
         return None;
     }
     Some(RouterConfig {
@@ -173,17 +178,81 @@ fn read_tracks(n: Option<&Node>, sink: &mut Sink<'_>) -> (Vec<RouterTrack>, bool
                 }
             }
         }
+        let endpoints = match m.opt("endpoints") {
+            Some(n) => {
+                let e = read_endpoints(n, sink);
+                ok &= e.is_some();
+                e
+            }
+            None => None,
+        };
         m.finish(sink);
         match (name, version) {
             (Some(name), Some(version)) => out.push(RouterTrack {
                 name,
                 version,
                 backends,
+                endpoints,
             }),
             _ => ok = false,
         }
     }
     (out, ok)
+}
+
+/// `endpoints: {service: <Service name>, port: <its port's name>}`: both as Kubernetes allows
+/// them (a DNS label; an IANA service name), so a typo is caught here rather than by a watch
+/// that never finds anything.
+fn read_endpoints(n: &Node, sink: &mut Sink<'_>) -> Option<EndpointsRef> {
+    let mut m = MapReader::new(n, "`endpoints`", sink);
+    let service = m
+        .req("service", "add `service: <the track's Service>`", sink)
+        .and_then(|s| {
+            let t = read::text(s, "the Service name", sink)?;
+            let label = !t.is_empty()
+                && t.len() <= 63
+                && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && t.starts_with(|c: char| c.is_ascii_lowercase())
+                && !t.ends_with('-');
+            if !label {
+                sink.error(
+                    s.pos,
+                    Kind::BadName,
+                    format!("`{t}` is not a Service name"),
+                    Some("a Service name is at most 63 lowercase letters, digits and `-`, starting with a letter".into()),
+                );
+                return None;
+            }
+            Some(t.to_string())
+        });
+    let port = m
+        .req("port", "add `port: <the Service port's name>`", sink)
+        .and_then(|p| {
+            let t = read::text(p, "the port name", sink)?;
+            let name = !t.is_empty()
+                && t.len() <= 15
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && t.bytes().any(|b| b.is_ascii_lowercase())
+                && !t.starts_with('-')
+                && !t.ends_with('-')
+                && !t.contains("--");
+            if !name {
+                sink.error(
+                    p.pos,
+                    Kind::BadName,
+                    format!("`{t}` is not a port name"),
+                    Some("a port name is at most 15 lowercase letters, digits and `-` (e.g. `http`)".into()),
+                );
+                return None;
+            }
+            Some(t.to_string())
+        });
+    m.finish(sink);
+    Some(EndpointsRef {
+        service: service?,
+        port: port?,
+    })
 }
 
 fn read_legs(
@@ -321,5 +390,48 @@ mod tests {
             diags.iter().map(|d| d.kind).collect::<Vec<_>>(),
             vec![Kind::UnknownTrack]
         );
+    }
+
+    #[test]
+    fn an_unknown_key_refuses_the_whole_config() {
+        let typo = MINIMAL.replace("    backends:", "    backend: [x]\n    backends:");
+        let (cfg, diags) = read(&typo);
+        assert!(cfg.is_none());
+        assert_eq!(
+            diags.iter().map(|d| (d.kind, d.pos.line)).collect::<Vec<_>>(),
+            vec![(Kind::UnknownKey, 5)]
+        );
+        let (cfg, _) = read(&format!("{MINIMAL}colour: blue\n"));
+        assert!(cfg.is_none());
+    }
+
+    #[test]
+    fn a_tracks_endpoints_name_its_service_and_port() {
+        let with = |e: &str| {
+            MINIMAL.replace(
+                "    backends: [\"127.0.0.1:9000\"]\n",
+                &format!("    backends: [\"127.0.0.1:9000\"]\n    endpoints: {e}\n"),
+            )
+        };
+        let (cfg, diags) = read(&with("{service: shop-production, port: http}"));
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(
+            cfg.expect("valid").tracks[0].endpoints,
+            Some(EndpointsRef {
+                service: "shop-production".into(),
+                port: "http".into()
+            })
+        );
+        for bad in [
+            "{service: Shop, port: http}",
+            "{service: shop, port: a-very-long-port-name}",
+            "{service: shop}",
+            "{service: shop, port: http, namespace: x}",
+            "{service: \"shop.other\", port: http}",
+        ] {
+            let (cfg, diags) = read(&with(bad));
+            assert!(cfg.is_none(), "{bad} was taken");
+            assert!(diags.iter().all(|d| d.pos.line == 6), "{bad}: {diags:?}");
+        }
     }
 }
