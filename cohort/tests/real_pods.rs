@@ -286,6 +286,187 @@ fn pods(kc: &Path, ns: &str, selector: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `localhost/lab-pod:VERSION`: lab-web whose pods answer `GET /pod` with their own name, so
+/// the spread over pods is measured where the requests land.
+fn pod_image(lab: &Path, dir: &Path, version: &str) -> String {
+    let tag = format!("localhost/lab-pod:{version}");
+    let storage = |cmd: &mut Command| {
+        cmd.arg("--root")
+            .arg(lab.join("real/buildah/storage"))
+            .arg("--runroot")
+            .arg(lab.join("real/buildah/run"))
+            .args(["--storage-driver", "vfs"])
+            .env("BUILDAH_ISOLATION", "chroot");
+    };
+    let buildah = |what: &str, args: &[&str]| {
+        let mut cmd = Command::new("buildah");
+        storage(&mut cmd);
+        text(&run(what, cmd.args(args))).trim().to_string()
+    };
+    let container = buildah("buildah from", &["from", "--quiet", "localhost/lab-web:1.19.0"]);
+    buildah(
+        "buildah config",
+        &[
+            "config",
+            "--entrypoint",
+            r#"["/bin/sh","-c","cat /etc/hostname > /www/pod; exec /bin/busybox httpd -f -p 8080 -h /www"]"#,
+            &container,
+        ],
+    );
+    buildah("buildah commit", &["commit", "--quiet", &container, &tag]);
+    let archive = dir.join("lab-pod.tar");
+    let _ = std::fs::remove_file(&archive);
+    buildah(
+        "buildah push",
+        &["push", "--quiet", &tag, &format!("docker-archive:{}:{tag}", archive.display())],
+    );
+    run(
+        "ctr images import",
+        Command::new("ctr")
+            .arg("-a")
+            .arg(lab.join("real/containerd/containerd.sock"))
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive),
+    );
+    tag
+}
+
+/// `GET /pod` through the front Service: the name of the pod that answered.
+fn which_pod(addr: SocketAddr) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /pod HTTP/1.1\r\nHost: {SERVICE}\r\nX-Traffic-Group: ENTERPRISE\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    match response.split(' ').nth(1) {
+        Some("200") => Ok(response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string()),
+        _ => Err(response.lines().next().unwrap_or("no response").to_string()),
+    }
+}
+
+#[test]
+fn requests_spread_evenly_over_pods_and_a_deleted_pod_gets_none_once_it_is_terminating() {
+    let Some((kc, lab)) = lab() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router_image = image(&lab, dir.path());
+    pod_image(&lab, dir.path(), "2.0.0");
+    let ns = Namespace::new(&kc, "spread");
+    ns.pods_become_ready(false);
+    let repo = repo_for_real_pods(dir.path(), &ns.name, &kc, &router_image);
+    // Production (three pods) and internal (staff have nowhere else to go), of a build that
+    // names its pod; ENTERPRISE goes to production alone.
+    let spec = repo.join("services/account-service.yaml");
+    let text_of = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, text_of.replace("localhost/lab-web", "localhost/lab-pod")).expect("write");
+    std::fs::write(
+        repo.join("releases/account-service.yaml"),
+        "service: account-service\ntracks:\n  internal: \"2.0.0\"\n  production: \"2.0.0\"\n",
+    )
+    .expect("write");
+    run(
+        "git commit",
+        Command::new("git")
+            .args(["commit", "-qam", "pods that say who they are"])
+            .current_dir(&repo),
+    );
+    cohort_ok(&repo, Some(&kc), &["apply", "--timeout", "3m"]);
+    let addr = front(&kc, &ns.name);
+    wait_for("the front Service to answer", 60, || which_pod(addr).is_ok());
+    let production = pods(&kc, &ns.name, "track=production");
+    assert_eq!(production.len(), 3, "{production:?}");
+
+    // Four clients, a connection per request, for 20 s.
+    let answers: Arc<Mutex<Vec<(Instant, Result<String, String>)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (answers, stop) = (Arc::clone(&answers), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let a = which_pod(addr);
+                    answers.lock().expect("lock").push((Instant::now(), a));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(20));
+    let steady: Vec<(Instant, Result<String, String>)> = std::mem::take(&mut *answers.lock().expect("lock"));
+    let mut per_pod: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, a) in &steady {
+        *per_pod.entry(a.clone().unwrap_or_else(|e| format!("failed: {e}"))).or_default() += 1;
+    }
+    let total: usize = per_pod.values().sum();
+    println!("spread over {} requests:", total);
+    for (pod, n) in &per_pod {
+        println!("  {pod}: {n} ({:.1}%)", *n as f64 * 100.0 / total as f64);
+    }
+    assert_eq!(
+        per_pod.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut p = production.clone();
+            p.sort();
+            p
+        },
+        "every answer from a production pod, none failed"
+    );
+    for (pod, n) in &per_pod {
+        let share = *n as f64 / total as f64;
+        assert!(
+            (share - 1.0 / 3.0).abs() < 0.03,
+            "{pod} got {:.1}% of the requests, not a third within 3 points",
+            share * 100.0
+        );
+    }
+
+    // A deleted pod sits in its preStop pause (5 s here) while the routers stop sending to it.
+    let victim = production[0].clone();
+    let deleted = Instant::now();
+    kubectl(
+        &kc,
+        &["-n", &ns.name, "delete", "pod", &victim, "--wait=false"],
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let after = std::mem::take(&mut *answers.lock().expect("lock"));
+    let failed: Vec<&String> = after.iter().filter_map(|(_, a)| a.as_ref().err()).collect();
+    let last_from_victim = after
+        .iter()
+        .filter(|(_, a)| a.as_deref() == Ok(victim.as_str()))
+        .map(|(at, _)| at.saturating_duration_since(deleted))
+        .max();
+    println!(
+        "pod {victim} deleted: {} requests in the next 12 s, {} failed; its last answer {} after the delete (its preStop pause: 5 s)",
+        after.len(),
+        failed.len(),
+        last_from_victim.map_or("came before".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    if let Some(d) = last_from_victim {
+        assert!(
+            d < Duration::from_secs(5),
+            "the deleted pod still got requests {:.1} s after it was deleted",
+            d.as_secs_f64()
+        );
+    }
+}
+
 #[test]
 fn deploys_promotions_weight_changes_rollbacks_and_pod_kills_under_load_lose_no_request() {
     let Some((kc, lab)) = lab() else { return };
