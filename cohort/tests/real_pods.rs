@@ -318,7 +318,12 @@ fn pod_image(lab: &Path, dir: &Path, version: &str) -> String {
     let _ = std::fs::remove_file(&archive);
     buildah(
         "buildah push",
-        &["push", "--quiet", &tag, &format!("docker-archive:{}:{tag}", archive.display())],
+        &[
+            "push",
+            "--quiet",
+            &tag,
+            &format!("docker-archive:{}:{tag}", archive.display()),
+        ],
     );
     run(
         "ctr images import",
@@ -330,6 +335,9 @@ fn pod_image(lab: &Path, dir: &Path, version: &str) -> String {
     );
     tag
 }
+
+/// When an answer came, and the pod that gave it (or why none did).
+type PodAnswer = (Instant, Result<String, String>);
 
 /// `GET /pod` through the front Service: the name of the pod that answered.
 fn which_pod(addr: SocketAddr) -> Result<String, String> {
@@ -346,12 +354,7 @@ fn which_pod(addr: SocketAddr) -> Result<String, String> {
     s.read_to_string(&mut response)
         .map_err(|e| format!("read: {e}"))?;
     match response.split(' ').nth(1) {
-        Some("200") => Ok(response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string()),
+        Some("200") => Ok(response.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string()),
         _ => Err(response.lines().next().unwrap_or("no response").to_string()),
     }
 }
@@ -388,7 +391,7 @@ fn requests_spread_evenly_over_pods_and_a_deleted_pod_gets_none_once_it_is_termi
     assert_eq!(production.len(), 3, "{production:?}");
 
     // Four clients, a connection per request, for 20 s.
-    let answers: Arc<Mutex<Vec<(Instant, Result<String, String>)>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<PodAnswer>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -403,10 +406,12 @@ fn requests_spread_evenly_over_pods_and_a_deleted_pod_gets_none_once_it_is_termi
         })
         .collect();
     std::thread::sleep(Duration::from_secs(20));
-    let steady: Vec<(Instant, Result<String, String>)> = std::mem::take(&mut *answers.lock().expect("lock"));
+    let steady: Vec<PodAnswer> = std::mem::take(&mut *answers.lock().expect("lock"));
     let mut per_pod: BTreeMap<String, usize> = BTreeMap::new();
     for (_, a) in &steady {
-        *per_pod.entry(a.clone().unwrap_or_else(|e| format!("failed: {e}"))).or_default() += 1;
+        *per_pod
+            .entry(a.clone().unwrap_or_else(|e| format!("failed: {e}")))
+            .or_default() += 1;
     }
     let total: usize = per_pod.values().sum();
     println!("spread over {} requests:", total);

@@ -124,6 +124,41 @@ pub enum Sticky {
     Cookie(String),
 }
 
+/// How the router speaks to a service's tracks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge), many requests over one connection per pod.
+    H2c,
+    /// gRPC: HTTP/2 as `h2c`, and a `grpc-status` of UNKNOWN, DEADLINE_EXCEEDED, INTERNAL,
+    /// UNAVAILABLE or DATA_LOSS counts as the track's error even in a 200 answer.
+    Grpc,
+}
+
+impl Protocol {
+    /// Its name in `cohort.yaml` and the router config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// Whether the tracks are reached over HTTP/2.
+    pub fn is_http2(self) -> bool {
+        self != Protocol::Http1
+    }
+
+    /// Whether it is HTTP/1.1, the default (left out of the router config).
+    pub fn is_http1(&self) -> bool {
+        *self == Protocol::Http1
+    }
+}
+
 /// Per-service settings inherited from `cohort.yaml`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Defaults {
@@ -191,6 +226,8 @@ pub struct ServiceSpec {
     pub image: String,
     /// Container port (default from the pipeline).
     pub port: u16,
+    /// How the router speaks to its tracks.
+    pub protocol: Protocol,
     /// Environment variables, in the order written.
     pub env: Vec<(String, String)>,
     /// Resource requests (e.g. `cpu: 100m`).

@@ -1,6 +1,7 @@
 //! The router's configuration: what `cohort render` puts in the `<svc>-router` ConfigMap and
 //! what `cohort router --config` reads. One format, one source of truth for both.
 
+use crate::model::Protocol;
 use crate::{Duration, Sticky, TrackName, TrustedPeers, Version, Weight};
 
 /// Everything one service's router needs to route by cohort.
@@ -10,6 +11,9 @@ pub struct RouterConfig {
     pub service: String,
     /// Header naming the caller's cohort.
     pub cohort_header: String,
+    /// How the router speaks to the tracks (`http1` is left out).
+    #[serde(skip_serializing_if = "Protocol::is_http1")]
+    pub protocol: Protocol,
     /// Peers whose cohort header is believed (nobody unless the config says so).
     pub trusted_peers: TrustedPeers,
     /// What keeps a user on one track, if anything.

@@ -187,6 +187,7 @@ pub fn router_config(pipeline: &Pipeline, svc: &Service) -> RouterConfig {
     RouterConfig {
         service: name.to_string(),
         cohort_header: pipeline.cohort_header.clone(),
+        protocol: svc.spec.protocol,
         trusted_peers: pipeline.trusted_peers.clone(),
         sticky: pipeline.sticky.clone(),
         health_check: RouterHealthCheck {

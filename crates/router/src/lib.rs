@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client_body;
 pub mod decide;
+pub mod grpc;
 pub mod health;
 mod idle;
 pub mod metrics;

@@ -44,8 +44,10 @@ pub struct BackendLabels {
 pub struct ErrorLabels {
     /// Track name.
     pub track: String,
-    /// `connect` (no backend accepted), `response` (failed after sending) or `timeout` (no
-    /// response head within the track's time).
+    /// `connect` (no backend accepted), `response` (failed after sending), `timeout` (no
+    /// response head within the track's time), or for gRPC a failing `grpc-status` in an
+    /// answer: `grpc_unknown`, `grpc_deadline_exceeded`, `grpc_internal`, `grpc_unavailable`,
+    /// `grpc_data_loss`.
     pub kind: String,
 }
 
@@ -55,8 +57,9 @@ pub struct ClientErrorLabels {
     /// The track it was on its way to (`none` when refused before routing).
     pub track: String,
     /// `aborted` (the client went away mid-body: nginx's 499), `malformed_body`,
-    /// `body_timeout` (408), or why the request was refused: `bad_host`, `bad_target`,
-    /// `connect`, `too_many_headers`.
+    /// `body_timeout` (408), `cancelled` (a gRPC call the client cancelled before its status
+    /// came), or why the request was refused: `bad_host`, `bad_target`, `connect`,
+    /// `too_many_headers`.
     pub kind: String,
 }
 
@@ -264,13 +267,14 @@ impl TableHandles {
         }
     }
 
-    /// Counts a request of route `route` answered by track `track` in the judgement's window:
-    /// a 5xx is an error; `latency` is the time to the track's response head, if it answered.
-    pub fn window(&self, route: usize, track: usize, status: u16, latency: Option<std::time::Duration>) {
+    /// Counts a request of route `route` answered by track `track` in the judgement's window,
+    /// failed or not (a 5xx, a failing `grpc-status`); `latency` is the time to the track's
+    /// response head, if it answered.
+    pub fn window(&self, route: usize, track: usize, failed: bool, latency: Option<std::time::Duration>) {
         if let Some(ring) = self.rings.get(route).and_then(|r| r.get(track)) {
             ring.record(
                 crate::window::now(),
-                status >= 500,
+                failed,
                 latency.map(|d| d.as_secs_f64() * 1000.0),
             );
         }

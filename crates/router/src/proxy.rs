@@ -18,11 +18,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client_body::{ClientBody, ClientFault};
+use crate::grpc::CallEnd;
 use crate::idle::{Activity, Watched};
 use crate::metrics::{ErrorLabels, Exhausted, Metrics};
 use crate::resources::{AcceptPause, Slot};
 use crate::table::Table;
 use crate::upstream::{self, Sent};
+use cohort_core::model::Protocol;
 
 /// Response bodies: streamed from upstream, or our own short texts.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -377,9 +379,13 @@ impl Peer {
 
 /// The options listed in `Connection` headers (`keep-alive`, `upgrade`, header names...).
 fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
+    connection_options_of(headers.get_all(header::CONNECTION))
+}
+
+/// The comma-separated tokens of a header's lines.
+fn connection_options_of(lines: http::header::GetAll<'_, HeaderValue>) -> impl Iterator<Item = &str> {
+    lines
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -556,11 +562,10 @@ async fn handle(
     // Boxed for the length of the request: hyper keeps room for this future for as long as
     // the client connection lives, and inline it would be kilobytes per idle connection.
     let done = Box::pin(forward(&router, &table, peer, req)).await;
-    let handles = table.handles(&router.metrics);
     let status = done.response.status().as_u16();
     if let Some(fault) = done.client {
         // The client's failure: counted as such, and neither the track's error nor its latency.
-        handles.request(done.route, None, status);
+        table.handles(&router.metrics).request(done.route, None, status);
         let track = done
             .track
             .and_then(|t| table.tracks.get(t))
@@ -568,29 +573,114 @@ async fn handle(
         router.metrics.client_error(track, fault.label());
         return Ok(done.response);
     }
-    handles.request(done.route, done.track, status);
-    if let Some(track) = done.track {
-        let answered = done.error.is_none().then(|| started.elapsed());
-        handles.window(done.route, track, status, answered);
-    }
-    match (done.error, done.track) {
-        (Some(kind), track) => {
-            let track = track
-                .and_then(|t| table.tracks.get(t))
-                .map_or("none", |t| t.name.as_str());
-            router
-                .metrics
-                .upstream_errors
-                .get_or_create(&ErrorLabels {
-                    track: track.into(),
-                    kind: kind.into(),
-                })
-                .inc();
+    let elapsed = started.elapsed();
+    if table.config.protocol == Protocol::Grpc
+        && done.error.is_none()
+        && status == 200
+        && let Some(track) = done.track
+    {
+        // A call's outcome is its grpc-status: in the head of a call that failed at once,
+        // else in the trailers, counted when they pass.
+        if let Some(failed) = crate::grpc::failure(done.response.headers()) {
+            let ending = failed.map_or(Ending::Answered, Ending::GrpcFailed);
+            record(
+                &router.metrics,
+                &table,
+                done.route,
+                Some(track),
+                status,
+                ending,
+                elapsed,
+            );
+            return Ok(done.response);
         }
-        (None, Some(track)) => handles.latency(track, started.elapsed().as_secs_f64()),
-        (None, None) => {}
+        let route = done.route;
+        let (parts, body) = done.response.into_parts();
+        let watched = crate::grpc::Watched::new(body, move |end| {
+            let ending = match end {
+                CallEnd::Status(None) => Ending::Answered,
+                CallEnd::Status(Some(failed)) => Ending::GrpcFailed(failed),
+                CallEnd::Broken => Ending::GrpcFailed("response"),
+                CallEnd::Cancelled => {
+                    table.handles(&router.metrics).request(route, None, status);
+                    let name = table.tracks.get(track).map_or("none", |t| t.name.as_str());
+                    router.metrics.client_error(name, "cancelled");
+                    return;
+                }
+            };
+            record(
+                &router.metrics,
+                &table,
+                route,
+                Some(track),
+                status,
+                ending,
+                elapsed,
+            );
+        });
+        return Ok(Response::from_parts(parts, watched.boxed()));
     }
+    let ending = done.error.map_or(Ending::Answered, Ending::Unanswered);
+    record(
+        &router.metrics,
+        &table,
+        done.route,
+        done.track,
+        status,
+        ending,
+        elapsed,
+    );
     Ok(done.response)
+}
+
+/// How a request the router passed on ended, for the metrics.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// The track answered (a 5xx is its error).
+    Answered,
+    /// The track gave no answer: `connect`, `response` or `timeout`.
+    Unanswered(&'static str),
+    /// A gRPC call the track answered with a failing status (its kind).
+    GrpcFailed(&'static str),
+}
+
+/// Counts one request of route `route`, on `track` (if one was chosen), answered with `status`
+/// `elapsed` after it arrived: in the requests by class, the judgement's window, the track's
+/// errors and latency.
+fn record(
+    metrics: &Metrics,
+    table: &Table,
+    route: usize,
+    track: Option<usize>,
+    status: u16,
+    ending: Ending,
+    elapsed: Duration,
+) {
+    let handles = table.handles(metrics);
+    handles.request(route, track, status);
+    let (failed, answered, kind) = match ending {
+        Ending::Answered => (status >= 500, true, None),
+        Ending::Unanswered(kind) => (true, false, Some(kind)),
+        Ending::GrpcFailed(kind) => (true, true, Some(kind)),
+    };
+    if let Some(t) = track {
+        handles.window(route, t, failed, answered.then_some(elapsed));
+        if answered {
+            handles.latency(t, elapsed.as_secs_f64());
+        }
+    }
+    if let Some(kind) = kind {
+        let name = track
+            .and_then(|t| table.tracks.get(t))
+            .map_or("none", |t| t.name.as_str());
+        metrics
+            .upstream_errors
+            .get_or_create(&ErrorLabels {
+                track: name.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
 }
 
 /// What became of one request, for the metrics.
@@ -645,6 +735,26 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
     let upgrade = wants_upgrade(req.headers())
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten();
+    let http2 = table.config.protocol.is_http2();
+    if upgrade.is_some() && http2 {
+        return local(
+            text(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{service}: the tracks speak HTTP/2 ({}), so protocol upgrades (WebSocket) cannot pass; \
+                     a service that needs them uses protocol http1\n",
+                    table.config.protocol.as_str()
+                ),
+            ),
+            None,
+            None,
+        );
+    }
+    // gRPC needs `TE: trailers` end to end (its servers refuse calls without it); it is the
+    // one TE value HTTP/2 allows, and hop-by-hop headers are stripped below.
+    let te_trailers = http2
+        && connection_options_of(req.headers().get_all(header::TE))
+            .any(|o| o.eq_ignore_ascii_case("trailers"));
     let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let kept = [
         &header::HOST,
@@ -684,9 +794,13 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         // HTTP/2's :authority is its Host (RFC 9113 §8.3.1); the upstream is sent origin-form.
         req.headers_mut().insert(header::HOST, v);
     }
+    if te_trailers {
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
-    aim(&mut parts);
+    aim(&mut parts, http2);
     let body = ClientBody::new(body, router.limits.client_body_timeout);
     let watch = body.watch();
     let timeout = router.limits.response_timeout;
@@ -832,14 +946,31 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
         && connection_options(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// Makes a request ready for an upstream HTTP/1.1 connection: origin-form target (the Host
-/// header the client sent goes along unchanged).
-fn aim(parts: &mut http::request::Parts) {
+/// Makes a request ready for the upstream connection. HTTP/1.1: origin-form target, the Host
+/// header the client sent goes along unchanged. HTTP/2: the target in `:scheme`, `:authority`
+/// (from Host) and `:path`.
+fn aim(parts: &mut http::request::Parts, http2: bool) {
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if http2 {
+        let authority = parts
+            .headers
+            .remove(header::HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        let mut uri = Uri::builder().scheme("http");
+        if let Some(authority) = authority {
+            uri = uri.authority(authority);
+        }
+        parts.uri = uri
+            .path_and_query(path.clone())
+            .build()
+            .unwrap_or_else(|_| Uri::from(path));
+        parts.version = http::Version::HTTP_2;
+        return;
+    }
     parts.uri = Uri::from(path);
     parts.version = http::Version::HTTP_11;
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use cohort_core::Sticky;
+use cohort_core::model::Protocol;
 use cohort_core::router_config::{RouterConfig, RouterRoute, RouterTrack};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
@@ -23,6 +24,8 @@ pub struct Track {
     /// Its backends: every A/AAAA record of each `host:port`, or each ready pod of its
     /// Service's EndpointSlices.
     pub backends: Vec<Arc<Backend>>,
+    /// How the router speaks to its backends.
+    pub protocol: Protocol,
     /// Round robin over backends, request by request.
     next: AtomicUsize,
 }
@@ -256,7 +259,10 @@ impl Table {
             Some(Sticky::Header(name)) => Some(header_name(name)?),
             _ => None,
         };
-        let same_checks = previous.is_some_and(|p| p.config.health_check == config.health_check);
+        // Health state and pooled connections carry over only as long as they mean the same.
+        let same_checks = previous.is_some_and(|p| {
+            p.config.health_check == config.health_check && p.config.protocol == config.protocol
+        });
         let mut tracks = vec![];
         for (i, t) in config.tracks.iter().enumerate() {
             let before = previous
@@ -274,6 +280,7 @@ impl Table {
                 name: t.name.to_string(),
                 version: t.version.to_string(),
                 backends,
+                protocol: config.protocol,
                 next: AtomicUsize::new(0),
             }));
         }

@@ -1,15 +1,17 @@
 //! Connections to tracks: each request goes to the next healthy backend of its track in turn,
-//! over one of that backend's pooled HTTP/1.1 connections or a new one. A connection is made
-//! *before* the request is handed over, so when every backend of a track refuses, the request
-//! comes back untouched and can go to another track: nothing is copied per request.
+//! over one of that backend's pooled HTTP/1.1 connections (one request each at a time) or its
+//! shared HTTP/2 connection (`h2c` and `grpc`: many streams at once), or a new one. A
+//! connection is made *before* the request is handed over, so when every backend of a track
+//! refuses, the request comes back untouched and can go to another track: nothing is copied
+//! per request.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::client_body::{ClientBody, Watch};
@@ -17,6 +19,8 @@ use crate::table::{Backend, Table, Track};
 
 /// How long a backend may take to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a shared HTTP/2 connection to a backend is checked with a PING.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// What became of sending a request to a track.
 pub enum Sent {
@@ -45,9 +49,33 @@ enum Unreached {
 /// Idle connections kept per backend: enough for bursts; beyond that they cost memory.
 const MAX_IDLE: usize = 64;
 
+/// A connection to a backend, ready to take a request.
+pub(crate) enum Sender {
+    /// HTTP/1.1: one request at a time; out of the pool while it is used.
+    H1(http1::SendRequest<ClientBody>),
+    /// HTTP/2: shared by every request to the backend; it stays in the pool.
+    H2(http2::SendRequest<ClientBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+}
+
 /// A pooled connection and since when it has been unused.
 struct Idle {
-    sender: SendRequest<ClientBody>,
+    sender: Sender,
     since: Instant,
 }
 
@@ -71,15 +99,24 @@ impl Pool {
     }
 
     /// The most recently used connection that can take a request: reusing the newest lets
-    /// the oldest age out when traffic drops.
-    fn checkout(&self) -> Option<SendRequest<ClientBody>> {
+    /// the oldest age out when traffic drops. An HTTP/2 connection is shared, not taken out.
+    fn checkout(&self) -> Option<Sender> {
         let mut idle = self.lock();
         idle.retain(|c| !c.sender.is_closed());
         let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
-        Some(idle.remove(ready).sender)
+        match &idle[ready].sender {
+            Sender::H2(shared) => {
+                let shared = shared.clone();
+                idle[ready].since = Instant::now();
+                Some(Sender::H2(shared))
+            }
+            Sender::H1(_) => Some(idle.remove(ready).sender),
+        }
     }
 
-    fn checkin(&self, sender: SendRequest<ClientBody>) {
+    /// Puts a connection (back) in the pool: an HTTP/1.1 one once its request is answered, an
+    /// HTTP/2 one as soon as it is made, so requests at the same time share it.
+    fn checkin(&self, sender: Sender) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -142,11 +179,18 @@ pub async fn send(track: &Track, mut req: Request<ClientBody>, timeout: Duration
                 Err(Unreached::Overloaded) => return Sent::Overloaded,
             },
         };
-        match within_track_time(timeout, &watch, sender.try_send_request(req)).await {
+        let answered = match &mut sender {
+            Sender::H1(s) => within_track_time(timeout, &watch, s.try_send_request(req)).await,
+            Sender::H2(s) => within_track_time(timeout, &watch, s.try_send_request(req)).await,
+        };
+        match answered {
             None => return Sent::TimedOut,
             Some(Ok(resp)) => {
-                // Busy until the body is read; `checkout` skips it until then.
-                backend.pool.checkin(sender);
+                // Busy until the body is read; `checkout` skips it until then. (A shared
+                // HTTP/2 connection never left the pool.)
+                if let Sender::H1(_) = sender {
+                    backend.pool.checkin(sender);
+                }
                 return Sent::Answer(resp);
             }
             Some(Err(mut e)) => match e.take_message() {
@@ -195,7 +239,7 @@ async fn within_track_time<F: std::future::Future>(
 }
 
 /// A connection to a backend, ready to take a request.
-type Connection<'t> = (&'t Arc<Backend>, SendRequest<ClientBody>);
+type Connection<'t> = (&'t Arc<Backend>, Sender);
 
 /// The track's next healthy backend and one of its pooled connections; or, when it has none
 /// idle, which backend is next (`None`: no backend is up).
@@ -229,10 +273,27 @@ async fn connect<'t>(track: &'t Track, first: Option<&'t Arc<Backend>>) -> Resul
             }
         };
         let _ = stream.set_nodelay(true);
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        if track.protocol.is_http2() {
+            let handshake = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                // A connection that stops answering PINGs is closed instead of holding streams.
+                .keep_alive_interval(H2_KEEP_ALIVE)
+                .keep_alive_timeout(CONNECT_TIMEOUT)
+                .handshake(TokioIo::new(stream));
+            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok((sender, conn))) => {
+                    tokio::spawn(conn);
+                    backend.pool.checkin(Sender::H2(sender.clone()));
+                    return Ok((backend, Sender::H2(sender)));
+                }
+                Ok(Err(_)) | Err(_) => backend.health.mark_down(),
+            }
+            continue;
+        }
+        match http1::handshake(TokioIo::new(stream)).await {
             Ok((sender, conn)) => {
                 tokio::spawn(conn.with_upgrades());
-                return Ok((backend, sender));
+                return Ok((backend, Sender::H1(sender)));
             }
             Err(_) => backend.health.mark_down(),
         }

@@ -118,6 +118,7 @@ fn config(internal: SocketAddr, production: SocketAddr) -> RouterConfig {
     RouterConfig {
         service: "account-service".into(),
         cohort_header: "X-Traffic-Group".into(),
+        protocol: Default::default(),
         trusted_peers: TrustedPeers::Only(vec!["127.0.0.0/8".parse().expect("cidr")]),
         sticky: Some(Sticky::Header("X-User-Id".into())),
         health_check: RouterHealthCheck {

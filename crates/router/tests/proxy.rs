@@ -98,6 +98,7 @@ async fn seed_config(trusted: &[&str], sticky: Option<Sticky>) -> RouterConfig {
     RouterConfig {
         service: "account-service".into(),
         cohort_header: "X-Traffic-Group".into(),
+        protocol: Default::default(),
         // The tests' clients are all on loopback: no list trusts them all, a list only its ranges.
         trusted_peers: if trusted.is_empty() {
             TrustedPeers::Any

@@ -20,6 +20,7 @@ async fn router_to_echo(limits: Limits) -> SocketAddr {
     let config = RouterConfig {
         service: "account-service".into(),
         cohort_header: "X-Traffic-Group".into(),
+        protocol: Default::default(),
         trusted_peers: cohort_core::TrustedPeers::default(),
         sticky: None,
         health_check: RouterHealthCheck {

@@ -379,6 +379,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
     Some(RouterConfig {
         service: service.map_or(front, str::to_string),
         cohort_header,
+        protocol: Default::default(),
         trusted_peers: TrustedPeers::Only(trusted.unwrap_or_default()),
         sticky: None,
         health_check: health,

@@ -259,6 +259,24 @@ pub fn http_path(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String>
 }
 
 /// A list of values.
+/// How the router speaks to the tracks: `http1`, `h2c` or `grpc`.
+pub fn protocol(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<cohort_core::model::Protocol> {
+    use cohort_core::model::Protocol;
+    let t = text(node, what, sink)?;
+    let found = [Protocol::Http1, Protocol::H2c, Protocol::Grpc]
+        .into_iter()
+        .find(|p| p.as_str() == t);
+    if found.is_none() {
+        sink.error(
+            node.pos,
+            Kind::WrongType,
+            format!("{what} `{t}` is not one the router speaks"),
+            Some("write `http1` (the default), `h2c` (HTTP/2 without TLS) or `grpc`".into()),
+        );
+    }
+    found
+}
+
 pub fn list<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Vec<&'n Node> {
     match &node.kind {
         NodeKind::Seq(items) => items.iter().collect(),

@@ -36,6 +36,9 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
         .map_or(Some("X-Traffic-Group".to_string()), |n| {
             read::text(n, "`cohort_header`", sink).and_then(|t| header_name(n, t, "the cohort header", sink))
         });
+    let protocol = m.opt("protocol").map_or(Some(Default::default()), |n| {
+        read::protocol(n, "`protocol`", sink)
+    });
     let trusted_peers = m
         .opt("trusted_peers")
         .map_or(Some(TrustedPeers::default()), |n| read_peers(n, sink));
@@ -88,6 +91,7 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
     Some(RouterConfig {
         service: service?,
         cohort_header: cohort_header?,
+        protocol: protocol?,
         trusted_peers: trusted_peers?,
         sticky,
         health_check: health_check?,

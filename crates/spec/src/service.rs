@@ -62,6 +62,9 @@ pub fn read_service(
     let port = m.opt("port").map_or(Some(pipeline.defaults.port), |p| {
         read::number(p, "`port`", 1, 65535, sink).map(|p| p as u16)
     });
+    let protocol = m.opt("protocol").map_or(Some(Default::default()), |p| {
+        read::protocol(p, "`protocol`", sink)
+    });
     let mut env = vec![];
     if let Some(e) = m.opt("env") {
         let mut em = MapReader::new(e, "`env`", sink);
@@ -164,6 +167,7 @@ pub fn read_service(
         name: name?,
         image: image?,
         port: port?,
+        protocol: protocol?,
         env,
         requests,
         limits,
