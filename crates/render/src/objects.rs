@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cohort_core::model::Protocol;
 use cohort_core::router_config::{
     EndpointsRef, RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight,
 };
@@ -9,10 +10,10 @@ use cohort_core::{Duration, Pipeline, Route, TrackName, Version};
 use cohort_spec::Service;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecurityContext, Service as KubeService, ServiceAccount, ServicePort, ServiceSpec as KubeServiceSpec,
-    SleepAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction, GRPCAction,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecurityContext, Service as KubeService, ServiceAccount, ServicePort,
+    ServiceSpec as KubeServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -134,6 +135,20 @@ fn http_probe(path: &str, port: &str, period_secs: u64) -> Probe {
         success_threshold: Some(1),
         ..Probe::default()
     }
+}
+
+/// A probe of the service's pods: gRPC's health service for a gRPC service (its pods need not
+/// speak HTTP/1.1, which the kubelet's HTTP probes do), else `GET path`.
+fn app_probe(svc: &Service, path: &str, period_secs: u64) -> Probe {
+    let mut probe = http_probe(path, "http", period_secs);
+    if svc.spec.protocol == Protocol::Grpc {
+        probe.http_get = None;
+        probe.grpc = Some(GRPCAction {
+            port: i32::from(svc.spec.port),
+            service: None,
+        });
+    }
+    probe
 }
 
 fn rolling(max_surge: IntOrString) -> DeploymentStrategy {
@@ -410,7 +425,15 @@ pub fn render_service(pipeline: &Pipeline, svc: &Service) -> Result<Vec<Rendered
             spec: Some(KubeServiceSpec {
                 type_: Some("ClusterIP".into()),
                 selector: Some(selector.clone()),
-                ports: Some(vec![http_port(svc.spec.port)]),
+                ports: Some(vec![ServicePort {
+                    // Says what the pods speak to whatever reads Services (meshes, gateways).
+                    app_protocol: svc
+                        .spec
+                        .protocol
+                        .is_http2()
+                        .then(|| "kubernetes.io/h2c".to_string()),
+                    ..http_port(svc.spec.port)
+                }]),
                 ..KubeServiceSpec::default()
             }),
             ..KubeService::default()
@@ -570,16 +593,16 @@ fn track_deployment(pipeline: &Pipeline, svc: &Service, track: &TrackName, versi
                 })
                 .collect()
         }),
-        readiness_probe: Some(http_probe(
+        readiness_probe: Some(app_probe(
+            svc,
             &svc.spec.readiness.path,
-            "http",
             svc.spec.readiness.interval.as_secs_ceil(),
         )),
         liveness_probe: svc
             .spec
             .liveness
             .as_ref()
-            .map(|l| http_probe(&l.path, "http", l.interval.as_secs_ceil())),
+            .map(|l| app_probe(svc, &l.path, l.interval.as_secs_ceil())),
         resources: Some(ResourceRequirements {
             requests: quantities(&svc.spec.requests),
             limits: quantities(&svc.spec.limits),

@@ -215,6 +215,45 @@ fn the_router_config_reads_back_as_rendered() {
     }
 }
 
+#[test]
+fn a_grpc_service_is_reached_over_http2_probed_by_grpc_health_and_its_config_reads_back() {
+    let mut repo = seed();
+    repo.services[0].spec.protocol = cohort_core::model::Protocol::Grpc;
+    let svc = &repo.services[0];
+    let objects = cohort_render::render_service(&repo.pipeline, svc).expect("renders");
+    let track_service = objects
+        .iter()
+        .find(|o| o.kind == "Service" && o.name == "account-service-canary")
+        .expect("track Service");
+    assert_eq!(
+        track_service.value.pointer("/spec/ports/0/appProtocol"),
+        Some(&serde_json::json!("kubernetes.io/h2c"))
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o.name == "account-service-canary-v1-17-0")
+        .expect("canary");
+    let probe = deployment
+        .value
+        .pointer("/spec/template/spec/containers/0/readinessProbe")
+        .expect("probe");
+    assert_eq!(probe["grpc"], serde_json::json!({"port": 8080}));
+    assert!(probe.get("httpGet").is_none(), "{probe}");
+    let cm = objects.iter().find(|o| o.kind == "ConfigMap").expect("configmap");
+    let text = cm.value["data"][cohort_render::ROUTER_CONFIG_KEY]
+        .as_str()
+        .expect("router.yaml");
+    assert!(text.contains("\nprotocol: grpc\n"), "{text}");
+    let mut diags = vec![];
+    let node = cohort_yaml::parse(text).expect("yaml");
+    let read = cohort_spec::router_config::read_router_config(
+        &node,
+        &mut cohort_spec::diag::Sink::new("router.yaml", &mut diags),
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(read, Some(cohort_render::router_config(&repo.pipeline, svc)));
+}
+
 /// The haproxy.cfg cohort renders imports back to the same routing: same cohorts, splits,
 /// trusted peers, health check and backends (HAProxy has no versions).
 #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use cohort_core::model::Protocol;
+
 use crate::metrics::{Exhausted, Metrics};
 use crate::table::{Backend, Table};
 
@@ -38,6 +40,7 @@ pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
             let weak: Weak<Backend> = Arc::downgrade(backend);
             let metrics = Arc::clone(metrics);
             let (addr, path, rise, fall) = (backend.addr, hc.path.clone(), hc.rise, hc.fall);
+            let protocol = table.config.protocol;
             let name = track.name.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
@@ -47,7 +50,13 @@ pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
                     if weak.strong_count() == 0 {
                         return;
                     }
-                    let ok = match probe(addr, &path, interval.min(Duration::from_secs(2))).await {
+                    let timeout = interval.min(Duration::from_secs(2));
+                    let found = match protocol {
+                        Protocol::Http1 => probe(addr, &path, timeout).await,
+                        Protocol::H2c => probe_h2(addr, H2Check::Get(&path), timeout).await,
+                        Protocol::Grpc => probe_h2(addr, H2Check::Grpc, timeout).await,
+                    };
+                    let ok = match found {
                         Probe::Healthy => true,
                         Probe::Unhealthy => false,
                         Probe::NotRun => {
@@ -63,6 +72,72 @@ pub fn spawn_checks(table: &Arc<Table>, metrics: &Arc<Metrics>) {
                 }
             });
         }
+    }
+}
+
+/// What an HTTP/2 probe asks.
+#[derive(Clone, Copy, Debug)]
+pub enum H2Check<'p> {
+    /// `GET path`: a 2xx or 3xx answer is healthy.
+    Get(&'p str),
+    /// gRPC's health service (`grpc.health.v1.Health/Check` for the whole server): SERVING is
+    /// healthy, and so is UNIMPLEMENTED (the server speaks gRPC and has no health service;
+    /// Kubernetes' readiness probe is then what says more).
+    Grpc,
+}
+
+/// One probe over a new HTTP/2 connection (prior knowledge), within `timeout`.
+pub async fn probe_h2(addr: SocketAddr, check: H2Check<'_>, timeout: Duration) -> Probe {
+    use http_body_util::{BodyExt, Full};
+    let attempt = async {
+        let stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) if crate::resources::connect_failed_locally(&e) => return Some(Probe::NotRun),
+            Err(_) => return None,
+        };
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .ok()?;
+        let conn = tokio::spawn(conn);
+        let request = match check {
+            H2Check::Get(path) => http::Request::get(format!("http://{addr}{path}"))
+                .header(http::header::USER_AGENT, "cohort-health-check")
+                .body(Full::new(bytes::Bytes::new())),
+            // An empty HealthCheckRequest (service ""), in gRPC's 5-byte message frame.
+            H2Check::Grpc => http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header(http::header::TE, "trailers")
+                .header(http::header::USER_AGENT, "cohort-health-check")
+                .body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        }
+        .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status();
+        let head_status = crate::grpc::GRPC_STATUS;
+        let in_head = response.headers().get(&head_status).cloned();
+        let body = response.into_body().collect().await.ok()?;
+        conn.abort();
+        let healthy = match check {
+            H2Check::Get(_) => status.is_success() || status.is_redirection(),
+            H2Check::Grpc => {
+                let code = in_head.or_else(|| body.trailers().and_then(|t| t.get(&head_status).cloned()));
+                match code.as_ref().map(http::HeaderValue::as_bytes) {
+                    // UNIMPLEMENTED: no health service, but a gRPC server that answers.
+                    Some(b"12") => true,
+                    // HealthCheckResponse { status: SERVING (1) }, framed.
+                    Some(b"0") => body.to_bytes().as_ref() == [0, 0, 0, 0, 2, 0x08, 0x01],
+                    _ => false,
+                }
+            }
+        };
+        healthy.then_some(Probe::Healthy)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(_) => Probe::Unhealthy,
     }
 }
 

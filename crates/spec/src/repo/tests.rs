@@ -318,3 +318,29 @@ fn the_router_ports_clash_where_admin_port_is_written() {
         vec![("cohort.yaml".into(), find(&p, "8080\n\n"), Kind::Duplicate)]
     );
 }
+
+#[test]
+fn a_service_says_how_the_router_speaks_to_it() {
+    let grpc = SERVICE.replace("port: 8080\n", "port: 8080\nprotocol: grpc\n");
+    let (repo, diags) = validate(&files(PIPELINE, &grpc, STATE));
+    assert!(!has_errors(&diags), "{diags:?}");
+    assert_eq!(
+        repo.expect("valid").services[0].spec.protocol,
+        cohort_core::model::Protocol::Grpc
+    );
+    let (repo, _) = validate(&files(PIPELINE, SERVICE, STATE));
+    assert_eq!(
+        repo.expect("valid").services[0].spec.protocol,
+        cohort_core::model::Protocol::Http1,
+        "HTTP/1.1 unless it says otherwise"
+    );
+    let bad = SERVICE.replace("port: 8080\n", "port: 8080\nprotocol: http2\n");
+    assert_eq!(
+        errors(&files(PIPELINE, &bad, STATE)),
+        vec![(
+            "services/account-service.yaml".to_string(),
+            find(&bad, "http2"),
+            Kind::WrongType
+        )]
+    );
+}
