@@ -49,9 +49,11 @@ impl Judged {
 
     fn text(&self) -> String {
         let j = &self.judgement;
+        // Mirrored series have long names: the column fits the longer.
+        let width = self.track.0.len().max(self.baseline.0.len()).max(12);
         let row = |name: &str, s: &cohort_judge::Side| {
             format!(
-                "  {name:<12} {:>9} {:>7} {:>9.2}% {:>9.1} ms {:>9.1} ms",
+                "  {name:<width$} {:>9} {:>7} {:>9.2}% {:>9.1} ms {:>9.1} ms",
                 s.requests,
                 s.errors,
                 s.error_rate * 100.0,
@@ -79,7 +81,7 @@ impl Judged {
                 }
             ),
             format!(
-                "  {:<12} {:>9} {:>7} {:>10} {:>12} {:>12}",
+                "  {:<width$} {:>9} {:>7} {:>10} {:>12} {:>12}",
                 "", "requests", "errors", "error rate", "p50", "p99"
             ),
             row(&self.track.0, &j.track),
@@ -296,8 +298,17 @@ fn repo_here(cli: &Cli) -> Result<Option<Repo>> {
 /// Runs `cohort analyze`: exit 0 pass, 1 fail, 3 inconclusive, 2 could not judge.
 pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
     let repo = repo_here(cli)?;
+    // The track the copies come from, per the service's spec.
+    let mirrored_from = repo.as_ref().and_then(|r| {
+        let svc = r.services.iter().find(|s| s.spec.name.as_str() == args.service)?;
+        let m = svc.spec.mirrors.iter().find(|m| m.to.as_str() == args.track)?;
+        Some(m.from.to_string())
+    });
     let baseline = match (&args.baseline, &repo) {
         (Some(b), _) => b.clone(),
+        (None, Some(_)) if args.mirror && mirrored_from.is_some() => {
+            mirrored_from.clone().unwrap_or_default()
+        }
         (None, Some(r)) => r
             .pipeline
             .stages
@@ -315,11 +326,26 @@ pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
             }
         }
     }
+    if args.mirror && repo.is_some() && mirrored_from.as_deref() != Some(baseline.as_str()) {
+        return Err(UsageError(format!(
+            "{} has no mirror from {baseline} to {}; add one to its spec (`mirror:`), or judge without --mirror",
+            args.service, args.track
+        ))
+        .into());
+    }
+    // Mirrored copies and their originals are series of their own.
+    let (track, baseline) = match args.mirror {
+        true => (
+            cohort_judge::mirror_copies(&args.track, &baseline),
+            cohort_judge::mirror_sources(&baseline, &args.track),
+        ),
+        false => (args.track.clone(), baseline),
+    };
     let runtime = crate::runtime()?;
     let judged = runtime.block_on(judge(
         repo.as_ref(),
         &args.service,
-        &args.track,
+        &track,
         &baseline,
         &args.judge,
     ))?;

@@ -464,9 +464,15 @@ pub struct AnalyzeArgs {
     /// The track to judge, e.g. canary.
     #[arg(long, value_name = "TRACK")]
     pub track: String,
-    /// What to judge it against (default: the last stage, production).
+    /// What to judge it against (default: the last stage, production; with --mirror, the
+    /// track the copies come from).
     #[arg(long, value_name = "TRACK")]
     pub baseline: Option<String>,
+    /// Judge the track on the copies of requests mirrored to it (the service's `mirror:`),
+    /// against the answers the track they were copied from gave to the very same requests:
+    /// a build judged on real traffic before any customer sees its answers.
+    #[arg(long)]
+    pub mirror: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,

@@ -321,3 +321,82 @@ fn aborted_uploads_by_one_client_do_not_fail_the_paid_track() {
     assert_eq!(j["track"]["requests"], 200, "{}", text(&judged));
     assert!(metrics.contains(counted), "{metrics}");
 }
+
+/// A router sending FREE and everybody else to production (`production_fails_every`), with
+/// half of FREE's requests copied to internal (`internal_fails_every`).
+fn mirroring_router(internal_fails_every: usize) -> Router {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "service: account-service\ntrusted_peers: [127.0.0.0/8]\ntracks:\n  - name: internal\n    version: 1.20.0\n    backends: [\"{}\"]\n  - name: production\n    version: 1.19.0\n    backends: [\"{}\"]\ncohorts:\n  - cohort: FREE\n    weights:\n      - track: production\n        weight: 100%\ndefault_route:\n  weights:\n    - track: production\n      weight: 100%\nmirrors:\n  - cohort: FREE\n    from: production\n    to: internal\n    share: 50%\n    max_body: 65536\n",
+            backend("internal", internal_fails_every),
+            backend("production", 0)
+        ),
+    )
+    .expect("write");
+    let process = start_router(&["--config".as_ref(), path.as_os_str()]);
+    Router {
+        traffic: process.traffic,
+        admin: process.admin,
+        _process: process,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_build_is_judged_on_mirrored_copies_of_real_requests_before_any_client_sees_its_answers() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let bad = mirroring_router(4);
+    free_requests(bad.traffic, 1_200);
+    // The copies are sent after the answers: let the last ones land.
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("http://{}", bad.admin);
+    let args = [
+        "analyze",
+        "account-service",
+        "--track",
+        "internal",
+        "--mirror",
+        "--metrics-url",
+        &url,
+        "--window",
+        "1m",
+    ];
+    let failed = cohort(outside.path(), &[&args[..], &["-o", "json"]].concat());
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let report: serde_json::Value = serde_json::from_slice(&failed.stdout).expect("json");
+    assert_eq!(report["track"]["name"], "internal (mirror of production)");
+    assert_eq!(report["track"]["version"], "1.20.0");
+    assert_eq!(report["baseline"]["name"], "production (mirrored to internal)");
+    let j = &report["judgement"];
+    assert_eq!(j["verdict"], "fail");
+    assert_eq!(j["errors"]["worse"], true);
+    // The same 600 requests on both sides.
+    assert_eq!(j["track"]["requests"], 600);
+    assert_eq!(j["baseline"]["requests"], 600);
+    let said = text(&cohort(outside.path(), &args));
+    assert!(
+        said.contains(
+            "internal (mirror of production) (1.20.0) against production (mirrored to internal) (1.19.0)"
+        ),
+        "{said}"
+    );
+
+    let good = mirroring_router(0);
+    free_requests(good.traffic, 400);
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("http://{}", good.admin);
+    let args = [
+        "analyze",
+        "account-service",
+        "--track",
+        "internal",
+        "--mirror",
+        "--metrics-url",
+        &url,
+    ];
+    let fine = cohort(outside.path(), &args);
+    assert_ne!(fine.status.code(), Some(1), "{}", text(&fine));
+}

@@ -20,7 +20,7 @@ pub use autopilot::{AutopilotPolicy, ChangeWindow, StagePolicy};
 pub use duration::Duration;
 pub use gate::{GateBlock, GateInput, check_gate};
 pub use model::{
-    Defaults, EmailChannel, Gate, HealthCheck, JudgementSettings, Notifications, Pipeline, PreStop,
+    Defaults, EmailChannel, Gate, HealthCheck, JudgementSettings, Mirror, Notifications, Pipeline, PreStop,
     ReleaseState, RouterSettings, SecretRef, ServiceSpec, SlackChannel, SmtpSecurity, Sticky,
 };
 pub use names::{NameError, ServiceName, TrackName, Version};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Duration, Route, ServiceName, TrackName, Version};
+use crate::{Duration, Route, ServiceName, TrackName, Version, Weight};
 
 /// The repo-wide pipeline: where things run, how callers are sorted into cohorts and routed,
 /// and what a version must pass to move on.
@@ -244,6 +244,30 @@ pub struct ServiceSpec {
     pub cohorts: Vec<(String, Route)>,
     /// The default route for this service.
     pub default_route: Route,
+    /// Requests copied to another track, whose answers only count.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// Traffic mirroring: a share of the requests a route sends to one track is copied to another
+/// track, whose answers are counted (apart) and dropped; the client gets only the first
+/// track's answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mirror {
+    /// The route's cohort; `None`: the default route.
+    pub cohort: Option<String>,
+    /// The track whose requests are copied.
+    pub from: TrackName,
+    /// The track the copies go to.
+    pub to: TrackName,
+    /// The share of `from`'s requests of the route that are copied.
+    pub share: Weight,
+    /// Requests with a larger body are not copied.
+    pub max_body: u64,
+}
+
+impl Mirror {
+    /// The largest body copied unless the spec says otherwise: 64 KiB.
+    pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
 }
 
 /// The tool-managed state of one service: which version each track runs, and recorded checks.

@@ -27,6 +27,25 @@ pub struct RouterConfig {
     pub cohorts: Vec<RouterRoute>,
     /// Everybody else.
     pub default_route: RouterRoute,
+    /// Requests copied to other tracks (both tracks have a version).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<RouterMirror>,
+}
+
+/// A share of the requests a route sends to track `from`, copied to track `to`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouterMirror {
+    /// The route's cohort; absent for the default route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
+    /// The track whose requests are copied.
+    pub from: TrackName,
+    /// The track the copies go to.
+    pub to: TrackName,
+    /// The share copied.
+    pub share: Weight,
+    /// Requests with a larger body (bytes) are not copied.
+    pub max_body: u64,
 }
 
 /// Health checking of backends.

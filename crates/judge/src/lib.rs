@@ -255,6 +255,18 @@ pub struct Judgement {
     pub more_seconds: Option<u64>,
 }
 
+/// The `/stats` series of copies of `from`'s requests answered by `to` (traffic mirroring): its
+/// own name, so no judgement of `to`'s own traffic ever counts them.
+pub fn mirror_copies(to: &str, from: &str) -> String {
+    format!("{to} (mirror of {from})")
+}
+
+/// The `/stats` series of `from`'s answers to the very requests copied to `to`: what the
+/// copies are judged against.
+pub fn mirror_sources(from: &str, to: &str) -> String {
+    format!("{from} (mirrored to {to})")
+}
+
 /// Sums the series of `track` and of `baseline` over the cohorts both served (all their
 /// cohorts when they share none); returns the two sums and the cohorts.
 pub fn select(stats: &WindowStats, track: &str, baseline: &str) -> (Counts, Counts, Vec<String>) {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use cohort_core::model::Protocol;
 use cohort_core::router_config::{
-    EndpointsRef, RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight,
+    EndpointsRef, RouterConfig, RouterHealthCheck, RouterMirror, RouterRoute, RouterTrack, TrackWeight,
 };
 use cohort_core::{Duration, Pipeline, Route, TrackName, Version};
 use cohort_spec::Service;
@@ -214,6 +214,20 @@ pub fn router_config(pipeline: &Pipeline, svc: &Service) -> RouterConfig {
         tracks,
         cohorts: svc.spec.cohorts.iter().map(|(c, r)| route(Some(c), r)).collect(),
         default_route: route(None, &svc.spec.default_route),
+        // A mirror works while both of its tracks run a version.
+        mirrors: svc
+            .spec
+            .mirrors
+            .iter()
+            .filter(|m| svc.state.version(&m.from).is_some() && svc.state.version(&m.to).is_some())
+            .map(|m| RouterMirror {
+                cohort: m.cohort.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                share: m.share,
+                max_body: m.max_body,
+            })
+            .collect(),
     }
 }
 

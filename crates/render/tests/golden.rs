@@ -356,3 +356,41 @@ fn a_ramping_canary_gets_its_step_and_production_the_rest() {
         [("canary".to_string(), 500), ("production".to_string(), 9_500)]
     );
 }
+
+#[test]
+fn a_mirror_reaches_the_router_only_while_both_its_tracks_run_a_version() {
+    let mut repo = seed();
+    repo.services[0].spec.mirrors = vec![cohort_core::Mirror {
+        cohort: Some("FREE".into()),
+        from: cohort_core::TrackName::new("production").expect("track"),
+        to: cohort_core::TrackName::new("internal").expect("track"),
+        share: cohort_core::Weight::from_basis_points(500).expect("share"),
+        max_body: 65_536,
+    }];
+    let config = cohort_render::router_config(&repo.pipeline, &repo.services[0]);
+    assert_eq!(config.mirrors.len(), 1);
+    assert_eq!(config.mirrors[0].to.as_str(), "internal");
+    // It reads back as rendered.
+    let objects = cohort_render::render_service(&repo.pipeline, &repo.services[0]).expect("renders");
+    let cm = objects.iter().find(|o| o.kind == "ConfigMap").expect("configmap");
+    let text = cm.value["data"][cohort_render::ROUTER_CONFIG_KEY]
+        .as_str()
+        .expect("router.yaml");
+    let mut diags = vec![];
+    let node = cohort_yaml::parse(text).expect("yaml");
+    let read = cohort_spec::router_config::read_router_config(
+        &node,
+        &mut cohort_spec::diag::Sink::new("router.yaml", &mut diags),
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(read, Some(config));
+    repo.services[0]
+        .state
+        .tracks
+        .retain(|t, _| t.as_str() != "internal");
+    let without = cohort_render::router_config(&repo.pipeline, &repo.services[0]);
+    assert!(
+        without.mirrors.is_empty(),
+        "no copies to a track with nothing deployed"
+    );
+}

@@ -178,11 +178,65 @@ impl Watch {
 /// The client's request body, read by the upstream connection.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Source,
     watch: Arc<Watch>,
     timeout: Duration,
     /// Made on the first wait for the client (bodies that arrive with their head never need it).
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A copy being kept for a mirror, if the request is mirrored.
+    tee: Option<Box<Tee>>,
+}
+
+/// Where a body comes from.
+#[derive(Debug)]
+enum Source {
+    /// A client, as it sends it.
+    Client(Incoming),
+    /// A mirrored request's copy, whole (taken when sent).
+    Copy(Option<Bytes>),
+}
+
+/// What a mirrored request's copy receives: the whole body once it has passed, or why there is
+/// none.
+pub type TeeSink = Box<dyn FnOnce(Result<Bytes, TeeLost>) + Send + Sync>;
+
+/// Why a mirrored request's body was not copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeLost {
+    /// It was larger than a copy may be.
+    TooLarge,
+    /// It did not arrive whole (the client failed, or the track answered before reading it).
+    Unfinished,
+}
+
+/// A copy of a body as it passes, bounded.
+struct Tee {
+    copy: bytes::BytesMut,
+    max: usize,
+    sink: Option<TeeSink>,
+}
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tee").field("copied", &self.copy.len()).finish()
+    }
+}
+
+impl Tee {
+    fn finish(&mut self, end: Result<(), TeeLost>) {
+        if let Some(sink) = self.sink.take() {
+            sink(end.map(|()| std::mem::take(&mut self.copy).freeze()));
+        }
+        // Nothing more is kept once the copy is handed over or given up.
+        self.copy = bytes::BytesMut::new();
+        self.max = 0;
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.finish(Err(TeeLost::Unfinished));
+    }
 }
 
 impl ClientBody {
@@ -190,16 +244,38 @@ impl ClientBody {
     pub fn new(inner: Incoming, timeout: Duration) -> ClientBody {
         let watch = Arc::new(Watch::new(inner.is_end_stream()));
         ClientBody {
-            inner,
+            inner: Source::Client(inner),
             watch,
             timeout,
             stall: None,
+            tee: None,
+        }
+    }
+
+    /// A mirrored request's body: `copy`, whole, as the client sent it to the first track.
+    pub fn copy(copy: Bytes) -> ClientBody {
+        ClientBody {
+            watch: Arc::new(Watch::new(true)),
+            inner: Source::Copy((!copy.is_empty()).then_some(copy)),
+            timeout: Duration::ZERO,
+            stall: None,
+            tee: None,
         }
     }
 
     /// What the request path sees of it.
     pub fn watch(&self) -> Arc<Watch> {
         Arc::clone(&self.watch)
+    }
+
+    /// Keeps a copy of the body as it passes on its way to the track, up to `max` bytes, for
+    /// `sink` (a mirror): the whole body once it has all passed, or why not.
+    pub fn tee(&mut self, max: usize, sink: TeeSink) {
+        self.tee = Some(Box::new(Tee {
+            copy: bytes::BytesMut::new(),
+            max,
+            sink: Some(sink),
+        }));
     }
 }
 
@@ -212,7 +288,11 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Client(inner) => inner,
+            Source::Copy(copy) => return Poll::Ready(copy.take().map(|c| Ok(Frame::data(c)))),
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Pending => {
                 let began = this.watch.begin_wait();
                 let deadline = tokio::time::Instant::now() + this.timeout;
@@ -234,10 +314,25 @@ impl Body for ClientBody {
                 Poll::Ready(match read {
                     None => {
                         this.watch.finish();
+                        if let Some(tee) = &mut this.tee {
+                            tee.finish(Ok(()));
+                        }
                         None
                     }
                     Some(Ok(frame)) => {
-                        if this.inner.is_end_stream() {
+                        if let Some(tee) = &mut this.tee {
+                            if let Some(data) = frame.data_ref() {
+                                if tee.copy.len() + data.len() > tee.max {
+                                    tee.finish(Err(TeeLost::TooLarge));
+                                } else {
+                                    tee.copy.extend_from_slice(data);
+                                }
+                            }
+                            if inner.is_end_stream() {
+                                tee.finish(Ok(()));
+                            }
+                        }
+                        if inner.is_end_stream() {
                             this.watch.finish();
                         }
                         Some(Ok(frame))
@@ -253,10 +348,16 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Copy(copy) => copy.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Copy(copy) => SizeHint::with_exact(copy.as_ref().map_or(0, |c| c.len() as u64)),
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod health;
 mod idle;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod resources;
 pub mod table;

@@ -63,6 +63,20 @@ pub struct ClientErrorLabels {
     pub kind: String,
 }
 
+/// Labels of a mirrored copy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The track whose request was copied.
+    pub from: String,
+    /// The track the copy went to.
+    pub to: String,
+    /// `answered` (the mirror answered, whatever its status), `failed` (it did not answer in
+    /// time), `dropped_busy` (copies in flight and queued at their limit: dropped rather than
+    /// delay anyone), `dropped_body_too_large` (a body above `max_body`), `dropped_unfinished`
+    /// (the client's body did not arrive whole).
+    pub outcome: String,
+}
+
 /// Labels of a reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -136,6 +150,8 @@ pub struct Metrics {
     pub windows: crate::window::Windows,
     /// Times the router itself ran out of descriptors, buffers or memory, by what it was doing.
     pub resource_exhausted: Family<ExhaustedLabels, Counter>,
+    /// Mirrored copies by tracks and outcome.
+    pub mirror_copies: Family<MirrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -183,7 +199,14 @@ impl Metrics {
             "Times the router ran out of file descriptors, buffers or memory, by what it was doing (never counted against a track)",
             resource_exhausted.clone(),
         );
+        let mirror_copies = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirror_copies",
+            "Copies of requests sent to a mirror track, by outcome (dropped copies never delay a client)",
+            mirror_copies.clone(),
+        );
         Arc::new(Metrics {
+            mirror_copies,
             registry,
             requests,
             latency,
@@ -255,6 +278,8 @@ pub struct TableHandles {
     latency: Vec<Histogram>,
     /// Route × track.
     rings: Vec<Vec<Arc<crate::window::Ring>>>,
+    /// The extra series asked for, in order.
+    pub mirror_rings: Vec<Arc<crate::window::Ring>>,
 }
 
 impl TableHandles {
@@ -289,8 +314,15 @@ impl TableHandles {
 }
 
 impl Metrics {
-    /// Handles for routes named `cohorts` and tracks named `tracks`, running `versions`.
-    pub fn handles(&self, cohorts: &[String], tracks: &[String], versions: &[String]) -> TableHandles {
+    /// Handles for routes named `cohorts` and tracks named `tracks`, running `versions`, and the
+    /// rings of the extra series `mirrored` (traffic mirroring's, kept apart).
+    pub fn handles(
+        &self,
+        cohorts: &[String],
+        tracks: &[String],
+        versions: &[String],
+        mirrored: &[crate::window::Key],
+    ) -> TableHandles {
         let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         let slots: Vec<String> = tracks
             .iter()
@@ -332,7 +364,10 @@ impl Metrics {
                     .collect()
             })
             .collect();
-        self.windows.retain(&keys.concat());
+        let mut keep = keys.concat();
+        keep.extend(mirrored.iter().cloned());
+        self.windows.retain(&keep);
+        let mirror_rings = mirrored.iter().map(|k| self.windows.ring(k.clone())).collect();
         let rings = keys
             .into_iter()
             .map(|row| row.into_iter().map(|k| self.windows.ring(k)).collect())
@@ -341,6 +376,7 @@ impl Metrics {
             requests,
             latency,
             rings,
+            mirror_rings,
         }
     }
 }

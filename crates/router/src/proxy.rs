@@ -86,6 +86,8 @@ pub struct Router {
     /// The digest of the config text in force (`/config-digest`), empty when the table came
     /// from no file.
     config_digest: RwLock<String>,
+    /// Copies for mirror tracks, in flight and waiting.
+    mirrors: Arc<crate::mirror::Mirrors>,
 }
 
 impl Router {
@@ -97,10 +99,12 @@ impl Router {
     /// A router serving `table` within `limits`.
     pub fn with_limits(table: Table, limits: Limits) -> Arc<Router> {
         let table = Arc::new(table);
+        let metrics = Metrics::new();
         let router = Arc::new(Router {
             table: RwLock::new(Arc::clone(&table)),
             limits,
-            metrics: Metrics::new(),
+            mirrors: crate::mirror::Mirrors::new(Arc::clone(&metrics)),
+            metrics,
             ready: AtomicBool::new(true),
             config_digest: RwLock::new(String::new()),
         });
@@ -583,18 +587,18 @@ async fn handle(
         // else in the trailers, counted when they pass.
         if let Some(failed) = crate::grpc::failure(done.response.headers()) {
             let ending = failed.map_or(Ending::Answered, Ending::GrpcFailed);
-            record(
-                &router.metrics,
-                &table,
-                done.route,
-                Some(track),
+            let outcome = Outcome {
+                route: done.route,
+                track: Some(track),
                 status,
                 ending,
                 elapsed,
-            );
+                mirrored: done.mirrored,
+            };
+            record(&router.metrics, &table, &outcome);
             return Ok(done.response);
         }
-        let route = done.route;
+        let (route, mirrored) = (done.route, done.mirrored);
         let (parts, body) = done.response.into_parts();
         let watched = crate::grpc::Watched::new(body, move |end| {
             let ending = match end {
@@ -608,28 +612,28 @@ async fn handle(
                     return;
                 }
             };
-            record(
-                &router.metrics,
-                &table,
+            let outcome = Outcome {
                 route,
-                Some(track),
+                track: Some(track),
                 status,
                 ending,
                 elapsed,
-            );
+                mirrored,
+            };
+            record(&router.metrics, &table, &outcome);
         });
         return Ok(Response::from_parts(parts, watched.boxed()));
     }
     let ending = done.error.map_or(Ending::Answered, Ending::Unanswered);
-    record(
-        &router.metrics,
-        &table,
-        done.route,
-        done.track,
+    let outcome = Outcome {
+        route: done.route,
+        track: done.track,
         status,
         ending,
         elapsed,
-    );
+        mirrored: done.mirrored,
+    };
+    record(&router.metrics, &table, &outcome);
     Ok(done.response)
 }
 
@@ -644,18 +648,32 @@ enum Ending {
     GrpcFailed(&'static str),
 }
 
-/// Counts one request of route `route`, on `track` (if one was chosen), answered with `status`
-/// `elapsed` after it arrived: in the requests by class, the judgement's window, the track's
-/// errors and latency.
-fn record(
-    metrics: &Metrics,
-    table: &Table,
+/// What became of one request the router passed on.
+struct Outcome {
+    /// The route's index.
     route: usize,
+    /// The track chosen, if one was.
     track: Option<usize>,
+    /// The status the client got.
     status: u16,
     ending: Ending,
+    /// From its arrival to the track's response head (or the router's own answer).
     elapsed: Duration,
-) {
+    /// The mirror rule that copied it, if one did.
+    mirrored: Option<usize>,
+}
+
+/// Counts one request in the requests by class, the judgement's window, the track's errors and
+/// latency, and, when it was copied to a mirror, the series the copies are judged against.
+fn record(metrics: &Metrics, table: &Table, outcome: &Outcome) {
+    let &Outcome {
+        route,
+        track,
+        status,
+        ending,
+        elapsed,
+        mirrored,
+    } = outcome;
     let handles = table.handles(metrics);
     handles.request(route, track, status);
     let (failed, answered, kind) = match ending {
@@ -668,6 +686,15 @@ fn record(
         if answered {
             handles.latency(t, elapsed.as_secs_f64());
         }
+    }
+    // The first track's answers to the requests that were copied: what the copies are
+    // judged against.
+    if let Some(ring) = mirrored.and_then(|i| handles.mirror_rings.get(2 * i + 1)) {
+        ring.record(
+            crate::window::now(),
+            failed,
+            answered.then_some(elapsed.as_secs_f64() * 1000.0),
+        );
     }
     if let Some(kind) = kind {
         let name = track
@@ -694,6 +721,8 @@ struct Done {
     error: Option<&'static str>,
     /// How the client failed to deliver the request, if it did (then nothing is the track's).
     client: Option<ClientFault>,
+    /// The mirror rule that copied the request, if one did.
+    mirrored: Option<usize>,
 }
 
 async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<Incoming>) -> Done {
@@ -718,6 +747,7 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         track,
         error,
         client: None,
+        mirrored: None,
     };
     let Some(track) = decision.track.cloned() else {
         let why = if decision.down.is_empty() {
@@ -801,8 +831,12 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     aim(&mut parts, http2);
-    let body = ClientBody::new(body, router.limits.client_body_timeout);
+    let mut body = ClientBody::new(body, router.limits.client_body_timeout);
     let watch = body.watch();
+    let mirrored = decision
+        .track_index
+        .and_then(|t| table.mirror_for(route, t))
+        .and_then(|(i, rule)| mirror(router, table, &track, (i, rule), &parts, &mut body).then_some(i));
     let timeout = router.limits.response_timeout;
     let mut used = decision.track_index;
     let mut attempt = upstream::send(&track, Request::from_parts(parts, body), timeout).await;
@@ -845,12 +879,13 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
             track: used,
             error: None,
             client: Some(fault),
+            mirrored: None,
         };
     }
     // The version a track runs is for the operator, not for clients: the details go to stderr.
     let failed =
         |what: &dyn std::fmt::Display| eprintln!("cohort router: {service}: track {name} ({version}) {what}");
-    match attempt {
+    let mut done = match attempt {
         Sent::Answer(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let Some(client_side) = client_side else {
                 return local(
@@ -928,7 +963,55 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
                 Some("timeout"),
             )
         }
+    };
+    done.mirrored = mirrored;
+    done
+}
+
+/// Sets up the copy of a mirrored request for rule `i`: its head now, its body as it passes
+/// to the first track (or none, when there is no body); it is handed to the mirrors once whole.
+/// False when the request is not copied after all (its body is declared too large).
+fn mirror(
+    router: &Router,
+    table: &Table,
+    track: &Arc<crate::table::Track>,
+    (i, rule): (usize, &crate::table::MirrorRule),
+    parts: &http::request::Parts,
+    body: &mut ClientBody,
+) -> bool {
+    use crate::client_body::TeeLost;
+    let to = Arc::clone(&table.tracks[rule.to]);
+    let from = track.name.clone();
+    let mirrors = Arc::clone(&router.mirrors);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > rule.max_body) {
+        mirrors.count(&from, &to.name, "dropped_body_too_large");
+        return false;
     }
+    let head = crate::mirror::copy_head(parts, &from);
+    let Some(ring) = table.handles(&router.metrics).mirror_rings.get(2 * i).cloned() else {
+        return false;
+    };
+    let submit = move |whole: Result<Bytes, TeeLost>| match whole {
+        Ok(copy) => {
+            let name = from.clone();
+            mirrors.submit(crate::mirror::copy(head, copy, to, ring, name));
+        }
+        Err(TeeLost::TooLarge) => mirrors.count(&from, &to.name, "dropped_body_too_large"),
+        Err(TeeLost::Unfinished) => mirrors.count(&from, &to.name, "dropped_unfinished"),
+    };
+    if body.watch().is_done() {
+        submit(Ok(Bytes::new()));
+    } else {
+        body.tee(
+            usize::try_from(rule.max_body).unwrap_or(usize::MAX),
+            Box::new(submit),
+        );
+    }
+    true
 }
 
 /// Leaves only the first of `name`'s header lines, if there are several.

@@ -4,11 +4,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use cohort_core::Sticky;
 use cohort_core::model::Protocol;
 use cohort_core::router_config::{RouterConfig, RouterRoute, RouterTrack};
+use cohort_core::{Sticky, TrackName};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
@@ -162,6 +162,36 @@ pub struct Table {
     /// Metric handles for this table's routes and tracks, made on first use so the hot path
     /// neither allocates labels nor looks them up.
     handles: std::sync::OnceLock<crate::metrics::TableHandles>,
+    /// Traffic mirroring's rules, and for each route (the default route last) the index of
+    /// its rule, if it has one.
+    pub mirrors: Vec<MirrorRule>,
+    route_mirror: Vec<Option<usize>>,
+}
+
+/// A mirror rule, resolved: copy a share of the requests its route sends to track `from` to
+/// track `to`.
+#[derive(Debug)]
+pub struct MirrorRule {
+    /// The index of the track whose requests are copied.
+    pub from: usize,
+    /// The index of the track the copies go to.
+    pub to: usize,
+    /// Requests with a larger body are not copied.
+    pub max_body: u64,
+    /// The route's cohort (`default` for the default route), as the series are labelled.
+    pub cohort: String,
+    basis_points: u32,
+    counter: AtomicU64,
+}
+
+impl MirrorRule {
+    /// Whether this request is one to copy: exactly `share` of them, spread evenly (request n
+    /// is copied when n × share crosses a whole number).
+    pub fn take(&self) -> bool {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let bp = u64::from(self.basis_points);
+        (n + 1) * bp / 10_000 != n * bp / 10_000
+    }
 }
 
 /// Why a config cannot become a table.
@@ -315,7 +345,34 @@ impl Table {
             })
             .collect();
         let default_route = route(&config.default_route, previous.map(|p| &p.default_route));
+        let track_index = |name: &TrackName| config.tracks.iter().position(|t| t.name == *name);
+        let mut mirrors = vec![];
+        let mut route_mirror = vec![None; config.cohorts.len() + 1];
+        for m in &config.mirrors {
+            let (Some(from), Some(to)) = (track_index(&m.from), track_index(&m.to)) else {
+                continue;
+            };
+            let at = match &m.cohort {
+                None => Some(config.cohorts.len()),
+                Some(c) => config
+                    .cohorts
+                    .iter()
+                    .position(|r| r.cohort.as_deref().is_some_and(|rc| rc.eq_ignore_ascii_case(c))),
+            };
+            let Some(at) = at else { continue };
+            route_mirror[at] = Some(mirrors.len());
+            mirrors.push(MirrorRule {
+                from,
+                to,
+                max_body: m.max_body,
+                cohort: m.cohort.clone().unwrap_or_else(|| "default".into()),
+                basis_points: m.share.basis_points(),
+                counter: AtomicU64::new(0),
+            });
+        }
         Ok(Table {
+            mirrors,
+            route_mirror,
             tracks,
             routes,
             default_route,
@@ -349,8 +406,35 @@ impl Table {
                 .collect();
             let tracks: Vec<String> = self.tracks.iter().map(|t| t.name.clone()).collect();
             let versions: Vec<String> = self.tracks.iter().map(|t| t.version.clone()).collect();
-            metrics.handles(&cohorts, &tracks, &versions)
+            // Per rule: the copies' series, then the sources' (`mirror_rings[2i]`, `[2i + 1]`).
+            let mirrored: Vec<crate::window::Key> = self
+                .mirrors
+                .iter()
+                .flat_map(|m| {
+                    let (from, to) = (&self.tracks[m.from], &self.tracks[m.to]);
+                    [
+                        (
+                            cohort_judge::mirror_copies(&to.name, &from.name),
+                            to.version.clone(),
+                            m.cohort.clone(),
+                        ),
+                        (
+                            cohort_judge::mirror_sources(&from.name, &to.name),
+                            from.version.clone(),
+                            m.cohort.clone(),
+                        ),
+                    ]
+                })
+                .collect();
+            metrics.handles(&cohorts, &tracks, &versions, &mirrored)
         })
+    }
+
+    /// The mirror rule of route `route` if the request goes to `track` and is one to copy.
+    pub fn mirror_for(&self, route: usize, track: usize) -> Option<(usize, &MirrorRule)> {
+        let i = (*self.route_mirror.get(route)?)?;
+        let rule = &self.mirrors[i];
+        (rule.from == track && rule.take()).then_some((i, rule))
     }
 
     /// The header that names the cohort.

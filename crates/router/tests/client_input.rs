@@ -141,6 +141,7 @@ fn config(internal: SocketAddr, production: SocketAddr) -> RouterConfig {
             weights: vec![w("production", 10_000)],
             redistributed: vec![],
         },
+        mirrors: vec![],
     }
 }
 

@@ -123,6 +123,7 @@ async fn seed_config(trusted: &[&str], sticky: Option<Sticky>) -> RouterConfig {
             weights: vec![w("paid", 500), w("production", 9500)],
             redistributed: vec![],
         },
+        mirrors: vec![],
     }
 }
 

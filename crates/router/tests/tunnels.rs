@@ -44,6 +44,7 @@ async fn router_to_echo(limits: Limits) -> SocketAddr {
             }],
             redistributed: vec![],
         },
+        mirrors: vec![],
     };
     let table = cohort_router::table::Table::build(config).await.expect("table");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -386,6 +386,7 @@ pub fn read_haproxy(text: &str, service: Option<&str>, sink: &mut Sink<'_>) -> O
         tracks,
         cohorts,
         default_route: default_route?,
+        mirrors: vec![],
     })
 }
 

@@ -259,6 +259,42 @@ pub fn http_path(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String>
 }
 
 /// A list of values.
+/// A size in bytes: a whole number, or one with `KiB` or `MiB`; between 0 and `max`.
+pub fn bytes(node: &Node, what: &str, max: u64, sink: &mut Sink<'_>) -> Option<u64> {
+    let t = text(node, what, sink)?;
+    let (digits, unit) = match t.trim() {
+        v if v.ends_with("MiB") => (&v[..v.len() - 3], 1 << 20),
+        v if v.ends_with("KiB") => (&v[..v.len() - 3], 1 << 10),
+        v => (v, 1),
+    };
+    match digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+    {
+        Some(n) if n <= max => Some(n),
+        Some(n) => {
+            sink.error(
+                node.pos,
+                Kind::OutOfRange,
+                format!("{what} is {n} bytes; at most {max} ({} MiB)", max >> 20),
+                None,
+            );
+            None
+        }
+        None => {
+            sink.error(
+                node.pos,
+                Kind::WrongType,
+                format!("{what} should be a size, not `{t}`"),
+                Some("write bytes, or e.g. `64KiB`, `1MiB`".into()),
+            );
+            None
+        }
+    }
+}
+
 /// How the router speaks to the tracks: `http1`, `h2c` or `grpc`.
 pub fn protocol(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<cohort_core::model::Protocol> {
     use cohort_core::model::Protocol;

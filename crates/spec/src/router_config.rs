@@ -3,7 +3,7 @@
 //! bad reload is refused with a message that says where.
 
 use cohort_core::router_config::{
-    EndpointsRef, RouterConfig, RouterHealthCheck, RouterRoute, RouterTrack, TrackWeight,
+    EndpointsRef, RouterConfig, RouterHealthCheck, RouterMirror, RouterRoute, RouterTrack, TrackWeight,
 };
 use cohort_core::{Duration, TrackName, TrustedPeers, Version};
 use cohort_yaml::Node;
@@ -82,6 +82,17 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
     let default_route = m
         .req("default_route", "add the route for everybody else", sink)
         .and_then(|n| read_route(n, false, &names, sink));
+    let mut mirrors = vec![];
+    for item in m
+        .opt("mirrors")
+        .map(|n| read::list(n, "`mirrors`", sink))
+        .unwrap_or_default()
+    {
+        match read_mirror(item, &names, &cohorts, sink) {
+            Some(mirror) => mirrors.push(mirror),
+            None => ok = false,
+        }
+    }
     m.finish(sink);
     // Any error refuses the whole config, an unknown key too: a router must not run a config
     // it half understood.
@@ -98,6 +109,77 @@ pub fn read_router_config(root: &Node, sink: &mut Sink<'_>) -> Option<RouterConf
         tracks,
         cohorts,
         default_route: default_route?,
+        mirrors,
+    })
+}
+
+/// One of `mirrors`: `{cohort (absent: the default route), from, to, share, max_body}`, both
+/// tracks among the config's and the cohort among its routes.
+fn read_mirror(
+    n: &Node,
+    tracks: &[TrackName],
+    routes: &[RouterRoute],
+    sink: &mut Sink<'_>,
+) -> Option<RouterMirror> {
+    let mut m = MapReader::new(n, "a mirror", sink);
+    let cohort = match m.opt("cohort") {
+        None => Some(None),
+        Some(c) => read::text(c, "the mirrored cohort", sink).and_then(|t| {
+            let known = routes
+                .iter()
+                .any(|r| r.cohort.as_deref().is_some_and(|rc| rc.eq_ignore_ascii_case(t)));
+            if !known {
+                sink.error(
+                    c.pos,
+                    Kind::UnknownTrack,
+                    format!("`{t}` is not one of the config's cohorts"),
+                    None,
+                );
+                return None;
+            }
+            Some(Some(t.to_string()))
+        }),
+    };
+    let track = |key: &'static str, m: &mut MapReader<'_>, sink: &mut Sink<'_>| {
+        m.req(key, "name one of the config's tracks", sink).and_then(|t| {
+            let text = read::text(t, &format!("`{key}`"), sink)?;
+            let found = tracks.iter().find(|tn| tn.as_str() == text).cloned();
+            if found.is_none() {
+                sink.error(
+                    t.pos,
+                    Kind::UnknownTrack,
+                    format!("`{text}` is not one of the config's tracks"),
+                    None,
+                );
+            }
+            found
+        })
+    };
+    let from = track("from", &mut m, sink);
+    let to = track("to", &mut m, sink);
+    let share = m
+        .req("share", "add `share: <percent>`", sink)
+        .and_then(|w| read::weight(w, "the mirrored share", sink));
+    let max_body = m
+        .req("max_body", "add `max_body: <bytes>`", sink)
+        .and_then(|b| read::bytes(b, "`max_body`", 1 << 20, sink));
+    m.finish(sink);
+    let (from, to) = (from?, to?);
+    if from == to {
+        sink.error(
+            n.pos,
+            Kind::BadRoute,
+            format!("a mirror from `{from}` to itself"),
+            None,
+        );
+        return None;
+    }
+    Some(RouterMirror {
+        cohort: cohort?,
+        from,
+        to,
+        share: share?,
+        max_body: max_body?,
     })
 }
 

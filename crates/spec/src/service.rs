@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cohort_core::{Pipeline, ServiceName, ServiceSpec};
+use cohort_core::{Mirror, Pipeline, ServiceName, ServiceSpec, TrackName};
 use cohort_yaml::Node;
 
 use crate::diag::{Kind, Sink};
@@ -159,6 +159,10 @@ pub fn read_service(
         Some(d) => read_route(d, "`default_route`", &pipeline.stages, sink),
         None => Some(pipeline.default_route.clone()),
     };
+    let mirrors = match m.opt("mirror") {
+        Some(n) => read_mirrors(n, &pipeline.stages, &cohorts, sink),
+        None => Some(vec![]),
+    };
     m.finish(sink);
     if !ok {
         return None;
@@ -176,7 +180,139 @@ pub fn read_service(
         replicas,
         cohorts,
         default_route: default_route?,
+        mirrors: mirrors?,
     })
+}
+
+/// The largest request body a mirror may copy: copies wait in memory until sent.
+const MAX_MIRRORED_BODY: u64 = 1 << 20;
+
+/// `mirror:`, a list of `{cohort, from, to, share, max_body}`: `cohort` names one of the
+/// service's cohorts or `default` (the default route), `from` and `to` are different stages.
+fn read_mirrors(
+    n: &Node,
+    stages: &[TrackName],
+    cohorts: &[(String, cohort_core::Route)],
+    sink: &mut Sink<'_>,
+) -> Option<Vec<Mirror>> {
+    let mut out: Vec<Mirror> = vec![];
+    let mut ok = true;
+    let names: Vec<&str> = stages.iter().map(TrackName::as_str).collect();
+    for item in read::list(n, "`mirror`", sink) {
+        let mut m = MapReader::new(item, "a mirror", sink);
+        let cohort = m
+            .req(
+                "cohort",
+                "add `cohort: <cohort>` (or `default` for the default route)",
+                sink,
+            )
+            .and_then(|c| {
+                let t = read::text(c, "the mirrored cohort", sink)?;
+                if t == "default" {
+                    return Some(None);
+                }
+                match cohorts.iter().find(|(name, _)| name.eq_ignore_ascii_case(t)) {
+                    Some((name, _)) => Some(Some(name.clone())),
+                    None => {
+                        let known: Vec<&str> = cohorts.iter().map(|(n, _)| n.as_str()).collect();
+                        sink.error(
+                            c.pos,
+                            Kind::UnknownTrack,
+                            format!("`{t}` is not one of the service's cohorts"),
+                            Some(format!(
+                                "the cohorts are {}, and `default` for everybody else",
+                                known.join(", ")
+                            )),
+                        );
+                        None
+                    }
+                }
+            });
+        let track = |key: &'static str, help: &'static str, m: &mut MapReader<'_>, sink: &mut Sink<'_>| {
+            m.req(key, help, sink).and_then(|t| {
+                let text = read::text(t, &format!("`{key}`"), sink)?;
+                let found = stages.iter().find(|s| s.as_str() == text).cloned();
+                if found.is_none() {
+                    sink.error(
+                        t.pos,
+                        Kind::UnknownTrack,
+                        format!("`{text}` is not a track"),
+                        Some(format!("the tracks are the stages: {}", names.join(", "))),
+                    );
+                }
+                found.map(|f| (f, t.pos))
+            })
+        };
+        let from = track(
+            "from",
+            "add `from: <the track whose requests are copied>`",
+            &mut m,
+            sink,
+        );
+        let to = track("to", "add `to: <the track the copies go to>`", &mut m, sink);
+        let share = m
+            .req(
+                "share",
+                "add `share: <percent of from's requests>`, e.g. `5%`",
+                sink,
+            )
+            .and_then(|w| {
+                let share = read::weight(w, "the mirrored share", sink)?;
+                if share.basis_points() == 0 {
+                    sink.error(
+                        w.pos,
+                        Kind::OutOfRange,
+                        "a mirror of 0% copies nothing",
+                        Some("remove the mirror instead".into()),
+                    );
+                    return None;
+                }
+                Some(share)
+            });
+        let max_body = m.opt("max_body").map_or(Some(Mirror::DEFAULT_MAX_BODY), |b| {
+            read::bytes(b, "`max_body`", MAX_MIRRORED_BODY, sink)
+        });
+        m.finish(sink);
+        let (Some(cohort), Some((from, _)), Some((to, to_pos)), Some(share), Some(max_body)) =
+            (cohort, from, to, share, max_body)
+        else {
+            ok = false;
+            continue;
+        };
+        if from == to {
+            sink.error(
+                to_pos,
+                Kind::BadRoute,
+                format!("a mirror copies `{from}`'s requests to another track, not to `{to}` itself"),
+                None,
+            );
+            ok = false;
+            continue;
+        }
+        if out.iter().any(|o| o.cohort == cohort && o.from == from) {
+            sink.error(
+                item.pos,
+                Kind::Duplicate,
+                format!(
+                    "`{from}`'s requests of {} are mirrored twice",
+                    cohort
+                        .as_deref()
+                        .map_or("the default route".to_string(), |c| format!("cohort `{c}`"))
+                ),
+                Some("keep one mirror per cohort and track".into()),
+            );
+            ok = false;
+            continue;
+        }
+        out.push(Mirror {
+            cohort,
+            from,
+            to,
+            share,
+            max_body,
+        });
+    }
+    ok.then_some(out)
 }
 
 /// Kubernetes' resource quantity: a decimal number with an optional SI or binary suffix.

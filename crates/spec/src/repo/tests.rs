@@ -344,3 +344,69 @@ fn a_service_says_how_the_router_speaks_to_it() {
         )]
     );
 }
+
+#[test]
+fn a_mirror_names_a_cohort_two_different_tracks_and_a_share() {
+    let with = |m: &str| SERVICE.replace("port: 8080\n", &format!("port: 8080\nmirror:\n{m}"));
+    let good = with(
+        "  - {cohort: free, from: production, to: internal, share: 5%}\n  - {cohort: default, from: production, to: canary, share: 1%, max_body: 1MiB}\n",
+    );
+    let (repo, diags) = validate(&files(PIPELINE, &good, STATE));
+    assert!(!has_errors(&diags), "{diags:?}");
+    let mirrors = repo.expect("valid").services[0].spec.mirrors.clone();
+    assert_eq!(mirrors.len(), 2);
+    assert_eq!(
+        mirrors[0].cohort.as_deref(),
+        Some("FREE"),
+        "the cohort as the pipeline spells it"
+    );
+    assert_eq!(mirrors[0].share.basis_points(), 500);
+    assert_eq!(mirrors[0].max_body, 64 * 1024);
+    assert_eq!(mirrors[1].cohort, None);
+    assert_eq!(mirrors[1].max_body, 1 << 20);
+    for (bad, at, kind) in [
+        (
+            "  - {cohort: GOLD, from: production, to: internal, share: 5%}\n",
+            "GOLD",
+            Kind::UnknownTrack,
+        ),
+        (
+            "  - {cohort: FREE, from: production, to: staging, share: 5%}\n",
+            "staging",
+            Kind::UnknownTrack,
+        ),
+        (
+            "  - {cohort: FREE, from: production, to: production, share: 5%}\n",
+            "production, share",
+            Kind::BadRoute,
+        ),
+        (
+            "  - {cohort: FREE, from: production, to: internal, share: 0%}\n",
+            "0%",
+            Kind::OutOfRange,
+        ),
+        (
+            "  - {cohort: FREE, from: production, to: internal, share: 5%, max_body: 2MiB}\n",
+            "2MiB",
+            Kind::OutOfRange,
+        ),
+        (
+            "  - {cohort: FREE, from: production, to: internal, share: 5%, body: 1}\n",
+            "body",
+            Kind::UnknownKey,
+        ),
+    ] {
+        let text = with(bad);
+        assert_eq!(
+            errors(&files(PIPELINE, &text, STATE)),
+            vec![("services/account-service.yaml".to_string(), find(&text, at), kind)],
+            "{bad}"
+        );
+    }
+    let twice = with(
+        "  - {cohort: FREE, from: production, to: internal, share: 5%}\n  - {cohort: FREE, from: production, to: canary, share: 5%}\n",
+    );
+    let found = errors(&files(PIPELINE, &twice, STATE));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].2, Kind::Duplicate);
+}
