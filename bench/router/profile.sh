@@ -5,7 +5,8 @@
 # request with `close`). Prints Ir per request and the functions that cost most (inclusive).
 #
 # Usage: bench/router/profile.sh [BINARY] [keepalive|close] [SECONDS]
-#   BINARY defaults to the release build of this checkout; give another to compare builds.
+#   BINARY defaults to this checkout built with the `profiling` profile (release with line
+#   tables); give another to compare builds.
 #   KEEP_PROFILE=FILE keeps the callgrind output (for callgrind_annotate --tree=caller ...).
 # Needs: valgrind nginx wrk taskset.
 set -euo pipefail
@@ -18,8 +19,9 @@ binary=${1:-}
 mode=${2:-keepalive}
 secs=${3:-10}
 if [ -z "$binary" ]; then
-    cargo build --release --locked -q -p cohort
-    binary="${CARGO_TARGET_DIR:-$PWD/target}/release/cohort"
+    # The release build with line tables (Cargo.toml's `profiling` profile): names in the profile.
+    cargo build --profile profiling --locked -q -p cohort
+    binary="${CARGO_TARGET_DIR:-$PWD/target}/profiling/cohort"
 fi
 work=$(mktemp -d)
 pids=()

@@ -5,8 +5,10 @@
 # Four track backends (nginx, one worker, keep-alive raised, each answering with its track in
 # X-Track) and wrk share one core; the proxy under test gets the other core to itself. For each
 # proxy and mode (keep-alive; a new connection per request) it reports requests/s, p50/p99/p99.9,
-# the proxy's CPU time per request (utime+stime from /proc over the run) and its RSS, and checks
-# the split the backends saw and that nothing failed.
+# the proxy's CPU time per request (utime+stime from /proc over the run, and each apart: on
+# loopback the kernel's share is most of it, the same for every proxy) and its RSS, and checks
+# the split the backends saw and that nothing failed. A second cohort router with the same
+# routing mirrors 5% of FREE's production requests to internal: the cost of mirroring.
 #
 # Usage: bench/router/run.sh [SECONDS] [ROUNDS]     (needs: haproxy nginx wrk taskset)
 set -euo pipefail
@@ -33,9 +35,15 @@ haproxy_pid=$!
 taskset -c 0 "$target" router --threads 1 --haproxy-config "$work/haproxy.cfg" \
     --listen "127.0.0.1:$p_cohort" --admin "127.0.0.1:$p_admin" --max-connections 5000 2>"$work/cohort.err" & pids+=($!)
 cohort_pid=$!
+# --- and one more with the same routing from router.yaml, mirroring 5% of FREE's production
+# requests to internal (the cost of mirroring, on the plain path and the copied one)
+taskset -c 0 "$target" router --threads 1 --config "$work/router-mirror.yaml" \
+    --listen "127.0.0.1:$p_mirror" --admin "127.0.0.1:$p_mirror_admin" --max-connections 5000 2>"$work/mirror.err" & pids+=($!)
+mirror_pid=$!
 sleep 1
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
@@ -43,29 +51,33 @@ run() { # name pid port mode
     local name=$1 pid=$2 port=$3 mode=$4 conns=64 before after out
     [ "$mode" = close ] && conns=16
     before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    sys_before=$([ "$pid" = - ] && echo 0 || sys_ticks "$pid")
     out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" -s bench/router/mix.lua "http://127.0.0.1:$port/" -- "$mode")
     after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+    sys_after=$([ "$pid" = - ] && echo 0 || sys_ticks "$pid")
     local result split req
     result=$(grep '^RESULT' <<<"$out"); split=$(grep '^SPLIT' <<<"$out" || true)
     req=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")
-    local cpu_us="-" rss="-"
+    local cpu_us="-" rss="-" sys_us="-"
     if [ "$pid" != - ]; then
         cpu_us=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$req:.1f}')")
+        sys_us=$(python3 -c "print(f'{($sys_after-$sys_before)/$hz*1e6/$req:.1f}')")
         rss=$(( $(rss_kib "$pid") / 1024 ))
     fi
-    printf '%-8s %-10s %s cpu_us_per_req=%s rss_mib=%s %s\n' "$name" "$mode" "${result#RESULT }" "$cpu_us" "$rss" "${split#SPLIT }" | tee -a "$work/results"
+    printf '%-8s %-10s %s cpu_us_per_req=%s sys_us_per_req=%s rss_mib=%s %s\n' "$name" "$mode" "${result#RESULT }" "$cpu_us" "$sys_us" "$rss" "${split#SPLIT }" | tee -a "$work/results"
 }
 
 echo "expected split with a proxy: internal 5%, canary 2%, paid 2%, production 91%"
 for round in $(seq 1 "$rounds"); do
-    order=("none" "haproxy" "cohort")
-    [ $((round % 2)) -eq 0 ] && order=("cohort" "haproxy" "none")
+    order=("none" "haproxy" "cohort" "mirror")
+    [ $((round % 2)) -eq 0 ] && order=("mirror" "cohort" "haproxy" "none")
     for mode in keepalive close; do
         for who in "${order[@]}"; do
             case $who in
                 none) run none - "${port[production]}" "$mode" ;;
                 haproxy) run haproxy "$haproxy_pid" "$p_haproxy" "$mode" ;;
                 cohort) run cohort "$cohort_pid" "$p_cohort" "$mode" ;;
+                mirror) run mirror "$mirror_pid" "$p_mirror" "$mode" ;;
             esac
         done
     done
@@ -93,12 +105,21 @@ def med(who, mode, key):
     vals = [float(r[key]) for r in rows.get((who, mode), []) if key in r]
     return statistics.median(vals) if vals else float("nan")
 print("\nmedians over the rounds (cohort / HAProxy):")
-print(f"{'mode':<10} {'HAProxy us/req':>15} {'cohort us/req':>14} {'ratio':>6} {'HAProxy p99':>12} {'cohort p99':>11} {'ratio':>6} {'no proxy p99':>13}")
+print(f"{'mode':<10} {'HAProxy us/req':>15} {'cohort us/req':>14} {'ratio':>6} {'(user, sys)':>22} {'HAProxy p99':>12} {'cohort p99':>11} {'ratio':>6} {'no proxy p99':>13}")
 for mode in ("keepalive", "close"):
     hc, cc = med("haproxy", mode, "cpu_us_per_req"), med("cohort", mode, "cpu_us_per_req")
+    hs, cs = med("haproxy", mode, "sys_us_per_req"), med("cohort", mode, "sys_us_per_req")
     hp, cp = med("haproxy", mode, "p99_us") / 1000, med("cohort", mode, "p99_us") / 1000
     npx = med("none", mode, "p99_us") / 1000
-    print(f"{mode:<10} {hc:>15.1f} {cc:>14.1f} {cc/hc:>5.2f}x {hp:>10.2f}ms {cp:>9.2f}ms {cp/hp:>5.2f}x {npx:>11.2f}ms")
+    split = f"{hc-hs:.1f}+{hs:.1f} / {cc-cs:.1f}+{cs:.1f}"
+    print(f"{mode:<10} {hc:>15.1f} {cc:>14.1f} {cc/hc:>5.2f}x {split:>22} {hp:>10.2f}ms {cp:>9.2f}ms {cp/hp:>5.2f}x {npx:>11.2f}ms")
+print("\nwith 5% of FREE's production requests mirrored to internal (cohort+mirror / cohort):")
+print(f"{'mode':<10} {'us/req':>8} {'ratio':>6} {'p50':>9} {'p99':>9} {'ratio':>6}")
+for mode in ("keepalive", "close"):
+    mc, cc = med("mirror", mode, "cpu_us_per_req"), med("cohort", mode, "cpu_us_per_req")
+    m50, m99 = med("mirror", mode, "p50_us") / 1000, med("mirror", mode, "p99_us") / 1000
+    cp = med("cohort", mode, "p99_us") / 1000
+    print(f"{mode:<10} {mc:>8.1f} {mc/cc:>5.2f}x {m50:>7.2f}ms {m99:>7.2f}ms {m99/cp:>5.2f}x")
 bad = sum(int(r.get("errors", 0)) + int(r.get("non200", 0)) for rs in rows.values() for r in rs)
 print(f"errors and non-200 answers, all runs: {bad}")
 PY

@@ -6,6 +6,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 declare -A port
 for t in internal canary paid production; do port[$t]=$(free_port); done
 p_haproxy=$(free_port); p_cohort=$(free_port); p_admin=$(free_port)
+p_mirror=$(free_port); p_mirror_admin=$(free_port)
 
 # --- backends: one nginx, one worker, on the load core (1) -------------------------------
 {
@@ -56,3 +57,22 @@ backend everyone
     server paid 127.0.0.1:${port[paid]} check inter 2000 weight 5
     server production 127.0.0.1:${port[production]} check inter 2000 weight 95
 CFG
+
+# --- the same routing as router.yaml, with 5% of FREE's production requests mirrored to internal
+cat > "$work/router-mirror.yaml" <<YAML
+service: account-service
+trusted_peers: [127.0.0.0/8]
+tracks:
+  - {name: internal, version: 1.18.0, backends: ["127.0.0.1:${port[internal]}"]}
+  - {name: canary, version: 1.17.0, backends: ["127.0.0.1:${port[canary]}"]}
+  - {name: paid, version: 1.15.0, backends: ["127.0.0.1:${port[paid]}"]}
+  - {name: production, version: 1.15.0, backends: ["127.0.0.1:${port[production]}"]}
+cohorts:
+  - {cohort: INTERNAL, weights: [{track: internal, weight: 100%}]}
+  - {cohort: FREE, weights: [{track: canary, weight: 5%}, {track: production, weight: 95%}]}
+  - {cohort: ENTERPRISE, weights: [{track: production, weight: 100%}]}
+default_route:
+  weights: [{track: paid, weight: 5%}, {track: production, weight: 95%}]
+mirrors:
+  - {cohort: FREE, from: production, to: internal, share: 5%, max_body: 65536}
+YAML

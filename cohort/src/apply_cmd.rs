@@ -540,6 +540,14 @@ pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
                     ),
                 ),
                 (false, _) if !args.services.is_empty() => continue,
+                // The Role `cohort render --rbac` makes for whoever applies is cohort's, for no
+                // service, and no drift.
+                (false, _)
+                    if m.service.is_empty()
+                        && matches!(m.kind, "ServiceAccount" | "Role" | "RoleBinding") =>
+                {
+                    continue;
+                }
                 (false, _) if m.service.is_empty() => ("orphan", "managed by cohort, for no service".into()),
                 (false, _) => (
                     "orphan",

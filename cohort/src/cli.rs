@@ -869,7 +869,8 @@ pub enum YamlOrJson {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RenderFormat {
-    /// Services, Deployments, ConfigMap and PodDisruptionBudgets.
+    /// Services, Deployments, ConfigMap, PodDisruptionBudgets, and the router's ServiceAccount,
+    /// Role and RoleBinding.
     Kubernetes,
     /// An haproxy.cfg equivalent to the router config.
     Haproxy,

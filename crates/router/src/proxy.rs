@@ -424,21 +424,46 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
 /// the body's framing there.
 fn strip_hop_by_hop(headers: &mut HeaderMap, kept: &[&HeaderName], underscores: bool) {
     // One pass over the few headers a message has, rather than a hash lookup per name that
-    // might be there: this runs twice per request.
-    let named: Vec<&str> = match headers.contains_key(header::CONNECTION) {
-        true => connection_options(headers).collect(),
-        false => vec![],
-    };
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            always_hop_by_hop(name)
-                || (underscores && name.as_str().contains('_'))
-                || (named.iter().any(|o| o.eq_ignore_ascii_case(name.as_str())) && !kept.contains(name))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
+    // might be there, with what `Connection` names and what goes noted on the stack: this runs
+    // twice per request, and most messages lose a `Connection` at most.
+    let mut named: [&str; 8] = [""; 8];
+    let mut named_more: Vec<&str> = Vec::new();
+    let mut n_named = 0;
+    if headers.contains_key(header::CONNECTION) {
+        for option in connection_options(headers) {
+            match named.get_mut(n_named) {
+                Some(slot) => *slot = option,
+                None => named_more.push(option),
+            }
+            n_named += 1;
+        }
+    }
+    let named_here = &named[..n_named.min(named.len())];
+    let mut doomed: [Option<HeaderName>; 8] = Default::default();
+    let mut doomed_more: Vec<HeaderName> = Vec::new();
+    let mut n_doomed = 0;
+    for name in headers.keys() {
+        let goes = always_hop_by_hop(name)
+            || (underscores && name.as_str().contains('_'))
+            || (n_named > 0
+                && named_here
+                    .iter()
+                    .chain(&named_more)
+                    .any(|o| o.eq_ignore_ascii_case(name.as_str()))
+                && !kept.contains(&name));
+        if !goes {
+            continue;
+        }
+        match doomed.get_mut(n_doomed) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => doomed_more.push(name.clone()),
+        }
+        n_doomed += 1;
+    }
+    if n_doomed == 0 {
+        return;
+    }
+    for name in doomed.into_iter().flatten().chain(doomed_more) {
         headers.remove(name);
     }
 }
