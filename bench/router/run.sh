@@ -10,7 +10,7 @@
 # the split the backends saw and that nothing failed. A second cohort router with the same
 # routing mirrors 5% of FREE's production requests to internal: the cost of mirroring.
 #
-# Usage: bench/router/run.sh [SECONDS] [ROUNDS]     (needs: haproxy nginx wrk taskset)
+# Usage: [COHORT_BIN=path] bench/router/run.sh [SECONDS] [ROUNDS]   (needs: haproxy nginx wrk taskset)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ulimit -n 65536 2>/dev/null || true
@@ -19,8 +19,12 @@ rounds=${2:-2}
 for tool in haproxy nginx wrk taskset; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing; install with: apt-get install -y haproxy nginx-light wrk util-linux" >&2; exit 2; }
 done
-cargo build --release --locked -q -p cohort
-target="${CARGO_TARGET_DIR:-$PWD/target}/release/cohort"
+# COHORT_BIN=/path/to/cohort measures that build instead of this checkout's release build.
+target=${COHORT_BIN:-}
+if [ -z "$target" ]; then
+    cargo build --release --locked -q -p cohort
+    target="${CARGO_TARGET_DIR:-$PWD/target}/release/cohort"
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -314,6 +314,12 @@ pub enum Command {
         /// (HAProxy's `timeout tunnel`).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
         tunnel_timeout: std::time::Duration,
+        /// An idle HTTP/1.1 keep-alive connection that has been answered and then sends nothing
+        /// for this long (up to twice this) is parked: it stays open but holds no buffers until
+        /// its next request, so memory follows the connections in use, not those merely open.
+        /// 0s never parks.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        park_after: std::time::Duration,
         /// Also serve /config (backends, trusted peers) to peers in this network; repeat for
         /// more. By default only loopback may read it (`kubectl port-forward`); it answers 403
         /// to others. /live, /ready, /metrics and /stats are open to every peer.

@@ -241,6 +241,7 @@ fn main() -> ExitCode {
             threads,
             upstream_idle_timeout,
             tunnel_timeout,
+            park_after,
             ref admin_config_from,
             client_body_timeout,
             max_streams,
@@ -262,6 +263,7 @@ fn main() -> ExitCode {
                 client_body_timeout,
                 max_streams,
                 tunnel_idle_timeout: tunnel_timeout,
+                park_after,
             };
             let source = match (config, haproxy_config) {
                 (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),

@@ -13,6 +13,7 @@ pub mod health;
 mod idle;
 pub mod metrics;
 pub mod mirror;
+mod park;
 pub mod proxy;
 pub mod resources;
 pub mod table;

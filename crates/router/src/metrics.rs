@@ -152,6 +152,9 @@ pub struct Metrics {
     pub resource_exhausted: Family<ExhaustedLabels, Counter>,
     /// Mirrored copies by tracks and outcome.
     pub mirror_copies: Family<MirrorLabels, Counter>,
+    /// Idle HTTP/1.1 client connections parked: open, holding no buffers until their next
+    /// request.
+    pub parked: Gauge,
 }
 
 impl Metrics {
@@ -205,8 +208,15 @@ impl Metrics {
             "Copies of requests sent to a mirror track, by outcome (dropped copies never delay a client)",
             mirror_copies.clone(),
         );
+        let parked = Gauge::default();
+        registry.register(
+            "parked_connections",
+            "Idle HTTP/1.1 client connections parked: open, holding no buffers until their next request",
+            parked.clone(),
+        );
         Arc::new(Metrics {
             mirror_copies,
+            parked,
             registry,
             requests,
             latency,

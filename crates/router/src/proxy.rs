@@ -5,8 +5,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use crate::client_body::{ClientBody, ClientFault};
 use crate::grpc::CallEnd;
 use crate::idle::{Activity, Watched};
 use crate::metrics::{ErrorLabels, Exhausted, Metrics};
+use crate::park::{self, Parkable, Pulse};
 use crate::resources::{AcceptPause, Slot};
 use crate::table::Table;
 use crate::upstream::{self, Sent};
@@ -58,6 +61,10 @@ pub struct Limits {
     /// How long an upgraded (WebSocket) tunnel may go with neither side sending before it is
     /// closed, as HAProxy's `timeout tunnel`.
     pub tunnel_idle_timeout: Duration,
+    /// How long an HTTP/1.1 client connection that has been answered may stay quiet before it
+    /// is parked: its buffers are let go until its next request (see `crate::park`). Between
+    /// this and twice this, as connections are looked at once per interval. Zero: never.
+    pub park_after: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +79,7 @@ impl Default for Limits {
             client_body_timeout: Duration::from_secs(60),
             max_streams: 100,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            park_after: Duration::from_secs(1),
         }
     }
 }
@@ -243,75 +251,172 @@ async fn serve_connection(
                 Err(_) => return,
             }
         }
-        _ = stopping.wait_for(|stop| *stop) => return,
-    };
-    let stop_requested = async move {
-        // A dropped sender means the server is gone: stop as well.
-        let _ = stopping.wait_for(|stop| *stop).await;
+        () = stop_requested(&mut stopping) => return,
     };
     if h2 {
-        // HTTP/2 has no head timeout of its own once the preface is in: a connection with no
-        // request in flight that moves no bytes for the header timeout is closed, as an idle
-        // HTTP/1.1 one is, or silent connections would hold every slot.
-        let activity = Activity::new();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&in_flight);
-        let service = hyper::service::service_fn(move |req| {
-            let request = InFlight::enter(&counted);
-            let answer = handle(Arc::clone(&router), peer.clone(), req);
-            async move {
-                let Ok(resp) = answer.await;
-                // In flight until its body has gone out (or the stream was reset).
-                Ok::<_, Infallible>(resp.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _ = &request;
-                        frame
-                    })
-                    .boxed()
-                }))
-            }
-        });
-        let io = TokioIo::new(Watched::new(stream, &activity));
         // Boxed: HTTP/2 connections are few, and inline their state would make every
         // HTTP/1.1 connection's task as big.
-        let mut conn = Box::pin(
-            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                .max_concurrent_streams(limits.max_streams)
-                .serve_connection(io, service),
-        );
-        let wait = tokio::select! {
-            _ = conn.as_mut() => return,
-            () = stop_requested => limits.grace,
-            // The closing handshake waits for the peer to answer a PING, which a silent one
-            // never does: it gets as long as a head would.
-            () = idle_without_requests(&activity, &in_flight, limits.header_read_timeout) => {
-                limits.header_read_timeout
-            }
-        };
-        conn.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(wait, conn).await;
-        return;
+        Box::pin(serve_http2(stream, peer, router, limits, stopping)).await;
+    } else {
+        serve_http1(stream, peer, router, limits, stopping).await;
     }
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&router), peer.clone(), req));
-    let io = TokioIo::new(stream);
-    {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            // The head's exact size in bytes, as received: the read buffer's size is only a
-            // memory bound and let heads of nearly twice the limit through.
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .serve_connection(io, service)
-            .with_upgrades();
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = stop_requested => conn.as_mut().graceful_shutdown(),
+}
+
+/// Completes when the router is stopping (or gone).
+async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Serves an HTTP/2 connection until it closes, or until it has been silent with no request in
+/// flight for the header timeout, or the router stops.
+async fn serve_http2(
+    stream: TcpStream,
+    peer: Peer,
+    router: Arc<Router>,
+    limits: Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    // HTTP/2 has no head timeout of its own once the preface is in: a connection with no
+    // request in flight that moves no bytes for the header timeout is closed, as an idle
+    // HTTP/1.1 one is, or silent connections would hold every slot.
+    let activity = Activity::new();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&in_flight);
+    let service = hyper::service::service_fn(move |req| {
+        let request = InFlight::enter(&counted);
+        let answer = handle(Arc::clone(&router), peer.clone(), req);
+        async move {
+            let Ok(resp) = answer.await;
+            // In flight until its body has gone out (or the stream was reset).
+            Ok::<_, Infallible>(resp.map(|body| {
+                body.map_frame(move |frame| {
+                    let _ = &request;
+                    frame
+                })
+                .boxed()
+            }))
         }
-        let _ = conn.await;
+    });
+    let io = TokioIo::new(Watched::new(stream, &activity));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_streams)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let wait = tokio::select! {
+        _ = conn.as_mut() => return,
+        // A dropped sender means the server is gone: stop as well.
+        () = stop_requested(&mut stopping) => limits.grace,
+        // The closing handshake waits for the peer to answer a PING, which a silent one
+        // never does: it gets as long as a head would.
+        () = idle_without_requests(&activity, &in_flight, limits.header_read_timeout) => {
+            limits.header_read_timeout
+        }
+    };
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(wait, conn).await;
+}
+
+/// Serves an HTTP/1.1 connection until it closes or the router stops. Whenever it has been
+/// quiet for `limits.park_after` after an answer, it is parked (`crate::park`): hyper lets go
+/// of it and its buffers, and a new hyper connection takes it on when its next request comes.
+/// A parked connection is closed when the header timeout has passed since it went quiet, as
+/// an idle one in hyper's hands is.
+async fn serve_http1(
+    mut stream: TcpStream,
+    peer: Peer,
+    router: Arc<Router>,
+    limits: Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut unread = Bytes::new();
+    // Cleared for good once a connection could not be parked cleanly (it had begun another
+    // request): it stays with hyper, whose head timeout then bounds it.
+    let mut parkable = !limits.park_after.is_zero();
+    loop {
+        let pulse = Pulse::new();
+        let service = {
+            let (router, peer, pulse) = (Arc::clone(&router), peer.clone(), Arc::clone(&pulse));
+            hyper::service::service_fn(move |req| {
+                let request = park::Request::enter(&pulse);
+                let answer = handle(Arc::clone(&router), peer.clone(), req);
+                async move {
+                    let answered = answer.await;
+                    drop(request);
+                    answered
+                }
+            })
+        };
+        let io = TokioIo::new(Parkable::new(stream, &pulse, std::mem::take(&mut unread)));
+        // Boxed: a parked connection's task then holds a pointer, not hyper's state.
+        let mut conn = Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                // The head's exact size in bytes, as received: the read buffer's size is only a
+                // memory bound and let heads of nearly twice the limit through.
+                .max_header_size(limits.max_header_bytes)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .serve_connection(io, service)
+                .with_upgrades(),
+        );
+        let mut seen = 0;
+        let mut quiet_from = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = stop_requested(&mut stopping) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                    return;
+                }
+                () = tokio::time::sleep(limits.park_after), if parkable => {
+                    if !pulse.quiet_since(&mut seen) {
+                        quiet_from = tokio::time::Instant::now();
+                        continue;
+                    }
+                    // An idle connection closes at once on a graceful shutdown, and then
+                    // keeps its socket open; a busy one would finish its exchange first.
+                    pulse.set_parking(true);
+                    conn.as_mut().graceful_shutdown();
+                    match std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await {
+                        Poll::Ready(Ok(())) => break,
+                        Poll::Ready(Err(_)) => return,
+                        Poll::Pending => {
+                            // Not idle after all: it closes after this exchange (as it would
+                            // when the router stops), with its socket shut down.
+                            pulse.set_parking(false);
+                            parkable = false;
+                        }
+                    }
+                }
+            }
+        }
+        // `None`: upgraded, and the tunnel has the socket.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        let (socket, left) = parts.io.into_inner().into_parts();
+        stream = socket;
+        if !parts.read_buf.is_empty() || !left.is_empty() {
+            // A pipelined request had begun: it is served with what hyper had read of it, and
+            // this connection is not parked again.
+            unread = [parts.read_buf, left].concat().into();
+            parkable = false;
+            continue;
+        }
+        drop(parts.service);
+        router.metrics.parked.inc();
+        let woke = tokio::select! {
+            readable = stream.readable() => readable.is_ok(),
+            () = tokio::time::sleep_until(quiet_from + limits.header_read_timeout) => false,
+            () = stop_requested(&mut stopping) => false,
+        };
+        router.metrics.parked.dec();
+        if !woke {
+            return;
+        }
     }
 }
 

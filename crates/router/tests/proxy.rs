@@ -950,3 +950,212 @@ async fn stats_count_each_track_version_per_cohort_for_the_judgement() {
         .expect("stats");
     assert_eq!(bad.status(), 400);
 }
+
+/// A router with `limits` whose stop the test decides: dropping or firing the sender stops it.
+async fn start_stoppable(
+    config: RouterConfig,
+    limits: cohort_router::proxy::Limits,
+) -> (
+    SocketAddr,
+    Arc<cohort_router::proxy::Router>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let table = cohort_router::table::Table::build(config).await.expect("table");
+    let router = cohort_router::proxy::Router::with_limits(table, limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cohort_router::proxy::serve(
+        listener,
+        Arc::clone(&router),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, router, stop, served)
+}
+
+fn parking_after(ms: u64) -> cohort_router::proxy::Limits {
+    cohort_router::proxy::Limits {
+        park_after: std::time::Duration::from_millis(ms),
+        ..Default::default()
+    }
+}
+
+/// One HTTP/1.1 response read off a raw connection: its head (lower-cased) and body.
+async fn read_response(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    return (head, got[end + 4..end + 4 + length].to_vec());
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => panic!("the connection closed after {} bytes", got.len()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("a response within 5s")
+}
+
+const INTERNAL_GET: &[u8] = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: INTERNAL\r\n\r\n";
+
+async fn parked(router: &cohort_router::proxy::Router, want: i64) -> bool {
+    for _ in 0..100 {
+        if router.metrics.parked.get() == want {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_parked_and_answers_its_next_request() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, router, _stop, _served) =
+        start_stoppable(seed_config(&[], None).await, parking_after(50)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(INTERNAL_GET).await.expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(parked(&router, 1).await, "the quiet connection was not parked");
+    // The same socket, a new hyper connection behind it.
+    s.write_all(INTERNAL_GET).await.expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-track: internal"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(parked(&router, 1).await, "parked again once quiet again");
+}
+
+/// A request that waits on its track longer than the park interval is not the connection going
+/// quiet: the client keeps its keep-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_slower_than_the_park_interval_keeps_its_connection_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let slow = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let slow_addr = slow.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"GET /healthz") {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
+                    .await;
+            });
+        }
+    });
+    let mut config = seed_config(&[], None).await;
+    config.tracks[0].backends = vec![slow_addr.to_string()];
+    let (addr, router, _stop, _served) = start_stoppable(config, parking_after(50)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for turn in 0..3 {
+        s.write_all(INTERNAL_GET).await.expect("write");
+        let (head, body) = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200"), "turn {turn}: {head}");
+        assert_eq!(body, b"slow");
+        assert!(!head.contains("connection: close"), "turn {turn}: {head}");
+    }
+    assert_eq!(router.metrics.parked.get(), 0, "nothing was quiet long enough");
+}
+
+/// A pipelined request whose head had only begun when its connection went quiet is answered
+/// once the rest of it comes: hyper's unread bytes go to the connection that takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_begun_before_the_connection_went_quiet_is_answered() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _router, _stop, _served) =
+        start_stoppable(seed_config(&[], None).await, parking_after(50)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut first = INTERNAL_GET.to_vec();
+    first.extend_from_slice(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Traffic");
+    s.write_all(&first).await.expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    s.write_all(b"-Group: INTERNAL\r\n\r\n").await.expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-track: internal"), "{head}");
+}
+
+/// Parked or not, an idle connection is closed once the header timeout has passed since its
+/// last answer, as hyper closes one it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = cohort_router::proxy::Limits {
+        header_read_timeout: std::time::Duration::from_millis(500),
+        ..parking_after(50)
+    };
+    let (addr, router, _stop, _served) = start_stoppable(seed_config(&[], None).await, limits).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(INTERNAL_GET).await.expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let answered = std::time::Instant::now();
+    assert!(parked(&router, 1).await, "not parked");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    let after = answered.elapsed();
+    assert!(
+        after >= std::time::Duration::from_millis(400) && after < std::time::Duration::from_millis(1500),
+        "closed {after:?} after its answer"
+    );
+    assert!(parked(&router, 0).await);
+}
+
+/// Parked connections are idle: when the router stops they close at once, and it does not
+/// wait out its grace period for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_close_at_once_when_the_router_stops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, router, stop, served) = start_stoppable(seed_config(&[], None).await, parking_after(50)).await;
+    let mut conns = vec![];
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(INTERNAL_GET).await.expect("write");
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        conns.push(s);
+    }
+    assert!(parked(&router, 3).await, "not all parked");
+    let stopping = std::time::Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(3), served)
+        .await
+        .expect("the router stopped within 3s, not after its 20s grace")
+        .expect("serve");
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(3));
+    for mut s in conns {
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+}
