@@ -312,6 +312,7 @@ async fn serve(
         Arc::clone(&router),
         stopped(stop_rx.clone()),
     ));
+    tokio::spawn(crate::heap::give_back_after_parking(Arc::clone(&router)));
     let admin_serving = tokio::spawn(cohort_router::admin::serve_admin_with(
         admin_listener,
         Arc::clone(&router),

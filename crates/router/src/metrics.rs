@@ -155,6 +155,8 @@ pub struct Metrics {
     /// Idle HTTP/1.1 client connections parked: open, holding no buffers until their next
     /// request.
     pub parked: Gauge,
+    /// Times a connection was parked.
+    pub parks: Counter,
 }
 
 impl Metrics {
@@ -214,9 +216,16 @@ impl Metrics {
             "Idle HTTP/1.1 client connections parked: open, holding no buffers until their next request",
             parked.clone(),
         );
+        let parks = Counter::default();
+        registry.register(
+            "connections_parked",
+            "Times an idle HTTP/1.1 client connection was parked",
+            parks.clone(),
+        );
         Arc::new(Metrics {
             mirror_copies,
             parked,
+            parks,
             registry,
             requests,
             latency,

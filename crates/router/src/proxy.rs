@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
@@ -199,7 +198,7 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         let stopping = stopping.clone();
         // The connection's requests hold the slot too: an upgrade outlives the connection.
         let peer = Peer::new(peer, Arc::new(slot));
-        tokio::spawn(serve_connection(stream, peer, router, limits, stopping));
+        tokio::spawn(serve_connection(stream, peer, router, stopping));
     }
     drop(listener);
     // Idle keep-alive connections close now; busy ones after their current response. Every
@@ -235,30 +234,36 @@ async fn opens_with_h2_preface(stream: &TcpStream) -> bool {
 
 /// Serves one client connection, HTTP/1.1 or HTTP/2, until it closes; when `stopping` turns
 /// true, asks it to finish gracefully (idle: close now; busy: after the current response).
+///
+/// Its task lives as long as the connection, parked or not, so what it holds across awaits is
+/// kept small: each phase with timers and hyper's state is boxed while it runs.
 async fn serve_connection(
     stream: TcpStream,
     peer: Peer,
     router: Arc<Router>,
-    limits: Limits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    // A client that connects and sends nothing is cut off like one that sends a head slowly,
-    // and at once when the router is stopping.
-    let h2 = tokio::select! {
-        sniffed = tokio::time::timeout(limits.header_read_timeout, opens_with_h2_preface(&stream)) => {
-            match sniffed {
-                Ok(h2) => h2,
-                Err(_) => return,
+    let h2 = {
+        let limits = &router.limits;
+        // A client that connects and sends nothing is cut off like one that sends a head
+        // slowly, and at once when the router is stopping.
+        let sniffed = Box::pin(async {
+            tokio::select! {
+                sniffed = tokio::time::timeout(limits.header_read_timeout, opens_with_h2_preface(&stream)) => sniffed.ok(),
+                () = stop_requested(&mut stopping) => None,
             }
+        })
+        .await;
+        match sniffed {
+            Some(h2) => h2,
+            None => return,
         }
-        () = stop_requested(&mut stopping) => return,
     };
     if h2 {
-        // Boxed: HTTP/2 connections are few, and inline their state would make every
-        // HTTP/1.1 connection's task as big.
-        Box::pin(serve_http2(stream, peer, router, limits, stopping)).await;
+        // HTTP/2 connections are few.
+        Box::pin(serve_http2(stream, peer, router, stopping)).await;
     } else {
-        serve_http1(stream, peer, router, limits, stopping).await;
+        serve_http1(stream, peer, router, stopping).await;
     }
 }
 
@@ -273,9 +278,9 @@ async fn serve_http2(
     stream: TcpStream,
     peer: Peer,
     router: Arc<Router>,
-    limits: Limits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    let limits = router.limits;
     // HTTP/2 has no head timeout of its own once the preface is in: a connection with no
     // request in flight that moves no bytes for the header timeout is closed, as an idle
     // HTTP/1.1 one is, or silent connections would hold every slot.
@@ -327,96 +332,138 @@ async fn serve_http1(
     mut stream: TcpStream,
     peer: Peer,
     router: Arc<Router>,
-    limits: Limits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut unread = Bytes::new();
     // Cleared for good once a connection could not be parked cleanly (it had begun another
     // request): it stays with hyper, whose head timeout then bounds it.
-    let mut parkable = !limits.park_after.is_zero();
+    let mut parkable = !router.limits.park_after.is_zero();
     loop {
-        let pulse = Pulse::new();
-        let service = {
-            let (router, peer, pulse) = (Arc::clone(&router), peer.clone(), Arc::clone(&pulse));
-            hyper::service::service_fn(move |req| {
-                let request = park::Request::enter(&pulse);
-                let answer = handle(Arc::clone(&router), peer.clone(), req);
-                async move {
-                    let answered = answer.await;
-                    drop(request);
-                    answered
-                }
-            })
-        };
-        let io = TokioIo::new(Parkable::new(stream, &pulse, std::mem::take(&mut unread)));
-        // Boxed: a parked connection's task then holds a pointer, not hyper's state.
-        let mut conn = Box::pin(
-            hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                // The head's exact size in bytes, as received: the read buffer's size is only a
-                // memory bound and let heads of nearly twice the limit through.
-                .max_header_size(limits.max_header_bytes)
-                .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(io, service)
-                .with_upgrades(),
-        );
-        let mut seen = 0;
-        let mut quiet_from = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = stop_requested(&mut stopping) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                    return;
-                }
-                () = tokio::time::sleep(limits.park_after), if parkable => {
-                    if !pulse.quiet_since(&mut seen) {
-                        quiet_from = tokio::time::Instant::now();
-                        continue;
-                    }
-                    // An idle connection closes at once on a graceful shutdown, and then
-                    // keeps its socket open; a busy one would finish its exchange first.
-                    pulse.set_parking(true);
-                    conn.as_mut().graceful_shutdown();
-                    match std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await {
-                        Poll::Ready(Ok(())) => break,
-                        Poll::Ready(Err(_)) => return,
-                        Poll::Pending => {
-                            // Not idle after all: it closes after this exchange (as it would
-                            // when the router stops), with its socket shut down.
-                            pulse.set_parking(false);
-                            parkable = false;
-                        }
-                    }
-                }
+        // Boxed: while parked, the task holds the socket and the wait below, nothing more.
+        let served = Box::pin(serve_http1_until_quiet(
+            stream,
+            unread,
+            parkable,
+            &peer,
+            &router,
+            &mut stopping,
+        ))
+        .await;
+        let quiet_from = match served {
+            Served::Done => return,
+            Served::Begun(socket, begun) => {
+                // A pipelined request had begun: it is served with what hyper had read of it,
+                // and this connection is not parked again.
+                (stream, unread, parkable) = (socket, begun, false);
+                continue;
             }
-        }
-        // `None`: upgraded, and the tunnel has the socket.
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
-            return;
+            Served::Quiet(socket, since) => {
+                (stream, unread) = (socket, Bytes::new());
+                since
+            }
         };
-        let (socket, left) = parts.io.into_inner().into_parts();
-        stream = socket;
-        if !parts.read_buf.is_empty() || !left.is_empty() {
-            // A pipelined request had begun: it is served with what hyper had read of it, and
-            // this connection is not parked again.
-            unread = [parts.read_buf, left].concat().into();
-            parkable = false;
-            continue;
-        }
-        drop(parts.service);
         router.metrics.parked.inc();
+        router.metrics.parks.inc();
         let woke = tokio::select! {
             readable = stream.readable() => readable.is_ok(),
-            () = tokio::time::sleep_until(quiet_from + limits.header_read_timeout) => false,
+            () = tokio::time::sleep_until(quiet_from + router.limits.header_read_timeout) => false,
             () = stop_requested(&mut stopping) => false,
         };
         router.metrics.parked.dec();
         if !woke {
             return;
         }
+    }
+}
+
+/// How a stretch of an HTTP/1.1 connection in hyper's hands ended.
+enum Served {
+    /// Closed, failed, upgraded, or the router stopped: nothing more to do.
+    Done,
+    /// hyper let go of it while it had begun reading another request: the socket and those
+    /// bytes.
+    Begun(TcpStream, Bytes),
+    /// Quiet since that instant, and hyper let go of it: the socket.
+    Quiet(TcpStream, tokio::time::Instant),
+}
+
+/// Serves an HTTP/1.1 connection with hyper, starting with `unread` bytes already read from
+/// it, until it closes or (when `parkable`) has been quiet for `park_after` after an answer.
+async fn serve_http1_until_quiet(
+    stream: TcpStream,
+    unread: Bytes,
+    mut parkable: bool,
+    peer: &Peer,
+    router: &Arc<Router>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Served {
+    let limits = router.limits;
+    let pulse = Pulse::new();
+    let service = {
+        let (router, peer, pulse) = (Arc::clone(router), peer.clone(), Arc::clone(&pulse));
+        hyper::service::service_fn(move |req| {
+            let request = park::Request::enter(&pulse);
+            let answer = handle(Arc::clone(&router), peer.clone(), req);
+            async move {
+                let answered = answer.await;
+                drop(request);
+                answered
+            }
+        })
+    };
+    let io = TokioIo::new(Parkable::new(stream, &pulse, unread));
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // The head's exact size in bytes, as received: the read buffer's size is only a memory
+        // bound and let heads of nearly twice the limit through.
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut seen = 0;
+    let mut quiet_from = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut conn => return Served::Done,
+            () = stop_requested(stopping) => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                let _ = conn.await;
+                return Served::Done;
+            }
+            () = tokio::time::sleep(limits.park_after), if parkable => {
+                if !pulse.quiet_since(&mut seen) {
+                    quiet_from = tokio::time::Instant::now();
+                    continue;
+                }
+                // An idle connection closes at once on a graceful shutdown, and then keeps its
+                // socket open; a busy one would finish its exchange first.
+                pulse.set_parking(true);
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                match std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut conn).poll(cx))).await {
+                    Poll::Ready(Ok(())) => break,
+                    Poll::Ready(Err(_)) => return Served::Done,
+                    Poll::Pending => {
+                        // Not idle after all: it closes after this exchange (as it would when
+                        // the router stops), with its socket shut down.
+                        pulse.set_parking(false);
+                        parkable = false;
+                    }
+                }
+            }
+        }
+    }
+    // `None`: upgraded, and the tunnel has the socket.
+    let Some(parts) = conn.into_parts() else {
+        return Served::Done;
+    };
+    let (socket, left) = parts.io.into_inner().into_parts();
+    // Taken out at once: hyper's read buffer is 8 KiB however little of it is used.
+    let begun = [parts.read_buf, left].concat();
+    if begun.is_empty() {
+        Served::Quiet(socket, quiet_from)
+    } else {
+        Served::Begun(socket, begun.into())
     }
 }
 

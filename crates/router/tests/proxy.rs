@@ -1041,6 +1041,7 @@ async fn an_idle_keep_alive_connection_is_parked_and_answers_its_next_request() 
     assert!(head.contains("x-track: internal"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
     assert!(parked(&router, 1).await, "parked again once quiet again");
+    assert_eq!(router.metrics.parks.get(), 2);
 }
 
 /// A request that waits on its track longer than the park interval is not the connection going
