@@ -552,13 +552,12 @@ async fn silent_http2_connections_are_closed_instead_of_holding_every_slot() {
     }
 }
 
-/// A request that takes longer than the header timeout keeps its HTTP/2 connection open.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_request_slower_than_the_header_timeout_is_answered() {
+/// A track that answers "slow" `delay_ms` after each request head (health checks at once), one
+/// request per connection.
+async fn slow_backend(delay_ms: u64) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A track that takes 800 ms to answer, four times the header timeout.
     let slow = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow_addr = slow.local_addr().expect("addr");
+    let addr = slow.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = slow.accept().await {
             tokio::spawn(async move {
@@ -571,7 +570,7 @@ async fn an_http2_request_slower_than_the_header_timeout_is_answered() {
                     }
                 }
                 if !head.starts_with(b"GET /healthz") {
-                    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                 }
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
@@ -579,6 +578,14 @@ async fn an_http2_request_slower_than_the_header_timeout_is_answered() {
             });
         }
     });
+    addr
+}
+
+/// A request that takes longer than the header timeout keeps its HTTP/2 connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_slower_than_the_header_timeout_is_answered() {
+    // A track that takes 800 ms to answer, four times the header timeout.
+    let slow_addr = slow_backend(800).await;
     let mut config = seed_config(&[], None).await;
     config.tracks[0].backends = vec![slow_addr.to_string()];
     let limits = cohort_router::proxy::Limits {
@@ -1048,29 +1055,8 @@ async fn an_idle_keep_alive_connection_is_parked_and_answers_its_next_request() 
 /// quiet: the client keeps its keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_slower_than_the_park_interval_keeps_its_connection_alive() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let slow = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow_addr = slow.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = slow.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if !head.starts_with(b"GET /healthz") {
-                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow")
-                    .await;
-            });
-        }
-    });
+    use tokio::io::AsyncWriteExt;
+    let slow_addr = slow_backend(400).await;
     let mut config = seed_config(&[], None).await;
     config.tracks[0].backends = vec![slow_addr.to_string()];
     let (addr, router, _stop, _served) = start_stoppable(config, parking_after(50)).await;
