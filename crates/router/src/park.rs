@@ -26,6 +26,10 @@ pub(crate) struct Pulse {
     answered: AtomicU64,
     /// Set while the connection is being parked: hyper's closing must leave the socket open.
     parking: AtomicBool,
+    /// Set when hyper may still be busy with the connection after an answer in a way the
+    /// router cannot see (reading the rest of a request body; a protocol switch): it is not
+    /// parked while hyper holds it.
+    held: AtomicBool,
 }
 
 impl Pulse {
@@ -45,7 +49,15 @@ impl Pulse {
         let now = self.moves.load(Ordering::Relaxed);
         let quiet = now == *seen;
         *seen = now;
-        quiet && self.in_flight.load(Ordering::Relaxed) == 0 && self.answered.load(Ordering::Relaxed) > 0
+        quiet
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.answered.load(Ordering::Relaxed) > 0
+            && !self.held.load(Ordering::Relaxed)
+    }
+
+    /// No parking for as long as hyper holds the connection.
+    pub(crate) fn hold(&self) {
+        self.held.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_parking(&self, parking: bool) {
@@ -53,7 +65,8 @@ impl Pulse {
     }
 }
 
-/// A request in the router's hands: counted in [`Pulse`] until answered (or dropped).
+/// A request in the router's hands: counted in [`Pulse`] until its response body has gone to
+/// hyper whole (or was dropped): a response that streams with pauses is not a quiet connection.
 pub(crate) struct Request(Arc<Pulse>);
 
 impl Request {
@@ -67,6 +80,41 @@ impl Drop for Request {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.answered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted in flight until hyper drops it.
+pub(crate) struct Answering {
+    body: crate::proxy::Body,
+    _request: Request,
+}
+
+impl Answering {
+    pub(crate) fn new(body: crate::proxy::Body, request: Request) -> Answering {
+        Answering {
+            body,
+            _request: request,
+        }
+    }
+}
+
+impl hyper::body::Body for Answering {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -173,5 +221,10 @@ mod tests {
         pulse.moved();
         assert!(!pulse.quiet_since(&mut seen), "the answer went out");
         assert!(pulse.quiet_since(&mut seen), "a whole interval without anything");
+        pulse.hold();
+        assert!(
+            !pulse.quiet_since(&mut seen),
+            "held: hyper may still be reading a body"
+        );
     }
 }

@@ -401,13 +401,22 @@ async fn serve_http1_until_quiet(
     let pulse = Pulse::new();
     let service = {
         let (router, peer, pulse) = (Arc::clone(router), peer.clone(), Arc::clone(&pulse));
-        hyper::service::service_fn(move |req| {
+        hyper::service::service_fn(move |req: Request<Incoming>| {
             let request = park::Request::enter(&pulse);
+            if !hyper::body::Body::is_end_stream(req.body()) {
+                // hyper may still be reading this body when the answer is done (a track that
+                // answers early): parked then, the rest of the body would be read as a request.
+                pulse.hold();
+            }
             let answer = handle(Arc::clone(&router), peer.clone(), req);
+            let pulse = Arc::clone(&pulse);
             async move {
-                let answered = answer.await;
-                drop(request);
-                answered
+                let Ok(resp) = answer.await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // hyper hands the socket to the tunnel once the 101 is out.
+                    pulse.hold();
+                }
+                Ok::<_, Infallible>(resp.map(|body| park::Answering::new(body, request)))
             }
         })
     };
@@ -453,8 +462,9 @@ async fn serve_http1_until_quiet(
             }
         }
     }
-    // `None`: upgraded, and the tunnel has the socket.
+    // `None`: upgraded, and the tunnel has the socket (and shuts it down when done).
     let Some(parts) = conn.into_parts() else {
+        pulse.set_parking(false);
         return Served::Done;
     };
     let (socket, left) = parts.io.into_inner().into_parts();

@@ -1146,3 +1146,90 @@ async fn parked_connections_close_at_once_when_the_router_stops() {
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     }
 }
+
+/// A track that answers each request at once, before reading its body, with an 8-byte body
+/// sent in two halves `pause_ms` apart, then reads whatever body comes until the router closes
+/// the connection; one request per connection.
+async fn pausing_backend(pause_ms: u64) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nslow")
+                    .await;
+                if !head.starts_with(b"GET /healthz") {
+                    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                }
+                let _ = s.write_all(b"down").await;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Found in review: a request counted as answered once its response head was out, so a body
+/// that paused longer than the park interval made the connection look quiet, and the attempt
+/// to park it cost the client its keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_pauses_longer_than_the_park_interval_keeps_its_connection_alive() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = seed_config(&[], None).await;
+    config.tracks[0].backends = vec![pausing_backend(400).await.to_string()];
+    let (addr, _router, _stop, _served) = start_stoppable(config, parking_after(50)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for turn in 0..2 {
+        s.write_all(INTERNAL_GET).await.expect("write");
+        let (head, body) = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200"), "turn {turn}: {head}");
+        assert_eq!(body, b"slowdown", "turn {turn}");
+    }
+}
+
+/// Found in review: when a track answered before the request body was all sent and the client
+/// then paused, the connection could be parked while hyper was still reading the body, and the
+/// rest of the body was then read as a request of its own (a request smuggled past whatever
+/// checked the first one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_a_request_body_sent_after_an_early_answer_is_never_read_as_a_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = seed_config(&[], None).await;
+    config.tracks[0].backends = vec![pausing_backend(0).await.to_string()];
+    let (addr, router, _stop, _served) = start_stoppable(config, parking_after(50)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Traffic-Group: INTERNAL\r\n\r\n";
+    let length = 10 + smuggled.len();
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Traffic-Group: INTERNAL\r\nContent-Length: {length}\r\n\r\n0123456789")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(router.metrics.parked.get(), 0, "parked while hyper read the body");
+    let _ = s.write_all(smuggled).await;
+    let mut after = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.read_to_end(&mut after)).await;
+    let after = String::from_utf8_lossy(&after);
+    assert!(
+        !after.contains("HTTP/1.1"),
+        "the rest of the body was answered as a request: {after}"
+    );
+}
