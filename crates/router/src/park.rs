@@ -4,6 +4,9 @@
 //! hyper and waits for its next request as a bare socket; when bytes arrive, a new hyper
 //! connection takes it on. Memory then follows the connections in use, not those merely open
 //! (as HAProxy, which releases a connection's buffers when it goes idle).
+//!
+//! Its requests in flight ([`Request`], [`Answering`]) also tell when an HTTP/2 connection is
+//! idle.
 
 use std::io;
 use std::pin::Pin;
@@ -53,6 +56,11 @@ impl Pulse {
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.answered.load(Ordering::Relaxed) > 0
             && !self.held.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now: handed to the router, their response bodies not yet all gone.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// No parking for as long as hyper holds the connection.

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -285,21 +285,15 @@ async fn serve_http2(
     // request in flight that moves no bytes for the header timeout is closed, as an idle
     // HTTP/1.1 one is, or silent connections would hold every slot.
     let activity = Activity::new();
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&in_flight);
+    let pulse = Pulse::new();
+    let counted = Arc::clone(&pulse);
     let service = hyper::service::service_fn(move |req| {
-        let request = InFlight::enter(&counted);
+        let request = park::Request::enter(&counted);
         let answer = handle(Arc::clone(&router), peer.clone(), req);
         async move {
             let Ok(resp) = answer.await;
             // In flight until its body has gone out (or the stream was reset).
-            Ok::<_, Infallible>(resp.map(|body| {
-                body.map_frame(move |frame| {
-                    let _ = &request;
-                    frame
-                })
-                .boxed()
-            }))
+            Ok::<_, Infallible>(resp.map(|body| park::Answering::new(body, request)))
         }
     });
     let io = TokioIo::new(Watched::new(stream, &activity));
@@ -315,7 +309,7 @@ async fn serve_http2(
         () = stop_requested(&mut stopping) => limits.grace,
         // The closing handshake waits for the peer to answer a PING, which a silent one
         // never does: it gets as long as a head would.
-        () = idle_without_requests(&activity, &in_flight, limits.header_read_timeout) => {
+        () = idle_without_requests(&activity, &pulse, limits.header_read_timeout) => {
             limits.header_read_timeout
         }
     };
@@ -477,27 +471,11 @@ async fn serve_http1_until_quiet(
     }
 }
 
-/// A request of an HTTP/2 connection that has not finished: counted while it lives.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(count))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Completes once the connection has had no request in flight and moved no bytes for `idle`.
-async fn idle_without_requests(activity: &Activity, in_flight: &AtomicUsize, idle: Duration) {
+async fn idle_without_requests(activity: &Activity, pulse: &Pulse, idle: Duration) {
     loop {
         activity.quiet_for(idle).await;
-        if in_flight.load(Ordering::Relaxed) == 0 {
+        if pulse.in_flight() == 0 {
             return;
         }
         // A request is waiting on its track: look again once it could have gone quiet.
