@@ -49,6 +49,7 @@ sleep 1
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 run() { # name pid port mode
@@ -94,9 +95,9 @@ for who in haproxy cohort; do
     read -r answered <&"${HOLD[0]}"
     # At once, and once the connections have been idle for 3 s (cohort parks a connection
     # quiet for 1-2 s; HAProxy releases a connection's buffers as soon as it is idle).
-    at_once=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+    at_once=$(rss_mib "$pid")
     sleep 3
-    printf '%-8s rss_mib_at_1000_connections=%s idle_3s=%s answered=%s\n' "$who" "$at_once" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")" "$answered"
+    printf '%-8s rss_mib_at_1000_connections=%s idle_3s=%s answered=%s\n' "$who" "$at_once" "$(rss_mib "$pid")" "$answered"
     exec {HOLD[1]}>&-
     wait "$HOLD_PID" 2>/dev/null || true
 done

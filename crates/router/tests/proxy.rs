@@ -552,23 +552,33 @@ async fn silent_http2_connections_are_closed_instead_of_holding_every_slot() {
     }
 }
 
+/// A request head read off a raw connection (and whatever came with it); `None` if the peer
+/// went away first.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// A track that answers "slow" `delay_ms` after each request head (health checks at once), one
 /// request per connection.
 async fn slow_backend(delay_ms: u64) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let slow = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = slow.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = slow.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
                 if !head.starts_with(b"GET /healthz") {
                     tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                 }
@@ -1157,14 +1167,9 @@ async fn pausing_backend(pause_ms: u64) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nslow")
                     .await;
@@ -1172,6 +1177,7 @@ async fn pausing_backend(pause_ms: u64) -> SocketAddr {
                     tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
                 }
                 let _ = s.write_all(b"down").await;
+                let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {
                         return;
