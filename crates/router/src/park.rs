@@ -82,6 +82,11 @@ impl Request {
         pulse.in_flight.fetch_add(1, Ordering::Relaxed);
         Request(Arc::clone(pulse))
     }
+
+    /// No parking for as long as hyper holds this request's connection ([`Pulse::hold`]).
+    pub(crate) fn hold_connection(&self) {
+        self.0.hold();
+    }
 }
 
 impl Drop for Request {

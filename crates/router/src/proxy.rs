@@ -403,12 +403,11 @@ async fn serve_http1_until_quiet(
                 pulse.hold();
             }
             let answer = handle(Arc::clone(&router), peer.clone(), req);
-            let pulse = Arc::clone(&pulse);
             async move {
                 let Ok(resp) = answer.await;
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     // hyper hands the socket to the tunnel once the 101 is out.
-                    pulse.hold();
+                    request.hold_connection();
                 }
                 Ok::<_, Infallible>(resp.map(|body| park::Answering::new(body, request)))
             }
