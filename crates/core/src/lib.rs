@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod autopilot;
+pub mod checks;
 pub mod duration;
 pub mod gate;
 pub mod image;

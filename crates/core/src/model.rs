@@ -33,6 +33,8 @@ pub struct Pipeline {
     pub notifications: Notifications,
     /// How strict canary judgements are (`cohort analyze`, judgement gates of `promote`).
     pub judgement: JudgementSettings,
+    /// Checks every service's judgement makes beside the routers' counts (`judgement.checks`).
+    pub checks: crate::checks::Checks,
     /// What the autopilot may do by itself (nothing unless written).
     pub autopilot: crate::AutopilotPolicy,
 }
@@ -246,6 +248,8 @@ pub struct ServiceSpec {
     pub default_route: Route,
     /// Requests copied to another track, whose answers only count.
     pub mirrors: Vec<Mirror>,
+    /// Its own judgement checks (`judgement.checks` in its spec), over the pipeline's.
+    pub checks: crate::checks::Checks,
 }
 
 /// Traffic mirroring: a share of the requests a route sends to one track is copied to another
@@ -364,6 +368,7 @@ mod tests {
             gates: BTreeMap::new(),
             notifications: Notifications::default(),
             judgement: JudgementSettings::default(),
+            checks: Default::default(),
             autopilot: crate::AutopilotPolicy::default(),
         }
     }

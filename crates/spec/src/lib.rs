@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod autopilot;
+mod checks;
 pub mod diag;
 pub mod entry;
 pub mod haproxy;

@@ -31,7 +31,7 @@ pub(crate) fn read_notifications(n: Option<&Node>, sink: &mut Sink<'_>) -> Optio
 
 /// One secret: exactly one of `<name>_env` and `<name>_file`; `<name>` itself (the secret
 /// written out) is refused.
-fn read_secret(
+pub(crate) fn read_secret(
     m: &mut MapReader<'_>,
     keys: [&'static str; 3],
     what: &str,

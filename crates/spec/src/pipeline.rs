@@ -171,20 +171,30 @@ pub fn read_pipeline(root: &Node, sink: &mut Sink<'_>) -> Option<Pipeline> {
             .unwrap_or_else(|| unreachable!("built-in router settings are valid")),
         gates: gates.unwrap_or_default(),
         notifications: notifications.unwrap_or_default(),
-        judgement: judgement.unwrap_or_default(),
+        judgement: judgement.as_ref().map(|j| j.0).unwrap_or_default(),
+        checks: judgement.map(|j| j.1).unwrap_or_default(),
         autopilot: autopilot.unwrap_or_default(),
         stages,
     })
 }
 
 /// `judgement`: how strict canary judgements are (absent keys keep the built-in values).
-fn read_judgement(n: Option<&Node>, sink: &mut Sink<'_>) -> Option<cohort_core::JudgementSettings> {
+fn read_judgement(
+    n: Option<&Node>,
+    sink: &mut Sink<'_>,
+) -> Option<(cohort_core::JudgementSettings, cohort_core::checks::Checks)> {
     let mut settings = cohort_core::JudgementSettings::default();
-    let Some(n) = n else { return Some(settings) };
+    let Some(n) = n else {
+        return Some((settings, Default::default()));
+    };
     let mut m = MapReader::new(n, "`judgement`", sink);
     let (window, confidence, increase) = (m.opt("window"), m.opt("confidence"), m.opt("min_error_increase"));
+    let checks = crate::checks::read_checks(&mut m, sink);
     m.finish(sink);
-    let mut ok = true;
+    let mut ok = checks.is_some();
+    if let Some(c) = &checks {
+        ok &= crate::checks::check_servers(c, &Default::default(), n, sink);
+    }
     if let Some(w) = window {
         match read::duration(w, "`judgement.window`", sink) {
             Some(d) if (1_000..=600_000).contains(&d.as_millis()) => settings.window = d,
@@ -234,7 +244,7 @@ fn read_judgement(n: Option<&Node>, sink: &mut Sink<'_>) -> Option<cohort_core::
             None => ok = false,
         }
     }
-    ok.then_some(settings)
+    ok.then(|| (settings, checks.unwrap_or_default()))
 }
 
 pub(crate) fn name_ok<E: std::fmt::Display>(n: &Node, r: Result<(), E>, sink: &mut Sink<'_>) -> bool {

@@ -163,6 +163,17 @@ pub fn read_service(
         Some(n) => read_mirrors(n, &pipeline.stages, &cohorts, sink),
         None => Some(vec![]),
     };
+    // A service's `judgement` adds checks (or replaces the pipeline's of the same name);
+    // how strict judgements are is the pipeline's alone.
+    let checks = match m.opt("judgement") {
+        Some(n) => {
+            let mut jm = MapReader::new(n, "the service's `judgement`", sink);
+            let checks = crate::checks::read_checks(&mut jm, sink);
+            jm.finish(sink);
+            checks.filter(|c| crate::checks::check_servers(c, &pipeline.checks, n, sink))
+        }
+        None => Some(Default::default()),
+    };
     m.finish(sink);
     if !ok {
         return None;
@@ -181,6 +192,7 @@ pub fn read_service(
         cohorts,
         default_route: default_route?,
         mirrors: mirrors?,
+        checks: checks?,
     })
 }
 
