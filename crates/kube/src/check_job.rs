@@ -112,7 +112,9 @@ pub enum JobSpecProblem {
         field: &'static str,
     },
     /// `restartPolicy: Always`, which a Job's pods may not have: they must end.
-    #[error("job.template.spec.restartPolicy is Always: a Job's pods must end; use Never (the default) or OnFailure")]
+    #[error(
+        "job.template.spec.restartPolicy is Always: a Job's pods must end; use Never (the default) or OnFailure"
+    )]
     RestartAlways,
     /// The pod template names another namespace.
     #[error(
@@ -217,7 +219,10 @@ pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, Ch
         pod_labels.insert(k.clone(), Value::String(v.clone()));
     }
 
-    let pod = template.get_mut("spec").ok_or(JobSpecProblem::NoContainers).map_err(refuse)?;
+    let pod = template
+        .get_mut("spec")
+        .ok_or(JobSpecProblem::NoContainers)
+        .map_err(refuse)?;
     let pod = mapping_mut(pod, "job.template.spec").map_err(refuse)?;
     match pod.get("restartPolicy").and_then(Value::as_str) {
         Some("Always") => return Err(refuse(JobSpecProblem::RestartAlways)),
@@ -246,9 +251,12 @@ pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, Ch
         };
         let path = format!("job.template.spec.{list}");
         let found = kind_of(containers);
-        let containers = containers
-            .as_array_mut()
-            .ok_or_else(|| refuse(JobSpecProblem::NotAList { path: path.clone(), found }))?;
+        let containers = containers.as_array_mut().ok_or_else(|| {
+            refuse(JobSpecProblem::NotAList {
+                path: path.clone(),
+                found,
+            })
+        })?;
         for (i, container) in containers.iter_mut().enumerate() {
             let path = format!("{path}[{i}]");
             let container = mapping_mut(container, &path).map_err(refuse)?;
@@ -353,7 +361,8 @@ fn label_value(text: &str) -> String {
         })
         .take(MAX_NAME)
         .collect();
-    safe.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    safe.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 /// The labels of a check's Job and its pods.
@@ -385,9 +394,7 @@ fn add_env(
     env: &[(&'static str, String)],
     path: &str,
 ) -> Result<(), JobSpecProblem> {
-    let list = container
-        .entry("env")
-        .or_insert_with(|| Value::Array(vec![]));
+    let list = container.entry("env").or_insert_with(|| Value::Array(vec![]));
     if list.is_null() {
         *list = Value::Array(vec![]);
     }
@@ -532,7 +539,10 @@ pub fn pods_selector(job: &Value) -> String {
         .collect();
     match from_spec.is_empty() {
         false => from_spec.join(","),
-        true => format!("job-name={}", job["metadata"]["name"].as_str().unwrap_or_default()),
+        true => format!(
+            "job-name={}",
+            job["metadata"]["name"].as_str().unwrap_or_default()
+        ),
     }
 }
 
@@ -552,10 +562,7 @@ pub fn newest_pod(pods: &[Pod]) -> Option<&Pod> {
 /// The container of `pod` to read logs from: the first that failed, else the first that ran
 /// (a pod of several containers needs one named).
 pub fn log_container(pod: &Pod) -> Option<String> {
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
     let failed = statuses.into_iter().flatten().find(|s| {
         s.state
             .as_ref()
@@ -616,10 +623,11 @@ impl Cluster {
     pub async fn start_check_job(&self, job: &Value) -> Result<String, KubeError> {
         let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let doing = || format!("create job {name} in namespace {}", self.namespace);
-        let object: DynamicObject = serde_json::from_value(job.clone()).map_err(|e| KubeError::Transport {
-            doing: doing(),
-            source: kube::Error::SerdeError(e),
-        })?;
+        let object: DynamicObject =
+            serde_json::from_value(job.clone()).map_err(|e| KubeError::Transport {
+                doing: doing(),
+                source: kube::Error::SerdeError(e),
+            })?;
         match self.jobs().create(&PostParams::default(), &object).await {
             Ok(created) => Ok(created.metadata.name.unwrap_or(name)),
             Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => Ok(name),

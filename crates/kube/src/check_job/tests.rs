@@ -50,7 +50,9 @@ fn env_of(container: &Value) -> Vec<(String, String)> {
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -122,7 +124,10 @@ fn a_long_name_is_cut_to_a_dns_label_and_the_hash_keeps_runs_apart() {
     let job = check_job_object(&spec(), &long).expect("a Job");
     let name = job["metadata"]["name"].as_str().expect("name");
     assert!(is_dns_label(name), "{name}");
-    assert!(name.starts_with("account-service-with-a-rather-long-name-canary-end-to-"), "{name}");
+    assert!(
+        name.starts_with("account-service-with-a-rather-long-name-canary-end-to-"),
+        "{name}"
+    );
     let other = CheckJobFor {
         version: "2024.10.3+build.518",
         ..long
@@ -170,7 +175,10 @@ fn what_the_template_sets_is_kept() {
     assert_eq!(template["metadata"]["labels"]["team"], "checkout");
     assert_eq!(template["metadata"]["labels"]["cohort.dev/track"], "canary");
     assert_eq!(template["metadata"]["annotations"]["a"], "b");
-    assert_eq!(template["spec"]["containers"][0]["image"], "registry.example.com/shop/web-tests:1");
+    assert_eq!(
+        template["spec"]["containers"][0]["image"],
+        "registry.example.com/shop/web-tests:1"
+    );
 }
 
 #[test]
@@ -215,9 +223,18 @@ fn every_container_learns_the_track_but_a_name_it_sets_itself_is_its_own() {
         1,
         "{first:?}"
     );
-    assert_eq!(pod["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]["name"], "t");
-    assert_eq!(env_of(&pod["containers"][1]), expected("http://web-canary.shop.svc:80"));
-    assert_eq!(env_of(&pod["initContainers"][0]), expected("http://web-canary.shop.svc:80"));
+    assert_eq!(
+        pod["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]["name"],
+        "t"
+    );
+    assert_eq!(
+        env_of(&pod["containers"][1]),
+        expected("http://web-canary.shop.svc:80")
+    );
+    assert_eq!(
+        env_of(&pod["initContainers"][0]),
+        expected("http://web-canary.shop.svc:80")
+    );
 }
 
 #[test]
@@ -230,7 +247,10 @@ fn what_cannot_run_is_refused_saying_what_to_do() {
         }
     );
     assert_eq!(problem(&json!({})), JobSpecProblem::NoContainers);
-    assert_eq!(problem(&json!({"template": {"spec": {}}})), JobSpecProblem::NoContainers);
+    assert_eq!(
+        problem(&json!({"template": {"spec": {}}})),
+        JobSpecProblem::NoContainers
+    );
     assert_eq!(
         problem(&json!({"template": {"spec": {"containers": []}}})),
         JobSpecProblem::NoContainers
@@ -267,7 +287,10 @@ fn what_cannot_run_is_refused_saying_what_to_do() {
     );
     let mut s = spec();
     s["selector"] = json!({"matchLabels": {"a": "b"}});
-    assert_eq!(problem(&s), JobSpecProblem::ServerSetsSelector { field: "selector" });
+    assert_eq!(
+        problem(&s),
+        JobSpecProblem::ServerSetsSelector { field: "selector" }
+    );
     let mut s = spec();
     s["manualSelector"] = json!(true);
     assert_eq!(
@@ -487,5 +510,9 @@ fn the_log_tail_is_the_last_twenty_lines_and_at_most_8_kib() {
     // One line longer than the limit: its end, cut at a character.
     let wide = "é".repeat(5000);
     let tail = log_tail(&wide, 20, 8192);
-    assert!(tail.len() <= 8192 && tail.chars().all(|c| c == 'é'), "{}", tail.len());
+    assert!(
+        tail.len() <= 8192 && tail.chars().all(|c| c == 'é'),
+        "{}",
+        tail.len()
+    );
 }
