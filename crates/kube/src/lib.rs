@@ -5,12 +5,17 @@
 pub mod agent_state;
 pub mod applied;
 pub mod apply;
+pub mod check_job;
 pub mod compare;
 pub mod endpoints;
 pub mod lease;
 pub mod plan;
 pub mod reload;
 pub mod stats;
+
+pub use check_job::{
+    CheckJobError, CheckJobFor, CheckJobState, JobOutcome, JobSpecProblem, check_job_object, job_outcome,
+};
 
 use std::path::PathBuf;
 use std::sync::Arc;

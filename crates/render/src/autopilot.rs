@@ -1,5 +1,5 @@
 //! The autopilot's objects (`cohort render --autopilot`): its ServiceAccount, a Role with
-//! only what it reads and its Lease, the RoleBinding, and a Deployment of replicas of which
+//! only what it reads, its checks' Jobs and its Lease, the RoleBinding, and a Deployment of replicas of which
 //! the Lease's holder acts. Its decisions are commits pushed to the release repo's remote,
 //! with credentials from a Secret the operator creates.
 
@@ -144,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn the_autopilot_reads_routers_holds_its_lease_and_changes_nothing_else() {
+    fn the_autopilot_reads_routers_runs_job_checks_holds_its_lease_and_changes_nothing_else() {
         let objects = autopilot(&setup("https://git.example.com/releases.git")).expect("renders");
         let kinds: Vec<&str> = objects.iter().map(|o| o.kind).collect();
         assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "Deployment"]);
@@ -177,7 +177,10 @@ mod tests {
             verbs("coordination.k8s.io", "leases"),
             [plain("create"), named("get"), named("update"), named("delete")]
         );
-        assert_eq!(rules.len(), 5, "nothing else: {rules:?}");
+        // Job checks: started and read, their pods' logs read for the evidence.
+        assert_eq!(verbs("batch", "jobs"), [plain("get"), plain("create")]);
+        assert_eq!(verbs("", "pods/log"), [plain("get")]);
+        assert_eq!(rules.len(), 7, "nothing else: {rules:?}");
         let lease_rule = rules
             .iter()
             .find(|r| r["resourceNames"].is_array())

@@ -81,10 +81,47 @@ fn sorted(mut rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
     rules
 }
 
-/// The Role `cohort apply` (and `analyze`, through the API server) needs.
+/// What a judgement's Job checks need: to start a check's Job and read how it went, and to
+/// find its pods and read their logs' tail for the evidence. Neither delete (finished Jobs
+/// expire by their TTL) nor update; `get` on Jobs cannot be limited to names, which are made
+/// per run.
+fn job_check_rules() -> Vec<PolicyRule> {
+    vec![
+        rule("batch", &["jobs"], &["get", "create"]),
+        rule("", &["pods"], &["list"]),
+        rule("", &["pods/log"], &["get"]),
+    ]
+}
+
+/// `rules` with those on the same group and resources merged (verbs in order, once each), so
+/// a Role lists each resource once.
+fn merged(rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
+    let mut out: Vec<PolicyRule> = vec![];
+    for r in rules {
+        let same = out.iter_mut().find(|o| {
+            o.api_groups == r.api_groups && o.resources == r.resources && o.resource_names == r.resource_names
+        });
+        match same {
+            Some(o) => {
+                for v in r.verbs {
+                    if !o.verbs.contains(&v) {
+                        o.verbs.push(v);
+                    }
+                }
+            }
+            None => out.push(r),
+        }
+    }
+    out
+}
+
+/// The Role `cohort apply` (and `analyze` and `promote`, through the API server) needs.
 fn apply_rules() -> Vec<PolicyRule> {
-    // The canary judgement, too, reads the routers' counts through the pod proxy.
-    sorted(manage_rules())
+    // The canary judgement, too, reads the routers' counts through the pod proxy, and runs
+    // the checks' Jobs.
+    let mut rules = manage_rules();
+    rules.extend(job_check_rules());
+    sorted(merged(rules))
 }
 
 /// The agent's Role: what apply manages (its state ConfigMap among it) and what `status`
@@ -94,9 +131,9 @@ pub(crate) fn agent_rules() -> Vec<PolicyRule> {
 }
 
 /// The autopilot's Role: reading the routers' counts (their pods, through the API server's
-/// pod proxy) and whether Deployments have rolled out, and holding its Lease `lease`, which
-/// it may create but otherwise touch only by that name. It changes nothing else: its
-/// decisions go to git.
+/// pod proxy) and whether Deployments have rolled out, running the judgements' Job checks,
+/// and holding its Lease `lease`, which it may create but otherwise touch only by that name.
+/// It changes nothing else: its decisions go to git.
 pub(crate) fn autopilot_rules(lease: &str) -> Vec<PolicyRule> {
     let mut rules = vec![
         rule("", &["pods"], &["list"]),
@@ -105,6 +142,8 @@ pub(crate) fn autopilot_rules(lease: &str) -> Vec<PolicyRule> {
         // Creating cannot be limited to a name (the name is in the body, not the URL).
         rule("coordination.k8s.io", &["leases"], &["create"]),
     ];
+    rules.extend(job_check_rules());
+    let mut rules = merged(rules);
     rules.push(PolicyRule {
         resource_names: Some(vec![lease.to_string()]),
         ..rule("coordination.k8s.io", &["leases"], &["get", "update", "delete"])
@@ -185,6 +224,17 @@ mod tests {
         // never created or deleted (that is the Deployments' business).
         assert_eq!(verbs_on(apply, "", "pods"), ["get", "list", "watch", "patch"]);
         assert_eq!(verbs_on(apply, "", "pods/proxy"), ["get"]);
+        // A judgement's Job checks: the Jobs started and read, their pods' logs read; never
+        // a Job changed or deleted.
+        assert_eq!(verbs_on(apply, "batch", "jobs"), ["get", "create"]);
+        assert_eq!(verbs_on(apply, "", "pods/log"), ["get"]);
+        // Each resource once.
+        let rules = apply["rules"].as_array().expect("rules");
+        let keys: std::collections::BTreeSet<String> = rules
+            .iter()
+            .map(|r| format!("{}{}", r["apiGroups"], r["resources"]))
+            .collect();
+        assert_eq!(keys.len(), rules.len(), "{rules:?}");
         // Nothing broader: no wildcards, no secrets, no cluster-wide writes.
         let text = format!("{status}{apply}");
         assert!(!text.contains('*') && !text.contains("secrets"), "{text}");
