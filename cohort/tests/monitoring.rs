@@ -622,3 +622,64 @@ fn a_stopped_prometheus_answers_no_query() {
     prometheus.stop();
     assert!(prometheus.try_query("vector(1)").is_err());
 }
+
+/// What the scrape jobs and the replica alert assume of the objects `cohort render` makes: the
+/// router Deployment of SERVICE is `SERVICE-router`, its pods carry the labels the job keeps and
+/// takes `service` from, and the metrics are on a port named `admin`; the agent's install
+/// (deploy/install.yaml) is labelled `app: cohort-agent` with its port named `admin` too.
+#[test]
+fn the_scrape_jobs_and_rules_match_what_render_makes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cohort = |cwd: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run cohort");
+        assert!(out.status.success(), "cohort {args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    cohort(dir.path(), &["init", "releases"]);
+    let rendered: serde_json::Value = serde_json::from_str(&cohort(
+        &dir.path().join("releases"),
+        &["render", "account-service", "-o", "json"],
+    ))
+    .expect("render's JSON");
+    let router = rendered["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "account-service-router")
+        .expect("the router Deployment is SERVICE-router, as CohortRoutersShortOfReplicas assumes");
+    let labels = &router["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "cohort", "{labels}");
+    assert_eq!(labels["tier"], "router", "{labels}");
+    assert_eq!(labels["app.kubernetes.io/part-of"], "account-service", "{labels}");
+    let ports = &router["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "admin"),
+        "{ports}"
+    );
+
+    let scrape =
+        std::fs::read_to_string(monitoring_dir().join("prometheus.yaml")).expect("read prometheus.yaml");
+    for needed in [
+        "source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_managed_by, __meta_kubernetes_pod_label_tier]\n        regex: cohort;router\n        action: keep",
+        "source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_part_of]\n        target_label: service",
+        "source_labels: [__meta_kubernetes_pod_container_port_name]\n        regex: admin\n        action: keep",
+        "source_labels: [__meta_kubernetes_pod_label_app]\n        regex: cohort-agent\n        action: keep",
+        "job_name: cohort-router",
+        "job_name: cohort-agent",
+    ] {
+        assert!(scrape.contains(needed), "prometheus.yaml has\n{needed}");
+    }
+    let install =
+        std::fs::read_to_string(repo_root().join("deploy/install.yaml")).expect("read install.yaml");
+    let template = &install[install.find("template:").expect("the agent's pod template")..];
+    assert!(template.contains("app: cohort-agent"), "{template}");
+    assert!(template.contains("name: admin"), "{template}");
+}
