@@ -23,8 +23,12 @@ pub struct Judged {
     pub baseline: (String, String),
     /// The window, seconds.
     pub window_seconds: u64,
-    /// The verdict and evidence.
+    /// The routers' verdict and evidence.
     pub judgement: Judgement,
+    /// The extra checks' results (`judgement.checks`).
+    pub checks: Vec<cohort_checks::CheckResult>,
+    /// The routers' verdict and the checks', as one.
+    pub verdict: Verdict,
 }
 
 impl Judged {
@@ -35,9 +39,12 @@ impl Judged {
             true => "all traffic".to_string(),
             false => format!("cohorts {}", j.cohorts.join(", ")),
         };
+        let checks = cohort_checks::evidence_line(&self.checks)
+            .map(|c| format!("; {c}"))
+            .unwrap_or_default();
         format!(
-            "{}: {} {} against {} {} over the last {}, {cohorts}: {}",
-            j.verdict,
+            "{}: {} {} against {} {} over the last {}, {cohorts}: {}{checks}",
+            self.verdict,
             self.track.0,
             self.track.1,
             self.baseline.0,
@@ -61,12 +68,17 @@ impl Judged {
                 s.p99_ms
             )
         };
-        let verdict = match j.verdict {
+        let verdict = match self.verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
             Verdict::Inconclusive => "INCONCLUSIVE",
         };
-        [
+        let summary = match (j.verdict, cohort_checks::evidence_line(&self.checks)) {
+            (_, None) => j.summary.clone(),
+            (Verdict::Pass, Some(c)) => format!("router counts pass; {c}"),
+            (v, Some(c)) => format!("router counts {v}: {}; {c}", j.summary),
+        };
+        let mut lines = vec![
             format!(
                 "{} {} ({}) against {} ({}), last {}, {}",
                 self.service,
@@ -101,9 +113,26 @@ impl Judged {
                 if j.latency.worse { " (worse)" } else { "" }
             ),
             format!("  a pass needs {} requests on each side", j.needed_requests),
-            format!("verdict: {verdict} — {}", j.summary),
-        ]
-        .join("\n")
+        ];
+        if !self.checks.is_empty() {
+            let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            lines.push("  checks:".to_string());
+            for c in &self.checks {
+                lines.push(format!(
+                    "    {:<width$}  {:<10} {:<15} {}",
+                    c.name,
+                    c.kind,
+                    c.outcome.to_string(),
+                    c.summary
+                ));
+                // The queries and answers behind anything short of a pass.
+                if c.outcome != cohort_checks::Outcome::Pass {
+                    lines.extend(c.evidence.iter().map(|e| format!("      {e}")));
+                }
+            }
+        }
+        lines.push(format!("verdict: {verdict} — {summary}"));
+        lines.join("\n")
     }
 
     fn json(&self) -> serde_json::Value {
@@ -112,7 +141,10 @@ impl Judged {
             "track": {"name": self.track.0, "version": self.track.1},
             "baseline": {"name": self.baseline.0, "version": self.baseline.1},
             "window_seconds": self.window_seconds,
+            "verdict": self.verdict,
             "judgement": self.judgement,
+            "checks": self.checks,
+            "prometheus_queries": self.checks.iter().map(|c| c.queries).sum::<u32>(),
         })
     }
 }
@@ -259,6 +291,7 @@ pub async fn judge(
     track: &str,
     baseline: &str,
     args: &JudgeArgs,
+    with_checks: bool,
 ) -> Result<Judged> {
     if track == baseline {
         return Err(UsageError(format!("--track and --baseline are both {track}")).into());
@@ -277,12 +310,32 @@ pub async fn judge(
         .unwrap_or(stats.window_seconds)
         .clamp(1, stats.window_seconds.max(1));
     let judgement = cohort_judge::judge(&t, &b, cohorts, active, &stats.latency_bounds_ms, &settings);
+    let checks = match (repo, with_checks) {
+        (Some(repo), true) => match repo.services.iter().find(|s| s.spec.name.as_str() == service) {
+            Some(svc) => {
+                let target = args.cluster.target(Some(&repo.pipeline.namespace));
+                crate::checks_run::run(
+                    repo,
+                    svc,
+                    (track, baseline),
+                    stats.window_seconds,
+                    &settings,
+                    &crate::checks_run::Jobs::Wait(&target),
+                )
+                .await
+            }
+            None => vec![],
+        },
+        _ => vec![],
+    };
     Ok(Judged {
         service: service.to_string(),
         track: (track.to_string(), version_of(&stats, track)),
         baseline: (baseline.to_string(), version_of(&stats, baseline)),
         window_seconds: stats.window_seconds,
+        verdict: cohort_checks::combine(judgement.verdict, &checks),
         judgement,
+        checks,
     })
 }
 
@@ -348,12 +401,14 @@ pub fn analyze(cli: &Cli, args: &AnalyzeArgs) -> Result<()> {
         &track,
         &baseline,
         &args.judge,
+        // Mirrored copies are not a track's own traffic: its checks judge the track itself.
+        !(args.mirror || args.counts_only),
     ))?;
     match args.output {
         TextOrJson::Text => out!("{}", judged.text()),
         TextOrJson::Json => out_exact!("{}", serde_json::to_string_pretty(&judged.json())?),
     }
-    match judged.judgement.verdict {
+    match judged.verdict {
         Verdict::Pass => Ok(()),
         Verdict::Fail => Err(Reported.into()),
         Verdict::Inconclusive => Err(Inconclusive.into()),
@@ -376,10 +431,10 @@ pub fn judgement_for_promotion(
         .map_or_else(|| "production".to_string(), ToString::to_string);
     let runtime = crate::runtime()?;
     let judged = runtime
-        .block_on(judge(Some(repo), service, source, &baseline, args))
+        .block_on(judge(Some(repo), service, source, &baseline, args, true))
         .context("the gate requires a canary judgement, and it could not be made")?;
     eout!("{}", judged.text());
-    Ok((judged.judgement.verdict == Verdict::Pass).then(|| judged.one_line()))
+    Ok((judged.verdict == Verdict::Pass).then(|| judged.one_line()))
 }
 
 #[cfg(test)]

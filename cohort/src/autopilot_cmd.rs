@@ -34,8 +34,9 @@ use crate::{CouldNotApply, CouldNotCheck, InvalidRepo, Reported};
 /// Who the autopilot's commits are by.
 const AUTHOR: (&str, &str) = ("cohort autopilot", "autopilot@cohort.invalid");
 
-/// A judgement made on a pass: the track, its verdict, the evidence in one line.
-type Judged = (String, Verdict, String);
+/// A judgement made on a pass: the track, its verdict, the evidence in one line, and the
+/// extra checks' results behind it.
+type Judged = (String, Verdict, String, Vec<cohort_checks::CheckResult>);
 
 /// What one pass did for one service.
 struct Outcome {
@@ -57,7 +58,7 @@ impl Outcome {
             "service": self.service,
             "decision": self.decision,
             "commit": self.commit,
-            "judgements": self.judged.iter().map(|(t, v, e)| json!({"track": t, "verdict": v, "evidence": e})).collect::<Vec<_>>(),
+            "judgements": self.judged.iter().map(|(t, v, e, c)| json!({"track": t, "verdict": v, "evidence": e, "checks": c})).collect::<Vec<_>>(),
             "rolled_out": self.rolled_out,
             "error": self.error,
         })
@@ -185,7 +186,7 @@ impl Metrics {
                     action: o.decision.kind(),
                 })
                 .inc();
-            for (track, verdict, _) in &o.judged {
+            for (track, verdict, ..) in &o.judged {
                 let verdict = match verdict {
                     Verdict::Pass => "pass",
                     Verdict::Fail => "fail",
@@ -699,14 +700,27 @@ async fn pass(
 
     let names: Vec<String> = repo.services.iter().map(|s| s.spec.name.to_string()).collect();
     let mut outcomes = vec![];
+    let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
     for name in names {
         let mut races = 0;
+        // The extra checks, once per service and pass (a lost race decides again on them).
+        let checks = match repo.services.iter().find(|s| s.spec.name.as_str() == name) {
+            Some(svc) => {
+                let jobs = match args.dry_run {
+                    true => crate::checks_run::Jobs::Read(&target),
+                    false => crate::checks_run::Jobs::Look(&target),
+                };
+                let window = judgement.window.as_secs_ceil();
+                pass_checks(&repo, svc, window, &judge_settings, &jobs).await
+            }
+            None => BTreeMap::new(),
+        };
         let outcome = loop {
             // Gone from a revision fetched after a lost race: a person removed it.
             let Some(svc) = repo.services.iter().find(|s| s.spec.name.as_str() == name) else {
                 break None;
             };
-            let (tracks, judged) = facts(&repo, svc, &history, &read, &pairs, &judge_settings);
+            let (tracks, judged) = facts(&repo, svc, &history, &read, &pairs, &judge_settings, &checks);
             let decision = decide(&Inputs {
                 pipeline: &repo.pipeline,
                 state: &svc.state,
@@ -1036,6 +1050,7 @@ fn facts(
     read: &Read,
     pairs: &Pairs,
     settings: &cohort_judge::Settings,
+    checks: &BTreeMap<String, Vec<cohort_checks::CheckResult>>,
 ) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
     let name = svc.spec.name.as_str();
     let window = read.stats.get(name);
@@ -1104,17 +1119,54 @@ fn facts(
                 ),
                 (v, _) => (v, String::new()),
             };
+            let results = checks.get(track.as_str()).cloned().unwrap_or_default();
+            let verdict = cohort_checks::combine(verdict, &results);
+            let from_checks = cohort_checks::evidence_line(&results)
+                .map(|c| format!("; {c}"))
+                .unwrap_or_default();
             let evidence = format!(
-                "{verdict}: {track} {version} against {base} {base_version}, {over}: {}{unheard}",
+                "{verdict}: {track} {version} against {base} {base_version}, {over}: {}{unheard}{from_checks}",
                 j.summary
             );
             f.verdict = Some(verdict);
             f.evidence = evidence.clone();
-            judged.push((track.to_string(), verdict, evidence));
+            judged.push((track.to_string(), verdict, evidence, results));
         }
         tracks.insert(track.clone(), f);
     }
     (tracks, judged)
+}
+
+/// The extra checks of every track of `svc` that is judged (its version is not the last
+/// stage's), keyed by track.
+async fn pass_checks(
+    repo: &Repo,
+    svc: &Service,
+    window_seconds: u64,
+    settings: &cohort_judge::Settings,
+    jobs: &crate::checks_run::Jobs<'_>,
+) -> BTreeMap<String, Vec<cohort_checks::CheckResult>> {
+    let p = &repo.pipeline;
+    let Some((base, base_version)) = p.stages.last().and_then(|b| Some((b, svc.state.version(b)?))) else {
+        return BTreeMap::new();
+    };
+    let judged = p
+        .stages
+        .iter()
+        .filter(|t| *t != base && svc.state.version(t).is_some_and(|v| v != base_version));
+    let runs = judged.map(|t| async move {
+        let results = crate::checks_run::run(
+            repo,
+            svc,
+            (t.as_str(), base.as_str()),
+            window_seconds,
+            settings,
+            jobs,
+        )
+        .await;
+        (t.to_string(), results)
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
 }
 
 /// What one pass read of the routers and the cluster.

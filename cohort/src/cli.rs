@@ -479,6 +479,10 @@ pub struct AnalyzeArgs {
     /// a build judged on real traffic before any customer sees its answers.
     #[arg(long)]
     pub mirror: bool,
+    /// Judge on the routers' counts alone, without the extra checks of `judgement.checks`
+    /// (Prometheus queries, web checks, Jobs). Gates and the autopilot always run them.
+    #[arg(long)]
+    pub counts_only: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,

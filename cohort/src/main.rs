@@ -47,6 +47,7 @@ mod analyze_cmd;
 mod apply_cmd;
 mod autopilot_cmd;
 mod change;
+mod checks_run;
 mod cli;
 mod demo;
 mod heap;
