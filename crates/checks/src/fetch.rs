@@ -141,11 +141,12 @@ impl Fetcher {
                 roots.add(cert).map_err(|e| ca(e.to_string()))?;
             }
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| FetchError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| FetchError::Tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -193,15 +194,16 @@ impl Fetcher {
                 unreachable(why)
             })?;
             let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), limit).collect().await.map_err(|e| {
-                match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
                     Some(_) => FetchError::TooLarge {
                         url: url.to_string(),
                         limit,
                     },
                     None => unreachable(format!("the answer broke off: {e}")),
-                }
-            })?;
+                })?;
             Ok((status, body.to_bytes()))
         };
         tokio::time::timeout(timeout, exchange)
@@ -222,7 +224,10 @@ pub fn query_url(base: &str, promql: &str, time: f64) -> String {
             _ => q.push_str(&format!("%{b:02X}")),
         }
     }
-    format!("{}/api/v1/query?query={q}&time={time:.3}", base.trim_end_matches('/'))
+    format!(
+        "{}/api/v1/query?query={q}&time={time:.3}",
+        base.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -242,14 +247,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("token");
         std::fs::write(&file, "  s3cret\n").expect("write");
-        assert_eq!(read_secret(&SecretRef::File(file.clone())).expect("read"), "s3cret");
+        assert_eq!(
+            read_secret(&SecretRef::File(file.clone())).expect("read"),
+            "s3cret"
+        );
         std::fs::write(&file, "a\nb\n").expect("write");
         let e = read_secret(&SecretRef::File(file.clone())).expect_err("two lines");
-        assert!(e.to_string().ends_with("it is several lines; it must be the token alone"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("it is several lines; it must be the token alone"),
+            "{e}"
+        );
         std::fs::write(&file, "x".repeat(20_000)).expect("write");
         assert!(read_secret(&SecretRef::File(file)).is_err());
         let missing = read_secret(&SecretRef::File(dir.path().join("nope"))).expect_err("missing");
-        assert!(missing.to_string().starts_with("the bearer token in /"), "{missing}");
+        assert!(
+            missing.to_string().starts_with("the bearer token in /"),
+            "{missing}"
+        );
         let unset = read_secret(&SecretRef::Env("COHORT_TEST_NEVER_SET_TOKEN".into())).expect_err("unset");
         assert_eq!(
             unset.to_string(),

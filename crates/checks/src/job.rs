@@ -42,7 +42,10 @@ pub fn judge(name: &str, job: &str, state: &JobState, log_tail: &str) -> CheckRe
         JobState::Running { seconds } => (
             Outcome::Inconclusive,
             match seconds {
-                Some(s) => format!("Job {job} still running after {}", cohort_judge::human_seconds(*s)),
+                Some(s) => format!(
+                    "Job {job} still running after {}",
+                    cohort_judge::human_seconds(*s)
+                ),
                 None => format!("Job {job} has not started yet"),
             },
         ),
@@ -51,7 +54,9 @@ pub fn judge(name: &str, job: &str, state: &JobState, log_tail: &str) -> CheckRe
     let lines: Vec<&str> = log_tail.lines().collect();
     let tail = &lines[lines.len().saturating_sub(LOG_LINES)..];
     if outcome != Outcome::Pass && !tail.is_empty() {
-        result.evidence.push(format!("last {} lines of its logs:", tail.len()));
+        result
+            .evidence
+            .push(format!("last {} lines of its logs:", tail.len()));
         result.evidence.extend(tail.iter().map(|l| format!("  {l}")));
     }
     result

@@ -104,7 +104,12 @@ pub fn combine(router: Verdict, checks: &[CheckResult]) -> Verdict {
 /// The checks' part of a verdict's one-line evidence: the failing ones first, then those
 /// that kept it from passing; nothing when every check passed or there are none.
 pub fn evidence_line(checks: &[CheckResult]) -> Option<String> {
-    let of = |o: Outcome| checks.iter().filter(move |c| c.outcome == o).map(CheckResult::one_line);
+    let of = |o: Outcome| {
+        checks
+            .iter()
+            .filter(move |c| c.outcome == o)
+            .map(CheckResult::one_line)
+    };
     let worst: Vec<String> = of(Outcome::Fail)
         .chain(of(Outcome::CouldNotJudge))
         .chain(of(Outcome::Inconclusive))
@@ -117,7 +122,11 @@ pub fn evidence_line(checks: &[CheckResult]) -> Option<String> {
 }
 
 fn names(checks: &[CheckResult]) -> String {
-    checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+    checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -132,14 +141,29 @@ mod tests {
     fn a_failing_check_fails_the_verdict_and_anything_short_of_a_pass_keeps_it_inconclusive() {
         use Outcome::*;
         assert_eq!(combine(Verdict::Pass, &[]), Verdict::Pass);
-        assert_eq!(combine(Verdict::Pass, &[r("a", Pass), r("b", Pass)]), Verdict::Pass);
-        assert_eq!(combine(Verdict::Pass, &[r("a", Pass), r("b", Fail)]), Verdict::Fail);
+        assert_eq!(
+            combine(Verdict::Pass, &[r("a", Pass), r("b", Pass)]),
+            Verdict::Pass
+        );
+        assert_eq!(
+            combine(Verdict::Pass, &[r("a", Pass), r("b", Fail)]),
+            Verdict::Fail
+        );
         assert_eq!(combine(Verdict::Inconclusive, &[r("a", Fail)]), Verdict::Fail);
         assert_eq!(combine(Verdict::Fail, &[r("a", Pass)]), Verdict::Fail);
-        assert_eq!(combine(Verdict::Pass, &[r("a", Inconclusive)]), Verdict::Inconclusive);
+        assert_eq!(
+            combine(Verdict::Pass, &[r("a", Inconclusive)]),
+            Verdict::Inconclusive
+        );
         // Data that could not be had is never a pass.
-        assert_eq!(combine(Verdict::Pass, &[r("a", CouldNotJudge)]), Verdict::Inconclusive);
-        assert_eq!(combine(Verdict::Inconclusive, &[r("a", Pass)]), Verdict::Inconclusive);
+        assert_eq!(
+            combine(Verdict::Pass, &[r("a", CouldNotJudge)]),
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            combine(Verdict::Inconclusive, &[r("a", Pass)]),
+            Verdict::Inconclusive
+        );
     }
 
     #[test]
@@ -151,7 +175,13 @@ mod tests {
             Some("checks passed: a, b")
         );
         assert_eq!(
-            evidence_line(&[r("a", Inconclusive), r("b", Pass), r("c", Fail), r("d", CouldNotJudge)]).as_deref(),
+            evidence_line(&[
+                r("a", Inconclusive),
+                r("b", Pass),
+                r("c", Fail),
+                r("d", CouldNotJudge)
+            ])
+            .as_deref(),
             Some("checks: c: fail: why; d: could not judge: why; a: inconclusive: why")
         );
     }

@@ -106,7 +106,12 @@ fn labels(metric: Option<&Value>) -> String {
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), |s| format!("{s:?}"))))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or_else(|| v.to_string(), |s| format!("{s:?}"))
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -181,14 +186,23 @@ pub fn judge_ratio(
     let needed = cohort_judge::needed_requests(br, settings);
     let pct = |r: f64| format!("{:.2}%", r * 100.0);
     let enough_to_fail = t.requests >= settings.min_requests && b.requests >= settings.min_requests;
-    let over = format!("{} against {}, over {} and {} events", pct(tr), pct(br), t.requests, b.requests);
+    let over = format!(
+        "{} against {}, over {} and {} events",
+        pct(tr),
+        pct(br),
+        t.requests,
+        b.requests
+    );
     (result.outcome, result.summary) = if enough_to_fail && test.worse {
         (Outcome::Fail, format!("{over} (p = {:.2e})", test.p_value))
     } else if t.requests >= needed && b.requests >= needed {
         (Outcome::Pass, over)
     } else {
         let more = needed.saturating_sub(t.requests.min(b.requests)).max(1);
-        (Outcome::Inconclusive, format!("{over}; need ~{more} more events on each side"))
+        (
+            Outcome::Inconclusive,
+            format!("{over}; need ~{more} more events on each side"),
+        )
     };
     result
 }
@@ -206,7 +220,8 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
     };
     result.track_value = Some(t);
     if t.is_nan() {
-        result.summary = "the query's value for the track is NaN (a division by zero: no traffic yet?)".into();
+        result.summary =
+            "the query's value for the track is NaN (a division by zero: no traffic yet?)".into();
         return result;
     }
     let b = match baseline {
@@ -217,7 +232,8 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
         }
         Some(Answer::Value(b)) if b.is_nan() => {
             result.baseline_value = Some(b);
-            result.summary = "the query's value for the baseline is NaN (a division by zero: no traffic?)".into();
+            result.summary =
+                "the query's value for the baseline is NaN (a division by zero: no traffic?)".into();
             return result;
         }
         Some(Answer::Value(b)) => {
@@ -229,7 +245,12 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
     let mut held = vec![];
     let against = |b: f64| match b {
         0.0 => format!("{} against {}", number(t), number(b)),
-        _ => format!("{} against {} ({:+.1}%)", number(t), number(b), (t - b) / b.abs() * 100.0),
+        _ => format!(
+            "{} against {} ({:+.1}%)",
+            number(t),
+            number(b),
+            (t - b) / b.abs() * 100.0
+        ),
     };
     if let (Some(d), Some(b)) = (rule.must_not_drop_by, b) {
         let floor = b - b.abs() * d;
@@ -296,7 +317,8 @@ mod tests {
             err.to_string(),
             "the query returned 3 series ({track=\"t0\"} ...); aggregate them to one, e.g. with sum()"
         );
-        let refused = br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected \"}\""}"#;
+        let refused =
+            br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected \"}\""}"#;
         assert_eq!(
             read_answer(refused).expect_err("refused").to_string(),
             "Prometheus refused the query (bad_data): 1:5: parse error: unexpected \"}\""
@@ -304,10 +326,16 @@ mod tests {
         let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
         assert!(matches!(read_answer(matrix), Err(AnswerError::Shape(s)) if s == "range vector"));
         for junk in [&b"<html>"[..], b"{}", b"{\"status\":\"success\"}", b"[1,2]"] {
-            assert!(matches!(read_answer(junk), Err(AnswerError::NotPrometheus(_))), "{junk:?}");
+            assert!(
+                matches!(read_answer(junk), Err(AnswerError::NotPrometheus(_))),
+                "{junk:?}"
+            );
         }
         let bad_sample = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}"#;
-        assert!(matches!(read_answer(bad_sample), Err(AnswerError::NotPrometheus(_))));
+        assert!(matches!(
+            read_answer(bad_sample),
+            Err(AnswerError::NotPrometheus(_))
+        ));
     }
 
     fn v(x: f64) -> Answer {
@@ -320,7 +348,12 @@ mod tests {
         // 8% against 0.2% over a thousand events each: worse.
         let r = judge_ratio("e", (v(80.0), v(1000.0)), (v(2.0), v(1000.0)), &s);
         assert_eq!(r.outcome, Outcome::Fail, "{r:?}");
-        assert!(r.summary.starts_with("8.00% against 0.20%, over 1000 and 1000 events (p = "), "{}", r.summary);
+        assert!(
+            r.summary
+                .starts_with("8.00% against 0.20%, over 1000 and 1000 events (p = "),
+            "{}",
+            r.summary
+        );
         assert_eq!(r.queries, 4);
         // The same rates over plenty of events: a pass.
         let r = judge_ratio("e", (v(20.0), v(10000.0)), (v(21.0), v(10000.0)), &s);
@@ -333,7 +366,11 @@ mod tests {
         let r = judge_ratio("e", (v(1200.4), v(1000.2)), (v(0.0), v(1000.0)), &s);
         assert_eq!(r.track_value, Some(1.0));
         // No series, NaN or a negative count: nothing to judge, never a pass.
-        for track in [(Answer::Nothing, v(10.0)), (v(f64::NAN), v(10.0)), (v(-1.0), v(10.0))] {
+        for track in [
+            (Answer::Nothing, v(10.0)),
+            (v(f64::NAN), v(10.0)),
+            (v(-1.0), v(10.0)),
+        ] {
             let r = judge_ratio("e", track, (v(0.0), v(100.0)), &s);
             assert_eq!(r.outcome, Outcome::Inconclusive);
             assert!(r.summary.starts_with("no counts for the track"), "{}", r.summary);
@@ -349,15 +386,27 @@ mod tests {
         let r = judge_value("c", &drop, v(0.02), Some(v(0.05)));
         assert_eq!(r.outcome, Outcome::Fail, "{r:?}");
         assert_eq!(r.summary, "0.02 against 0.05 (-60.0%), may drop by 10%");
-        assert_eq!(judge_value("c", &drop, v(0.046), Some(v(0.05))).outcome, Outcome::Pass);
-        assert_eq!(judge_value("c", &drop, v(0.5), Some(v(0.05))).outcome, Outcome::Pass);
+        assert_eq!(
+            judge_value("c", &drop, v(0.046), Some(v(0.05))).outcome,
+            Outcome::Pass
+        );
+        assert_eq!(
+            judge_value("c", &drop, v(0.5), Some(v(0.05))).outcome,
+            Outcome::Pass
+        );
         let rise = ValueRule {
             must_not_rise_by: Some(0.25),
             at_most: Some(0.5),
             ..ValueRule::default()
         };
-        assert_eq!(judge_value("p99", &rise, v(0.3), Some(v(0.2))).outcome, Outcome::Fail);
-        assert_eq!(judge_value("p99", &rise, v(0.24), Some(v(0.2))).outcome, Outcome::Pass);
+        assert_eq!(
+            judge_value("p99", &rise, v(0.3), Some(v(0.2))).outcome,
+            Outcome::Fail
+        );
+        assert_eq!(
+            judge_value("p99", &rise, v(0.24), Some(v(0.2))).outcome,
+            Outcome::Pass
+        );
         let r = judge_value("p99", &rise, v(0.6), Some(v(0.55)));
         assert_eq!(r.outcome, Outcome::Fail);
         assert_eq!(r.summary, "0.6 where at most 0.5 is allowed");
@@ -370,10 +419,24 @@ mod tests {
         // Nothing or NaN on either side: inconclusive, with the reason.
         let r = judge_value("c", &drop, Answer::Nothing, Some(v(1.0)));
         assert_eq!(r.outcome, Outcome::Inconclusive);
-        assert!(r.summary.contains("returned nothing for the track"), "{}", r.summary);
+        assert!(
+            r.summary.contains("returned nothing for the track"),
+            "{}",
+            r.summary
+        );
         let r = judge_value("c", &drop, v(1.0), Some(Answer::Nothing));
-        assert!(r.summary.contains("returned nothing for the baseline"), "{}", r.summary);
-        assert_eq!(judge_value("c", &drop, v(f64::NAN), Some(v(1.0))).outcome, Outcome::Inconclusive);
-        assert_eq!(judge_value("c", &drop, v(1.0), Some(v(f64::NAN))).outcome, Outcome::Inconclusive);
+        assert!(
+            r.summary.contains("returned nothing for the baseline"),
+            "{}",
+            r.summary
+        );
+        assert_eq!(
+            judge_value("c", &drop, v(f64::NAN), Some(v(1.0))).outcome,
+            Outcome::Inconclusive
+        );
+        assert_eq!(
+            judge_value("c", &drop, v(1.0), Some(v(f64::NAN))).outcome,
+            Outcome::Inconclusive
+        );
     }
 }

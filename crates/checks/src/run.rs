@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use cohort_core::checks::{Check, CheckKind, Checks, PrometheusQuery, PrometheusServer, Template, TemplateValues};
+use cohort_core::checks::{
+    Check, CheckKind, Checks, PrometheusQuery, PrometheusServer, Template, TemplateValues,
+};
 use cohort_judge::Settings;
 
 use crate::fetch::{FetchError, Fetcher, query_url, read_secret};
@@ -193,7 +195,10 @@ async fn web(c: &Check, judging: &Judging<'_>) -> CheckResult {
         Ok(f) => f,
         Err(e) => return could_not(c, e),
     };
-    match fetcher.get(&url, token.as_deref(), timeout(c), MAX_WEB_ANSWER).await {
+    match fetcher
+        .get(&url, token.as_deref(), timeout(c), MAX_WEB_ANSWER)
+        .await
+    {
         Ok((status, body)) => crate::web::judge(&c.name, w, &url, status, &body),
         Err(e) => could_not(c, e),
     }
@@ -206,7 +211,9 @@ pub fn queries_per_judgement(checks: &Checks) -> u32 {
         .iter()
         .map(|c| match &c.kind {
             CheckKind::Prometheus(PrometheusQuery::Ratio { .. }) => 4,
-            CheckKind::Prometheus(PrometheusQuery::Value { rule, .. }) => 1 + u32::from(rule.compares_with_baseline()),
+            CheckKind::Prometheus(PrometheusQuery::Value { rule, .. }) => {
+                1 + u32::from(rule.compares_with_baseline())
+            }
             _ => 0,
         })
         .sum()

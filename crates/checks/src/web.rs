@@ -25,7 +25,11 @@ fn compare(found: &Value, expect: &Expect) -> Result<bool, String> {
         Expect::Equals(want) => Ok(match found {
             Value::String(s) => s == want,
             Value::Number(n) => {
-                want.parse::<f64>().ok().zip(n.as_f64()).is_some_and(|(w, n)| w == n) || n.to_string() == *want
+                want.parse::<f64>()
+                    .ok()
+                    .zip(n.as_f64())
+                    .is_some_and(|(w, n)| w == n)
+                    || n.to_string() == *want
             }
             Value::Bool(b) => b.to_string() == *want,
             Value::Null => want == "null",
@@ -64,7 +68,9 @@ pub fn judge(name: &str, check: &WebCheck, url: &str, status: u16, body: &[u8]) 
     if status != check.status {
         result.outcome = Outcome::Fail;
         result.summary = format!("{url} answered {status}, not {}", check.status);
-        let start = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+        let start = String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string();
         if !start.is_empty() {
             result.evidence.push(format!("answer: {start}"));
         }
@@ -121,7 +127,8 @@ mod tests {
         }
     }
 
-    const BODY: &[u8] = br#"{"checks":{"db":{"ok":true,"latency":"0.012"}},"items":[{"state":"ready","n":7}]}"#;
+    const BODY: &[u8] =
+        br#"{"checks":{"db":{"ok":true,"latency":"0.012"}},"items":[{"state":"ready","n":7}]}"#;
 
     #[test]
     fn the_status_decides_when_no_value_is_named() {
@@ -130,12 +137,23 @@ mod tests {
         let r = judge("w", &c, "http://x/", 503, b"upstream down\n");
         assert_eq!(r.outcome, Outcome::Fail);
         assert_eq!(r.summary, "http://x/ answered 503, not 200");
-        assert_eq!(r.evidence, ["GET http://x/ answered 503", "answer: upstream down"]);
+        assert_eq!(
+            r.evidence,
+            ["GET http://x/ answered 503", "answer: upstream down"]
+        );
     }
 
     #[test]
     fn a_value_at_a_json_path_is_compared_as_written() {
-        let eq = |p: &str, w: &str| judge("w", &check(Some(p), Some(Expect::Equals(w.into()))), "u", 200, BODY);
+        let eq = |p: &str, w: &str| {
+            judge(
+                "w",
+                &check(Some(p), Some(Expect::Equals(w.into()))),
+                "u",
+                200,
+                BODY,
+            )
+        };
         assert_eq!(eq("checks.db.ok", "true").outcome, Outcome::Pass);
         assert_eq!(eq("items[0].state", "ready").outcome, Outcome::Pass);
         assert_eq!(eq("items[0].n", "7").outcome, Outcome::Pass);
@@ -150,8 +168,18 @@ mod tests {
         // What cannot be compared is not a pass.
         assert_eq!(num("checks.db.ok", Expect::AtLeast(1.0)), Outcome::CouldNotJudge);
         assert_eq!(num("items[3].n", Expect::AtLeast(1.0)), Outcome::CouldNotJudge);
-        let r = judge("w", &check(Some("a"), Some(Expect::AtLeast(1.0))), "u", 200, b"<html>");
+        let r = judge(
+            "w",
+            &check(Some("a"), Some(Expect::AtLeast(1.0))),
+            "u",
+            200,
+            b"<html>",
+        );
         assert_eq!(r.outcome, Outcome::CouldNotJudge);
-        assert!(r.summary.starts_with("u answered 200, but not with JSON"), "{}", r.summary);
+        assert!(
+            r.summary.starts_with("u answered 200, but not with JSON"),
+            "{}",
+            r.summary
+        );
     }
 }

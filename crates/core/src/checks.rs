@@ -174,7 +174,9 @@ pub struct JsonPath {
 
 /// Why a JSON path cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{path}` is not a JSON path ({why}); write members and indexes, e.g. `checks.db.ok` or `items[0].state`")]
+#[error(
+    "`{path}` is not a JSON path ({why}); write members and indexes, e.g. `checks.db.ok` or `items[0].state`"
+)]
 pub struct JsonPathError {
     /// As written.
     pub path: String,
@@ -189,7 +191,10 @@ impl JsonPath {
             path: text.to_string(),
             why,
         };
-        let body = text.strip_prefix("$.").or_else(|| text.strip_prefix('$')).unwrap_or(text);
+        let body = text
+            .strip_prefix("$.")
+            .or_else(|| text.strip_prefix('$'))
+            .unwrap_or(text);
         if body.is_empty() {
             return Err(err("it is empty"));
         }
@@ -343,7 +348,10 @@ mod tests {
             t.render(&values()),
             "rate(x{service=\"web\",track=\"canary\",v=\"1.4.0\",ns=\"shop\"}[600s]) http://web-canary.shop.svc:80"
         );
-        assert_eq!(Template::parse("no holes").expect("valid").render(&values()), "no holes");
+        assert_eq!(
+            Template::parse("no holes").expect("valid").render(&values()),
+            "no holes"
+        );
     }
 
     #[test]
@@ -372,7 +380,10 @@ mod tests {
                 PathStep::Member("state".into())
             ]
         );
-        assert_eq!(JsonPath::parse("[2][1]").expect("valid").steps, vec![PathStep::Index(2), PathStep::Index(1)]);
+        assert_eq!(
+            JsonPath::parse("[2][1]").expect("valid").steps,
+            vec![PathStep::Index(2), PathStep::Index(1)]
+        );
         for bad in ["", "a..b", "a[x]", "a[1", "a[1]b", "a.*", "a.[1]"] {
             assert!(JsonPath::parse(bad).is_err(), "{bad}");
         }
@@ -406,11 +417,17 @@ mod tests {
         };
         let m = Checks::merged(&pipeline, &service);
         assert_eq!(m.prometheus, Some(server("http://a")));
-        assert_eq!(m.checks, vec![check("mem", "a"), check("rate", "c"), check("queue", "d")]);
+        assert_eq!(
+            m.checks,
+            vec![check("mem", "a"), check("rate", "c"), check("queue", "d")]
+        );
         let own = Checks {
             prometheus: Some(server("http://b")),
             checks: vec![],
         };
-        assert_eq!(Checks::merged(&pipeline, &own).prometheus, Some(server("http://b")));
+        assert_eq!(
+            Checks::merged(&pipeline, &own).prometheus,
+            Some(server("http://b"))
+        );
     }
 }

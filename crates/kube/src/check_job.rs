@@ -35,8 +35,10 @@ pub const ENV_NAMES: [&str; 5] = [
 
 /// A failing test should fail the check, not be retried until it happens to pass.
 const DEFAULT_BACKOFF_LIMIT: u64 = 0;
-/// Finished Jobs (and their pods' logs) stay an hour for people to read, then go.
-const DEFAULT_TTL_SECONDS: u64 = 3600;
+/// A finished Job is the record of its check for that version: every autopilot pass reads
+/// it, and one deleted is run again. A week outlives a version's time on a track; older
+/// Jobs (and their pods' logs) then go by themselves.
+const DEFAULT_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// At most this many of the last lines of the logs are kept as evidence.
 pub const LOG_TAIL_LINES: usize = 20;
 /// At most this many bytes of the last lines are kept as evidence.
@@ -175,7 +177,7 @@ pub struct CheckJobState {
 ///   `COHORT_VERSION`, `COHORT_NAMESPACE` and `COHORT_ADDRESS`, except a name the template
 ///   sets itself: what a user wrote on purpose (an address with a path, say) is theirs.
 /// - Left out, `backoffLimit` is 0 (a failing test must not be retried into a pass
-///   silently), `template.spec.restartPolicy` Never, `ttlSecondsAfterFinished` 3600 and
+///   silently), `template.spec.restartPolicy` Never, `ttlSecondsAfterFinished` a week and
 ///   `activeDeadlineSeconds` the timeout; what the template sets is kept.
 pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, CheckJobError> {
     let refuse = |problem| CheckJobError {
@@ -657,7 +659,7 @@ impl Cluster {
             .await
             .map_err(|e| KubeError::from_kube(format!("list pods of job {name} in namespace {ns}"), e))?;
         let log_tail = match newest_pod(&pods.items) {
-            Some(pod) => self.pod_log_tail(pod).await?,
+            Some(pod) => self.pod_log_tail(pod).await,
             None => String::new(),
         };
         Ok(Some(CheckJobState {
@@ -669,8 +671,10 @@ impl Cluster {
     }
 
     /// The last lines of `pod`'s logs; empty when it has none yet (a container waiting to
-    /// start) or it has just gone.
-    async fn pod_log_tail(&self, pod: &Pod) -> Result<String, KubeError> {
+    /// start) or it has just gone. Logs are evidence, not the outcome (the Job's status is):
+    /// when they cannot be read (no `pods/log` right, a node the API server cannot reach),
+    /// the tail says so and why.
+    async fn pod_log_tail(&self, pod: &Pod) -> String {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let params = LogParams {
             container: log_container(pod),
@@ -681,12 +685,15 @@ impl Cluster {
             ..LogParams::default()
         };
         match self.api::<Pod>().logs(&name, &params).await {
-            Ok(text) => Ok(log_tail(&text, LOG_TAIL_LINES, LOG_TAIL_BYTES)),
-            Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => Ok(String::new()),
-            Err(e) => Err(KubeError::from_kube(
-                format!("get logs of pod {name} in namespace {}", self.namespace),
-                e,
-            )),
+            Ok(text) => log_tail(&text, LOG_TAIL_LINES, LOG_TAIL_BYTES),
+            Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => String::new(),
+            Err(e) => {
+                let e = KubeError::from_kube(
+                    format!("get logs of pod {name} in namespace {}", self.namespace),
+                    e,
+                );
+                format!("(its logs could not be read: {e})")
+            }
         }
     }
 }

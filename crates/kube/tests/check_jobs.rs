@@ -195,7 +195,7 @@ async fn job_checks_pass_fail_and_time_out_in_real_pods_with_only_the_autopilots
     .expect("a Job");
     let failing = check_job_object(
         &job_spec(
-            "for i in $(seq 1 30); do echo \"step $i\"; done; echo 'FAIL: checkout returned 500' >&2; exit 1",
+            "for i in $(seq 1 30); do echo \"step $i\"; done; echo 'FAIL: checkout returned 500'; exit 1",
         ),
         &run("smoke", 120),
     )

@@ -65,7 +65,10 @@ pub(crate) fn read_checks(m: &mut MapReader<'_>, sink: &mut Sink<'_>) -> Option<
             sink.error(
                 n.pos,
                 Kind::OutOfRange,
-                format!("`judgement.checks` has {} checks; at most {MAX_CHECKS}", items.len()),
+                format!(
+                    "`judgement.checks` has {} checks; at most {MAX_CHECKS}",
+                    items.len()
+                ),
                 Some("each check runs on every judgement: keep the ones that decide".into()),
             );
         }
@@ -104,7 +107,10 @@ pub(crate) fn check_servers(service: &Checks, pipeline: &Checks, at: &Node, sink
     sink.error(
         at.pos,
         Kind::MissingKey,
-        format!("the check `{}` queries Prometheus, but no server is named", c.name),
+        format!(
+            "the check `{}` queries Prometheus, but no server is named",
+            c.name
+        ),
         Some("add `prometheus: {url: http://prometheus.monitoring.svc:9090}` under `judgement`".into()),
     );
     false
@@ -145,7 +151,10 @@ fn http_url(n: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
             n.pos,
             Kind::WrongType,
             format!("{what} `{t}` is not an http:// or https:// URL"),
-            Some("write the whole URL with its scheme and host, e.g. `https://prometheus.monitoring.svc:9090`".into()),
+            Some(
+                "write the whole URL with its scheme and host, e.g. `https://prometheus.monitoring.svc:9090`"
+                    .into(),
+            ),
         );
         return None;
     }
@@ -283,7 +292,10 @@ fn read_check(n: &Node, sink: &mut Sink<'_>) -> Option<Check> {
         None if is_job => Some(DEFAULT_JOB_TIMEOUT),
         None => Some(DEFAULT_TIMEOUT),
         Some(t) => {
-            let (low, high) = match is_job { true => (10_000, 7_200_000), false => (1_000, 120_000) };
+            let (low, high) = match is_job {
+                true => (10_000, 7_200_000),
+                false => (1_000, 120_000),
+            };
             match read::duration(t, &what("timeout"), sink) {
                 Some(d) if (low..=high).contains(&d.as_millis()) => Some(d),
                 Some(_) => {
@@ -334,8 +346,16 @@ fn read_prometheus(
     );
     if let NodeKind::Map(_) = p.kind {
         let mut q = MapReader::new(p, what("prometheus"), sink);
-        let errors = q.req("errors", "add `errors:`, a query counting the failed events over `[{{window}}]`", sink);
-        let requests = q.req("requests", "add `requests:`, a query counting all events over `[{{window}}]`", sink);
+        let errors = q.req(
+            "errors",
+            "add `errors:`, a query counting the failed events over `[{{window}}]`",
+            sink,
+        );
+        let requests = q.req(
+            "requests",
+            "add `requests:`, a query counting all events over `[{{window}}]`",
+            sink,
+        );
         q.finish(sink);
         let (a, b, c, d) = rule_keys;
         if let Some(extra) = a.or(b).or(c).or(d) {
@@ -362,13 +382,17 @@ fn read_prometheus(
         at_most: most_n.and_then(|n| finite(n, &what("at_most"), sink)),
         at_least: least_n.and_then(|n| finite(n, &what("at_least"), sink)),
     };
-    let read_all = [drop_n.is_some(), rise_n.is_some(), most_n.is_some(), least_n.is_some()]
-        == [
-            rule.must_not_drop_by.is_some(),
-            rule.must_not_rise_by.is_some(),
-            rule.at_most.is_some(),
-            rule.at_least.is_some(),
-        ];
+    let read_all = [
+        drop_n.is_some(),
+        rise_n.is_some(),
+        most_n.is_some(),
+        least_n.is_some(),
+    ] == [
+        rule.must_not_drop_by.is_some(),
+        rule.must_not_rise_by.is_some(),
+        rule.at_most.is_some(),
+        rule.at_least.is_some(),
+    ];
     if !read_all {
         return None;
     }
@@ -404,9 +428,9 @@ fn read_web(
         }
         ok.then_some(t)
     });
-    let status = m
-        .opt("status")
-        .map_or(Some(200), |s| read::number(s, &what("status"), 100, 599, sink).map(|n| n as u16));
+    let status = m.opt("status").map_or(Some(200), |s| {
+        read::number(s, &what("status"), 100, 599, sink).map(|n| n as u16)
+    });
     let path_n = m.opt("json_path");
     let json_path = path_n.map(|p| {
         let t = read::text(p, &what("json_path"), sink)?;
@@ -432,7 +456,11 @@ fn read_web(
     let ca_file = m.opt("ca_file").map(|c| absolute_path(c, &what("ca_file"), sink));
     let expect = match (path_n, expects.len()) {
         (None, 0) => Some(None),
-        (Some(_), 1) => expects.into_iter().next().map(|e| e.map(Some)).unwrap_or(Some(None)),
+        (Some(_), 1) => expects
+            .into_iter()
+            .next()
+            .map(|e| e.map(Some))
+            .unwrap_or(Some(None)),
         (Some(p), 0) => {
             sink.error(
                 p.pos,
@@ -483,7 +511,11 @@ fn read_job(j: &Node, what: &dyn Fn(&str) -> String, sink: &mut Sink<'_>) -> Opt
         sink.error(
             j.pos,
             Kind::WrongType,
-            format!("{} should be a Job's spec (a mapping with `template:`), but this is {}", what("job"), j.describe()),
+            format!(
+                "{} should be a Job's spec (a mapping with `template:`), but this is {}",
+                what("job"),
+                j.describe()
+            ),
             Some("write the `spec` of a batch/v1 Job: `job: {template: {spec: {containers: [...]}}}`".into()),
         );
         return None;
@@ -595,22 +627,35 @@ mod tests {
         let server = c.prometheus.as_ref().expect("a server");
         assert_eq!(server.url, "https://prometheus.monitoring.svc:9090");
         assert_eq!(server.bearer_token, Some(SecretRef::Env("PROM_TOKEN".into())));
-        assert_eq!(server.ca_file.as_deref(), Some(std::path::Path::new("/etc/cohort/prom-ca.pem")));
+        assert_eq!(
+            server.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/cohort/prom-ca.pem"))
+        );
         let names: Vec<&str> = c.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["checkouts", "app-errors", "orders", "integration"]);
         let CheckKind::Prometheus(PrometheusQuery::Value { rule, .. }) = &c.checks[0].kind else {
             panic!("{:?}", c.checks[0])
         };
         assert_eq!(rule.must_not_drop_by, Some(0.1));
-        assert!(matches!(c.checks[1].kind, CheckKind::Prometheus(PrometheusQuery::Ratio { .. })));
-        let CheckKind::Web(w) = &c.checks[2].kind else { panic!() };
+        assert!(matches!(
+            c.checks[1].kind,
+            CheckKind::Prometheus(PrometheusQuery::Ratio { .. })
+        ));
+        let CheckKind::Web(w) = &c.checks[2].kind else {
+            panic!()
+        };
         assert_eq!(w.status, 204);
         assert_eq!(w.expect, Some(Expect::Equals("true".into())));
         assert_eq!(w.json_path.as_ref().expect("path").steps[2], PathStep::Index(0));
         assert_eq!(c.checks[2].timeout, cohort_core::Duration::from_secs(3));
-        let CheckKind::Job { spec } = &c.checks[3].kind else { panic!() };
+        let CheckKind::Job { spec } = &c.checks[3].kind else {
+            panic!()
+        };
         assert_eq!(spec["backoffLimit"], 1);
-        assert_eq!(spec["template"]["spec"]["containers"][0]["args"][1], "{{address}}");
+        assert_eq!(
+            spec["template"]["spec"]["containers"][0]["args"][1],
+            "{{address}}"
+        );
         assert_eq!(c.checks[3].timeout, cohort_core::Duration::from_secs(900));
     }
 
@@ -690,8 +735,13 @@ mod tests {
         let spec = &repo.services[0].spec;
         let merged = cohort_core::checks::Checks::merged(&repo.pipeline.checks, &spec.checks);
         let names: Vec<&str> = merged.checks.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["checkouts", "app-errors", "orders", "integration", "queue"]);
-        let CheckKind::Web(w) = &merged.checks[2].kind else { panic!() };
+        assert_eq!(
+            names,
+            ["checkouts", "app-errors", "orders", "integration", "queue"]
+        );
+        let CheckKind::Web(w) = &merged.checks[2].kind else {
+            panic!()
+        };
         assert_eq!(w.url.as_str(), "https://orders.internal/v2/{{version}}");
 
         // Without a server anywhere, a service's Prometheus check is refused in its file.
@@ -700,7 +750,9 @@ mod tests {
         let (repo, diags) = validate(&files);
         assert!(repo.is_none());
         assert!(
-            diags.iter().any(|d| d.file == path && d.message.contains("no server is named")),
+            diags
+                .iter()
+                .any(|d| d.file == path && d.message.contains("no server is named")),
             "{diags:?}"
         );
         // How strict the judgement is stays the pipeline's.
@@ -708,7 +760,9 @@ mod tests {
         let (repo, diags) = validate(&files);
         assert!(repo.is_none());
         assert!(
-            diags.iter().any(|d| d.message.contains("unknown key `confidence`")),
+            diags
+                .iter()
+                .any(|d| d.message.contains("unknown key `confidence`")),
             "{diags:?}"
         );
     }

@@ -150,10 +150,10 @@ fn a_long_name_is_cut_to_a_dns_label_and_the_hash_keeps_runs_apart() {
 }
 
 #[test]
-fn left_out_the_job_does_not_retry_never_restarts_expires_in_an_hour_and_ends_at_the_timeout() {
+fn left_out_the_job_does_not_retry_never_restarts_expires_in_a_week_and_ends_at_the_timeout() {
     let job = check_job_object(&spec(), &run()).expect("a Job");
     assert_eq!(job["spec"]["backoffLimit"], 0);
-    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 3600);
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 7 * 24 * 3600);
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
 }
