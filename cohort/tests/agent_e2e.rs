@@ -6,73 +6,13 @@
 mod kube_common;
 mod router_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 
-use kube_common::{Namespace, kubectl, kubectl_json, release_repo, text, wait_for};
+use kube_common::{Namespace, Running, git_commit, kubectl, kubectl_json, release_repo, text, wait_for};
 
 const TOKEN: &str = "eu-west-token-0123456789abcdef";
 const FLEET: &str = "fleet-token-0123456789abcdef";
-
-/// A child process killed when dropped, whose stderr is collected as it comes.
-struct Running {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn start(args: &[&str], dir: &Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cohort");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Running { child, stderr }
-    }
-
-    fn said(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
-    }
-
-    /// The first `scheme://host:port` after `marker` in its stderr, once it is there.
-    fn address_after(&self, marker: &str) -> String {
-        let mut found = None;
-        wait_for(&format!("`{marker}` in the log"), 20, || {
-            let said = self.said();
-            found = said.find(marker).map(|at| {
-                said[at + marker.len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_end_matches(',')
-                    .to_string()
-            });
-            found.is_some()
-        });
-        found.unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cohort(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cohort"))
@@ -80,23 +20,6 @@ fn cohort(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .expect("run cohort")
-}
-
-fn git_commit(repo: &Path, message: &str) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-qam",
-            message,
-        ])
-        .current_dir(repo)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "{}", text(&out));
 }
 
 fn head(repo: &Path) -> String {

@@ -4,12 +4,15 @@
 //! loopback backends, answers every query of the Grafana dashboard with series and runs every
 //! alert's expression.
 //!
-//! The agent is not run: `cohort agent` reads its saved state from the Kubernetes API server
-//! before its first poll and stops without one, and this test runs without a cluster. Its
-//! panels' queries are still run against Prometheus (they must parse and evaluate), and every
-//! `cohort_agent_*` name they use must be one the agent's own registry
-//! (`cohort_agent::metrics::Metrics`, what its admin port serves) encodes; that they return
-//! series from a running agent is not checked here.
+//! The agent is not run here: `cohort agent` reads its saved state from the Kubernetes API
+//! server before its first poll and stops without one, and this test runs without a cluster.
+//! Its panels' queries are still run against Prometheus (they must parse and evaluate), and
+//! every `cohort_agent_*` name they use must be one the agent's own registry
+//! (`cohort_agent::metrics::Metrics`, what its admin port serves) encodes. That they return
+//! series from a running agent (applying, refusing an invalid revision, failing a poll), and
+//! that `CohortAgentNotPolling` and `CohortAgentDown` stay quiet for one that polls, is
+//! agent_monitoring.rs's, which runs when `COHORT_E2E_KUBECONFIG` names a cluster. The
+//! dashboard and rule helpers both use are prom_common::dashboard.
 // Timings for whoever runs it, no text from outside: the binary's rule on printing
 // (cohort/clippy.toml) is for what it shows operators.
 #![allow(clippy::disallowed_macros)]
@@ -25,12 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use prom_common::dashboard::{
+    alert_expr, alert_exprs, alert_rules, dashboard, dashboard_queries, metric_names, monitoring_dir,
+    substitute,
+};
 use prom_common::{Prometheus, Target, is_empty, promtool_binary, repo_root};
 use router_common::start_router;
-
-fn monitoring_dir() -> std::path::PathBuf {
-    repo_root().join("deploy/monitoring")
-}
 
 /// Runs promtool with `args` in `dir`: (success, what it said).
 fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -268,73 +271,6 @@ fn router_config(trusted: bool, internal: SocketAddr, canary: SocketAddr, produc
     )
 }
 
-/// Every `expr` of every panel's targets, rows' nested panels included: (panel title, expr).
-fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(panels: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or("?").to_string();
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    out.push((title.clone(), expr.to_string()));
-                }
-            }
-            walk(&panel["panels"], out);
-        }
-    }
-    let mut out = vec![];
-    walk(&dashboard["panels"], &mut out);
-    out
-}
-
-/// Grafana's variables filled in: `$service` and `$track` as given (a value, or the regex of
-/// several or all), the intervals as Grafana would for a 1 s scrape.
-fn substitute(expr: &str, service: &str, track: &str) -> String {
-    let mut e = expr.to_string();
-    for (var, value) in [
-        ("${datasource}", "prometheus"),
-        ("$__rate_interval", "10s"),
-        ("$__interval", "2s"),
-        ("$__range", "1m"),
-        ("${service}", service),
-        ("$service", service),
-        ("${track}", track),
-        ("$track", track),
-    ] {
-        e = e.replace(var, value);
-    }
-    assert!(!e.contains('$'), "a variable this test does not fill in: {expr}");
-    e
-}
-
-/// The `expr`s of alerts.yaml, in order: `expr: |` blocks (the lines indented deeper) and
-/// one-line ones.
-fn alert_exprs(rules: &str) -> Vec<String> {
-    let lines: Vec<&str> = rules.lines().collect();
-    let mut out = vec![];
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if let Some(rest) = line.trim_start().strip_prefix("expr:") {
-            let rest = rest.trim();
-            if rest == "|" || rest == ">" {
-                let mut block = vec![];
-                while i + 1 < lines.len()
-                    && (lines[i + 1].trim().is_empty() || indent(lines[i + 1]) > indent(line))
-                {
-                    i += 1;
-                    block.push(lines[i].trim());
-                }
-                out.push(block.join("\n"));
-            } else {
-                out.push(rest.to_string());
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
 /// The agent's metric names as its admin port serves them, from its own registry.
 fn agent_metric_names() -> Vec<String> {
     use cohort_agent::metrics::{ApplyLabels, Metrics, PollLabels};
@@ -358,29 +294,10 @@ fn agent_metric_names() -> Vec<String> {
         .collect()
 }
 
-/// The `cohort_*` metric names in a query.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut rest = expr;
-    while let Some(at) = rest.find("cohort_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        out.push(name);
-    }
-    out
-}
-
 #[test]
 fn every_dashboard_query_returns_series_from_real_routers_in_a_real_prometheus() {
     let began = Instant::now();
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(monitoring_dir().join("grafana-dashboard.json"))
-            .expect("read the dashboard"),
-    )
-    .expect("the dashboard is JSON");
+    let dashboard = dashboard();
     let queries = dashboard_queries(&dashboard);
     assert!(
         queries.len() >= 15,
@@ -553,15 +470,7 @@ fn every_dashboard_query_returns_series_from_real_routers_in_a_real_prometheus()
         }
         for track in ["canary", "(canary|production)", ".*"] {
             let query = substitute(expr, "account-service", track);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let result = loop {
-                match prometheus.try_query(&query) {
-                    Ok(r) if !is_empty(&r) || Instant::now() >= deadline => break Ok(r),
-                    Ok(_) => std::thread::sleep(Duration::from_millis(250)),
-                    Err(e) => break Err(e),
-                }
-            };
-            match result {
+            match prometheus.try_query_for_series(&query, Duration::from_secs(15)) {
                 Ok(r) if is_empty(&r) => failures.push(format!("{title}: no series for {query}")),
                 Ok(_) => checked += 1,
                 Err(e) => failures.push(format!("{title}: {query}: {e}")),
@@ -594,18 +503,15 @@ fn every_dashboard_query_returns_series_from_real_routers_in_a_real_prometheus()
     assert!(value > 0.1 && value < 0.9, "canary's error rate {value}");
 
     // Every alert's expression parses and runs against the same data (most are quiet here).
-    let rules = std::fs::read_to_string(monitoring_dir().join("alerts.yaml")).expect("read alerts.yaml");
+    let rules = alert_rules();
     let exprs = alert_exprs(&rules);
     assert_eq!(exprs.len(), rules.matches("- alert: ").count(), "{exprs:#?}");
     for expr in &exprs {
         prometheus.query(expr);
     }
     // No agent is scraped here: the agent-down alert's expression says so.
-    let agent_down = exprs
-        .iter()
-        .find(|e| e.starts_with("absent(up{job=\"cohort-agent\""))
-        .expect("the agent-down alert");
-    assert!(!is_empty(&prometheus.query(agent_down)), "{agent_down}");
+    let agent_down = alert_expr(&rules, "CohortAgentDown");
+    assert!(!is_empty(&prometheus.query(&agent_down)), "{agent_down}");
 
     stop.store(true, Ordering::Relaxed);
     let sent = traffic.join().expect("traffic");

@@ -3,8 +3,10 @@
 //! service accounts with limited rights.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The kubeconfig to test against, or `None` (saying why the test is skipped).
 // A test's note to whoever runs it, with no text from outside: the binary's rule on printing
@@ -235,4 +237,82 @@ pub fn release_repo(dir: &Path, ns: &str, kc: &Path) -> PathBuf {
         .expect("git");
     assert!(git.status.success(), "{}", text(&git));
     repo
+}
+
+/// A child process killed when dropped, whose stderr is collected as it comes.
+pub struct Running {
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// `cohort ARGS` in `dir`.
+    pub fn start(args: &[&str], dir: &Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cohort");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Running { child, stderr }
+    }
+
+    /// Its stderr so far.
+    pub fn said(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The first `scheme://host:port` after `marker` in its stderr, once it is there.
+    pub fn address_after(&self, marker: &str) -> String {
+        let mut found = None;
+        wait_for(&format!("`{marker}` in the log"), 20, || {
+            let said = self.said();
+            found = said.find(marker).map(|at| {
+                said[at + marker.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(',')
+                    .to_string()
+            });
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Commits every change of `repo`'s tracked files.
+pub fn git_commit(repo: &Path, message: &str) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qam",
+            message,
+        ])
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "{}", text(&out));
 }

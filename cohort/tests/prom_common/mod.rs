@@ -4,6 +4,8 @@
 //! install it: a test of the shipped monitoring must not pass by not running.
 #![allow(dead_code)]
 
+pub mod dashboard;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -163,6 +165,19 @@ impl Prometheus {
                 answer["errorType"].as_str().unwrap_or("?"),
                 answer["error"].as_str().unwrap_or(&body)
             )),
+        }
+    }
+
+    /// Polls `promql` every 250 ms until its result is not empty or `timeout` passes, and
+    /// returns the last result (empty if it never had series); Prometheus's error at once.
+    pub fn try_query_for_series(&self, promql: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self.try_query(promql)?;
+            if !is_empty(&result) || Instant::now() >= deadline {
+                return Ok(result);
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 
