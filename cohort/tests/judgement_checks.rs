@@ -94,6 +94,10 @@ fn cohort(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("COHORT_REPO")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Release Bot")
+        .env("GIT_AUTHOR_EMAIL", "bot@example.com")
+        .env("GIT_COMMITTER_NAME", "Release Bot")
+        .env("GIT_COMMITTER_EMAIL", "bot@example.com")
         .output()
         .expect("cohort runs")
 }
@@ -113,6 +117,13 @@ fn release_repo(dir: &Path, judgement: &str) -> PathBuf {
     let repo = dir.join("releases");
     let path = repo.join("cohort.yaml");
     let yaml = std::fs::read_to_string(&path).expect("read");
+    // Promotion into paid needs a passing judgement.
+    let gate = (
+        "  paid:\n    min_time_in_previous: 1h\n",
+        "  paid:\n    require_judgement: true\n",
+    );
+    assert!(yaml.contains(gate.0), "{yaml}");
+    let yaml = yaml.replace(gate.0, gate.1);
     std::fs::write(&path, format!("{yaml}\n{judgement}")).expect("write");
     let check = cohort(&repo, &["validate"]);
     assert!(check.status.success(), "{}", text(&check));
@@ -324,6 +335,23 @@ fn a_canary_whose_business_rate_drops_is_failed_by_its_prometheus_check_while_th
         "{said}"
     );
 
+    // Nor does promote's judgement gate let it into paid.
+    let refused = cohort(
+        &repo,
+        &[
+            "promote",
+            "account-service",
+            "--to",
+            "paid",
+            "--metrics-url",
+            &url,
+        ],
+    );
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("checks: checkouts-per-request: fail: "), "{said}");
+    assert!(said.contains("a passing canary judgement is required"), "{said}");
+
     // The autopilot judges with the checks too: it would roll the canary back on them.
     let pass = cohort(
         &repo,
@@ -380,6 +408,31 @@ fn a_healthy_canary_passes_every_check_and_a_query_returning_nothing_is_inconclu
     for c in report["checks"].as_array().expect("checks") {
         assert_eq!(c["outcome"], "pass", "{c:#}");
     }
+
+    // Promote's judgement gate runs them too, and the commit carries their evidence.
+    let url = format!("http://{}", s.router.admin);
+    let promoted = cohort(
+        &repo,
+        &[
+            "promote",
+            "account-service",
+            "--to",
+            "paid",
+            "--metrics-url",
+            &url,
+        ],
+    );
+    assert_eq!(promoted.status.code(), Some(0), "{}", text(&promoted));
+    let log = Command::new("git")
+        .args(["log", "-1", "--format=%B"])
+        .current_dir(&repo)
+        .output()
+        .expect("git log");
+    let message = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        message.contains("; checks passed: checkouts-per-request, router-errors, orders-api"),
+        "{message}"
+    );
 
     // The service's own check, over the pipeline's: a label that matches no series.
     let spec = repo.join("services/account-service.yaml");
