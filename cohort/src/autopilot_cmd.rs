@@ -680,6 +680,22 @@ async fn pass(
     for (source, why) in &read.unread {
         eout!("cohort autopilot: {source} not read this pass: {why}");
     }
+    // The extra checks too, before the lock: a slow server must not keep people waiting.
+    let checks = {
+        let judgement = effective(&args.judge, Some(&repo));
+        let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
+        let jobs = match args.dry_run {
+            true => crate::checks_run::Jobs::Read(&target),
+            false => crate::checks_run::Jobs::Look(&target),
+        };
+        all_checks(
+            &repo,
+            judgement.window.as_secs_ceil(),
+            &settings(&judgement)?,
+            &jobs,
+        )
+        .await
+    };
     // A commit made while the routers were read is read and validated again.
     let lock = store.lock()?;
     // A remote is fetched once more: its push would find out anyway, but later, at more cost.
@@ -700,21 +716,10 @@ async fn pass(
 
     let names: Vec<String> = repo.services.iter().map(|s| s.spec.name.to_string()).collect();
     let mut outcomes = vec![];
-    let target = args.judge.cluster.target(Some(&repo.pipeline.namespace));
+    let no_checks = BTreeMap::new();
     for name in names {
         let mut races = 0;
-        // The extra checks, once per service and pass (a lost race decides again on them).
-        let checks = match repo.services.iter().find(|s| s.spec.name.as_str() == name) {
-            Some(svc) => {
-                let jobs = match args.dry_run {
-                    true => crate::checks_run::Jobs::Read(&target),
-                    false => crate::checks_run::Jobs::Look(&target),
-                };
-                let window = judgement.window.as_secs_ceil();
-                pass_checks(&repo, svc, window, &judge_settings, &jobs).await
-            }
-            None => BTreeMap::new(),
-        };
+        let checks = checks.get(&name).unwrap_or(&no_checks);
         let outcome = loop {
             // Gone from a revision fetched after a lost race: a person removed it.
             let Some(svc) = repo.services.iter().find(|s| s.spec.name.as_str() == name) else {
@@ -1050,7 +1055,7 @@ fn facts(
     read: &Read,
     pairs: &Pairs,
     settings: &cohort_judge::Settings,
-    checks: &BTreeMap<String, Vec<cohort_checks::CheckResult>>,
+    checks: &ServiceChecks,
 ) -> (BTreeMap<TrackName, TrackFacts>, Vec<Judged>) {
     let name = svc.spec.name.as_str();
     let window = read.stats.get(name);
@@ -1119,7 +1124,8 @@ fn facts(
                 ),
                 (v, _) => (v, String::new()),
             };
-            let results = checks.get(track.as_str()).cloned().unwrap_or_default();
+            let has_checks = !crate::checks_run::checks_of(repo, svc).checks.is_empty();
+            let results = checks_of_version(checks, track.as_str(), version.as_str(), has_checks);
             let verdict = cohort_checks::combine(verdict, &results);
             let from_checks = cohort_checks::evidence_line(&results)
                 .map(|c| format!("; {c}"))
@@ -1137,6 +1143,52 @@ fn facts(
     (tracks, judged)
 }
 
+/// Per judged track of a service: the version its checks ran for, and their results.
+type ServiceChecks = BTreeMap<String, (String, Vec<cohort_checks::CheckResult>)>;
+
+/// The checks' results for `version` on `track`. They are run before the repo is read again
+/// under the lock: results for another version (a commit in between) are not this one's, and
+/// a service that has checks is never judged without them.
+fn checks_of_version(
+    checks: &ServiceChecks,
+    track: &str,
+    version: &str,
+    has_checks: bool,
+) -> Vec<cohort_checks::CheckResult> {
+    match checks.get(track) {
+        Some((v, results)) if v == version => results.clone(),
+        _ if !has_checks => vec![],
+        _ => vec![cohort_checks::CheckResult::new(
+            "checks",
+            "all",
+            cohort_checks::Outcome::Inconclusive,
+            format!("they ran for another version of {track}; judged again next pass"),
+        )],
+    }
+}
+
+/// Services whose checks run at once: a server that does not answer holds a pass for its
+/// timeout once per this many services, not once per service.
+const SERVICES_CHECKED_AT_ONCE: usize = 16;
+
+/// Every service's extra checks, keyed by service.
+async fn all_checks(
+    repo: &Repo,
+    window_seconds: u64,
+    settings: &cohort_judge::Settings,
+    jobs: &crate::checks_run::Jobs<'_>,
+) -> BTreeMap<String, ServiceChecks> {
+    use futures::StreamExt;
+    futures::stream::iter(&repo.services)
+        .map(|svc| async move {
+            let checks = pass_checks(repo, svc, window_seconds, settings, jobs).await;
+            (svc.spec.name.to_string(), checks)
+        })
+        .buffer_unordered(SERVICES_CHECKED_AT_ONCE)
+        .collect()
+        .await
+}
+
 /// The extra checks of every track of `svc` that is judged (its version is not the last
 /// stage's), keyed by track.
 async fn pass_checks(
@@ -1145,16 +1197,20 @@ async fn pass_checks(
     window_seconds: u64,
     settings: &cohort_judge::Settings,
     jobs: &crate::checks_run::Jobs<'_>,
-) -> BTreeMap<String, Vec<cohort_checks::CheckResult>> {
+) -> ServiceChecks {
     let p = &repo.pipeline;
     let Some((base, base_version)) = p.stages.last().and_then(|b| Some((b, svc.state.version(b)?))) else {
         return BTreeMap::new();
     };
+    if crate::checks_run::checks_of(repo, svc).checks.is_empty() {
+        return BTreeMap::new();
+    }
     let judged = p
         .stages
         .iter()
-        .filter(|t| *t != base && svc.state.version(t).is_some_and(|v| v != base_version));
-    let runs = judged.map(|t| async move {
+        .filter(|t| *t != base)
+        .filter_map(|t| Some((t, svc.state.version(t).filter(|v| *v != base_version)?)));
+    let runs = judged.map(|(t, version)| async move {
         let results = crate::checks_run::run(
             repo,
             svc,
@@ -1164,7 +1220,7 @@ async fn pass_checks(
             jobs,
         )
         .await;
-        (t.to_string(), results)
+        (t.to_string(), (version.to_string(), results))
     });
     futures::future::join_all(runs).await.into_iter().collect()
 }
@@ -1296,4 +1352,32 @@ async fn from_control(
         unread: vec![],
         silent,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_run_for_another_version_never_let_this_one_pass_without_them() {
+        use cohort_checks::{CheckResult, Outcome};
+        let pass = CheckResult::new("rate", "prometheus", Outcome::Pass, "fine");
+        let checks: ServiceChecks =
+            [("canary".to_string(), ("1.17.0".to_string(), vec![pass.clone()]))].into();
+        assert_eq!(checks_of_version(&checks, "canary", "1.17.0", true), vec![pass]);
+        let other = checks_of_version(&checks, "canary", "1.18.0", true);
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].outcome, Outcome::Inconclusive);
+        assert_eq!(
+            cohort_checks::combine(Verdict::Pass, &other),
+            Verdict::Inconclusive
+        );
+        // A track the pass ran no checks for, of a service with checks: not a pass either.
+        assert_eq!(
+            checks_of_version(&checks, "paid", "1.17.0", true)[0].outcome,
+            Outcome::Inconclusive
+        );
+        // A service without checks is judged on the counts.
+        assert!(checks_of_version(&BTreeMap::new(), "canary", "1.17.0", false).is_empty());
+    }
 }

@@ -216,7 +216,7 @@ pub enum Command {
     /// directory) expectations come from it; without one, from labels and the defaults below.
     /// Exit status: 0 all healthy, 1 problems found, 2 could not check.
     Status(StatusArgs),
-    /// Judge a track against its baseline from the routers' own counts: error rate and latency.
+    /// Judge a track against its baseline: the routers' own counts, and the release repo's checks.
     ///
     /// Reads every router of the service (through the cluster's API server, or the admin
     /// URLs given with --metrics-url), sums their last --window, and compares the track with
@@ -225,6 +225,10 @@ pub enum Command {
     /// histograms (failing only when also 1.25× slower at p50 or p99). A pass needs enough
     /// requests to have caught twice the baseline's error rate (or --min-error-increase more);
     /// with fewer it says how many more, and about how long that takes.
+    ///
+    /// With a release repo, the service's `judgement.checks` are run too (Prometheus queries,
+    /// web checks, Job checks, waited for) and make one verdict with the counts: a failing
+    /// check fails it, one inconclusive or that could not judge keeps it inconclusive.
     /// Exit status: 0 pass, 1 fail, 3 inconclusive, 2 could not judge.
     Analyze(AnalyzeArgs),
     /// Make the cluster run what the release repo says, without dropping traffic.

@@ -767,3 +767,33 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod seed_tests {
+    use crate::repo::validate;
+
+    /// The commented `judgement:` example in the seed's cohort.yaml, uncommented, is valid.
+    #[test]
+    fn the_seeds_commented_judgement_example_is_valid() {
+        let mut files = crate::scaffold::repo_files();
+        let text = files.pipeline.take().expect("cohort.yaml");
+        let start = text.find("# judgement:\n").expect("the example");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))))
+            .collect();
+        assert!(block.contains("checks:"), "{block}");
+        files.pipeline = Some(format!("{text}\n{block}"));
+        let (repo, diags) = validate(&files);
+        let repo = repo.unwrap_or_else(|| panic!("{block}\n{diags:?}"));
+        let names: Vec<&str> = repo
+            .pipeline
+            .checks
+            .checks
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["checkouts-per-request", "integration-tests"]);
+    }
+}
