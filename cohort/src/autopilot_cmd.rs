@@ -725,7 +725,7 @@ async fn pass(
             let Some(svc) = repo.services.iter().find(|s| s.spec.name.as_str() == name) else {
                 break None;
             };
-            let (tracks, judged) = facts(&repo, svc, &history, &read, &pairs, &judge_settings, &checks);
+            let (tracks, judged) = facts(&repo, svc, &history, &read, &pairs, &judge_settings, checks);
             let decision = decide(&Inputs {
                 pipeline: &repo.pipeline,
                 state: &svc.state,
