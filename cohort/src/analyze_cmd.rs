@@ -242,6 +242,19 @@ async fn gather(
     all.ok_or_else(|| CouldNotApply("no router answered".into()).into())
 }
 
+/// The version the release repo gives `track` (`-` for none).
+fn repo_version(svc: &cohort_spec::Service, track: &str) -> String {
+    cohort_core::TrackName::new(track)
+        .ok()
+        .and_then(|t| svc.state.version(&t).map(ToString::to_string))
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// Whether the routers served the release repo's version of `track` in the window.
+fn serves_repo_version(stats: &WindowStats, svc: &cohort_spec::Service, track: &str) -> bool {
+    version_of(stats, track) == repo_version(svc, track)
+}
+
 /// The version a track ran in the window (the one with most requests).
 fn version_of(stats: &WindowStats, track: &str) -> String {
     let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
@@ -312,6 +325,23 @@ pub async fn judge(
     let judgement = cohort_judge::judge(&t, &b, cohorts, active, &stats.latency_bounds_ms, &settings);
     let checks = match (repo, with_checks) {
         (Some(repo), true) => match repo.services.iter().find(|s| s.spec.name.as_str() == service) {
+            // A web check or a Job would reach the version being replaced (and a Job's outcome
+            // is kept as the new one's): the checks wait until the routers serve the version.
+            Some(svc)
+                if !crate::checks_run::checks_of(repo, svc).checks.is_empty()
+                    && !serves_repo_version(&stats, svc, track) =>
+            {
+                vec![cohort_checks::CheckResult::new(
+                    "checks",
+                    "all",
+                    cohort_checks::Outcome::Inconclusive,
+                    format!(
+                        "not run: the routers serve {} on {track}, the release repo says {}; wait until it has rolled out",
+                        version_of(&stats, track),
+                        repo_version(svc, track)
+                    ),
+                )]
+            }
             Some(svc) => {
                 let target = args.cluster.target(Some(&repo.pipeline.namespace));
                 crate::checks_run::run(

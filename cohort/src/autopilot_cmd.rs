@@ -690,6 +690,7 @@ async fn pass(
         };
         all_checks(
             &repo,
+            &read,
             judgement.window.as_secs_ceil(),
             &settings(&judgement)?,
             &jobs,
@@ -1174,6 +1175,7 @@ const SERVICES_CHECKED_AT_ONCE: usize = 16;
 /// Every service's extra checks, keyed by service.
 async fn all_checks(
     repo: &Repo,
+    read: &Read,
     window_seconds: u64,
     settings: &cohort_judge::Settings,
     jobs: &crate::checks_run::Jobs<'_>,
@@ -1181,7 +1183,7 @@ async fn all_checks(
     use futures::StreamExt;
     futures::stream::iter(&repo.services)
         .map(|svc| async move {
-            let checks = pass_checks(repo, svc, window_seconds, settings, jobs).await;
+            let checks = pass_checks(repo, svc, read, window_seconds, settings, jobs).await;
             (svc.spec.name.to_string(), checks)
         })
         .buffer_unordered(SERVICES_CHECKED_AT_ONCE)
@@ -1190,10 +1192,12 @@ async fn all_checks(
 }
 
 /// The extra checks of every track of `svc` that is judged (its version is not the last
-/// stage's), keyed by track.
+/// stage's), keyed by track. A version not yet rolled out is not checked: a web check or a Job
+/// would reach the version it replaces, and a Job's outcome is kept as the new one's.
 async fn pass_checks(
     repo: &Repo,
     svc: &Service,
+    read: &Read,
     window_seconds: u64,
     settings: &cohort_judge::Settings,
     jobs: &crate::checks_run::Jobs<'_>,
@@ -1210,7 +1214,27 @@ async fn pass_checks(
         .iter()
         .filter(|t| *t != base)
         .filter_map(|t| Some((t, svc.state.version(t).filter(|v| *v != base_version)?)));
+    let name = svc.spec.name.as_str();
+    let rolled_out = |t: &TrackName, v: &cohort_core::Version| match &read.rolled_out {
+        Some(done) => done.contains(&cohort_render::deployment_name(name, t, v)),
+        // Without the cluster, the routers say: apply switches one to a version only once
+        // its pods are ready.
+        None => read.stats.get(name).is_some_and(|w| {
+            w.series
+                .iter()
+                .any(|s| s.track == t.as_str() && s.version == v.as_str() && s.counts.requests > 0)
+        }),
+    };
     let runs = judged.map(|(t, version)| async move {
+        if !rolled_out(t, version) {
+            let wait = cohort_checks::CheckResult::new(
+                "checks",
+                "all",
+                cohort_checks::Outcome::Inconclusive,
+                format!("not run yet: {version} has not rolled out on {t}"),
+            );
+            return (t.to_string(), (version.to_string(), vec![wait]));
+        }
         let results = crate::checks_run::run(
             repo,
             svc,

@@ -102,7 +102,16 @@ async fn job(
         address: &judging.track.address,
         timeout_seconds: timeout.as_secs(),
     };
-    let object = match cohort_kube::check_job_object(spec, &run) {
+    let values = cohort_core::checks::TemplateValues {
+        service: judging.service,
+        track: &judging.track.track,
+        version: &judging.track.version,
+        namespace: judging.namespace,
+        window: &format!("{}s", judging.window_seconds.max(1)),
+        address: &judging.track.address,
+    };
+    let spec = cohort_core::checks::render_job(spec, &values);
+    let object = match cohort_kube::check_job_object(&spec, &run) {
         Ok(o) => o,
         Err(e) => return could_not(format!("its Job cannot be made: {e}")),
     };
@@ -143,6 +152,11 @@ async fn job(
             Ok(None) => return could_not(format!("its Job {name} is gone (deleted while it ran?)")),
             Err(e) => return could_not(format!("cannot read its Job {name}: {e}")),
         };
+        if !state.ours {
+            return could_not(format!(
+                "a Job named {name} exists that cohort did not make for this run; delete it (kubectl delete job {name}) to run the check"
+            ));
+        }
         let seconds = state
             .started
             .map(|s| (jiff::Timestamp::now().as_second() - s).max(0) as u64);
@@ -154,7 +168,16 @@ async fn job(
         let running = matches!(job_state, JobState::Running { .. });
         // The Job's own deadline ends it; a little more lets its status arrive.
         if !running || !wait || started.elapsed() > timeout + Duration::from_secs(30) {
-            return cohort_checks::job::judge(&c.name, &name, &job_state, &state.log_tail);
+            let mut result = cohort_checks::job::judge(&c.name, &name, &job_state, &state.log_tail);
+            // Its outcome is this version's record: a failure that was not the build's (an
+            // image not pulled, a node lost) is run again only by deleting it.
+            if result.outcome == Outcome::Fail {
+                result.evidence.push(format!(
+                    "to run it again: kubectl -n {} delete job {name}",
+                    judging.namespace
+                ));
+            }
+            return result;
         }
         if said.elapsed() >= Duration::from_secs(10) {
             eout!(

@@ -558,4 +558,19 @@ fn web_checks_judge_the_status_and_a_json_value_over_https_with_the_teams_ca() {
     assert_eq!(untrusted["outcome"], "could_not_judge", "{untrusted:#}");
     let why = untrusted["summary"].as_str().expect("summary");
     assert!(why.contains("UnknownIssuer"), "{why}");
+
+    // Routers still serving another version than the release repo's: the checks would reach
+    // the version being replaced, so they wait.
+    let config = tracks.path().join("older.yaml");
+    std::fs::write(&config, canary_config("1.16.0", canary.addr, production.addr)).expect("write");
+    let older = start_router(&["--config".as_ref(), config.as_os_str()]);
+    free_requests(older.traffic, 100);
+    let (out, report) = analyze(&repo, &older, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let waiting = outcome(&report, "checks");
+    assert_eq!(waiting["outcome"], "inconclusive", "{report:#}");
+    assert_eq!(
+        waiting["summary"],
+        "not run: the routers serve 1.16.0 on canary, the release repo says 1.17.0; wait until it has rolled out"
+    );
 }

@@ -65,7 +65,7 @@ fn a_failing_job_check_fails_the_verdict_with_its_log_tail_and_a_passing_one_pas
     let repo = kube_common::release_repo(dir.path(), &ns.name, &kc);
     let passing = job(
         "smoke",
-        "echo smoke test of $COHORT_SERVICE $COHORT_VERSION at $COHORT_ADDRESS; exit 0",
+        "echo smoke test of $COHORT_SERVICE $COHORT_VERSION at $COHORT_ADDRESS, templated {{address}}; exit 0",
     );
     let failing = job(
         "integration",
@@ -120,6 +120,10 @@ fn a_failing_job_check_fails_the_verdict_with_its_log_tail_and_a_passing_one_pas
     assert_eq!(failed["outcome"], "fail", "{failed:#}");
     let summary = failed["summary"].as_str().expect("summary");
     assert!(summary.contains("failed (BackoffLimitExceeded"), "{summary}");
+    let failed_job = summary
+        .strip_prefix("Job ")
+        .and_then(|s| s.split(' ').next())
+        .expect("the Job's name");
     let evidence: Vec<&str> = failed["evidence"]
         .as_array()
         .expect("evidence")
@@ -147,7 +151,18 @@ fn a_failing_job_check_fails_the_verdict_with_its_log_tail_and_a_passing_one_pas
     };
     assert_eq!(
         evidence.last(),
-        Some(&"  FAIL: checkout answered 500"),
+        Some(
+            &format!(
+                "to run it again: kubectl -n {} delete job {}",
+                ns.name, failed_job
+            )
+            .as_str()
+        ),
+        "{evidence:?}"
+    );
+    assert_eq!(
+        evidence[evidence.len() - 2],
+        "  FAIL: checkout answered 500",
         "{evidence:?}\n{}",
         logs_of("integration")
     );
@@ -157,12 +172,66 @@ fn a_failing_job_check_fails_the_verdict_with_its_log_tail_and_a_passing_one_pas
     assert_eq!(
         logs_of("smoke").trim(),
         format!(
-            "smoke test of account-service 1.17.0 at http://account-service-canary.{}.svc:8080",
-            ns.name
+            "smoke test of account-service 1.17.0 at http://account-service-canary.{ns}.svc:8080, templated http://account-service-canary.{ns}.svc:8080",
+            ns = ns.name
         )
     );
 
-    // Judged again, the same Jobs are read, not run again; without the failing check it passes.
+    // A Job of the check's name that cohort did not make for this run is not its outcome.
+    let jobs = kube_common::kubectl_json(&kc, &["-n", &ns.name, "get", "jobs", "-o", "json"]);
+    let smoke_name = jobs["items"]
+        .as_array()
+        .and_then(|j| {
+            j.iter()
+                .find(|j| j["metadata"]["labels"]["cohort.dev/check"] == "smoke")
+        })
+        .and_then(|j| j["metadata"]["name"].as_str())
+        .expect("the smoke Job")
+        .to_string();
+    kube_common::kubectl(
+        &kc,
+        &["-n", &ns.name, "delete", "job", &smoke_name, "--wait"],
+        None,
+    );
+    kube_common::kubectl(
+        &kc,
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "job",
+            &smoke_name,
+            "--image",
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "exit 0",
+        ],
+        None,
+    );
+    let out = cohort(&repo, &analyze);
+    let forged: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let smoke = forged["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "smoke"))
+        .expect("smoke");
+    assert_eq!(smoke["outcome"], "could_not_judge", "{smoke:#}");
+    assert!(
+        smoke["summary"]
+            .as_str()
+            .expect("summary")
+            .contains("that cohort did not make for this run"),
+        "{smoke:#}"
+    );
+    kube_common::kubectl(
+        &kc,
+        &["-n", &ns.name, "delete", "job", &smoke_name, "--wait"],
+        None,
+    );
+
+    // Judged again, the same Jobs are read (or run again where deleted); without the failing
+    // check it passes.
     std::fs::write(&path, format!("{seed}\n{}", yaml(&passing))).expect("write");
     let out = cohort(&repo, &analyze);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

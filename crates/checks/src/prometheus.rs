@@ -42,6 +42,9 @@ pub enum AnswerError {
     /// Not the JSON of Prometheus's HTTP API.
     #[error("the answer is not Prometheus's query API: {0}")]
     NotPrometheus(String),
+    /// A success with warnings: Thanos, Cortex or Mimir answering from part of their stores.
+    #[error("the answer came with warnings, so it may be partial: {0}")]
+    Warnings(String),
 }
 
 /// Reads the body of `/api/v1/query` to one value.
@@ -57,6 +60,19 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
             });
         }
         _ => return Err(AnswerError::NotPrometheus("no `status`".into())),
+    }
+    // A partial sum judged as a whole could pass a track on missing data.
+    if let Some(w) = v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .filter(|w| !w.is_empty())
+    {
+        let texts: Vec<String> = w
+            .iter()
+            .take(3)
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect();
+        return Err(AnswerError::Warnings(texts.join("; ")));
     }
     let data = v
         .get("data")
@@ -243,6 +259,9 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
     };
     let mut broken = vec![];
     let mut held = vec![];
+    // An infinite value (a division by zero, a quantile past the last bucket) has no
+    // share to drop or rise by: compared, it says nothing.
+    let unmeasurable = b.filter(|b| rule.compares_with_baseline() && !(t.is_finite() && b.is_finite()));
     let against = |b: f64| match b {
         0.0 => format!("{} against {}", number(t), number(b)),
         _ => format!(
@@ -252,6 +271,7 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
             (t - b) / b.abs() * 100.0
         ),
     };
+    let b = b.filter(|_| unmeasurable.is_none());
     if let (Some(d), Some(b)) = (rule.must_not_drop_by, b) {
         let floor = b - b.abs() * d;
         let line = format!("{}, may drop by {:.0}%", against(b), d * 100.0);
@@ -282,9 +302,17 @@ pub fn judge_value(name: &str, rule: &ValueRule, track: Answer, baseline: Option
             false => held.push(line),
         }
     }
-    (result.outcome, result.summary) = match broken.is_empty() {
-        true => (Outcome::Pass, held.join("; ")),
-        false => (Outcome::Fail, broken.join("; ")),
+    (result.outcome, result.summary) = match (broken.is_empty(), unmeasurable) {
+        (false, _) => (Outcome::Fail, broken.join("; ")),
+        (true, Some(b)) => (
+            Outcome::Inconclusive,
+            format!(
+                "{} against {}: not finite, so no change can be measured (a division by zero, or a quantile past the last bucket?)",
+                number(t),
+                number(b)
+            ),
+        ),
+        (true, None) => (Outcome::Pass, held.join("; ")),
     };
     result
 }
@@ -438,5 +466,46 @@ mod tests {
             judge_value("c", &drop, v(1.0), Some(v(f64::NAN))).outcome,
             Outcome::Inconclusive
         );
+    }
+
+    #[test]
+    fn an_infinite_value_compared_with_the_baseline_is_inconclusive_not_a_pass() {
+        // Found in review: `inf - inf * d` is NaN, every comparison with it false: a pass.
+        let drop = ValueRule {
+            must_not_drop_by: Some(0.1),
+            ..ValueRule::default()
+        };
+        let r = judge_value("c", &drop, v(0.0), Some(v(f64::INFINITY)));
+        assert_eq!(r.outcome, Outcome::Inconclusive, "{r:?}");
+        assert!(r.summary.contains("not finite"), "{}", r.summary);
+        let r = judge_value("c", &drop, v(-1e9), Some(v(f64::NEG_INFINITY)));
+        assert_eq!(r.outcome, Outcome::Inconclusive);
+        let rise = ValueRule {
+            must_not_rise_by: Some(0.25),
+            ..ValueRule::default()
+        };
+        let r = judge_value("p99", &rise, v(f64::INFINITY), Some(v(f64::INFINITY)));
+        assert_eq!(r.outcome, Outcome::Inconclusive);
+        // A threshold still judges an infinite value.
+        let capped = ValueRule {
+            at_most: Some(0.5),
+            ..rise
+        };
+        assert_eq!(
+            judge_value("p99", &capped, v(f64::INFINITY), Some(v(0.2))).outcome,
+            Outcome::Fail
+        );
+    }
+
+    #[test]
+    fn a_partial_answer_with_warnings_could_not_be_judged() {
+        // Found in review: Thanos answers a partial sum as a success with warnings.
+        let partial = br#"{"status":"success","warnings":["partial response: store 10.0.0.7:10901 unavailable"],"data":{"resultType":"vector","result":[{"metric":{},"value":[1.7e9,"0.5"]}]}}"#;
+        assert_eq!(
+            read_answer(partial).expect_err("partial").to_string(),
+            "the answer came with warnings, so it may be partial: partial response: store 10.0.0.7:10901 unavailable"
+        );
+        let none = br#"{"status":"success","warnings":[],"data":{"resultType":"scalar","result":[1,"2"]}}"#;
+        assert_eq!(read_answer(none), Ok(Answer::Value(2.0)));
     }
 }

@@ -66,6 +66,19 @@ pub fn judge(name: &str, check: &WebCheck, url: &str, status: u16, body: &[u8]) 
     let mut result = CheckResult::new(name, "web", Outcome::Pass, "");
     result.evidence.push(format!("GET {url} answered {status}"));
     if status != check.status {
+        // A redirect (not followed) or refused credentials say nothing of the track: failing
+        // on them would roll back every canary once a token expires or a URL moves.
+        let unjudged = match status {
+            300..=399 => Some("a redirect, not followed: give the final URL"),
+            401 | 407 => Some("the credentials were refused or missing"),
+            403 => Some("access is forbidden to the check's credentials"),
+            _ => None,
+        };
+        if let Some(why) = unjudged {
+            result.outcome = Outcome::CouldNotJudge;
+            result.summary = format!("{url} answered {status} ({why})");
+            return result;
+        }
         result.outcome = Outcome::Fail;
         result.summary = format!("{url} answered {status}, not {}", check.status);
         let start = String::from_utf8_lossy(&body[..body.len().min(300)])
@@ -180,6 +193,21 @@ mod tests {
             r.summary.starts_with("u answered 200, but not with JSON"),
             "{}",
             r.summary
+        );
+    }
+
+    #[test]
+    fn a_redirect_or_refused_credentials_could_not_be_judged_rather_than_fail_the_track() {
+        // Found in review: an expired token failed (and so rolled back) every canary.
+        let c = check(None, None);
+        for status in [301, 302, 307, 401, 403, 407] {
+            let r = judge("w", &c, "http://x/", status, b"");
+            assert_eq!(r.outcome, Outcome::CouldNotJudge, "{status}");
+        }
+        let expects_redirect = WebCheck { status: 302, ..c };
+        assert_eq!(
+            judge("w", &expects_redirect, "http://x/", 302, b"").outcome,
+            Outcome::Pass
         );
     }
 }

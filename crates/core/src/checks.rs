@@ -267,6 +267,104 @@ pub enum CheckKind {
     },
 }
 
+/// Where a Job check's spec holds a template that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {error}")]
+pub struct JobTemplateError {
+    /// Where, e.g. `template.spec.containers[0].args[1]`.
+    pub path: String,
+    /// What is wrong.
+    pub error: TemplateError,
+}
+
+fn walk_strings<'v>(v: &'v serde_json::Value, path: String, out: &mut Vec<(String, &'v str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                walk_strings(x, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = match path.is_empty() {
+                    true => k.clone(),
+                    false => format!("{path}.{k}"),
+                };
+                walk_strings(x, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks every string of a Job check's spec that holds `{{` as a template.
+pub fn job_templates(spec: &serde_json::Value) -> Result<(), JobTemplateError> {
+    let mut strings = vec![];
+    walk_strings(spec, String::new(), &mut strings);
+    for (path, text) in strings.into_iter().filter(|(_, t)| t.contains("{{")) {
+        Template::parse(text).map_err(|error| JobTemplateError { path, error })?;
+    }
+    Ok(())
+}
+
+/// A Job check's spec with every template in its strings filled in.
+pub fn render_job(spec: &serde_json::Value, values: &TemplateValues<'_>) -> serde_json::Value {
+    match spec {
+        serde_json::Value::String(s) if s.contains("{{") => match Template::parse(s) {
+            Ok(t) => serde_json::Value::String(t.render(values)),
+            // Refused when the repo was read; left as written otherwise.
+            Err(_) => spec.clone(),
+        },
+        serde_json::Value::Array(items) => items.iter().map(|x| render_job(x, values)).collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| (k.clone(), render_job(x, values)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+/// What a Job check's spec may not do, each said with its way out. The autopilot creates the
+/// Job in the pipeline's namespace with its own rights, where cohort's own ServiceAccounts
+/// live: a check's pod runs as the namespace's default account (without its token unless the
+/// spec asks for it) and never with the node's namespaces, its files or privileged containers.
+pub fn job_refusals(spec: &serde_json::Value) -> Vec<String> {
+    let pod = &spec["template"]["spec"];
+    let mut out = vec![];
+    for field in ["serviceAccountName", "serviceAccount"] {
+        if !pod[field].is_null() {
+            out.push(format!(
+                "template.spec.{field} is set: a check's Job runs as the namespace's default account, never as one of its accounts (cohort's own are there); remove it"
+            ));
+        }
+    }
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[field] == serde_json::Value::Bool(true) {
+            out.push(format!(
+                "template.spec.{field} is true: a check's Job may not share the node's namespaces; remove it"
+            ));
+        }
+    }
+    for (i, volume) in pod["volumes"].as_array().into_iter().flatten().enumerate() {
+        if !volume["hostPath"].is_null() {
+            out.push(format!(
+                "template.spec.volumes[{i}] is a hostPath: a check's Job may not mount the node's files; use an emptyDir, a ConfigMap or a Secret"
+            ));
+        }
+    }
+    for kind in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in pod[kind].as_array().into_iter().flatten().enumerate() {
+            if c["securityContext"]["privileged"] == serde_json::Value::Bool(true) {
+                out.push(format!(
+                    "template.spec.{kind}[{i}].securityContext.privileged is true: a check's Job may not run privileged; remove it"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A named extra check.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Check {
@@ -428,6 +526,59 @@ mod tests {
         assert_eq!(
             Checks::merged(&pipeline, &own).prometheus,
             Some(server("http://b"))
+        );
+    }
+
+    #[test]
+    fn a_jobs_strings_are_templates_checked_and_filled_in() {
+        let spec = serde_json::json!({"template": {"spec": {"containers": [
+            {"name": "t", "image": "x", "args": ["--target", "{{address}}", "--v={{ version }}"], "env": [{"name": "A", "value": "plain"}]}
+        ]}}});
+        assert_eq!(job_templates(&spec), Ok(()));
+        let job = render_job(&spec, &values());
+        let c = &job["template"]["spec"]["containers"][0];
+        assert_eq!(c["args"][1], "http://web-canary.shop.svc:80");
+        assert_eq!(c["args"][2], "--v=1.4.0");
+        assert_eq!(c["env"][0]["value"], "plain");
+        let typo = serde_json::json!({"template": {"spec": {"containers": [{"args": ["{{trak}}"]}]}}});
+        assert_eq!(
+            job_templates(&typo).map_err(|e| e.to_string()),
+            Err(
+                "template.spec.containers[0].args[0]: `{{trak}}` is not a variable cohort fills in"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_job_may_not_run_as_an_account_of_the_namespace_or_with_the_nodes_powers() {
+        let plain = serde_json::json!({"template": {"spec": {"containers": [{"name": "t", "image": "x"}]}}});
+        assert!(job_refusals(&plain).is_empty());
+        let hostile = serde_json::json!({"template": {"spec": {
+            "serviceAccountName": "cohort-autopilot",
+            "hostNetwork": true,
+            "hostPID": true,
+            "volumes": [{"name": "e", "emptyDir": {}}, {"name": "root", "hostPath": {"path": "/"}}],
+            "initContainers": [{"name": "i", "image": "x", "securityContext": {"privileged": true}}],
+            "containers": [{"name": "t", "image": "x", "securityContext": {"privileged": false}}]
+        }}});
+        let refused = job_refusals(&hostile);
+        assert_eq!(refused.len(), 5, "{refused:#?}");
+        assert!(
+            refused[0].starts_with("template.spec.serviceAccountName is set"),
+            "{refused:#?}"
+        );
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.starts_with("template.spec.volumes[1] is a hostPath")),
+            "{refused:#?}"
+        );
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.starts_with("template.spec.initContainers[0].securityContext.privileged")),
+            "{refused:#?}"
         );
     }
 }

@@ -23,6 +23,9 @@ pub const LABEL_CHECK: &str = "cohort.dev/check";
 pub const VERSION_ANNOTATION: &str = "cohort.dev/version";
 /// Annotation on a check's Job: the check's name, exactly (its label is made label-safe).
 pub const CHECK_ANNOTATION: &str = "cohort.dev/check";
+/// The annotation naming the run a Job was made for (its own name, as cohort made it): a Job
+/// of that name without it was not made by cohort for this run.
+pub const RUN_ANNOTATION: &str = "cohort.dev/run";
 
 /// The environment every container of a check's Job gets (unless it sets the name itself).
 pub const ENV_NAMES: [&str; 5] = [
@@ -131,6 +134,10 @@ pub enum JobSpecProblem {
     /// A timeout of zero, which the API server refuses (activeDeadlineSeconds must be positive).
     #[error("the check's timeout is 0 s: give it a positive timeout")]
     ZeroTimeout,
+    /// A power a check's Job may not have (an account of the namespace, the node's namespaces
+    /// or files, a privileged container): `cohort_core::checks::job_refusals` says which.
+    #[error("job.{0}")]
+    Refused(String),
 }
 
 /// Where a check's Job is.
@@ -161,6 +168,9 @@ pub struct CheckJobState {
     /// The last lines (at most [`LOG_TAIL_LINES`], [`LOG_TAIL_BYTES`]) of its newest pod's
     /// logs; empty when that pod has not started or there is none.
     pub log_tail: String,
+    /// Whether cohort made it for this run (its managed-by label and run annotation): a Job
+    /// of the same name made by someone else is never read as the check's outcome.
+    pub ours: bool,
 }
 
 /// The batch/v1 Job to create from `spec` (a JobSpec as JSON: what the user wrote under the
@@ -194,6 +204,10 @@ pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, Ch
     if run.timeout_seconds == 0 {
         return Err(refuse(JobSpecProblem::ZeroTimeout));
     }
+    // Refused when the repo was read; again here, as the Job is made with cohort's rights.
+    if let Some(why) = cohort_core::checks::job_refusals(spec).into_iter().next() {
+        return Err(refuse(JobSpecProblem::Refused(why)));
+    }
     let name = job_name(spec, run);
     let ours = labels(run);
 
@@ -226,6 +240,10 @@ pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, Ch
         .ok_or(JobSpecProblem::NoContainers)
         .map_err(refuse)?;
     let pod = mapping_mut(pod, "job.template.spec").map_err(refuse)?;
+    // The namespace's default account's token is the Job's only if it asks for it.
+    if pod.get("automountServiceAccountToken").is_none_or(Value::is_null) {
+        pod.insert("automountServiceAccountToken".into(), json!(false));
+    }
     match pod.get("restartPolicy").and_then(Value::as_str) {
         Some("Always") => return Err(refuse(JobSpecProblem::RestartAlways)),
         Some(_) => {}
@@ -291,6 +309,7 @@ pub fn check_job_object(spec: &Value, run: &CheckJobFor<'_>) -> Result<Value, Ch
             "annotations": {
                 VERSION_ANNOTATION: run.version,
                 CHECK_ANNOTATION: run.check,
+                RUN_ANNOTATION: name,
             },
         },
         "spec": spec_map,
@@ -662,7 +681,10 @@ impl Cluster {
             Some(pod) => self.pod_log_tail(pod).await,
             None => String::new(),
         };
+        let ours = job["metadata"]["annotations"][RUN_ANNOTATION] == name
+            && job["metadata"]["labels"][cohort_render::LABEL_MANAGED_BY] == cohort_render::MANAGER;
         Ok(Some(CheckJobState {
+            ours,
             name: name.to_string(),
             outcome: job_outcome(&job),
             started: started(&job),

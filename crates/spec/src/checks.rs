@@ -92,6 +92,21 @@ pub(crate) fn read_checks(m: &mut MapReader<'_>, sink: &mut Sink<'_>) -> Option<
     ok.then_some(Checks { prometheus, checks })
 }
 
+/// Whether a service's checks over the pipeline's stay within the limit.
+pub(crate) fn check_count(service: &Checks, pipeline: &Checks, at: &Node, sink: &mut Sink<'_>) -> bool {
+    let merged = Checks::merged(pipeline, service).checks.len();
+    if merged <= MAX_CHECKS {
+        return true;
+    }
+    sink.error(
+        at.pos,
+        Kind::OutOfRange,
+        format!("with the pipeline's, this service has {merged} checks; at most {MAX_CHECKS}"),
+        Some("each check runs on every judgement: keep the ones that decide".into()),
+    );
+    false
+}
+
 /// Whether `checks` can run: Prometheus checks need a server, here or in the pipeline.
 pub(crate) fn check_servers(service: &Checks, pipeline: &Checks, at: &Node, sink: &mut Sink<'_>) -> bool {
     if service.prometheus.is_some() || pipeline.prometheus.is_some() {
@@ -146,6 +161,18 @@ fn read_server(n: &Node, sink: &mut Sink<'_>) -> Option<PrometheusServer> {
 fn http_url(n: &Node, what: &str, sink: &mut Sink<'_>) -> Option<String> {
     let t = read::text(n, what, sink)?;
     let rest = t.strip_prefix("https://").or_else(|| t.strip_prefix("http://"));
+    // user:password@ would be shown with every error and evidence line; a query or fragment
+    // would break the query URL made from it.
+    let authority = rest.map(|r| r.split('/').next().unwrap_or_default());
+    if authority.is_some_and(|a| a.contains('@')) || t.contains(['?', '#']) {
+        sink.error(
+            n.pos,
+            Kind::WrongType,
+            format!("{what} `{t}` holds a user, a query or a fragment"),
+            Some("give the base URL alone; a token goes in `bearer_token_file` or `bearer_token_env`".into()),
+        );
+        return None;
+    }
     if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || t.chars().any(char::is_whitespace) {
         sink.error(
             n.pos,
@@ -534,7 +561,27 @@ fn read_job(j: &Node, what: &dyn Fn(&str) -> String, sink: &mut Sink<'_>) -> Opt
         );
         return None;
     }
-    Some(CheckKind::Job { spec })
+    if let Err(e) = cohort_core::checks::job_templates(&spec) {
+        sink.error(
+            j.pos,
+            Kind::WrongType,
+            format!("{} at {e}", what("job")),
+            Some(format!(
+                "cohort fills in {}; the containers also get COHORT_ADDRESS, COHORT_TRACK, COHORT_VERSION, COHORT_SERVICE and COHORT_NAMESPACE",
+                cohort_core::checks::TEMPLATE_VARIABLES
+                    .iter()
+                    .map(|v| format!("{{{{{v}}}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
+        return None;
+    }
+    let refused = cohort_core::checks::job_refusals(&spec);
+    for why in &refused {
+        sink.error(j.pos, Kind::WrongType, format!("{}: {why}", what("job")), None);
+    }
+    refused.is_empty().then_some(CheckKind::Job { spec })
 }
 
 /// A YAML node as the JSON the API server reads (plain scalars typed as YAML 1.2 core does).
@@ -764,6 +811,79 @@ mod tests {
                 .iter()
                 .any(|d| d.message.contains("unknown key `confidence`")),
             "{diags:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use crate::diag::Severity;
+    use crate::repo::validate;
+
+    fn errors(section: &str) -> Vec<String> {
+        let mut files = crate::scaffold::repo_files();
+        files.pipeline = files.pipeline.map(|text| format!("{section}{text}"));
+        let (repo, diags) = validate(&files);
+        assert!(repo.is_none(), "{section}");
+        diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| format!("{}: {}", d.pos, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_jobs_templates_and_powers_are_checked_where_it_is_written() {
+        let e = errors(
+            "judgement:\n  checks:\n    - name: it\n      job:\n        template:\n          spec:\n            serviceAccountName: cohort-autopilot\n            containers: [{name: t, image: x, args: ['{{trak}}']}]\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "5:9: `job` of the check `it` at template.spec.containers[0].args[0]: `{{trak}}` is not a variable cohort fills in"
+            ],
+            "{e:#?}"
+        );
+        let e = errors(
+            "judgement:\n  checks:\n    - name: it\n      job:\n        template:\n          spec:\n            serviceAccountName: cohort-autopilot\n            volumes: [{name: r, hostPath: {path: /}}]\n            containers: [{name: t, image: x}]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].starts_with("5:9: `job` of the check `it`: template.spec.serviceAccountName is set"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn a_prometheus_url_with_a_user_or_a_query_is_refused() {
+        for url in ["https://u:p@prom:9090", "http://prom:9090/?x=1", "http://prom/#a"] {
+            let e = errors(&format!("judgement:\n  prometheus:\n    url: {url}\n"));
+            assert!(
+                e.iter()
+                    .any(|m| m.contains("holds a user, a query or a fragment")),
+                "{url}: {e:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_cannot_pass_the_check_limit_with_the_pipelines() {
+        let web = |i: usize, who: &str| format!("    - name: {who}-{i}\n      web: http://x/\n");
+        let pipeline: String = (0..20).map(|i| web(i, "p")).collect();
+        let service: String = (0..20).map(|i| web(i, "s")).collect();
+        let mut files = crate::scaffold::repo_files();
+        files.pipeline = files
+            .pipeline
+            .map(|t| format!("judgement:\n  checks:\n{pipeline}{t}"));
+        let (path, text) = files.services[0].clone();
+        files.services[0] = (path, format!("{text}\njudgement:\n  checks:\n{service}"));
+        let (repo, diags) = validate(&files);
+        assert!(repo.is_none());
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message == "with the pipeline's, this service has 40 checks; at most 32"),
+            "{diags:#?}"
         );
     }
 }

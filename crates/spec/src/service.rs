@@ -170,7 +170,10 @@ pub fn read_service(
             let mut jm = MapReader::new(n, "the service's `judgement`", sink);
             let checks = crate::checks::read_checks(&mut jm, sink);
             jm.finish(sink);
-            checks.filter(|c| crate::checks::check_servers(c, &pipeline.checks, n, sink))
+            checks.filter(|c| {
+                crate::checks::check_servers(c, &pipeline.checks, n, sink)
+                    & crate::checks::check_count(c, &pipeline.checks, n, sink)
+            })
         }
         None => Some(Default::default()),
     };

@@ -516,3 +516,38 @@ fn the_log_tail_is_the_last_twenty_lines_and_at_most_8_kib() {
         tail.len()
     );
 }
+
+#[test]
+fn a_job_never_runs_as_an_account_of_the_namespace_nor_with_the_nodes_powers() {
+    // Found in review: the autopilot made the Job with its rights, as whatever it named.
+    let mut hostile = spec();
+    hostile["template"]["spec"]["serviceAccountName"] = json!("cohort-autopilot");
+    let e = check_job_object(&hostile, &run()).expect_err("refused");
+    assert!(matches!(e.problem, JobSpecProblem::Refused(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("job.template.spec.serviceAccountName is set"),
+        "{e}"
+    );
+    let mut host = spec();
+    host["template"]["spec"]["hostPID"] = json!(true);
+    assert!(check_job_object(&host, &run()).is_err());
+    // Without a word about it, the default account's token is not mounted.
+    let job = check_job_object(&spec(), &run()).expect("a Job");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let mut asks = spec();
+    asks["template"]["spec"]["automountServiceAccountToken"] = json!(true);
+    let job = check_job_object(&asks, &run()).expect("a Job");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+    // The run it was made for is written on it.
+    assert_eq!(
+        job["metadata"]["annotations"][RUN_ANNOTATION],
+        job["metadata"]["name"]
+    );
+}
