@@ -6,6 +6,8 @@
 # exporting a business counter, a JSON health API, and Debian's Prometheus scraping them.
 #
 # Usage: bench/checks/run.sh [RUNS]    (default 20)
+#   CANARY_CHECKOUT_EVERY=30 makes the canary check out one request in 30 (production: 10),
+#   so its business check fails.
 # Needs: cargo, git, python3, prometheus, hyperfine, wrk (apt-get install prometheus hyperfine wrk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,7 +64,7 @@ start_py() { # script args... -> prints the port
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-canary=$(start_py "$work/shop.py" 10)
+canary=$(start_py "$work/shop.py" "${CANARY_CHECKOUT_EVERY:-10}")
 production=$(start_py "$work/shop.py" 10)
 cat >"$work/health.py" <<'EOF'
 import http.server
