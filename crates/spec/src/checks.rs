@@ -547,7 +547,7 @@ fn read_job(j: &Node, what: &dyn Fn(&str) -> String, sink: &mut Sink<'_>) -> Opt
         );
         return None;
     };
-    let spec = to_json(j);
+    let spec = j.to_json();
     let containers = spec
         .pointer("/template/spec/containers")
         .and_then(Value::as_array)
@@ -582,31 +582,6 @@ fn read_job(j: &Node, what: &dyn Fn(&str) -> String, sink: &mut Sink<'_>) -> Opt
         sink.error(j.pos, Kind::WrongType, format!("{}: {why}", what("job")), None);
     }
     refused.is_empty().then_some(CheckKind::Job { spec })
-}
-
-/// A YAML node as the JSON the API server reads (plain scalars typed as YAML 1.2 core does).
-fn to_json(n: &Node) -> Value {
-    match &n.kind {
-        NodeKind::Null => Value::Null,
-        NodeKind::Scalar { text, quoted: true } => Value::String(text.clone()),
-        NodeKind::Scalar { text, quoted: false } => match text.as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            t => t
-                .parse::<i64>()
-                .map(Value::from)
-                .ok()
-                .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from))
-                .unwrap_or_else(|| Value::String(t.to_string())),
-        },
-        NodeKind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
-        NodeKind::Map(entries) => Value::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), to_json(v)))
-                .collect(),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -273,28 +273,8 @@ mod tests {
         }
     }
 
-    /// Turns a parsed node back into JSON the way a YAML 1.2 reader would, for round trips.
     fn to_json(n: &crate::Node) -> Value {
-        match &n.kind {
-            NodeKind::Null => Value::Null,
-            NodeKind::Scalar { text, quoted: true } => Value::String(text.clone()),
-            NodeKind::Scalar { text, quoted: false } => match text.as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                t => t
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .or_else(|_| t.parse::<f64>().map(Value::from))
-                    .unwrap_or_else(|_| Value::String(t.to_string())),
-            },
-            NodeKind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
-            NodeKind::Map(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), to_json(v)))
-                    .collect(),
-            ),
-        }
+        n.to_json()
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {

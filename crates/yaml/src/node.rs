@@ -206,6 +206,33 @@ impl Builder {
 }
 
 impl Node {
+    /// The node as JSON the way a YAML 1.2 (core schema) reader types plain scalars: `true`,
+    /// `false`, whole and finite numbers; quoted scalars and everything else are strings.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Scalar { text, quoted: true } => Value::String(text.clone()),
+            NodeKind::Scalar { text, quoted: false } => match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                t => t
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .ok()
+                    .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from))
+                    .unwrap_or_else(|| Value::String(t.to_string())),
+            },
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The scalar text, if this is a scalar.
     pub fn as_scalar(&self) -> Option<&str> {
         match &self.kind {
