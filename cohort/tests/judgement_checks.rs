@@ -94,6 +94,7 @@ fn cohort(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("COHORT_REPO")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("COHORT_TEST_WEB_TOKEN", "s3cret-token")
         .env("GIT_AUTHOR_NAME", "Release Bot")
         .env("GIT_AUTHOR_EMAIL", "bot@example.com")
         .env("GIT_COMMITTER_NAME", "Release Bot")
@@ -477,8 +478,13 @@ fn https_api(dir: &Path) -> Https {
 import http.server, json, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = {"/ok": {"checks": {"db": "ok"}}, "/queue": {"queue": {"depth": 50}}}.get(self.path)
+        body = {"/ok": {"checks": {"db": "ok"}}, "/queue": {"queue": {"depth": 50}}, "/auth": {"ok": True}}.get(self.path)
         data = json.dumps(body).encode()
+        if self.path == "/auth" and self.headers.get("Authorization") != "Bearer s3cret-token":
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -533,6 +539,13 @@ fn web_checks_judge_the_status_and_a_json_value_over_https_with_the_teams_ca() {
       ca_file: {ca}
     - name: untrusted
       web: {base}/ok
+    - name: with-token
+      web: {base}/auth
+      bearer_token_env: COHORT_TEST_WEB_TOKEN
+      ca_file: {ca}
+    - name: without-token
+      web: {base}/auth
+      ca_file: {ca}
 "#,
         ca = ca.display()
     );
@@ -558,6 +571,18 @@ fn web_checks_judge_the_status_and_a_json_value_over_https_with_the_teams_ca() {
     assert_eq!(untrusted["outcome"], "could_not_judge", "{untrusted:#}");
     let why = untrusted["summary"].as_str().expect("summary");
     assert!(why.contains("UnknownIssuer"), "{why}");
+    // The bearer token is read from where the repo says and sent; never shown.
+    assert_eq!(outcome(&report, "with-token")["outcome"], "pass", "{report:#}");
+    let refused = outcome(&report, "without-token");
+    assert_eq!(refused["outcome"], "could_not_judge", "{refused:#}");
+    assert!(
+        refused["summary"]
+            .as_str()
+            .expect("summary")
+            .ends_with("answered 401 (the credentials were refused or missing)"),
+        "{refused:#}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-token"));
 
     // Routers still serving another version than the release repo's: the checks would reach
     // the version being replaced, so they wait.
