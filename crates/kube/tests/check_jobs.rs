@@ -142,6 +142,18 @@ fn job_spec(script: &str) -> Value {
     })
 }
 
+/// A Job that says what it was given and checks COHORT_NAMESPACE against its pod's own
+/// namespace, read from the ServiceAccount mount: it asks for the token, which a check's Job
+/// otherwise goes without.
+fn passing_spec() -> Value {
+    let mut spec = job_spec(
+        "echo \"integration ok against $COHORT_SERVICE $COHORT_TRACK $COHORT_VERSION at $COHORT_ADDRESS\"; \
+         test \"$COHORT_NAMESPACE\" = \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"",
+    );
+    spec["template"]["spec"]["automountServiceAccountToken"] = json!(true);
+    spec
+}
+
 /// Reads the Job's state until it has finished (at most `secs`); the state and how long.
 async fn finished(cluster: &Cluster, name: &str, secs: u64) -> (cohort_kube::CheckJobState, Duration) {
     let start = Instant::now();
@@ -185,14 +197,7 @@ async fn job_checks_pass_fail_and_time_out_in_real_pods_with_only_the_autopilots
         address: "http://web-canary.shop.svc:80",
         timeout_seconds,
     };
-    let passing = check_job_object(
-        &job_spec(
-            "echo \"integration ok against $COHORT_SERVICE $COHORT_TRACK $COHORT_VERSION at $COHORT_ADDRESS\"; \
-             test \"$COHORT_NAMESPACE\" = \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"",
-        ),
-        &run("integration", 120),
-    )
-    .expect("a Job");
+    let passing = check_job_object(&passing_spec(), &run("integration", 120)).expect("a Job");
     let failing = check_job_object(
         &job_spec(
             "for i in $(seq 1 30); do echo \"step $i\"; done; echo 'FAIL: checkout returned 500'; exit 1",
@@ -210,14 +215,7 @@ async fn job_checks_pass_fail_and_time_out_in_real_pods_with_only_the_autopilots
     assert_eq!(pass_name, passing["metadata"]["name"].as_str().expect("name"));
 
     // Another pass (or another replica) starting the same run finds it: no second Job.
-    let again = check_job_object(
-        &job_spec(
-            "echo \"integration ok against $COHORT_SERVICE $COHORT_TRACK $COHORT_VERSION at $COHORT_ADDRESS\"; \
-             test \"$COHORT_NAMESPACE\" = \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\"",
-        ),
-        &run("integration", 120),
-    )
-    .expect("a Job");
+    let again = check_job_object(&passing_spec(), &run("integration", 120)).expect("a Job");
     assert_eq!(cluster.start_check_job(&again).await.expect("found"), pass_name);
     let jobs = kubectl(&kc, &["-n", &ns.name, "get", "jobs", "-o", "json"], None);
     let jobs: Value = serde_json::from_slice(&jobs.stdout).expect("json");
