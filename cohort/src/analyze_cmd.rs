@@ -244,10 +244,7 @@ async fn gather(
 
 /// The version the release repo gives `track` (`-` for none).
 fn repo_version(svc: &cohort_spec::Service, track: &str) -> String {
-    cohort_core::TrackName::new(track)
-        .ok()
-        .and_then(|t| svc.state.version(&t).map(ToString::to_string))
-        .unwrap_or_else(|| "-".to_string())
+    crate::checks_run::version(svc, track).unwrap_or_else(|| "-".to_string())
 }
 
 /// Whether the routers served the release repo's version of `track` in the window.

@@ -25,6 +25,13 @@ pub fn checks_of(repo: &Repo, svc: &Service) -> Checks {
     Checks::merged(&repo.pipeline.checks, &svc.spec.checks)
 }
 
+/// The version the release repo gives `track`, if any.
+pub fn version(svc: &Service, track: &str) -> Option<String> {
+    cohort_core::TrackName::new(track)
+        .ok()
+        .and_then(|t| svc.state.version(&t).map(ToString::to_string))
+}
+
 /// The track's address inside the cluster, as Job checks and templates get it.
 pub fn address(repo: &Repo, svc: &Service, track: &str) -> String {
     format!(
@@ -48,10 +55,7 @@ pub async fn run(
     }
     let subject = |t: &str| Subject {
         track: t.to_string(),
-        version: cohort_core::TrackName::new(t)
-            .ok()
-            .and_then(|t| svc.state.version(&t).map(ToString::to_string))
-            .unwrap_or_default(),
+        version: version(svc, t).unwrap_or_default(),
         address: address(repo, svc, t),
     };
     let judging = Judging {
@@ -102,15 +106,7 @@ async fn job(
         address: &judging.track.address,
         timeout_seconds: timeout.as_secs(),
     };
-    let values = cohort_core::checks::TemplateValues {
-        service: judging.service,
-        track: &judging.track.track,
-        version: &judging.track.version,
-        namespace: judging.namespace,
-        window: &format!("{}s", judging.window_seconds.max(1)),
-        address: &judging.track.address,
-    };
-    let spec = cohort_core::checks::render_job(spec, &values);
+    let spec = judging.fill_job(spec);
     let object = match cohort_kube::check_job_object(&spec, &run) {
         Ok(o) => o,
         Err(e) => return could_not(format!("its Job cannot be made: {e}")),

@@ -49,9 +49,10 @@ pub struct Judging<'a> {
 }
 
 impl Judging<'_> {
-    fn fill(&self, t: &Template, who: &Subject) -> String {
+    /// Fills `with` in with the values of `who`.
+    fn filled<T>(&self, who: &Subject, with: impl FnOnce(&TemplateValues<'_>) -> T) -> T {
         let window = format!("{}s", self.window_seconds.max(1));
-        t.render(&TemplateValues {
+        with(&TemplateValues {
             service: self.service,
             track: &who.track,
             version: &who.version,
@@ -59,6 +60,15 @@ impl Judging<'_> {
             window: &window,
             address: &who.address,
         })
+    }
+
+    fn fill(&self, t: &Template, who: &Subject) -> String {
+        self.filled(who, |v| t.render(v))
+    }
+
+    /// A Job check's spec with its templates filled in for the track judged.
+    pub fn fill_job(&self, spec: &serde_json::Value) -> serde_json::Value {
+        self.filled(&self.track, |v| cohort_core::checks::render_job(spec, v))
     }
 }
 
