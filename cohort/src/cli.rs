@@ -324,6 +324,10 @@ pub enum Command {
         /// 0s never parks.
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         park_after: std::time::Duration,
+        /// Forward every request with hyper, the general path, instead of forwarding plain
+        /// HTTP/1.1 requests with the router's own code. For measuring the difference only.
+        #[arg(long, hide = true)]
+        hyper_only: bool,
         /// Also serve /config (backends, trusted peers) to peers in this network; repeat for
         /// more. By default only loopback may read it (`kubectl port-forward`); it answers 403
         /// to others. /live, /ready, /metrics and /stats are open to every peer.

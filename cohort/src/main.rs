@@ -245,6 +245,7 @@ fn main() -> ExitCode {
             upstream_idle_timeout,
             tunnel_timeout,
             park_after,
+            hyper_only,
             ref admin_config_from,
             client_body_timeout,
             max_streams,
@@ -267,6 +268,7 @@ fn main() -> ExitCode {
                 max_streams,
                 tunnel_idle_timeout: tunnel_timeout,
                 park_after,
+                express: !hyper_only,
             };
             let source = match (config, haproxy_config) {
                 (_, Some(h)) => router_cmd::Source::Haproxy(h.clone()),

@@ -8,7 +8,9 @@
 pub mod admin;
 pub mod client_body;
 pub mod decide;
+mod express;
 pub mod grpc;
+pub mod h1;
 pub mod health;
 mod idle;
 pub mod metrics;

@@ -64,6 +64,10 @@ pub struct Limits {
     /// is parked: its buffers are let go until its next request (see `crate::park`). Between
     /// this and twice this, as connections are looked at once per interval. Zero: never.
     pub park_after: Duration,
+    /// Plain HTTP/1.1 requests (no body, no upgrade, a plain head, a track speaking HTTP/1.1,
+    /// no mirror) are forwarded by the router's own code (`crate::express`) rather than by
+    /// hyper. Off only to measure the difference (`cohort router --hyper-only`).
+    pub express: bool,
 }
 
 impl Default for Limits {
@@ -79,6 +83,7 @@ impl Default for Limits {
             max_streams: 100,
             tunnel_idle_timeout: Duration::from_secs(3600),
             park_after: Duration::from_secs(1),
+            express: true,
         }
     }
 }
@@ -268,7 +273,7 @@ async fn serve_connection(
 }
 
 /// Completes when the router is stopping (or gone).
-async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
@@ -332,7 +337,18 @@ async fn serve_http1(
     // Cleared for good once a connection could not be parked cleanly (it had begun another
     // request): it stays with hyper, whose head timeout then bounds it.
     let mut parkable = !router.limits.park_after.is_zero();
+    // Plain requests are the router's own to forward until one is not (`crate::express`).
+    let mut express = router.limits.express;
     loop {
+        if express {
+            // Boxed, as hyper's stretches are: only one of them is held at a time.
+            match Box::pin(crate::express::serve(stream, &peer, &router, &mut stopping)).await {
+                crate::express::Ended::Done => return,
+                crate::express::Ended::General(socket, read) => {
+                    (stream, unread, express) = (socket, read, false);
+                }
+            }
+        }
         // Boxed: while parked, the task holds the socket and the wait below, nothing more.
         let served = Box::pin(serve_http1_until_quiet(
             stream,
@@ -367,6 +383,8 @@ async fn serve_http1(
         if !woke {
             return;
         }
+        // Its next request starts afresh: plain ones are the router's own again.
+        express = router.limits.express;
     }
 }
 
@@ -498,11 +516,11 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 
 /// The client at the other end of a connection.
 #[derive(Clone)]
-struct Peer {
-    ip: IpAddr,
+pub(crate) struct Peer {
+    pub(crate) ip: IpAddr,
     /// Its address as an `X-Forwarded-For` value, written once per connection rather than
     /// per request.
-    forwarded_for: HeaderValue,
+    pub(crate) forwarded_for: HeaderValue,
     /// The connection's place within `--max-connections`, released when the connection and
     /// whatever it was upgraded to are done.
     slot: Slot,
@@ -803,7 +821,7 @@ async fn handle(
 
 /// How a request the router passed on ended, for the metrics.
 #[derive(Clone, Copy, Debug)]
-enum Ending {
+pub(crate) enum Ending {
     /// The track answered (a 5xx is its error).
     Answered,
     /// The track gave no answer: `connect`, `response` or `timeout`.
@@ -813,23 +831,23 @@ enum Ending {
 }
 
 /// What became of one request the router passed on.
-struct Outcome {
+pub(crate) struct Outcome {
     /// The route's index.
-    route: usize,
+    pub(crate) route: usize,
     /// The track chosen, if one was.
-    track: Option<usize>,
+    pub(crate) track: Option<usize>,
     /// The status the client got.
-    status: u16,
-    ending: Ending,
+    pub(crate) status: u16,
+    pub(crate) ending: Ending,
     /// From its arrival to the track's response head (or the router's own answer).
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// The mirror rule that copied it, if one did.
-    mirrored: Option<usize>,
+    pub(crate) mirrored: Option<usize>,
 }
 
 /// Counts one request in the requests by class, the judgement's window, the track's errors and
 /// latency, and, when it was copied to a mirror, the series the copies are judged against.
-fn record(metrics: &Metrics, table: &Table, outcome: &Outcome) {
+pub(crate) fn record(metrics: &Metrics, table: &Table, outcome: &Outcome) {
     let &Outcome {
         route,
         track,

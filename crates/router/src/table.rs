@@ -448,8 +448,8 @@ impl Table {
     }
 
     /// Decides where a request from `peer` with `headers` goes.
-    pub fn decide(&self, peer: IpAddr, headers: &HeaderMap) -> Decision<'_> {
-        let value = headers.get(&self.header).map(|v| v.as_bytes());
+    pub fn decide<H: HeaderLookup + ?Sized>(&self, peer: IpAddr, headers: &H) -> Decision<'_> {
+        let value = headers.first(&self.header);
         let trusted = self.config.trusted_peers.trusts(peer);
         let spoofed = value.is_some() && !trusted;
         let believed = if trusted { value } else { None };
@@ -490,14 +490,46 @@ impl Table {
         }
     }
 
-    fn sticky_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+    fn sticky_key<'h, H: HeaderLookup + ?Sized>(&self, headers: &'h H) -> Option<&'h [u8]> {
         match self.config.sticky.as_ref()? {
-            Sticky::Header(_) => headers.get(self.sticky_header.as_ref()?).map(|v| v.as_bytes()),
-            Sticky::Cookie(name) => headers
-                .get_all(COOKIE)
-                .iter()
-                .find_map(|v| cookie(v.as_bytes(), name.as_bytes())),
+            Sticky::Header(_) => headers.first(self.sticky_header.as_ref()?),
+            Sticky::Cookie(name) => headers.find_map(&COOKIE, |v| cookie(v, name.as_bytes())),
         }
+    }
+}
+
+/// The header lines a routing decision reads, from hyper's header map or straight from a
+/// parsed head (`crate::h1`).
+pub trait HeaderLookup {
+    /// The value of the first line named `name`.
+    fn first(&self, name: &HeaderName) -> Option<&[u8]>;
+    /// The first `Some` that `f` gives for the values of the lines named `name`, in order.
+    fn find_map<'s, T>(&'s self, name: &HeaderName, f: impl FnMut(&'s [u8]) -> Option<T>) -> Option<T>;
+}
+
+impl HeaderLookup for HeaderMap {
+    fn first(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+
+    fn find_map<'s, T>(&'s self, name: &HeaderName, mut f: impl FnMut(&'s [u8]) -> Option<T>) -> Option<T> {
+        self.get_all(name).iter().find_map(|v| f(v.as_bytes()))
+    }
+}
+
+impl HeaderLookup for [httparse::Header<'_>] {
+    fn first(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str();
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn find_map<'s, T>(&'s self, name: &HeaderName, mut f: impl FnMut(&'s [u8]) -> Option<T>) -> Option<T> {
+        let name = name.as_str();
+        self.iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .find_map(|h| f(h.value))
     }
 }
 

@@ -39,7 +39,7 @@ pub enum Sent {
 }
 
 /// Why no new connection to a track was made.
-enum Unreached {
+pub(crate) enum Unreached {
     /// Every healthy backend refused or did not answer in time (each is now marked down).
     Refused,
     /// The router itself ran out of something before a backend could answer.
@@ -85,6 +85,24 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// Connections of the router's own HTTP/1.1 path (`crate::express`): bare sockets
+    /// between exchanges.
+    plain: Mutex<Vec<PlainIdle>>,
+}
+
+/// A pooled connection of the router's own HTTP/1.1 path and since when it has been unused.
+struct PlainIdle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Whether a pooled bare connection can no longer take a request: it is readable, so the
+/// backend closed it (or sent bytes nobody asked for). Only the readiness the runtime already
+/// holds is looked at: no system call.
+fn plain_unusable(stream: &TcpStream) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    stream.poll_read_ready(&mut cx).is_ready()
 }
 
 impl std::fmt::Debug for Pool {
@@ -96,6 +114,32 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_plain(&self) -> std::sync::MutexGuard<'_, Vec<PlainIdle>> {
+        self.plain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used bare connection that is still open.
+    pub(crate) fn checkout_plain(&self) -> Option<TcpStream> {
+        let mut idle = self.lock_plain();
+        while let Some(c) = idle.pop() {
+            if !plain_unusable(&c.stream) {
+                return Some(c.stream);
+            }
+        }
+        None
+    }
+
+    /// Puts a bare connection back once its exchange is done and nothing of it is left unread.
+    pub(crate) fn checkin_plain(&self, stream: TcpStream) {
+        let mut idle = self.lock_plain();
+        if idle.len() < MAX_IDLE {
+            idle.push(PlainIdle {
+                stream,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// The most recently used connection that can take a request: reusing the newest lets
@@ -133,10 +177,12 @@ impl Pool {
         self.lock().retain(|c| {
             !c.sender.is_closed() && (!c.sender.is_ready() || now.duration_since(c.since) < timeout)
         });
+        self.lock_plain()
+            .retain(|c| !plain_unusable(&c.stream) && now.duration_since(c.since) < timeout);
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.lock_plain().len()
     }
 }
 
@@ -241,6 +287,50 @@ async fn within_track_time<F: std::future::Future>(
 /// A connection to a backend, ready to take a request.
 type Connection<'t> = (&'t Arc<Backend>, Sender);
 
+/// A new TCP connection to `backend`; `None` when it refused or did not answer in time (it is
+/// marked down), an error when this router could not make one.
+async fn dial(backend: &Backend) -> Result<Option<TcpStream>, Unreached> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(Some(stream))
+        }
+        Ok(Err(e)) if crate::resources::connect_failed_locally(&e) => Err(Unreached::Overloaded),
+        Ok(Err(_)) | Err(_) => {
+            backend.health.mark_down();
+            Ok(None)
+        }
+    }
+}
+
+/// A bare connection for the router's own HTTP/1.1 path: a pooled one of the track's next
+/// healthy backend (`true`: it was pooled, so it may turn out closed), or a new one to it or,
+/// failing that, to each other healthy backend in turn, as [`connect`] does.
+pub(crate) async fn plain_connection(track: &Track) -> Result<(&Arc<Backend>, TcpStream, bool), Unreached> {
+    let first = track.request_order().next().ok_or(Unreached::Refused)?;
+    if let Some(stream) = first.pool.checkout_plain() {
+        return Ok((first, stream, true));
+    }
+    Box::pin(dial_plain(track, first)).await
+}
+
+/// A new bare connection to `first`, or to the other healthy backends of its track in turn.
+pub(crate) async fn dial_plain<'t>(
+    track: &'t Track,
+    first: &'t Arc<Backend>,
+) -> Result<(&'t Arc<Backend>, TcpStream, bool), Unreached> {
+    let rest = track.backends.iter().filter(|b| !Arc::ptr_eq(b, first));
+    for backend in std::iter::once(first).chain(rest) {
+        if !backend.health.is_up() {
+            continue;
+        }
+        if let Some(stream) = dial(backend).await? {
+            return Ok((backend, stream, false));
+        }
+    }
+    Err(Unreached::Refused)
+}
+
 /// The track's next healthy backend and one of its pooled connections; or, when it has none
 /// idle, which backend is next (`None`: no backend is up).
 fn checkout(track: &Track) -> Result<Connection<'_>, Option<&Arc<Backend>>> {
@@ -264,15 +354,9 @@ async fn connect<'t>(track: &'t Track, first: Option<&'t Arc<Backend>>) -> Resul
         if !backend.health.is_up() {
             continue;
         }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) if crate::resources::connect_failed_locally(&e) => return Err(Unreached::Overloaded),
-            Ok(Err(_)) | Err(_) => {
-                backend.health.mark_down();
-                continue;
-            }
+        let Some(stream) = dial(backend).await? else {
+            continue;
         };
-        let _ = stream.set_nodelay(true);
         if track.protocol.is_http2() {
             let handshake = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

@@ -1,0 +1,223 @@
+use super::*;
+use http::HeaderName;
+
+fn parse(head: &[u8]) -> Result<(String, usize, bool), General> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let h = parse_request(head, &mut storage)?;
+    Ok((format!("{} {}", h.method, h.target), h.len, h.close))
+}
+
+fn rewritten(head: &[u8], spoofed: bool) -> String {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let h = parse_request(head, &mut storage).expect("plain");
+    let cohort = HeaderName::from_static("x-traffic-group");
+    let sticky = HeaderName::from_static("x-user-id");
+    let mut out = Vec::new();
+    write_request(
+        &h,
+        &Rewrite {
+            cohort_header: &cohort,
+            sticky_header: Some(&sticky),
+            spoofed,
+            forwarded_for: b"10.0.0.9",
+        },
+        &mut out,
+    );
+    String::from_utf8(out).expect("ascii")
+}
+
+#[test]
+fn a_plain_get_is_forwarded_here_with_its_head_length() {
+    let head = b"GET /a?b=1 HTTP/1.1\r\nHost: shop\r\n\r\nGET /next";
+    assert_eq!(parse(head), Ok(("GET /a?b=1".into(), 35, false)));
+    let close = b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, Close\r\n\r\n";
+    assert_eq!(parse(close).map(|p| p.2), Ok(true));
+    let zero = b"DELETE /x HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n";
+    assert!(parse(zero).is_ok());
+}
+
+#[test]
+fn what_is_not_plain_goes_to_the_general_path() {
+    let cases: &[(&[u8], General)] = &[
+        (b"GET / HTTP/1.1\r\nHost: shop\r\n", General::Partial),
+        (b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n", General::Malformed),
+        (b"GET / HTTP/1.0\r\nHost: shop\r\n\r\n", General::Version),
+        (b"CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n", General::Connect),
+        (b"GET http://shop/ HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
+        (b"GET /a#frag HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
+        (b"GET /{x} HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
+        (b"GET * HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
+        (b"GET / HTTP/1.1\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: u@shop\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", General::Host),
+        (b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello", General::Body),
+        (b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 00\r\n\r\n", General::Body),
+        (b"POST / HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n", General::Body),
+        (b"GET / HTTP/1.1\r\nHost: shop\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", General::Upgrade),
+        (b"GET / HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\n\r\n", General::Upgrade),
+    ];
+    for (head, why) in cases {
+        assert_eq!(parse(head), Err(*why), "{}", String::from_utf8_lossy(head));
+    }
+    let mut many = b"GET / HTTP/1.1\r\nHost: shop\r\n".to_vec();
+    for i in 0..MAX_HEADERS {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(parse(&many), Err(General::Malformed), "more header lines than allowed");
+}
+
+#[test]
+fn the_tracks_head_loses_hop_by_hop_headers_and_gains_the_forwarding_ones() {
+    let head = b"GET /p HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, X-Secret, Host, X-Traffic-Group\r\n\
+Keep-Alive: timeout=5\r\nProxy-Authorization: Basic x\r\nTE: gzip\r\nX-Secret: s\r\nX_Traffic_Group: PAID\r\n\
+X-Traffic-Group: FREE\r\nX-Traffic-Group: PAID\r\nX-User-Id: u1\r\nX-User-Id: u2\r\n\
+X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n";
+    assert_eq!(
+        rewritten(head, false),
+        "GET /p HTTP/1.1\r\nHost: shop\r\nX-Traffic-Group: FREE\r\nX-User-Id: u1\r\nAccept: */*\r\n\
+x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\nx-forwarded-proto: http\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_spoofed_cohort_header_does_not_reach_the_track() {
+    let head = b"GET / HTTP/1.1\r\nhost: shop\r\nx-traffic-group: INTERNAL\r\n\r\n";
+    assert_eq!(
+        rewritten(head, true),
+        "GET / HTTP/1.1\r\nhost: shop\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\r\n"
+    );
+}
+
+fn response(bytes: &[u8], head_request: bool) -> (Result<Framing, BadResponse>, bool, String) {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = parse_response(bytes, &mut storage).expect("parses").expect("complete");
+    let framing = head.framing(head_request);
+    let mut out = Vec::new();
+    let alive = framing.as_ref().map(|f| head.keeps_alive(*f)).unwrap_or(false);
+    if let Ok(f) = &framing {
+        let f = *f;
+        write_response(&head, f, false, &mut out);
+    }
+    (framing, alive, String::from_utf8(out).expect("ascii"))
+}
+
+#[test]
+fn a_responses_body_is_delimited_as_rfc_9112_says() {
+    let ok = |b: &[u8], head| response(b, head).0;
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false), Ok(Framing::Length(12)));
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true), Ok(Framing::Empty));
+    assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n", false), Ok(Framing::Empty));
+    assert_eq!(ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Ok(Framing::Empty));
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n", false),
+        Ok(Framing::Chunked)
+    );
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false), Ok(Framing::UntilClose));
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\n\r\n", false), Ok(Framing::UntilClose));
+    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false), Ok(Framing::Length(5)));
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    ] {
+        assert_eq!(ok(bad, false), Err(BadResponse::Length), "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(ok(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false), Err(BadResponse::Switched));
+}
+
+#[test]
+fn the_track_connection_is_kept_only_when_the_answer_allows() {
+    assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).1);
+    assert!(!response(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false).1);
+    assert!(!response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).1);
+    assert!(!response(b"HTTP/1.1 200 OK\r\n\r\n", false).1, "delimited by the close");
+}
+
+#[test]
+fn the_clients_head_loses_hop_by_hop_headers_and_states_its_framing() {
+    let (_, _, out) = response(
+        b"HTTP/1.0 200 Fine\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=1\r\nX-Track: canary\r\n\r\n",
+        false,
+    );
+    assert_eq!(out, "HTTP/1.1 200 Fine\r\nX-Track: canary\r\ntransfer-encoding: chunked\r\n\r\n");
+    let (_, _, out) = response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false);
+    assert_eq!(out, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+    let (_, _, out) = response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n", false);
+    assert_eq!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n");
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &mut storage)
+        .expect("parses")
+        .expect("complete");
+    let mut out = Vec::new();
+    write_response(&head, Framing::Length(0), true, &mut out);
+    assert!(out.ends_with(b"connection: close\r\n\r\n"));
+}
+
+#[test]
+fn a_response_head_is_told_partial_until_it_ends() {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nX: 1\r\n", &mut storage), Ok(None)));
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(matches!(parse_response(b"SMTP ready\r\n\r\n", &mut storage), Err(BadResponse::Malformed(_))));
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let interim = parse_response(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n", &mut storage)
+        .expect("parses")
+        .expect("complete");
+    assert!(interim.is_interim());
+    assert_eq!(interim.len, 40);
+}
+
+/// Scans `body` split at every point into two reads: the end is found at the same byte.
+fn scanned(body: &[u8]) -> Result<(usize, bool), BadResponse> {
+    let mut whole = Chunks::default();
+    let used = whole.scan(body)?;
+    for split in 0..body.len() {
+        let mut c = Chunks::default();
+        let a = c.scan(&body[..split])?;
+        assert_eq!(a, split.min(used), "the first read is body up to the end");
+        let b = if c.is_done() { 0 } else { c.scan(&body[split..])? };
+        assert_eq!(a + b, used, "split at {split}");
+        assert_eq!(c.is_done(), whole.is_done());
+    }
+    Ok((used, whole.is_done()))
+}
+
+#[test]
+fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
+    let body = b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nHTTP/1.1 200";
+    assert_eq!(scanned(body), Ok((body.len() - 12, true)));
+    assert_eq!(scanned(b"0\r\n\r\n"), Ok((5, true)));
+    assert_eq!(scanned(b"3\r\nabc\r\n"), Ok((8, false)));
+    for bad in [
+        &b"x\r\n"[..],
+        b"3\r\nabcd\r\n",
+        b"3\nabc\r\n",
+        b"3\r\nabc\r\n0\r\nX: 1\n\r\n",
+        b"10000000000000000\r\n",
+    ] {
+        assert_eq!(Chunks::default().scan(bad), Err(BadResponse::Chunked), "{}", String::from_utf8_lossy(bad));
+    }
+    let mut long = b"1;".to_vec();
+    long.extend(std::iter::repeat_n(b'e', MAX_CHUNK_OVERHEAD + 1));
+    assert_eq!(Chunks::default().scan(&long), Err(BadResponse::Chunked), "extensions are bounded");
+    let mut trailers = b"0\r\n".to_vec();
+    for _ in 0..(MAX_CHUNK_OVERHEAD / 6 + 1) {
+        trailers.extend_from_slice(b"X: 123\r\n");
+    }
+    assert_eq!(Chunks::default().scan(&trailers), Err(BadResponse::Chunked), "trailers are bounded");
+}
+
+#[test]
+fn the_routers_own_answer_is_delimited() {
+    let mut out = Vec::new();
+    write_local(http::StatusCode::SERVICE_UNAVAILABLE, "shop: down\n", &[("retry-after", "1")], true, &mut out);
+    assert_eq!(
+        String::from_utf8(out).expect("ascii"),
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 11\r\n\
+retry-after: 1\r\nconnection: close\r\n\r\nshop: down\n"
+    );
+}
