@@ -8,6 +8,8 @@
 #   BINARY defaults to this checkout built with the `profiling` profile (release with line
 #   tables); give another to compare builds.
 #   KEEP_PROFILE=FILE keeps the callgrind output (for callgrind_annotate --tree=caller ...).
+#   ROUTER_ARGS="--hyper-only" passes more flags to the router (that one: hyper for every
+#   request, to compare with the router's own HTTP/1.1 path).
 # Needs: valgrind nginx wrk taskset.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +34,7 @@ source bench/router/setup.sh
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
     "$binary" router --threads 1 --haproxy-config "$work/haproxy.cfg" \
     --listen "127.0.0.1:$p_cohort" --admin "127.0.0.1:$p_admin" --max-connections 5000 \
-    2>"$work/cohort.err" & pids+=($!)
+    ${ROUTER_ARGS:-} 2>"$work/cohort.err" & pids+=($!)
 router=$!
 for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$p_admin/ready" && break

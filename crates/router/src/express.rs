@@ -222,7 +222,12 @@ struct Exchange<'r> {
 }
 
 impl<'r> Exchange<'r> {
-    fn new(router: &'r Router, table: &'r Table, peer: &'r Peer, started: std::time::Instant) -> Exchange<'r> {
+    fn new(
+        router: &'r Router,
+        table: &'r Table,
+        peer: &'r Peer,
+        started: std::time::Instant,
+    ) -> Exchange<'r> {
         Exchange {
             router,
             table,
@@ -309,7 +314,11 @@ impl<'r> Exchange<'r> {
         };
         let mut out = std::mem::take(&mut self.output);
         out.clear();
-        let retry: &[(&str, &str)] = if self.overloaded { &[("retry-after", "1")] } else { &[] };
+        let retry: &[(&str, &str)] = if self.overloaded {
+            &[("retry-after", "1")]
+        } else {
+            &[]
+        };
         h1::write_local(*status, body, retry, close, &mut out);
         let sent = client.write_all(&out).await.is_ok();
         self.output = out;
@@ -346,7 +355,11 @@ impl<'r> Exchange<'r> {
     ) -> Result<(TcpStream, Arc<crate::table::Backend>), (StatusCode, String, Option<&'static str>)> {
         let service = self.table.config.service.clone();
         let mut track = self.track.clone().ok_or_else(|| {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{service}: no track\n"), None)
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{service}: no track\n"),
+                None,
+            )
         })?;
         let mut resent = false;
         let mut redecided = false;
@@ -379,7 +392,10 @@ impl<'r> Exchange<'r> {
                     self.failed(&track, &"refused every connection");
                     return Err((
                         StatusCode::BAD_GATEWAY,
-                        format!("{service}: no backend of track {} accepted a connection\n", track.name),
+                        format!(
+                            "{service}: no backend of track {} accepted a connection\n",
+                            track.name
+                        ),
                         Some("connect"),
                     ));
                 }
@@ -389,7 +405,8 @@ impl<'r> Exchange<'r> {
                 self.answer = borrow(TRACK_READ);
             }
             self.answer.clear();
-            let asked = tokio::time::timeout(timeout, exchange_head(&mut conn, &self.output, &mut self.answer)).await;
+            let asked =
+                tokio::time::timeout(timeout, exchange_head(&mut conn, &self.output, &mut self.answer)).await;
             let failure = match asked {
                 Ok(Ok(())) => return Ok((conn, backend)),
                 Ok(Err(Unanswered::Stale)) if pooled && self.idempotent && !resent => {
@@ -405,7 +422,10 @@ impl<'r> Exchange<'r> {
                     self.failed(&track, &format_args!("did not answer within {within}s"));
                     (
                         StatusCode::GATEWAY_TIMEOUT,
-                        format!("{service}: track {} did not answer within {within}s\n", track.name),
+                        format!(
+                            "{service}: track {} did not answer within {within}s\n",
+                            track.name
+                        ),
                         Some("timeout"),
                     )
                 }

@@ -56,7 +56,10 @@ impl RequestHead<'_, '_> {
     /// Whether the method is one a request may be sent again for when a pooled connection
     /// to the track turns out closed before any answer (RFC 9110 §9.2.2).
     pub fn idempotent(&self) -> bool {
-        matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
     }
 
     /// A HEAD request: its answer has no body, whatever its head says.
@@ -467,7 +470,13 @@ fn itoa3(code: u16) -> [u8; 3] {
 
 /// An answer the router gives itself (no track answered): `status`, a plain-text `body`, any
 /// `extra` header lines, and `Connection: close` when `close`.
-pub fn write_local(status: http::StatusCode, body: &str, extra: &[(&str, &str)], close: bool, out: &mut Vec<u8>) {
+pub fn write_local(
+    status: http::StatusCode,
+    body: &str,
+    extra: &[(&str, &str)],
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

@@ -42,8 +42,14 @@ fn what_is_not_plain_goes_to_the_general_path() {
         (b"GET / HTTP/1.1\r\nHost: shop\r\n", General::Partial),
         (b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n", General::Malformed),
         (b"GET / HTTP/1.0\r\nHost: shop\r\n\r\n", General::Version),
-        (b"CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n", General::Connect),
-        (b"GET http://shop/ HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
+        (
+            b"CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n",
+            General::Connect,
+        ),
+        (
+            b"GET http://shop/ HTTP/1.1\r\nHost: shop\r\n\r\n",
+            General::Target,
+        ),
         (b"GET /a#frag HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
         (b"GET /{x} HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
         (b"GET * HTTP/1.1\r\nHost: shop\r\n\r\n", General::Target),
@@ -51,11 +57,26 @@ fn what_is_not_plain_goes_to_the_general_path() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", General::Host),
         (b"GET / HTTP/1.1\r\nHost: u@shop\r\n\r\n", General::Host),
         (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", General::Host),
-        (b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello", General::Body),
-        (b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 00\r\n\r\n", General::Body),
-        (b"POST / HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n", General::Body),
-        (b"GET / HTTP/1.1\r\nHost: shop\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", General::Upgrade),
-        (b"GET / HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\n\r\n", General::Upgrade),
+        (
+            b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello",
+            General::Body,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 00\r\n\r\n",
+            General::Body,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n",
+            General::Body,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: shop\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            General::Upgrade,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\n\r\n",
+            General::Upgrade,
+        ),
     ];
     for (head, why) in cases {
         assert_eq!(parse(head), Err(*why), "{}", String::from_utf8_lossy(head));
@@ -65,7 +86,11 @@ fn what_is_not_plain_goes_to_the_general_path() {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
-    assert_eq!(parse(&many), Err(General::Malformed), "more header lines than allowed");
+    assert_eq!(
+        parse(&many),
+        Err(General::Malformed),
+        "more header lines than allowed"
+    );
 }
 
 #[test]
@@ -92,7 +117,9 @@ fn a_spoofed_cohort_header_does_not_reach_the_track() {
 
 fn response(bytes: &[u8], head_request: bool) -> (Result<Framing, BadResponse>, bool, String) {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let head = parse_response(bytes, &mut storage).expect("parses").expect("complete");
+    let head = parse_response(bytes, &mut storage)
+        .expect("parses")
+        .expect("complete");
     let framing = head.framing(head_request);
     let mut out = Vec::new();
     let alive = framing.as_ref().map(|f| head.keeps_alive(*f)).unwrap_or(false);
@@ -106,17 +133,35 @@ fn response(bytes: &[u8], head_request: bool) -> (Result<Framing, BadResponse>, 
 #[test]
 fn a_responses_body_is_delimited_as_rfc_9112_says() {
     let ok = |b: &[u8], head| response(b, head).0;
-    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false), Ok(Framing::Length(12)));
-    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true), Ok(Framing::Empty));
-    assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n", false), Ok(Framing::Empty));
-    assert_eq!(ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Ok(Framing::Empty));
     assert_eq!(
-        ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n", false),
+        ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false),
+        Ok(Framing::Length(12))
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true),
+        Ok(Framing::Empty)
+    );
+    assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n", false), Ok(Framing::Empty));
+    assert_eq!(
+        ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false),
+        Ok(Framing::Empty)
+    );
+    assert_eq!(
+        ok(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            false
+        ),
         Ok(Framing::Chunked)
     );
-    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false), Ok(Framing::UntilClose));
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+        Ok(Framing::UntilClose)
+    );
     assert_eq!(ok(b"HTTP/1.1 200 OK\r\n\r\n", false), Ok(Framing::UntilClose));
-    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false), Ok(Framing::Length(5)));
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false),
+        Ok(Framing::Length(5))
+    );
     for bad in [
         &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
@@ -124,17 +169,34 @@ fn a_responses_body_is_delimited_as_rfc_9112_says() {
         b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
     ] {
-        assert_eq!(ok(bad, false), Err(BadResponse::Length), "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            ok(bad, false),
+            Err(BadResponse::Length),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
-    assert_eq!(ok(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false), Err(BadResponse::Switched));
+    assert_eq!(
+        ok(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+        Err(BadResponse::Switched)
+    );
 }
 
 #[test]
 fn the_track_connection_is_kept_only_when_the_answer_allows() {
     assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).1);
-    assert!(!response(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false).1);
+    assert!(
+        !response(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false
+        )
+        .1
+    );
     assert!(!response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).1);
-    assert!(!response(b"HTTP/1.1 200 OK\r\n\r\n", false).1, "delimited by the close");
+    assert!(
+        !response(b"HTTP/1.1 200 OK\r\n\r\n", false).1,
+        "delimited by the close"
+    );
 }
 
 #[test]
@@ -143,8 +205,14 @@ fn the_clients_head_loses_hop_by_hop_headers_and_states_its_framing() {
         b"HTTP/1.0 200 Fine\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=1\r\nX-Track: canary\r\n\r\n",
         false,
     );
-    assert_eq!(out, "HTTP/1.1 200 Fine\r\nX-Track: canary\r\ntransfer-encoding: chunked\r\n\r\n");
-    let (_, _, out) = response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false);
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 Fine\r\nX-Track: canary\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    let (_, _, out) = response(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        false,
+    );
     assert_eq!(out, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
     let (_, _, out) = response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n", false);
     assert_eq!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n");
@@ -160,13 +228,22 @@ fn the_clients_head_loses_hop_by_hop_headers_and_states_its_framing() {
 #[test]
 fn a_response_head_is_told_partial_until_it_ends() {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nX: 1\r\n", &mut storage), Ok(None)));
+    assert!(matches!(
+        parse_response(b"HTTP/1.1 200 OK\r\nX: 1\r\n", &mut storage),
+        Ok(None)
+    ));
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    assert!(matches!(parse_response(b"SMTP ready\r\n\r\n", &mut storage), Err(BadResponse::Malformed(_))));
+    assert!(matches!(
+        parse_response(b"SMTP ready\r\n\r\n", &mut storage),
+        Err(BadResponse::Malformed(_))
+    ));
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let interim = parse_response(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n", &mut storage)
-        .expect("parses")
-        .expect("complete");
+    let interim = parse_response(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n",
+        &mut storage,
+    )
+    .expect("parses")
+    .expect("complete");
     assert!(interim.is_interim());
     assert_eq!(interim.len, 40);
 }
@@ -188,7 +265,8 @@ fn scanned(body: &[u8]) -> Result<(usize, bool), BadResponse> {
 
 #[test]
 fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
-    let body = b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nHTTP/1.1 200";
+    let body =
+        b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nHTTP/1.1 200";
     assert_eq!(scanned(body), Ok((body.len() - 12, true)));
     assert_eq!(scanned(b"0\r\n\r\n"), Ok((5, true)));
     assert_eq!(scanned(b"3\r\nabc\r\n"), Ok((8, false)));
@@ -199,22 +277,41 @@ fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
         b"3\r\nabc\r\n0\r\nX: 1\n\r\n",
         b"10000000000000000\r\n",
     ] {
-        assert_eq!(Chunks::default().scan(bad), Err(BadResponse::Chunked), "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            Chunks::default().scan(bad),
+            Err(BadResponse::Chunked),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
     let mut long = b"1;".to_vec();
     long.extend(std::iter::repeat_n(b'e', MAX_CHUNK_OVERHEAD + 1));
-    assert_eq!(Chunks::default().scan(&long), Err(BadResponse::Chunked), "extensions are bounded");
+    assert_eq!(
+        Chunks::default().scan(&long),
+        Err(BadResponse::Chunked),
+        "extensions are bounded"
+    );
     let mut trailers = b"0\r\n".to_vec();
     for _ in 0..(MAX_CHUNK_OVERHEAD / 6 + 1) {
         trailers.extend_from_slice(b"X: 123\r\n");
     }
-    assert_eq!(Chunks::default().scan(&trailers), Err(BadResponse::Chunked), "trailers are bounded");
+    assert_eq!(
+        Chunks::default().scan(&trailers),
+        Err(BadResponse::Chunked),
+        "trailers are bounded"
+    );
 }
 
 #[test]
 fn the_routers_own_answer_is_delimited() {
     let mut out = Vec::new();
-    write_local(http::StatusCode::SERVICE_UNAVAILABLE, "shop: down\n", &[("retry-after", "1")], true, &mut out);
+    write_local(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "shop: down\n",
+        &[("retry-after", "1")],
+        true,
+        &mut out,
+    );
     assert_eq!(
         String::from_utf8(out).expect("ascii"),
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 11\r\n\
