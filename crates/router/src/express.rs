@@ -1,5 +1,5 @@
 //! The router's own forwarding of plain HTTP/1.1 requests: a request with no body, no upgrade
-//! and a plain head, to a track that speaks HTTP/1.1, with no mirror on its table. Most
+//! and a plain head, to a track that speaks HTTP/1.1 (mirrored or not). Most
 //! requests are such, and for them hyper's server and client connections (a header map per
 //! message, a task and a channel per upstream connection, two buffers held per client
 //! connection for as long as it is open) were two thirds of the router's work (decision 0030).
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::h1::{self, BadResponse, Chunks, Framing, General};
 use crate::metrics::{Exhausted, Metrics};
-use crate::proxy::{Ending, Outcome, Peer, Router, record, stop_requested};
+use crate::proxy::{Ending, Outcome, Peer, Router, mirror_sink, record, stop_requested};
 use crate::table::{Table, Track};
 use crate::upstream::{self, Unreached};
 
@@ -219,6 +219,8 @@ struct Exchange<'r> {
     /// Why the router answered itself, when it did.
     local: Option<(StatusCode, String, Option<&'static str>)>,
     overloaded: bool,
+    /// The mirror rule that copied the request, if one did.
+    mirrored: Option<usize>,
 }
 
 impl<'r> Exchange<'r> {
@@ -242,6 +244,7 @@ impl<'r> Exchange<'r> {
             head: false,
             local: None,
             overloaded: false,
+            mirrored: None,
         }
     }
 
@@ -249,9 +252,9 @@ impl<'r> Exchange<'r> {
     /// the track's request head; or says it is the general path's.
     fn plan(&mut self, input: &[u8]) -> Plan {
         let table = self.table;
-        // Mirroring and HTTP/2 to tracks are the general path's; known before anything is
-        // decided, so no route's counters move twice for one request.
-        if !table.mirrors.is_empty() || table.config.protocol.is_http2() {
+        // HTTP/2 to tracks is the general path's; known before anything is decided, so no
+        // route's counters move twice for one request.
+        if table.config.protocol.is_http2() {
             return Plan::General;
         }
         let mut storage = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
@@ -292,10 +295,30 @@ impl<'r> Exchange<'r> {
                 forwarded_for: self.peer.forwarded_for.as_bytes(),
             };
             h1::write_request(&head, &rewrite, &mut self.output);
+            if let Some(t) = self.track_index
+                && let Some(rule) = table.mirror_for(self.route, t)
+            {
+                self.mirror(rule);
+            }
         }
         Plan::Forward {
             head_len: head.len,
             close: head.close,
+        }
+    }
+
+    /// Hands a copy of the request as its track gets it to the mirrors, for rule `i`. The
+    /// request has no body, so the copy is whole at once.
+    fn mirror(&mut self, (i, rule): (usize, &crate::table::MirrorRule)) {
+        let Some(track) = &self.track else {
+            return;
+        };
+        let Some(parts) = h1::request_parts(&self.output) else {
+            return;
+        };
+        if let Some(submit) = mirror_sink(self.router, self.table, track, (i, rule), &parts) {
+            submit(Ok(Bytes::new()));
+            self.mirrored = Some(i);
         }
     }
 
@@ -342,7 +365,7 @@ impl<'r> Exchange<'r> {
                 status: status.as_u16(),
                 ending,
                 elapsed: self.started.elapsed(),
-                mirrored: None,
+                mirrored: self.mirrored,
             },
         );
     }
@@ -526,7 +549,7 @@ impl<'r> Exchange<'r> {
                 status: code,
                 ending: Ending::Answered,
                 elapsed: self.started.elapsed(),
-                mirrored: None,
+                mirrored: self.mirrored,
             },
         );
         let outcome = self.body(client, &mut conn, &mut out, head_len, framing).await;

@@ -301,6 +301,24 @@ pub fn write_request(head: &RequestHead<'_, '_>, rw: &Rewrite<'_>, out: &mut Vec
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
 }
 
+/// A request head this module wrote (`write_request`), as `http` parts: what a mirror's copy
+/// is made from. `None` if it is not one (it always is when written here).
+pub fn request_parts(written: &[u8]) -> Option<http::request::Parts> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut storage);
+    if !matches!(req.parse(written), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let mut builder = http::Request::builder()
+        .method(req.method?)
+        .uri(req.path?)
+        .version(http::Version::HTTP_11);
+    for h in req.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    Some(builder.body(()).ok()?.into_parts().0)
+}
+
 /// Why a track's answer cannot be passed on.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadResponse {

@@ -65,7 +65,7 @@ pub struct Limits {
     /// this and twice this, as connections are looked at once per interval. Zero: never.
     pub park_after: Duration,
     /// Plain HTTP/1.1 requests (no body, no upgrade, a plain head, a track speaking HTTP/1.1,
-    /// no mirror) are forwarded by the router's own code (`crate::express`) rather than by
+    /// mirrored or not) are forwarded by the router's own code (`crate::express`) rather than by
     /// hyper. Off only to measure the difference (`cohort router --hyper-only`).
     pub express: bool,
 }
@@ -1161,6 +1161,27 @@ fn mirror(
     parts: &http::request::Parts,
     body: &mut ClientBody,
 ) -> bool {
+    let Some(submit) = mirror_sink(router, table, track, (i, rule), parts) else {
+        return false;
+    };
+    if body.watch().is_done() {
+        submit(Ok(Bytes::new()));
+    } else {
+        body.tee(usize::try_from(rule.max_body).unwrap_or(usize::MAX), submit);
+    }
+    true
+}
+
+/// Where the body of a copy of the request with head `parts` goes once whole (or why it was
+/// lost): to the mirrors for rule `i`. `None` when it is not copied after all (its body is
+/// declared too large, counted).
+pub(crate) fn mirror_sink(
+    router: &Router,
+    table: &Table,
+    track: &Arc<crate::table::Track>,
+    (i, rule): (usize, &crate::table::MirrorRule),
+    parts: &http::request::Parts,
+) -> Option<crate::client_body::TeeSink> {
     use crate::client_body::TeeLost;
     let to = Arc::clone(&table.tracks[rule.to]);
     let from = track.name.clone();
@@ -1171,29 +1192,18 @@ fn mirror(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > rule.max_body) {
         mirrors.count(&from, &to.name, "dropped_body_too_large");
-        return false;
+        return None;
     }
     let head = crate::mirror::copy_head(parts, &from);
-    let Some(ring) = table.handles(&router.metrics).mirror_rings.get(2 * i).cloned() else {
-        return false;
-    };
-    let submit = move |whole: Result<Bytes, TeeLost>| match whole {
+    let ring = table.handles(&router.metrics).mirror_rings.get(2 * i).cloned()?;
+    Some(Box::new(move |whole: Result<Bytes, TeeLost>| match whole {
         Ok(copy) => {
             let name = from.clone();
             mirrors.submit(crate::mirror::copy(head, copy, to, ring, name));
         }
         Err(TeeLost::TooLarge) => mirrors.count(&from, &to.name, "dropped_body_too_large"),
         Err(TeeLost::Unfinished) => mirrors.count(&from, &to.name, "dropped_unfinished"),
-    };
-    if body.watch().is_done() {
-        submit(Ok(Bytes::new()));
-    } else {
-        body.tee(
-            usize::try_from(rule.max_body).unwrap_or(usize::MAX),
-            Box::new(submit),
-        );
-    }
-    true
+    }))
 }
 
 /// Leaves only the first of `name`'s header lines, if there are several.

@@ -21,20 +21,38 @@ use tokio::net::TcpListener;
 
 /// What a backend saw: the `x-cohort-mirror` header (if any) and the body of each request.
 type Seen = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
+/// And the head of each: method, target and `x-forwarded-for`.
+type Heads = Arc<Mutex<Vec<String>>>;
 
 /// A backend answering with its name after `delay`, recording what it was sent.
 async fn recording(name: &'static str, delay: Duration) -> (SocketAddr, Seen) {
+    let (addr, seen, _) = recording_heads(name, delay).await;
+    (addr, seen)
+}
+
+async fn recording_heads(name: &'static str, delay: Duration) -> (SocketAddr, Seen, Heads) {
     let seen: Seen = Arc::default();
+    let heads: Heads = Arc::default();
+    let heads_into = Arc::clone(&heads);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let into = Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let into = Arc::clone(&into);
+            let heads_into = Arc::clone(&heads_into);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let into = Arc::clone(&into);
+                    let heads_into = Arc::clone(&heads_into);
                     async move {
+                        let forwarded = req
+                            .headers()
+                            .get("x-forwarded-for")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        let line = format!("{} {} {forwarded}", req.method(), req.uri());
+                        heads_into.lock().expect("lock").push(line);
                         let mark = req
                             .headers()
                             .get("x-cohort-mirror")
@@ -60,7 +78,7 @@ async fn recording(name: &'static str, delay: Duration) -> (SocketAddr, Seen) {
             });
         }
     });
-    (addr, seen)
+    (addr, seen, heads)
 }
 
 fn track(name: &str, addr: SocketAddr) -> RouterTrack {
@@ -266,4 +284,63 @@ async fn a_mirror_that_never_answers_costs_the_client_nothing_and_its_copies_are
     );
     // 16 in flight, 256 waiting: the rest of the 500 copies were dropped.
     assert_eq!(dropped, (500 - 16 - 256) as f64);
+}
+
+/// A GET (no body) is forwarded by the router's own HTTP/1.1 path, not hyper's: mirroring must
+/// work there too, copying the request as the first track got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_body_are_copied_as_their_track_got_them() {
+    let (internal, copies, copy_heads) = recording_heads("internal", Duration::ZERO).await;
+    let (production, _, first_heads) = recording_heads("production", Duration::ZERO).await;
+    let (addr, router) = start(config(internal, production, 2_500, 1024)).await;
+    let c: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    for i in 0..40 {
+        let req = Request::get(format!("http://{addr}/orders/{i}?full=1"))
+            .header("x-traffic-group", "FREE")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = c.request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-track"], "production");
+        assert_eq!(
+            resp.into_body().collect().await.expect("body").to_bytes(),
+            "production"
+        );
+    }
+    let marked = || {
+        copies
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(m, _)| m.is_some())
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while marked() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(marked(), 10, "a quarter of FREE's 40 requests");
+    let heads = |h: &Heads| -> Vec<String> {
+        h.lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains("/orders/"))
+            .cloned()
+            .collect()
+    };
+    let (copied, first) = (heads(&copy_heads), heads(&first_heads));
+    assert_eq!(copied.len(), 10);
+    assert_eq!(first.len(), 40);
+    for line in &copied {
+        assert!(
+            line.starts_with("GET /orders/") && line.ends_with("?full=1 203.0.113.9, 127.0.0.1"),
+            "the copy is the request as production got it: {line}"
+        );
+        assert!(first.contains(line), "production got the same request: {line}");
+    }
+    assert_eq!(series(&router, "internal (mirror of production)"), 10);
+    assert_eq!(series(&router, "production (mirrored to internal)"), 10);
+    assert_eq!(series(&router, "production"), 40);
 }

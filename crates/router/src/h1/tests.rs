@@ -318,3 +318,31 @@ fn the_routers_own_answer_is_delimited() {
 retry-after: 1\r\nconnection: close\r\n\r\nshop: down\n"
     );
 }
+
+#[test]
+fn a_written_request_reads_back_as_the_same_parts_for_a_mirror() {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let input =
+        b"GET /a?b=1 HTTP/1.1\r\nHost: shop\r\nX-Traffic-Group: FREE\r\nConnection: keep-alive\r\n\r\n";
+    let head = parse_request(input, &mut storage).expect("plain");
+    let mut out = Vec::new();
+    let cohort = HeaderName::from_static("x-traffic-group");
+    let rewrite = Rewrite {
+        cohort_header: &cohort,
+        sticky_header: None,
+        spoofed: false,
+        forwarded_for: b"10.0.0.7",
+    };
+    write_request(&head, &rewrite, &mut out);
+    let parts = request_parts(&out).expect("parts");
+    assert_eq!(parts.method, http::Method::GET);
+    assert_eq!(parts.uri, "/a?b=1");
+    assert_eq!(parts.headers["host"], "shop");
+    assert_eq!(parts.headers["x-traffic-group"], "FREE");
+    assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.7");
+    assert!(parts.headers.get("connection").is_none());
+    assert!(
+        request_parts(b"GET / HTTP/1.1\r\nHost: x\r\n").is_none(),
+        "not whole"
+    );
+}
