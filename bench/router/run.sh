@@ -8,7 +8,9 @@
 # the proxy's CPU time per request (utime+stime from /proc over the run, and each apart: on
 # loopback the kernel's share is most of it, the same for every proxy) and its RSS, and checks
 # the split the backends saw and that nothing failed. A second cohort router with the same
-# routing mirrors 5% of FREE's production requests to internal: the cost of mirroring.
+# routing mirrors 5% of FREE's production requests to internal: the cost of mirroring. A third
+# (`hyper`) forwards every request with hyper (`--hyper-only`), as the router did before its own
+# HTTP/1.1 path (decision 0030): what that path buys.
 #
 # Usage: [COHORT_BIN=path] bench/router/run.sh [SECONDS] [ROUNDS]   (needs: haproxy nginx wrk taskset)
 set -euo pipefail
@@ -44,6 +46,9 @@ cohort_pid=$!
 taskset -c 0 "$target" router --threads 1 --config "$work/router-mirror.yaml" \
     --listen "127.0.0.1:$p_mirror" --admin "127.0.0.1:$p_mirror_admin" --max-connections 5000 2>"$work/mirror.err" & pids+=($!)
 mirror_pid=$!
+taskset -c 0 "$target" router --threads 1 --haproxy-config "$work/haproxy.cfg" --hyper-only \
+    --listen "127.0.0.1:$p_hyper" --admin "127.0.0.1:$p_hyper_admin" --max-connections 5000 2>"$work/hyper.err" & pids+=($!)
+hyper_pid=$!
 sleep 1
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -74,8 +79,8 @@ run() { # name pid port mode
 
 echo "expected split with a proxy: internal 5%, canary 2%, paid 2%, production 91%"
 for round in $(seq 1 "$rounds"); do
-    order=("none" "haproxy" "cohort" "mirror")
-    [ $((round % 2)) -eq 0 ] && order=("mirror" "cohort" "haproxy" "none")
+    order=("none" "haproxy" "cohort" "mirror" "hyper")
+    [ $((round % 2)) -eq 0 ] && order=("hyper" "mirror" "cohort" "haproxy" "none")
     for mode in keepalive close; do
         for who in "${order[@]}"; do
             case $who in
@@ -83,6 +88,7 @@ for round in $(seq 1 "$rounds"); do
                 haproxy) run haproxy "$haproxy_pid" "$p_haproxy" "$mode" ;;
                 cohort) run cohort "$cohort_pid" "$p_cohort" "$mode" ;;
                 mirror) run mirror "$mirror_pid" "$p_mirror" "$mode" ;;
+                hyper) run hyper "$hyper_pid" "$p_hyper" "$mode" ;;
             esac
         done
     done
@@ -129,6 +135,12 @@ for mode in ("keepalive", "close"):
     m50, m99 = med("mirror", mode, "p50_us") / 1000, med("mirror", mode, "p99_us") / 1000
     cp = med("cohort", mode, "p99_us") / 1000
     print(f"{mode:<10} {mc:>8.1f} {mc/cc:>5.2f}x {m50:>7.2f}ms {m99:>7.2f}ms {m99/cp:>5.2f}x")
+print("\nevery request through hyper (--hyper-only), as before decision 0030 (hyper / cohort):")
+print(f"{'mode':<10} {'us/req':>8} {'ratio':>6} {'p99':>9} {'ratio':>6}")
+for mode in ("keepalive", "close"):
+    yc, cc = med("hyper", mode, "cpu_us_per_req"), med("cohort", mode, "cpu_us_per_req")
+    y99, cp = med("hyper", mode, "p99_us") / 1000, med("cohort", mode, "p99_us") / 1000
+    print(f"{mode:<10} {yc:>8.1f} {yc/cc:>5.2f}x {y99:>7.2f}ms {y99/cp:>5.2f}x")
 bad = sum(int(r.get("errors", 0)) + int(r.get("non200", 0)) for rs in rows.values() for r in rs)
 print(f"errors and non-200 answers, all runs: {bad}")
 PY

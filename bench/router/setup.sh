@@ -7,6 +7,7 @@ declare -A port
 for t in internal canary paid production; do port[$t]=$(free_port); done
 p_haproxy=$(free_port); p_cohort=$(free_port); p_admin=$(free_port)
 p_mirror=$(free_port); p_mirror_admin=$(free_port)
+p_hyper=$(free_port); p_hyper_admin=$(free_port)
 
 # --- backends: one nginx, one worker, on the load core (1) -------------------------------
 {

@@ -39,8 +39,10 @@ const TRACK_READ: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// A body no longer than this goes out in the same write as its head.
 const SAME_WRITE: usize = 16 * 1024;
-/// Buffers kept per thread between exchanges, and the largest one kept.
-const STORE_BUFFERS: usize = 32;
+/// Buffers kept per thread between exchanges, and the largest one kept. An exchange holds two
+/// while it waits for its track, so this is enough for 64 at once on a thread with no
+/// allocation; their memory is touched anyway when that many are in flight.
+const STORE_BUFFERS: usize = 128;
 const STORE_LARGEST: usize = 64 * 1024;
 
 thread_local! {
@@ -114,15 +116,18 @@ pub(crate) async fn serve(
             Plan::Forward { head_len, close } => (head_len, close),
         };
         let close = close || *stopping.borrow();
-        let kept = exchange.run(&mut client, &input[..head_len], close).await;
-        exchange.finish();
-        answered = true;
-        quiet_from = Instant::now();
+        // The head is in the exchange's own buffer now: what follows it (pipelined requests,
+        // rarely any) is all the input still needed, and without it the buffer goes back
+        // before the track is asked.
         if head_len == input.len() {
-            input.clear();
+            give_back(std::mem::take(&mut input));
         } else {
             input.drain(..head_len);
         }
+        let kept = exchange.run(&mut client, close).await;
+        exchange.finish();
+        answered = true;
+        quiet_from = Instant::now();
         if !kept || close || *stopping.borrow() {
             let _ = client.shutdown().await;
             give_back(input);
@@ -325,9 +330,9 @@ impl<'r> Exchange<'r> {
     /// Sends the request to its track and passes the answer on to `client`; or answers itself
     /// when no track can. False when the client connection must close (its answer could not
     /// be delimited or delivered).
-    async fn run(&mut self, client: &mut TcpStream, request_head: &[u8], close: bool) -> bool {
+    async fn run(&mut self, client: &mut TcpStream, close: bool) -> bool {
         if self.local.is_none() {
-            match self.ask(request_head).await {
+            match self.ask().await {
                 Ok((conn, backend)) => return self.pass_on(client, conn, backend, close).await,
                 Err(local) => self.local = Some(local),
             }
@@ -374,7 +379,6 @@ impl<'r> Exchange<'r> {
     /// of this one refuses) until the answer's head is in; the connection it came on.
     async fn ask(
         &mut self,
-        request_head: &[u8],
     ) -> Result<(TcpStream, Arc<crate::table::Backend>), (StatusCode, String, Option<&'static str>)> {
         let service = self.table.config.service.clone();
         let mut track = self.track.clone().ok_or_else(|| {
@@ -405,7 +409,7 @@ impl<'r> Exchange<'r> {
                     // Every backend refused and is now marked down; the request was never
                     // sent: decide again, so the track's share goes to the route's healthy
                     // tracks.
-                    if !redecided && let Some((other, index)) = self.decide_again(request_head, &track) {
+                    if !redecided && let Some((other, index)) = self.decide_again(&track) {
                         redecided = true;
                         track = other;
                         self.track = Some(Arc::clone(&track));
@@ -468,10 +472,12 @@ impl<'r> Exchange<'r> {
         }
     }
 
-    /// The track the route gives this request now that `tried` refused, if another.
-    fn decide_again(&self, request_head: &[u8], tried: &Arc<Track>) -> Option<(Arc<Track>, usize)> {
+    /// The track the route gives this request now that `tried` refused, if another. Decided on
+    /// the head as the track gets it, which routes as the client's did: a cohort header the
+    /// first decision ignored is not in it, and the sticky key is.
+    fn decide_again(&self, tried: &Arc<Track>) -> Option<(Arc<Track>, usize)> {
         let mut storage = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
-        let head = h1::parse_request(request_head, &mut storage).ok()?;
+        let head = h1::parse_request(&self.output, &mut storage).ok()?;
         let again = self.table.decide(self.peer.ip, head.headers);
         let other = again.track.filter(|t| !Arc::ptr_eq(t, tried))?;
         Some((Arc::clone(other), again.track_index?))
@@ -712,14 +718,18 @@ async fn exchange_head(conn: &mut TcpStream, request: &[u8], answer: &mut Vec<u8
             Err(e) => return Err(Unanswered::Failed(e.to_string())),
             Ok(_) => any = true,
         }
-        loop {
+        // Parsed here only when it may be interim; the final head is parsed once, when it is
+        // passed on (malformed ones are told then).
+        while h1::response_head_ready(answer) {
+            if !h1::maybe_interim(answer) {
+                return Ok(());
+            }
             let mut storage = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
             match h1::parse_response(answer, &mut storage) {
                 Ok(Some(head)) if head.is_interim() => {
                     let len = head.len;
                     answer.drain(..len);
                 }
-                // Complete (or malformed: told when it is passed on).
                 Ok(Some(_)) | Err(_) => return Ok(()),
                 Ok(None) => break,
             }

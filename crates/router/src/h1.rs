@@ -378,6 +378,31 @@ pub fn parse_response<'h, 'b>(
     }))
 }
 
+/// Whether the response head at the start of `buf` is ready to be parsed: the blank line that
+/// ends it is in, or what is there cannot start a response head (so waiting would not help).
+/// Much cheaper than a parse, so a head is parsed once, when it is whole.
+pub fn response_head_ready(buf: &[u8]) -> bool {
+    const START: &[u8] = b"HTTP/1.";
+    let n = buf.len().min(START.len());
+    if buf[..n] != START[..n] {
+        return true;
+    }
+    buf.iter().enumerate().any(|(i, b)| {
+        *b == b'\n'
+            && match buf.get(i + 1) {
+                Some(b'\n') => true,
+                Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+                _ => false,
+            }
+    })
+}
+
+/// Whether the ready response head at the start of `buf` may be an interim one (1xx), which
+/// must be parsed to be skipped; false only when its status line says it is not.
+pub fn maybe_interim(buf: &[u8]) -> bool {
+    !(buf.len() > 9 && buf.starts_with(b"HTTP/1.") && buf[8] == b' ' && matches!(buf[9], b'2'..=b'9'))
+}
+
 /// How a response's body is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {

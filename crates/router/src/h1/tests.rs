@@ -346,3 +346,41 @@ fn a_written_request_reads_back_as_the_same_parts_for_a_mirror() {
         "not whole"
     );
 }
+
+#[test]
+fn a_response_head_is_ready_once_its_blank_line_is_in_or_it_cannot_be_one() {
+    for (buf, ready) in [
+        (&b""[..], false),
+        (b"HTT", false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r", false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", true),
+        (b"HTTP/1.1 200 OK\r\n\r\n", true),
+        (b"SSH-2.0-OpenSSH", true),
+        (b"<html>", true),
+    ] {
+        assert_eq!(
+            response_head_ready(buf),
+            ready,
+            "{}",
+            String::from_utf8_lossy(buf)
+        );
+        // Ready means a parse completes or fails; not ready means it is partial.
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed = parse_response(buf, &mut storage);
+        assert_eq!(
+            !matches!(parsed, Ok(None)),
+            ready,
+            "{}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+    assert!(maybe_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
+    assert!(
+        maybe_interim(b"HTTP/1.1  200 OK\r\n\r\n"),
+        "unusual: parsed to be sure"
+    );
+    assert!(!maybe_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
+    assert!(!maybe_interim(b"HTTP/1.0 404 Not Found\r\n\r\n"));
+}
