@@ -387,13 +387,10 @@ pub fn response_head_ready(buf: &[u8]) -> bool {
     if buf[..n] != START[..n] {
         return true;
     }
-    buf.iter().enumerate().any(|(i, b)| {
-        *b == b'\n'
-            && match buf.get(i + 1) {
-                Some(b'\n') => true,
-                Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
-                _ => false,
-            }
+    memchr::memchr_iter(b'\n', buf).any(|i| match buf.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+        _ => false,
     })
 }
 
