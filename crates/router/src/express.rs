@@ -92,10 +92,21 @@ pub(crate) async fn serve(
     let mut input: Vec<u8> = Vec::new();
     let mut quiet_from = Instant::now();
     let mut answered = false;
+    // One timer and one wait for the stop, for the connection's life: made and dropped per
+    // request they cost more than the rest of the wait (a reset to a later time is cheap).
+    let mut stop_watch = stopping.clone();
+    let mut stop = std::pin::pin!(stop_requested(&mut stop_watch));
+    let mut wake = std::pin::pin!(tokio::time::sleep_until(
+        quiet_from + router.limits.header_read_timeout
+    ));
     loop {
         if input.is_empty() {
             give_back(std::mem::take(&mut input));
-            if !next_request(&client, router, stopping, quiet_from, answered).await {
+            let waits = Waits {
+                stop: stop.as_mut(),
+                wake: wake.as_mut(),
+            };
+            if !next_request(&client, router, waits, quiet_from, answered).await {
                 return Ended::Done;
             }
             input = borrow(CLIENT_READ);
@@ -142,7 +153,7 @@ pub(crate) async fn serve(
 async fn next_request(
     client: &TcpStream,
     router: &Router,
-    stopping: &mut watch::Receiver<bool>,
+    mut waits: Waits<'_, '_>,
     quiet_from: Instant,
     answered: bool,
 ) -> bool {
@@ -151,22 +162,29 @@ async fn next_request(
     let park_at = (answered && !limits.park_after.is_zero())
         .then(|| quiet_from + limits.park_after)
         .filter(|at| *at < close_at);
-    let wake = tokio::time::sleep_until(park_at.unwrap_or(close_at));
-    let mut wake = std::pin::pin!(wake);
+    waits.wake.as_mut().reset(park_at.unwrap_or(close_at));
     let mut parked: Option<ParkedCount<'_>> = None;
     loop {
         tokio::select! {
+            biased;
             ready = client.readable() => return ready.is_ok(),
-            () = wake.as_mut() => {
+            () = waits.stop.as_mut() => return false,
+            () = waits.wake.as_mut() => {
                 if parked.is_some() || park_at.is_none() {
                     return false;
                 }
                 parked = Some(ParkedCount::new(&router.metrics));
-                wake.as_mut().reset(close_at);
+                waits.wake.as_mut().reset(close_at);
             }
-            () = stop_requested(stopping) => return false,
         }
     }
+}
+
+/// What a connection waiting for its next request also waits for: the router's stop, and its
+/// timer (parking, then the header timeout).
+struct Waits<'a, 's> {
+    stop: std::pin::Pin<&'a mut (dyn std::future::Future<Output = ()> + Send + 's)>,
+    wake: std::pin::Pin<&'a mut tokio::time::Sleep>,
 }
 
 /// A connection counted in `cohort_router_parked_connections` while this lives.
