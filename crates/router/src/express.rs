@@ -398,7 +398,8 @@ impl<'r> Exchange<'r> {
     async fn ask(
         &mut self,
     ) -> Result<(TcpStream, Arc<crate::table::Backend>), (StatusCode, String, Option<&'static str>)> {
-        let service = self.table.config.service.clone();
+        let table = self.table;
+        let service = &table.config.service;
         let mut track = self.track.clone().ok_or_else(|| {
             (
                 StatusCode::SERVICE_UNAVAILABLE,

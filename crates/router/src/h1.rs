@@ -109,6 +109,21 @@ fn plain_target_byte(b: u8) -> bool {
         )
 }
 
+/// A `Host` value this path passes on as it is: a name or IPv4 address of RFC 3986's
+/// unreserved bytes, and maybe a port. Anything else (IPv6 literals, escapes, userinfo) goes to
+/// the general path, whose URI parser decides what becomes of it.
+fn plain_host(value: &[u8]) -> bool {
+    let (host, port) = match memchr::memchr(b':', value) {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
+}
+
 /// Parses the request head at the start of `buf` into `storage`; the head if this path
 /// forwards it, or why the general path gets it.
 pub fn parse_request<'h, 'b>(
@@ -139,10 +154,7 @@ pub fn parse_request<'h, 'b>(
     for h in headers {
         if named(h, &header::HOST) {
             hosts += 1;
-            if h.value.is_empty()
-                || h.value.contains(&b'@')
-                || http::uri::Authority::try_from(h.value).is_err()
-            {
+            if !plain_host(h.value) {
                 return Err(General::Host);
             }
         } else if named(h, &header::CONTENT_LENGTH) {

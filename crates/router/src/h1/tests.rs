@@ -33,6 +33,19 @@ fn a_plain_get_is_forwarded_here_with_its_head_length() {
     let close = b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, Close\r\n\r\n";
     assert_eq!(parse(close).map(|p| p.2), Ok(true));
     let zero = b"DELETE /x HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n";
+    for host in [
+        "shop.example.com:8080",
+        "10.0.0.7:80",
+        "svc-1.ns.svc.cluster.local",
+        "a_b~c",
+    ] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(
+            parse_request(req.as_bytes(), &mut storage).is_ok(),
+            "{host} is plain"
+        );
+    }
     assert!(parse(zero).is_ok());
 }
 
@@ -57,6 +70,13 @@ fn what_is_not_plain_goes_to_the_general_path() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", General::Host),
         (b"GET / HTTP/1.1\r\nHost: u@shop\r\n\r\n", General::Host),
         (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: shop:\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: shop:80a\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: shop:123456\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: sh%6Fp\r\n\r\n", General::Host),
+        (b"GET / HTTP/1.1\r\nHost: shop/x\r\n\r\n", General::Host),
         (
             b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello",
             General::Body,
