@@ -437,9 +437,6 @@ impl ResponseHead<'_, '_> {
         if self.code == 101 {
             return Err(BadResponse::Switched);
         }
-        if head || (100..200).contains(&self.code) || self.code == 204 || self.code == 304 {
-            return Ok(Framing::Empty);
-        }
         let mut chunked = None;
         let mut length: Option<u64> = None;
         for h in self.headers {
@@ -461,6 +458,11 @@ impl ResponseHead<'_, '_> {
                     length = Some(n);
                 }
             }
+        }
+        // A length is checked even where there is no body: it goes on to the client, which
+        // must not get one that is not a number.
+        if head || (100..200).contains(&self.code) || self.code == 204 || self.code == 304 {
+            return Ok(Framing::Empty);
         }
         Ok(match (chunked, length) {
             (Some(true), _) => Framing::Chunked,

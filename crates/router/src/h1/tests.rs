@@ -404,3 +404,249 @@ fn a_response_head_is_ready_once_its_blank_line_is_in_or_it_cannot_be_one() {
     assert!(!maybe_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
     assert!(!maybe_interim(b"HTTP/1.0 404 Not Found\r\n\r\n"));
 }
+
+/// xorshift64: the same "random" inputs on every run, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes and lines that make heads ambiguous when a parser is careless.
+const NASTY: &[&[u8]] = &[
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b":",
+    b" ",
+    b"\t",
+    b"\0",
+    b"\x7f",
+    b"\xff",
+    b",",
+    b"_",
+    b"close",
+    b"0",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Content-Length: 5\r\n",
+    b"Content-Length: 0\r\n",
+    b"Connection: x-forwarded-for, host, x-traffic-group\r\n",
+    b"Host: other\r\n",
+    b"X-Traffic-Group: ENTERPRISE\r\n",
+    b"X_Traffic_Group: ENTERPRISE\r\n",
+    b"Upgrade: h2c\r\n",
+    b" folded\r\n",
+    b"HTTP/1.1 200 OK\r\n",
+    b"1\r\nx\r\n",
+    b"ffffffffffffffff\r\n",
+];
+
+fn mutated(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut buf = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(buf.len() + 1);
+        match rng.below(4) {
+            0 if !buf.is_empty() => {
+                let i = rng.below(buf.len());
+                buf[i] = rng.next() as u8;
+            }
+            1 => {
+                let nasty = NASTY[rng.below(NASTY.len())];
+                buf.splice(at..at, nasty.iter().copied());
+            }
+            2 if at < buf.len() => {
+                let end = (at + 1 + rng.below(8)).min(buf.len());
+                buf.drain(at..end);
+            }
+            _ => {
+                let end = (at + rng.below(16)).min(buf.len());
+                let piece = buf[at..end].to_vec();
+                buf.splice(at..at, piece);
+            }
+        }
+    }
+    buf
+}
+
+/// A head as httparse reads it back: (name, value) pairs, or why it is not one whole head of
+/// exactly `len` bytes.
+fn reread(out: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut storage = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut storage);
+    let mut resp_storage = [httparse::EMPTY_HEADER; 256];
+    let mut resp = httparse::Response::new(&mut resp_storage);
+    let (len, headers) = if out.starts_with(b"HTTP/") {
+        match resp.parse(out) {
+            Ok(httparse::Status::Complete(len)) => (len, resp.headers.to_vec()),
+            other => panic!(
+                "not a whole response head ({other:?}): {}",
+                String::from_utf8_lossy(out)
+            ),
+        }
+    } else {
+        match req.parse(out) {
+            Ok(httparse::Status::Complete(len)) => (len, req.headers.to_vec()),
+            other => panic!(
+                "not a whole request head ({other:?}): {}",
+                String::from_utf8_lossy(out)
+            ),
+        }
+    };
+    assert!(
+        len == out.len() || out[len..].starts_with(b"0\r\n") || !out.starts_with(b"HTTP/"),
+        "a second head hides in the first: {}",
+        String::from_utf8_lossy(out)
+    );
+    for h in &headers {
+        assert!(
+            !h.value.iter().any(|b| *b == b'\r' || *b == b'\n'),
+            "a line break inside a value: {}",
+            String::from_utf8_lossy(out)
+        );
+    }
+    headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect()
+}
+
+#[test]
+fn mutated_heads_never_panic_and_what_goes_on_is_one_well_formed_head() {
+    let requests: &[&[u8]] = &[
+        b"GET /a?b=1 HTTP/1.1\r\nHost: shop\r\nX-Traffic-Group: FREE\r\nX-User-Id: u1\r\nConnection: keep-alive, x-extra\r\nX-Extra: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nhost: shop:8080\r\nCookie: a=b\r\nTE: trailers\r\nKeep-Alive: 5\r\n\r\n",
+        b"DELETE /x HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ];
+    let responses: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: s\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\nbody until close",
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"v\"\r\nContent-Length: 10\r\n\r\n",
+    ];
+    let cohort = HeaderName::from_static("x-traffic-group");
+    let sticky = HeaderName::from_static("x-user-id");
+    let mut rng = Rng(0x5eed_c0de_2026_1204);
+    let (mut forwarded, mut passed) = (0, 0);
+    for round in 0..30_000 {
+        let input = mutated(&mut rng, requests[round % requests.len()]);
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        if let Ok(head) = parse_request(&input, &mut storage) {
+            forwarded += 1;
+            let mut out = Vec::new();
+            let spoofed = round % 2 == 0;
+            let rewrite = Rewrite {
+                cohort_header: &cohort,
+                sticky_header: Some(&sticky),
+                spoofed,
+                forwarded_for: b"10.0.0.9",
+            };
+            write_request(&head, &rewrite, &mut out);
+            let headers = reread(&out);
+            let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
+            assert_eq!(count("host"), 1, "{}", String::from_utf8_lossy(&out));
+            for gone in ["connection", "keep-alive", "te", "transfer-encoding", "upgrade"] {
+                assert_eq!(count(gone), 0, "{gone}: {}", String::from_utf8_lossy(&out));
+            }
+            let listed = head
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"x-extra")));
+            if listed {
+                assert_eq!(count("x-extra"), 0, "{}", String::from_utf8_lossy(&out));
+            }
+            assert!(count("x-traffic-group") <= usize::from(!spoofed));
+            assert!(count("x-user-id") <= 1);
+            assert_eq!(count("x-forwarded-for"), 1);
+            assert!(headers.iter().all(|(n, _)| !n.contains('_')));
+            assert!(
+                headers
+                    .iter()
+                    .all(|(n, v)| n != "content-length" || v.as_slice() == b"0")
+            );
+        }
+        let input = mutated(&mut rng, responses[round % responses.len()]);
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        if let Ok(Some(head)) = parse_response(&input, &mut storage)
+            && let Ok(framing) = head.framing(round % 3 == 0)
+        {
+            passed += 1;
+            let _ = head.keeps_alive(framing);
+            let mut out = Vec::new();
+            write_response(&head, framing, round % 5 == 0, &mut out);
+            let headers = reread(&out);
+            let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
+            let (lengths, chunked) = (count("content-length"), count("transfer-encoding"));
+            assert!(
+                lengths + chunked <= 1,
+                "one framing: {}",
+                String::from_utf8_lossy(&out)
+            );
+            assert_eq!(
+                chunked == 1,
+                matches!(framing, Framing::Chunked | Framing::UntilClose)
+            );
+            let listed = head
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"x-secret")));
+            if listed {
+                assert_eq!(count("x-secret"), 0, "{}", String::from_utf8_lossy(&out));
+            }
+        }
+        let body = mutated(
+            &mut rng,
+            b"5;e=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: 1\r\n\r\nNEXT",
+        );
+        let mut whole = Chunks::default();
+        let at = rng.below(body.len() + 1);
+        let mut split = Chunks::default();
+        let in_one = whole.scan(&body);
+        let in_two = split.scan(&body[..at]).and_then(|a| {
+            if split.is_done() {
+                Ok(a)
+            } else {
+                split.scan(&body[at..]).map(|b| a + b)
+            }
+        });
+        assert_eq!(
+            in_one.is_ok(),
+            in_two.is_ok(),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        if let (Ok(one), Ok(two)) = (in_one, in_two) {
+            assert_eq!(one, two, "split at {at}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(whole.is_done(), split.is_done());
+        }
+    }
+    // The mutations must leave enough inputs valid for the checks to mean something.
+    assert!(forwarded > 3_000, "{forwarded} requests forwarded");
+    assert!(passed > 3_000, "{passed} responses passed on");
+}
+
+#[test]
+fn an_invalid_length_is_refused_even_on_an_answer_without_a_body() {
+    for (head_request, raw) in [
+        (true, &b"HTTP/1.1 200 OK\r\nContent-Length: 2nd\r\n\r\n"[..]),
+        (
+            false,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1, 2\r\n\r\n",
+        ),
+    ] {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = parse_response(raw, &mut storage).expect("parsed").expect("whole");
+        assert_eq!(head.framing(head_request), Err(BadResponse::Length));
+    }
+}
