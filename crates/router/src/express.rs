@@ -110,12 +110,23 @@ pub(crate) async fn serve(
                 return Ended::Done;
             }
             input = borrow(CLIENT_READ);
-            match client.read_buf(&mut input).await {
-                Ok(0) | Err(_) => {
+            // Readable may be a readiness the runtime still holds from a read that filled
+            // the buffer exactly: then there is nothing, and the wait goes on to the same
+            // deadline (a read that waited here would have none).
+            match client.try_read_buf(&mut input) {
+                Ok(0) => {
                     give_back(input);
                     return Ended::Done;
                 }
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    give_back(std::mem::take(&mut input));
+                    continue;
+                }
+                Err(_) => {
+                    give_back(input);
+                    return Ended::Done;
+                }
             }
         }
         let table = router.table();
@@ -282,6 +293,8 @@ impl<'r> Exchange<'r> {
         }
         let mut storage = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
         let head = match h1::parse_request(input, &mut storage) {
+            // The general path refuses it with 431, counted exactly as received.
+            Ok(head) if head.len > self.router.limits.max_header_bytes => return Plan::General,
             Ok(head) => head,
             Err(General::Partial | General::Malformed | General::Version | General::Connect)
             | Err(General::Target | General::Host | General::Body | General::Upgrade) => {
@@ -616,10 +629,11 @@ impl<'r> Exchange<'r> {
                     return Body::Broken;
                 }
                 let mut left = length - here as u64;
+                let mut watch = true;
                 while left > 0 {
                     self.answer.clear();
-                    match conn.read_buf(&mut self.answer).await {
-                        Ok(0) | Err(_) => return Body::Broken,
+                    match self.body_read(conn, client, &mut watch).await {
+                        Ok(0) | Err(()) => return Body::Broken,
                         Ok(n) => {
                             let take = usize::try_from(left).unwrap_or(usize::MAX).min(n);
                             if client.write_all(&self.answer[..take]).await.is_err() {
@@ -644,10 +658,11 @@ impl<'r> Exchange<'r> {
                 if !self.send(client, out, body).await {
                     return Body::Broken;
                 }
+                let mut watch = true;
                 while !chunks.is_done() {
                     self.answer.clear();
-                    match conn.read_buf(&mut self.answer).await {
-                        Ok(0) | Err(_) => return Body::Broken,
+                    match self.body_read(conn, client, &mut watch).await {
+                        Ok(0) | Err(()) => return Body::Broken,
                         Ok(n) => {
                             let Ok(used) = chunks.scan(&self.answer[..n]) else {
                                 return Body::Broken;
@@ -672,11 +687,12 @@ impl<'r> Exchange<'r> {
                 if client.write_all(out).await.is_err() {
                     return Body::Broken;
                 }
+                let mut watch = true;
                 loop {
                     self.answer.clear();
-                    match conn.read_buf(&mut self.answer).await {
+                    match self.body_read(conn, client, &mut watch).await {
                         Ok(0) => break,
-                        Err(_) => return Body::Broken,
+                        Err(()) => return Body::Broken,
                         Ok(n) => {
                             out.clear();
                             h1::chunk_size_line(n, out);
@@ -692,6 +708,40 @@ impl<'r> Exchange<'r> {
                     return Body::Broken;
                 }
                 Body::Whole { clean: false }
+            }
+        }
+    }
+
+    /// The next bytes of the answer's body from the track, into `self.answer`: how many (0 when
+    /// the track closed the connection). An error when the track sends nothing for the
+    /// response timeout, or fails, or the client has gone: nobody is left to pass the body to,
+    /// and its connection slot and the track's connection must not wait for the track.
+    /// `watch_client` is cleared once the client has sent more (a pipelined request): its
+    /// socket then stays readable, and it is not watched for the rest of this body.
+    async fn body_read(
+        &mut self,
+        conn: &mut TcpStream,
+        client: &TcpStream,
+        watch_client: &mut bool,
+    ) -> Result<usize, ()> {
+        let idle = tokio::time::sleep(self.router.limits.response_timeout);
+        let mut idle = std::pin::pin!(idle);
+        loop {
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                biased;
+                read = conn.read_buf(&mut self.answer) => return read.map_err(|_| ()),
+                gone = client.peek(&mut probe), if *watch_client => match gone {
+                    Ok(0) | Err(_) => return Err(()),
+                    Ok(_) => *watch_client = false,
+                },
+                () = idle.as_mut() => {
+                    if let Some(track) = &self.track {
+                        let within = self.router.limits.response_timeout.as_secs_f64();
+                        self.failed(track, &format_args!("sent nothing of its answer's body for {within}s"));
+                    }
+                    return Err(());
+                }
             }
         }
     }

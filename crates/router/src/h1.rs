@@ -437,6 +437,23 @@ impl ResponseHead<'_, '_> {
         if self.code == 101 {
             return Err(BadResponse::Switched);
         }
+        let (chunked, length) = self.lengths()?;
+        // A length is checked even where there is no body: it goes on to the client, which
+        // must not get one that is not a number.
+        if head || (100..200).contains(&self.code) || self.code == 204 || self.code == 304 {
+            return Ok(Framing::Empty);
+        }
+        Ok(match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        })
+    }
+
+    /// Whether `Transfer-Encoding` ends with chunked (if it is there), and the length
+    /// `Content-Length` says (if it is there; all its values must agree).
+    fn lengths(&self) -> Result<(Option<bool>, Option<u64>), BadResponse> {
         let mut chunked = None;
         let mut length: Option<u64> = None;
         for h in self.headers {
@@ -459,17 +476,7 @@ impl ResponseHead<'_, '_> {
                 }
             }
         }
-        // A length is checked even where there is no body: it goes on to the client, which
-        // must not get one that is not a number.
-        if head || (100..200).contains(&self.code) || self.code == 204 || self.code == 304 {
-            return Ok(Framing::Empty);
-        }
-        Ok(match (chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::UntilClose,
-        })
+        Ok((chunked, length))
     }
 
     /// Whether the connection to the track may take another request once this answer's body
@@ -487,8 +494,10 @@ impl ResponseHead<'_, '_> {
 
 /// Writes `head` as the client gets it to `out`: the status line as HTTP/1.1; every header
 /// line except the hop-by-hop ones (the fixed set and those `Connection` lists); the body's
-/// framing (`Transfer-Encoding: chunked` for a chunked body or one that ends with the
-/// connection, which goes on chunked); `Connection: close` when `close`.
+/// framing, written from `framing` whatever the track's lines said or listed
+/// (`Content-Length: n`, or `Transfer-Encoding: chunked` for a chunked body or one that ends
+/// with the connection, which goes on chunked; the length it declares for an answer without a
+/// body); `Connection: close` when `close`.
 pub fn write_response(head: &ResponseHead<'_, '_>, framing: Framing, close: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&itoa3(head.code));
@@ -496,20 +505,44 @@ pub fn write_response(head: &ResponseHead<'_, '_>, framing: Framing, close: bool
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let listed = ConnectionNamed::of(head.headers);
-    let rechunked = matches!(framing, Framing::Chunked | Framing::UntilClose);
     for h in head.headers {
-        if always_hop_by_hop(h) || listed.lists(h) || (rechunked && named(h, &header::CONTENT_LENGTH)) {
+        if always_hop_by_hop(h) || named(h, &header::CONTENT_LENGTH) || listed.lists(h) {
             continue;
         }
         put_header(out, h.name.as_bytes(), h.value);
     }
-    if rechunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    let length = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::Chunked | Framing::UntilClose => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            None
+        }
+        Framing::Empty => head.lengths().ok().and_then(|(_, n)| n),
+    };
+    if let Some(n) = length {
+        out.extend_from_slice(b"content-length: ");
+        decimal(n, out);
+        out.extend_from_slice(b"\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal.
+fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A status code's three digits (httparse accepts only three-digit codes).

@@ -139,10 +139,14 @@ fn config(backend: SocketAddr) -> RouterConfig {
 }
 
 async fn start(backend: SocketAddr) -> (SocketAddr, Arc<Router>) {
+    start_with(backend, Limits::default()).await
+}
+
+async fn start_with(backend: SocketAddr, limits: Limits) -> (SocketAddr, Arc<Router>) {
     let table = cohort_router::table::Table::build(config(backend))
         .await
         .expect("table");
-    let router = Router::with_limits(table, Limits::default());
+    let router = Router::with_limits(table, limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(cohort_router::proxy::serve(
@@ -543,4 +547,143 @@ async fn a_long_body_passes_in_pieces_as_it_comes() {
         assert_eq!(a.body.len(), expected.len());
         assert!(a.body == expected.as_bytes(), "the body is intact");
     }
+}
+
+/// Found by review: after a read that filled the buffer exactly, the runtime still held the
+/// socket as readable, and the read that followed waited with no header timeout, so a
+/// client could hold a connection slot for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_connection_closes_at_the_header_timeout_even_after_a_read_that_filled_the_buffer() {
+    let backend = track(|_, _, _| ok("x")).await;
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(1),
+        park_after: Duration::ZERO,
+        ..Limits::default()
+    };
+    let (addr, _router) = start_with(backend, limits).await;
+    // Pipelined GETs of exactly the sizes a read buffer has here (8 KiB new, 16 KiB reused).
+    for size in [8 * 1024, 16 * 1024] {
+        let mut requests = String::new();
+        let mut count = 0;
+        while size - requests.len() > 2 * 1024 {
+            requests.push_str(&get("/fill"));
+            count += 1;
+        }
+        let base = "GET /last HTTP/1.1\r\nHost: shop\r\nX-Pad: \r\n\r\n".len();
+        let pad = size - requests.len() - base;
+        requests.push_str(&format!(
+            "GET /last HTTP/1.1\r\nHost: shop\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        ));
+        assert_eq!(requests.len(), size);
+        let mut c = Client::connect(addr).await;
+        c.send(&requests).await;
+        for _ in 0..=count {
+            assert_eq!(c.answer(false).await.expect("answer").status, 200);
+        }
+        let started = Instant::now();
+        assert!(c.closed().await, "{size}: closed at the header timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{size}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Found by review: while a track's body stalled, the router waited for it even after the
+/// client had gone, holding the client's slot and the track's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_a_stalled_body_frees_its_slot_at_once() {
+    let backend = track(|head, _, _| {
+        if head.starts_with("GET /stall ") {
+            // Seven bytes of a hundred, and the connection stays open.
+            Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nseven..".to_vec())
+        } else {
+            ok("served")
+        }
+    })
+    .await;
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let (addr, _router) = start_with(backend, limits).await;
+    let mut first = Client::connect(addr).await;
+    first.send(&get("/stall")).await;
+    first
+        .until(b"seven..")
+        .await
+        .expect("the first bytes of the body");
+    drop(first);
+    let started = Instant::now();
+    let mut second = Client::connect(addr).await;
+    second.send(&get("/next")).await;
+    let next = second.answer(false).await.expect("the next client is served");
+    assert_eq!(next.body, b"served");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_for_the_response_timeout_ends_the_clients_connection() {
+    let backend =
+        track(|_, _, _| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nseven..".to_vec())).await;
+    let limits = Limits {
+        response_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (addr, _router) = start_with(backend, limits).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&get("/")).await;
+    let started = Instant::now();
+    assert!(c.answer(false).await.is_none(), "the answer cannot be whole");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Found by review: a track's `Connection: Content-Length` made the router drop the length, so
+/// the client read the next answer as this one's body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_length_the_track_lists_in_connection_is_still_framed() {
+    let backend = track(|head, _, _| {
+        if head.starts_with("GET /listed ") {
+            Reply::Send(
+                b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            )
+        } else {
+            ok("next")
+        }
+    })
+    .await;
+    let (addr, _router) = start(backend).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&format!("{}{}", get("/listed"), get("/next"))).await;
+    assert_eq!(c.answer(false).await.expect("first").body, b"hello");
+    assert_eq!(c.answer(false).await.expect("second").body, b"next");
+}
+
+/// Found by review: a head larger than `--max-header-bytes` that arrived in one read was
+/// forwarded by the router's own path instead of refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_header_bytes_holds_on_the_routers_own_path() {
+    let backend = track(|_, _, _| ok("forwarded")).await;
+    let limits = Limits {
+        max_header_bytes: 2048,
+        ..Limits::default()
+    };
+    let (addr, _router) = start_with(backend, limits).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&format!(
+        "GET / HTTP/1.1\r\nHost: shop\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(5000)
+    ))
+    .await;
+    assert_eq!(c.answer(false).await.expect("answer").status, 431);
 }
