@@ -311,16 +311,7 @@ impl<'r> Exchange<'r> {
         self.idempotent = head.idempotent();
         self.head = head.is_head();
         if self.track.is_none() {
-            let service = &table.config.service;
-            let cohort = decision.cohort.unwrap_or("default");
-            let why = if decision.down.is_empty() {
-                format!("{service}: no track of the route for cohort {cohort} has a version yet\n")
-            } else {
-                format!(
-                    "{service}: no healthy track for cohort {cohort} ({} down)\n",
-                    decision.down.join(", ")
-                )
-            };
+            let why = decision.why_no_track(&table.config.service);
             self.local = Some((StatusCode::SERVICE_UNAVAILABLE, why, None));
         } else {
             self.output = borrow(head.len + 256);

@@ -193,26 +193,25 @@ pub struct Rewrite<'a> {
     pub forwarded_for: &'a [u8],
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Hop-by-hop by itself (RFC 9110 §7.6.1, and the proxy authentication pair).
+/// The headers that are hop-by-hop by themselves (RFC 9110 §7.6.1, and the proxy
+/// authentication pair): both paths drop them.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
 fn always_hop_by_hop(h: &httparse::Header<'_>) -> bool {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-    ]
-    .iter()
-    .any(|name| named(h, name))
+    HOP_BY_HOP.iter().any(|name| named(h, name))
 }
 
 /// The header names the `Connection` lines of `headers` list (other than its own options).

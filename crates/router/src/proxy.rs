@@ -552,25 +552,11 @@ fn connection_options_of(lines: http::header::GetAll<'_, HeaderValue>) -> impl I
         .map(str::trim)
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+use crate::h1::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
 
-/// Whether `name` is hop-by-hop by itself (RFC 9110 §7.6.1 and the proxy auth pair).
+/// Whether `name` is hop-by-hop by itself (`crate::h1::HOP_BY_HOP`).
 fn always_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-    ]
-    .contains(&name)
+    crate::h1::HOP_BY_HOP.contains(name)
 }
 
 /// Removes hop-by-hop headers: the fixed set and the ones `Connection` names, except the
@@ -921,7 +907,6 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
     if let Some(sticky) = table.sticky_header() {
         keep_first(req.headers_mut(), sticky);
     }
-    let cohort = decision.cohort.unwrap_or("default");
     let route = decision.route;
     let local = |response, track: Option<usize>, error| Done {
         response,
@@ -932,14 +917,7 @@ async fn forward(router: &Router, table: &Table, peer: Peer, mut req: Request<In
         mirrored: None,
     };
     let Some(track) = decision.track.cloned() else {
-        let why = if decision.down.is_empty() {
-            format!("{service}: no track of the route for cohort {cohort} has a version yet\n")
-        } else {
-            format!(
-                "{service}: no healthy track for cohort {cohort} ({} down)\n",
-                decision.down.join(", ")
-            )
-        };
+        let why = decision.why_no_track(service);
         return local(text(StatusCode::SERVICE_UNAVAILABLE, why), None, None);
     };
     // `Upgrade` (WebSocket and the like) is hop-by-hop, but passes through: the router asks

@@ -233,6 +233,22 @@ pub struct Decision<'t> {
     pub down: Vec<&'t str>,
 }
 
+impl Decision<'_> {
+    /// Why no track was chosen, for the client's 503: no track of the route has a version
+    /// yet, or every one is down.
+    pub fn why_no_track(&self, service: &str) -> String {
+        let cohort = self.cohort.unwrap_or("default");
+        if self.down.is_empty() {
+            format!("{service}: no track of the route for cohort {cohort} has a version yet\n")
+        } else {
+            format!(
+                "{service}: no healthy track for cohort {cohort} ({} down)\n",
+                self.down.join(", ")
+            )
+        }
+    }
+}
+
 impl Table {
     /// Builds a table, resolving every backend name now (names that do not resolve leave
     /// their track without backends until the next resolution).
