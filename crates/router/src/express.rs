@@ -605,6 +605,8 @@ impl<'r> Exchange<'r> {
         framing: Framing,
     ) -> Body {
         let read = self.answer.len() - head_len;
+        // Whether the client is watched for leaving while the body comes (`body_read`).
+        let mut watch = true;
         match framing {
             Framing::Empty => {
                 if client.write_all(out).await.is_err() {
@@ -620,7 +622,6 @@ impl<'r> Exchange<'r> {
                     return Body::Broken;
                 }
                 let mut left = length - here as u64;
-                let mut watch = true;
                 while left > 0 {
                     self.answer.clear();
                     match self.body_read(conn, client, &mut watch).await {
@@ -649,7 +650,6 @@ impl<'r> Exchange<'r> {
                 if !self.send(client, out, body).await {
                     return Body::Broken;
                 }
-                let mut watch = true;
                 while !chunks.is_done() {
                     self.answer.clear();
                     match self.body_read(conn, client, &mut watch).await {
@@ -678,7 +678,6 @@ impl<'r> Exchange<'r> {
                 if client.write_all(out).await.is_err() {
                     return Body::Broken;
                 }
-                let mut watch = true;
                 loop {
                     self.answer.clear();
                     match self.body_read(conn, client, &mut watch).await {
