@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
 /// A backend that records every request it gets (head and body, as received) and answers with
 /// its name, reading the whole body first as an application does.
 struct Recorder {
@@ -164,16 +166,7 @@ async fn setup(limits: Limits) -> Setup {
 }
 
 async fn start(config: RouterConfig, limits: Limits) -> (SocketAddr, Arc<Router>) {
-    let table = cohort_router::table::Table::build(config).await.expect("table");
-    let router = Router::with_limits(table, limits);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cohort_router::proxy::serve(
-        listener,
-        Arc::clone(&router),
-        std::future::pending(),
-    ));
-    (addr, router)
+    common::start_router(config, limits).await
 }
 
 /// Writes `request` as it is and reads the answer until the router closes the connection.

@@ -19,6 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+mod common;
+
 /// What a backend saw: the `x-cohort-mirror` header (if any) and the body of each request.
 type Seen = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
 /// And the head of each: method, target and `x-forwarded-for`.
@@ -133,16 +135,7 @@ fn config(internal: SocketAddr, production: SocketAddr, share: u32, max_body: u6
 }
 
 async fn start(config: RouterConfig) -> (SocketAddr, Arc<cohort_router::proxy::Router>) {
-    let table = cohort_router::table::Table::build(config).await.expect("table");
-    let router = cohort_router::proxy::Router::new(table);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cohort_router::proxy::serve(
-        listener,
-        Arc::clone(&router),
-        std::future::pending(),
-    ));
-    (addr, router)
+    common::start_router(config, cohort_router::proxy::Limits::default()).await
 }
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;

@@ -15,6 +15,8 @@ use cohort_router::proxy::{Limits, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
 /// What a scripted track does with one request.
 enum Reply {
     /// Writes these bytes and reads the connection's next request.
@@ -143,18 +145,7 @@ async fn start(backend: SocketAddr) -> (SocketAddr, Arc<Router>) {
 }
 
 async fn start_with(backend: SocketAddr, limits: Limits) -> (SocketAddr, Arc<Router>) {
-    let table = cohort_router::table::Table::build(config(backend))
-        .await
-        .expect("table");
-    let router = Router::with_limits(table, limits);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cohort_router::proxy::serve(
-        listener,
-        Arc::clone(&router),
-        std::future::pending(),
-    ));
-    (addr, router)
+    common::start_router(config(backend), limits).await
 }
 
 /// A client connection reading answers one by one, whatever their framing.

@@ -132,17 +132,7 @@ async fn start(config: RouterConfig) -> SocketAddr {
 }
 
 async fn start_router(config: RouterConfig) -> (SocketAddr, Arc<cohort_router::proxy::Router>) {
-    let table = cohort_router::table::Table::build(config).await.expect("table");
-    let router = cohort_router::proxy::Router::new(table);
-    let handle = Arc::clone(&router);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cohort_router::proxy::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    (addr, handle)
+    common::start_router(config, cohort_router::proxy::Limits::default()).await
 }
 
 type TestClient = Client<HttpConnector, Empty<Bytes>>;
@@ -463,16 +453,7 @@ async fn repeated_reloads_under_load_fail_no_request() {
 }
 
 async fn start_limited(config: RouterConfig, limits: cohort_router::proxy::Limits) -> SocketAddr {
-    let table = cohort_router::table::Table::build(config).await.expect("table");
-    let router = cohort_router::proxy::Router::with_limits(table, limits);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(cohort_router::proxy::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
-    addr
+    common::start_router(config, limits).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

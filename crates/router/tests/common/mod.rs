@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -41,4 +42,22 @@ pub async fn echo_upgrade_backend() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A router serving `config` within `limits` on an ephemeral loopback port, until the test
+/// ends: its address, and the router (its metrics and table).
+pub async fn start_router(
+    config: cohort_core::router_config::RouterConfig,
+    limits: cohort_router::proxy::Limits,
+) -> (SocketAddr, Arc<cohort_router::proxy::Router>) {
+    let table = cohort_router::table::Table::build(config).await.expect("table");
+    let router = cohort_router::proxy::Router::with_limits(table, limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(cohort_router::proxy::serve(
+        listener,
+        Arc::clone(&router),
+        std::future::pending(),
+    ));
+    (addr, router)
 }
